@@ -1,0 +1,166 @@
+"""Consumers: ASGI applications written as one handler method per message type.
+
+A message ``{"type": "chat.message"}`` is handled by ``chat_message``. A consumer listens to
+two sources at once: the ASGI ``receive`` of its connection and, when a channel layer is
+configured, its own layer channel (``self.channel_name``), so other processes and consumers
+can reach it. Messages are handled one at a time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, cast
+
+from asgiref.sync import async_to_sync
+from django.db import close_old_connections
+
+from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
+from consumers.exceptions import StopConsumer
+from consumers.threads import in_pool
+from consumers.types import Message, Receive, Scope, Send
+
+
+def get_handler_name(message: Mapping[str, Any]) -> str:
+    """The method name for a message: its ``type`` with dots turned into underscores."""
+    if "type" not in message:
+        raise ValueError(f"Incoming message has no 'type' key: {_preview(message)}")
+    kind = message["type"]
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"Message 'type' must be a non-empty str, got {kind!r}")
+    if kind.startswith("_"):
+        raise ValueError(f"Malformed message type {kind!r}: it may not start with an underscore")
+    return kind.replace(".", "_")
+
+
+def _preview(message: Mapping[str, Any]) -> str:
+    text = repr(message)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class AsyncConsumer:
+    """Base consumer whose handlers are coroutines running on the event loop."""
+
+    channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+    channel_layer: BaseChannelLayer | None
+    channel_name: str | None = None
+    scope: Scope
+
+    def __init__(self, **initkwargs: Any) -> None:
+        for key, value in initkwargs.items():
+            if not hasattr(type(self), key):
+                raise TypeError(
+                    f"{type(self).__name__}() got an unexpected keyword argument {key!r}: "
+                    "as_asgi() only accepts names of class attributes"
+                )
+            setattr(self, key, value)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """An ASGI application that makes a new consumer for each connection."""
+        cls(**initkwargs)  # validates the keywords at routing time, not at the first request
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._asgi_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources: list[Callable[[], Awaitable[Message]]] = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
+        with contextlib.suppress(StopConsumer):
+            await self._handle_messages(sources)
+
+    async def _handle_messages(self, sources: list[Callable[[], Awaitable[Message]]]) -> None:
+        if len(sources) == 1:
+            while True:
+                await self.dispatch(await sources[0]())
+        # One pump task per source. A pump takes its next message only after the previous
+        # one was handled, so nothing is read ahead: a busy consumer leaves messages in its
+        # sources (back-pressure), and competing consumers of one channel share the work.
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[tuple[Message | BaseException, asyncio.Future[None]]]
+        inbox = asyncio.Queue()
+
+        async def pump(source: Callable[[], Awaitable[Message]]) -> None:
+            while True:
+                handled = loop.create_future()
+                try:
+                    message = await source()
+                except Exception as error:
+                    await inbox.put((error, handled))
+                    return
+                await inbox.put((message, handled))
+                await handled
+
+        pumps = [asyncio.ensure_future(pump(source)) for source in sources]
+        try:
+            while True:
+                item, handled = await inbox.get()
+                if isinstance(item, BaseException):
+                    raise item
+                try:
+                    await self.dispatch(item)
+                finally:
+                    handled.set_result(None)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def dispatch(self, message: Message) -> None:
+        """Call the handler named by the message's type."""
+        await self._handler(message)(message)
+
+    def _handler(self, message: Message) -> Callable[[Message], Any]:
+        name = get_handler_name(message)
+        handler = getattr(self, name, None)
+        if handler is None:
+            raise ValueError(
+                f"{type(self).__name__} has no handler for message type {message['type']!r} "
+                f"(define a method named {name!r})"
+            )
+        return cast(Callable[[Message], Any], handler)
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI message to the client's connection."""
+        await self._asgi_send(message)
+
+
+class SyncConsumer(AsyncConsumer):
+    """Consumer with plain (sync) handlers, safe for the ORM and other blocking code.
+
+    Handlers run on the bounded pool of ``consumers.threads``: one at a time for this
+    connection, in parallel with other connections. Database connections past their age
+    are closed around each handler, as Django does around a request.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._run_in_pool = in_pool(self._run_handler)
+        self._blocking_send = async_to_sync(send)
+        await super().__call__(scope, receive, send)
+
+    async def dispatch(self, message: Message) -> None:
+        await self._run_in_pool(self._handler(message), message)
+
+    @staticmethod
+    def _run_handler(handler: Callable[[Message], Any], message: Message) -> None:
+        close_old_connections()
+        try:
+            handler(message)
+        finally:
+            close_old_connections()
+
+    def send(self, message: Message) -> None:  # type: ignore[override]
+        """Send an ASGI message to the client's connection, from handler code."""
+        self._blocking_send(message)

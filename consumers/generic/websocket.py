@@ -1,0 +1,297 @@
+"""WebSocket consumers: connect/receive/disconnect hooks over the ASGI WebSocket messages.
+
+The protocol logic lives once, in ``WebsocketProtocol``: building and checking messages,
+joining and leaving ``groups``, and turning a crash in a handler into a 1011 close for that
+connection alone. The four public classes are thin sync and async shells around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, ClassVar
+
+from consumers.consumer import AsyncConsumer, SyncConsumer
+from consumers.exceptions import (
+    AcceptConnection,
+    DenyConnection,
+    InvalidChannelLayerError,
+    StopConsumer,
+)
+from consumers.headers import Headers, encode_headers
+from consumers.types import Message
+
+logger = logging.getLogger("consumers.websocket")
+
+
+CLOSE_NORMAL = 1000
+CLOSE_NO_STATUS = 1005
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
+    message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+    if headers:
+        message["headers"] = encode_headers(headers)
+    return message
+
+
+def close_message(code: int | None = None, reason: str | None = None) -> Message:
+    message: Message = {"type": "websocket.close", "code": CLOSE_NORMAL if code is None else code}
+    if reason:
+        # A close frame carries at most 123 bytes of reason.
+        message["reason"] = reason.encode()[:123].decode(errors="ignore")
+    return message
+
+
+def frame_message(text_data: str | None = None, bytes_data: bytes | None = None) -> Message:
+    """A ``websocket.send``; an empty string is a frame too, only ``None`` means absent."""
+    if text_data is not None:
+        if not isinstance(text_data, str):
+            raise TypeError(f"text_data must be a str, got {type(text_data).__name__}")
+        return {"type": "websocket.send", "text": text_data}
+    if bytes_data is not None:
+        if not isinstance(bytes_data, bytes | bytearray):
+            raise TypeError(f"bytes_data must be bytes, got {type(bytes_data).__name__}")
+        return {"type": "websocket.send", "bytes": bytes(bytes_data)}
+    raise ValueError("send() needs text_data or bytes_data")
+
+
+def frame_data(message: Message) -> dict[str, Any]:
+    """The keyword arguments for ``receive()`` from a ``websocket.receive`` message."""
+    if message.get("text") is not None:
+        return {"text_data": message["text"]}
+    return {"bytes_data": message.get("bytes")}
+
+
+class WebsocketProtocol(AsyncConsumer):
+    """What the sync and async WebSocket consumers share; not used directly."""
+
+    groups: ClassVar[list[str]] = []
+
+    async def dispatch(self, message: Message) -> None:
+        kind = message.get("type")
+        try:
+            if kind == "websocket.connect":
+                await self._join_groups()
+            await super().dispatch(message)
+        except StopConsumer:
+            if kind == "websocket.disconnect":
+                await self._leave_groups()
+            raise
+        except Exception:
+            await self._crashed(message)
+
+    async def _crashed(self, message: Message) -> None:
+        """Close this connection alone with 1011, run the usual disconnect path, stop."""
+        logger.exception(
+            "%s crashed handling %r on %s; closing the connection with 1011",
+            type(self).__name__,
+            message.get("type"),
+            self.scope.get("path", "?"),
+        )
+        if message.get("type") != "websocket.disconnect":
+            await self._asgi_send(close_message(CLOSE_INTERNAL_ERROR))
+            try:
+                await super().dispatch({"type": "websocket.disconnect", "code": 1011})
+            except StopConsumer:
+                pass
+            except Exception:
+                logger.exception("%s.disconnect() failed after a crash", type(self).__name__)
+        await self._leave_groups()
+        raise StopConsumer
+
+    async def _join_groups(self) -> None:
+        if not self.groups:
+            return
+        layer = self.channel_layer
+        if layer is None or "groups" not in getattr(layer, "extensions", ()):
+            raise InvalidChannelLayerError(
+                f"{type(self).__name__}.groups needs a channel layer with groups; "
+                f"CHANNEL_LAYERS[{self.channel_layer_alias!r}] is missing or has no groups"
+            )
+        assert self.channel_name is not None
+        for group in self.groups:
+            await layer.group_add(group, self.channel_name)
+
+    async def _leave_groups(self) -> None:
+        if self.groups and self.channel_layer is not None and self.channel_name is not None:
+            for group in self.groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    @staticmethod
+    def _connect_outcome(error: Exception) -> Message:
+        return accept_message() if isinstance(error, AcceptConnection) else close_message()
+
+
+class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
+    """WebSocket consumer with sync hooks: ``connect``, ``receive``, ``disconnect``."""
+
+    def websocket_connect(self, message: Message) -> None:
+        try:
+            self.connect()
+        except (AcceptConnection, DenyConnection) as outcome:
+            SyncConsumer.send(self, self._connect_outcome(outcome))
+
+    def connect(self) -> None:
+        self.accept()
+
+    def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
+        SyncConsumer.send(self, accept_message(subprotocol, headers))
+
+    def websocket_receive(self, message: Message) -> None:
+        self.receive(**frame_data(message))
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass
+
+    def send(  # type: ignore[override]
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+    ) -> None:
+        SyncConsumer.send(self, frame_message(text_data, bytes_data))
+        if close is not False:
+            self.close(None if close is True else close)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        SyncConsumer.send(self, close_message(code, reason))
+
+    def websocket_disconnect(self, message: Message) -> None:
+        self.disconnect(message.get("code", CLOSE_NO_STATUS))
+        raise StopConsumer
+
+    def disconnect(self, code: int) -> None:
+        pass
+
+
+class AsyncWebsocketConsumer(WebsocketProtocol):
+    """WebSocket consumer with async hooks: ``connect``, ``receive``, ``disconnect``."""
+
+    async def websocket_connect(self, message: Message) -> None:
+        try:
+            await self.connect()
+        except (AcceptConnection, DenyConnection) as outcome:
+            await AsyncConsumer.send(self, self._connect_outcome(outcome))
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
+        await AsyncConsumer.send(self, accept_message(subprotocol, headers))
+
+    async def websocket_receive(self, message: Message) -> None:
+        await self.receive(**frame_data(message))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass
+
+    async def send(  # type: ignore[override]
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+    ) -> None:
+        await AsyncConsumer.send(self, frame_message(text_data, bytes_data))
+        if close is not False:
+            await self.close(None if close is True else close)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        await AsyncConsumer.send(self, close_message(code, reason))
+
+    async def websocket_disconnect(self, message: Message) -> None:
+        await self.disconnect(message.get("code", CLOSE_NO_STATUS))
+        raise StopConsumer
+
+    async def disconnect(self, code: int) -> None:
+        pass
+
+
+class JsonWebsocketConsumer(WebsocketConsumer):
+    """WebSocket consumer that speaks JSON: ``receive_json`` and ``send_json``.
+
+    A frame that is not JSON text closes this connection alone (1007 for invalid JSON,
+    1003 for a binary frame) with one log line.
+    """
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            return self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        try:
+            content = self.decode_json(text_data)
+        except (ValueError, RecursionError) as error:
+            return self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        self.receive_json(content)
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass
+
+    def send_json(self, content: Any, close: bool | int = False) -> None:
+        self.send(text_data=self.encode_json(content), close=close)
+
+    @classmethod
+    def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)
+
+
+class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
+    """Async WebSocket consumer that speaks JSON; see ``JsonWebsocketConsumer``."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            return await self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        try:
+            content = await self.decode_json(text_data)
+        except (ValueError, RecursionError) as error:
+            return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass
+
+    async def send_json(self, content: Any, close: bool | int = False) -> None:
+        await self.send(text_data=await self.encode_json(content), close=close)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)
+
+
+NOT_JSON_TEXT = "binary frame where JSON text was expected"
+
+
+def _invalid_json(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "JSON nested too deeply"
+    return f"invalid JSON: {error}"
+
+
+def _rejected(consumer: AsyncConsumer, code: int, reason: str) -> tuple[int, str]:
+    """Log a client frame the consumer refuses, once, and give the close code and reason."""
+    logger.warning(
+        "Closing WebSocket %s with %s: %s (%s)",
+        consumer.scope.get("path", "?"),
+        code,
+        reason,
+        type(consumer).__name__,
+    )
+    return code, reason
+
+
+__all__ = [
+    "AsyncJsonWebsocketConsumer",
+    "AsyncWebsocketConsumer",
+    "JsonWebsocketConsumer",
+    "WebsocketConsumer",
+]

@@ -1,0 +1,183 @@
+"""Routers: pick the ASGI application for a connection by protocol, URL path or channel name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import URLPattern, URLResolver
+from django.urls.resolvers import RegexPattern, RoutePattern
+from django.utils.module_loading import import_string
+
+from consumers.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("consumers.routing")
+
+
+def get_default_application() -> ASGIApp:
+    """The application named by ``settings.ASGI_APPLICATION``."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        raise ImproperlyConfigured(
+            "ASGI_APPLICATION is not set: point it at your application, "
+            "e.g. ASGI_APPLICATION = 'project.asgi.application'"
+        )
+    try:
+        application: ASGIApp = import_string(path)
+        return application
+    except ImportError as error:
+        raise ImproperlyConfigured(f"Cannot import ASGI_APPLICATION {path!r}: {error}") from error
+
+
+class ProtocolTypeRouter:
+    """Sends each connection to the application for its scope type (``http``, ``websocket``,
+    ``channel``...). A ``lifespan`` scope without an application of its own is answered
+    here, so servers that send it (Uvicorn, Hypercorn) start cleanly."""
+
+    def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
+        self.application_mapping = dict(application_mapping)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        application = self.application_mapping.get(scope["type"])
+        if application is not None:
+            await application(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _answer_lifespan(receive, send)
+        else:
+            raise ValueError(
+                f"No application configured for scope type {scope['type']!r} "
+                f"(ProtocolTypeRouter knows {sorted(self.application_mapping)})"
+            )
+
+
+async def _answer_lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+Match = tuple[ASGIApp, tuple[Any, ...], dict[str, Any]]
+
+
+class URLRouter:
+    """Routes HTTP and WebSocket connections by path with Django's ``path()``/``re_path()``.
+
+    Another ``URLRouter`` as a route's target matches the route as a prefix and resolves the
+    rest of the path, as ``include()`` does. Matched arguments land in
+    ``scope["url_route"]`` as ``{"args": ..., "kwargs": ...}``. A path that matches nothing
+    is refused (404 for HTTP, a rejected handshake for WebSocket) with one log line.
+    """
+
+    def __init__(self, routes: Sequence[URLPattern]) -> None:
+        self.routes = list(routes)
+        self._patterns = [_pattern_for(route) for route in self.routes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = _routing_path(scope)
+        match = self.resolve(path)
+        if match is None:
+            await _not_found(scope, receive, send, path)
+            return
+        application, args, kwargs = match
+        url_route = scope.get("url_route", {"args": (), "kwargs": {}})
+        scope = dict(scope)
+        scope["path_remaining"] = ""
+        scope["url_route"] = {
+            "args": (*url_route["args"], *args),
+            "kwargs": {**url_route["kwargs"], **kwargs},
+        }
+        await application(scope, receive, send)
+
+    def resolve(self, path: str) -> Match | None:
+        """The application and arguments for a path, trying nested routers depth first."""
+        for route, pattern in zip(self.routes, self._patterns, strict=True):
+            matched = pattern.match(path)
+            if not matched:
+                continue
+            rest, args, kwargs = matched
+            kwargs = {**kwargs, **route.default_args}
+            if isinstance(route.callback, URLRouter):
+                inner = route.callback.resolve(rest)
+                if inner is None:
+                    continue
+                application, inner_args, inner_kwargs = inner
+                return application, (*args, *inner_args), {**kwargs, **inner_kwargs}
+            return cast(ASGIApp, route.callback), tuple(args), kwargs
+        return None
+
+
+def _pattern_for(route: URLPattern | URLResolver) -> RoutePattern | RegexPattern:
+    """The pattern to match a route with: a prefix pattern when a router is nested in it."""
+    if isinstance(route, URLResolver):
+        raise ImproperlyConfigured(
+            f"URLRouter does not take include() ({route.pattern}): "
+            "nest another URLRouter as the route's target instead"
+        )
+    pattern = route.pattern
+    if not isinstance(pattern, RoutePattern | RegexPattern):
+        raise ImproperlyConfigured(f"URLRouter takes path() and re_path() routes, not {route!r}")
+    if isinstance(route.callback, URLRouter):
+        # The nested router resolves the rest of the path, so match only the prefix.
+        return type(pattern)(str(pattern), is_endpoint=False)
+    return pattern
+
+
+def _routing_path(scope: Scope) -> str:
+    """The path still to route, relative to ``root_path`` and without its leading slash."""
+    remaining = scope.get("path_remaining")
+    if remaining:
+        return str(remaining)
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.removeprefix("/")
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    kind = scope["type"]
+    logger.warning("No route for %s path %r", kind, scope.get("path", path))
+    if kind == "websocket":
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1000})
+    elif kind == "http":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"Not Found"})
+    else:
+        raise ValueError(f"No route found for {kind} path {path!r}")
+
+
+class ChannelNameRouter:
+    """Sends worker messages to the application for their ``scope["channel"]``."""
+
+    def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
+        self.application_mapping = dict(application_mapping)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "channel" not in scope:
+            raise ValueError(
+                "ChannelNameRouter got a scope without 'channel': it routes only the "
+                "'channel' scope type that runworker creates"
+            )
+        try:
+            application = self.application_mapping[scope["channel"]]
+        except KeyError:
+            raise ValueError(
+                f"No application configured for channel {scope['channel']!r} "
+                f"(ChannelNameRouter knows {sorted(self.application_mapping)})"
+            ) from None
+        await application(scope, receive, send)

@@ -1,0 +1,87 @@
+"""Background workers: consumers fed from named channel layer channels instead of clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+from collections.abc import Sequence
+
+from channels_layer import BaseChannelLayer
+from consumers.types import ASGIApp, Message
+
+logger = logging.getLogger("consumers.worker")
+
+RESTART_DELAY = 1.0
+
+
+class Worker:
+    """Runs ``application`` for each named channel with scope
+    ``{"type": "channel", "channel": name}``, receiving that channel's layer messages.
+
+    ``concurrency`` instances per channel compete for its messages, so a slow job does not
+    hold up the next one (Channels runs exactly one). An instance that crashes is logged and
+    replaced; the worker itself keeps running.
+    """
+
+    def __init__(
+        self,
+        application: ASGIApp,
+        channels: Sequence[str],
+        channel_layer: BaseChannelLayer,
+        concurrency: int = 1,
+    ) -> None:
+        if not channels:
+            raise ValueError("Worker needs at least one channel name")
+        for channel in channels:
+            channel_layer.require_valid_channel_name(channel)
+            if "!" in channel:
+                raise ValueError(f"Worker channels must be plain names, not {channel!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.application = application
+        self.channels = list(channels)
+        self.channel_layer = channel_layer
+        self.concurrency = concurrency
+
+    def run(self) -> None:
+        """Run until SIGINT or SIGTERM."""
+        asyncio.run(self._run_until_signalled())
+
+    async def _run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self.arun())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logger.info("Worker for %s stopped", ", ".join(self.channels))
+
+    async def arun(self) -> None:
+        """Serve every channel until cancelled."""
+        logger.info(
+            "Worker listening on %s (%d per channel)", ", ".join(self.channels), self.concurrency
+        )
+        async with asyncio.TaskGroup() as group:
+            for channel in self.channels:
+                for _ in range(self.concurrency):
+                    group.create_task(self._serve(channel))
+
+    async def _serve(self, channel: str) -> None:
+        scope = {"type": "channel", "channel": channel}
+        receive = functools.partial(self.channel_layer.receive, channel)
+        while True:
+            try:
+                await self.application(scope, receive, _no_client)
+            except Exception:
+                logger.exception("Worker application for channel %r crashed; restarting", channel)
+                await asyncio.sleep(RESTART_DELAY)
+
+
+async def _no_client(message: Message) -> None:
+    raise RuntimeError(
+        "A worker consumer has no client connection to send to; reply through the channel "
+        "layer instead (self.channel_layer.send() or group_send())"
+    )

@@ -1,0 +1,152 @@
+"""Protocol, URL and channel-name routing."""
+
+import logging
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import path, re_path
+
+from consumers.routing import (
+    ChannelNameRouter,
+    ProtocolTypeRouter,
+    URLRouter,
+    get_default_application,
+)
+from consumers.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
+
+
+def named(name):
+    """An ASGI app that accepts a WebSocket and reports its name and url_route."""
+
+    async def app(scope, receive, send):
+        message = await receive()
+        if scope["type"] == "websocket":
+            assert message["type"] == "websocket.connect"
+            await send({"type": "websocket.accept"})
+        await send({"type": "report", "name": name, "url_route": scope.get("url_route")})
+
+    return app
+
+
+async def route(application, path, scope_type="websocket", **scope):
+    app = ApplicationCommunicator(
+        application, {"type": scope_type, "path": path, "headers": [], **scope}
+    )
+    await app.send_input({"type": "websocket.connect"})
+    first = await app.receive_output()
+    return await app.receive_output() if first["type"] == "websocket.accept" else first
+
+
+async def test_protocol_type_router_picks_the_app_for_the_scope_type():
+    router = ProtocolTypeRouter({"websocket": named("ws"), "http": named("http")})
+    assert (await route(router, "/"))["name"] == "ws"
+    assert (await route(router, "/", scope_type="http"))["name"] == "http"
+
+
+async def test_protocol_type_router_refuses_unknown_scope_types():
+    router = ProtocolTypeRouter({"http": named("http")})
+    with pytest.raises(ValueError, match="No application configured for scope type 'websocket'"):
+        await router({"type": "websocket"}, None, None)
+
+
+async def test_lifespan_is_answered_when_no_app_handles_it():
+    app = ApplicationCommunicator(ProtocolTypeRouter({"http": named("http")}), {"type": "lifespan"})
+    await app.send_input({"type": "lifespan.startup"})
+    assert await app.receive_output() == {"type": "lifespan.startup.complete"}
+    await app.send_input({"type": "lifespan.shutdown"})
+    assert await app.receive_output() == {"type": "lifespan.shutdown.complete"}
+    await app.wait()
+
+
+async def test_path_converters_and_regex_groups_fill_url_route():
+    router = URLRouter(
+        [
+            path("rooms/<int:room>/", named("room")),
+            re_path(r"^files/(\d+)/(?P<name>\w+)/$", named("file")),
+            re_path(r"^plain/(\d+)/$", named("plain")),
+        ]
+    )
+    room = await route(router, "/rooms/42/")
+    assert (room["name"], room["url_route"]) == ("room", {"args": (), "kwargs": {"room": 42}})
+    named_group = await route(router, "/files/7/readme/")
+    assert named_group["url_route"]["kwargs"] == {"name": "readme"}
+    positional = await route(router, "/plain/9/")
+    assert positional["url_route"] == {"args": ("9",), "kwargs": {}}
+
+
+async def test_nested_routers_match_prefixes_and_merge_arguments():
+    inner = URLRouter([path("messages/<slug:kind>/", named("inner"))])
+    router = URLRouter(
+        [
+            path("chat/<int:room>/", inner),
+            path("chat/<int:room>/other/", named("other")),
+            path("static/", named("static"), {"flavour": "fixed"}),
+        ]
+    )
+    nested = await route(router, "/chat/5/messages/new/")
+    assert nested["name"] == "inner"
+    assert nested["url_route"]["kwargs"] == {"room": 5, "kind": "new"}
+    # The nested router matched the prefix but not the rest: the next route is tried.
+    assert (await route(router, "/chat/5/other/"))["name"] == "other"
+    assert (await route(router, "/static/"))["url_route"]["kwargs"] == {"flavour": "fixed"}
+
+
+async def test_root_path_is_stripped_before_matching():
+    router = URLRouter([path("ws/echo/", named("echo"))])
+    found = await route(router, "/prefix/ws/echo/", root_path="/prefix")
+    assert found["name"] == "echo"
+
+
+async def test_unmatched_websocket_path_rejects_the_handshake_and_logs_one_line(caplog):
+    router = URLRouter([path("ws/echo/", named("echo"))])
+    with caplog.at_level(logging.WARNING, logger="consumers.routing"):
+        accepted, _ = await WebsocketCommunicator(router, "/ws/nowhere/").connect()
+    assert not accepted
+    assert [r.getMessage() for r in caplog.records] == [
+        "No route for websocket path '/ws/nowhere/'"
+    ]
+    assert (await route(router, "/ws/echo/"))["name"] == "echo"
+
+
+async def test_unmatched_http_path_is_a_404():
+    router = URLRouter([path("ws/echo/", named("echo"))])
+    response = await HttpCommunicator(router, "GET", "/missing/").get_response()
+    assert response["status"] == 404
+
+
+def test_include_is_refused_with_a_hint():
+    from django.urls import include
+
+    with pytest.raises(ImproperlyConfigured, match="nest another URLRouter"):
+        URLRouter([path("x/", include([path("y/", named("y"))]))])
+
+
+async def test_channel_name_router_routes_by_channel():
+    router = ChannelNameRouter({"thumbnails": named("thumbs")})
+    app = ApplicationCommunicator(router, {"type": "channel", "channel": "thumbnails"})
+    await app.send_input({"type": "job"})
+    assert (await app.receive_output())["name"] == "thumbs"
+
+
+@pytest.mark.parametrize(
+    ("scope", "complaint"),
+    [
+        ({"type": "channel"}, "without 'channel'"),
+        ({"type": "channel", "channel": "nope"}, "No application configured for channel 'nope'"),
+    ],
+)
+async def test_channel_name_router_refuses_unknown_or_missing_channels(scope, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        await ChannelNameRouter({"thumbnails": named("thumbs")})(scope, None, None)
+
+
+def test_default_application_is_the_one_in_settings():
+    from project.asgi import application
+
+    assert get_default_application() is application
+
+
+def test_default_application_needs_the_setting(settings):
+    del settings.ASGI_APPLICATION
+    with pytest.raises(ImproperlyConfigured, match="ASGI_APPLICATION is not set"):
+        get_default_application()

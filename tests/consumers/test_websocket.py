@@ -1,0 +1,236 @@
+"""The generic WebSocket consumers, sync and async, driven through the ASGI protocol."""
+
+import logging
+
+import pytest
+
+from channels_layer import get_channel_layer
+from consumers.exceptions import AcceptConnection, DenyConnection
+from consumers.generic.websocket import (
+    AsyncJsonWebsocketConsumer,
+    AsyncWebsocketConsumer,
+    JsonWebsocketConsumer,
+    WebsocketConsumer,
+)
+from consumers.testing import WebsocketCommunicator
+
+
+class SyncEcho(WebsocketConsumer):
+    groups = ["lobby"]
+    disconnects: list = []
+
+    def connect(self):
+        wanted = self.scope["subprotocols"]
+        if "deny" in wanted:
+            raise DenyConnection
+        if "raise-accept" in wanted:
+            raise AcceptConnection
+        self.accept(wanted[0] if wanted else None, headers=[("x-served-by", "sync")])
+
+    def receive(self, text_data=None, bytes_data=None):
+        if text_data == "close":
+            self.close(4001, "asked to")
+        elif text_data == "crash":
+            raise RuntimeError("boom")
+        elif text_data == "send-nothing":
+            self.send()
+        elif text_data == "bye":
+            self.send(text_data="bye", close=4002)
+        elif text_data is not None:
+            self.send(text_data=f"text:{text_data!r}")
+        else:
+            self.send(bytes_data=b"bytes:" + bytes_data)
+
+    def room_message(self, message):
+        self.send(text_data=f"room:{message['text']}")
+
+    def disconnect(self, code):
+        type(self).disconnects.append(code)
+
+
+class AsyncEcho(AsyncWebsocketConsumer):
+    groups = ["lobby"]
+    disconnects: list = []
+
+    async def connect(self):
+        wanted = self.scope["subprotocols"]
+        if "deny" in wanted:
+            raise DenyConnection
+        if "raise-accept" in wanted:
+            raise AcceptConnection
+        await self.accept(wanted[0] if wanted else None, headers=[("x-served-by", "async")])
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "close":
+            await self.close(4001, "asked to")
+        elif text_data == "crash":
+            raise RuntimeError("boom")
+        elif text_data == "send-nothing":
+            await self.send()
+        elif text_data == "bye":
+            await self.send(text_data="bye", close=4002)
+        elif text_data is not None:
+            await self.send(text_data=f"text:{text_data!r}")
+        else:
+            await self.send(bytes_data=b"bytes:" + bytes_data)
+
+    async def room_message(self, message):
+        await self.send(text_data=f"room:{message['text']}")
+
+    async def disconnect(self, code):
+        type(self).disconnects.append(code)
+
+
+@pytest.fixture(params=[SyncEcho, AsyncEcho], ids=["sync", "async"])
+def echo(request):
+    request.param.disconnects = []
+    return request.param
+
+
+async def open_socket(consumer, subprotocols=None):
+    socket = WebsocketCommunicator(consumer.as_asgi(), "/ws/", subprotocols=subprotocols)
+    accepted, _ = await socket.connect()
+    assert accepted
+    return socket
+
+
+async def test_accept_sends_the_chosen_subprotocol_and_headers(echo):
+    socket = WebsocketCommunicator(echo.as_asgi(), "/ws/", subprotocols=["v2.chat"])
+    await socket.send_input({"type": "websocket.connect"})
+    accept = await socket.receive_output()
+    assert accept["subprotocol"] == "v2.chat"
+    assert (b"x-served-by", echo.__name__.removesuffix("Echo").lower().encode()) in accept[
+        "headers"
+    ]
+    await socket.disconnect()
+
+
+async def test_deny_connection_rejects_the_handshake(echo):
+    socket = WebsocketCommunicator(echo.as_asgi(), "/ws/", subprotocols=["deny"])
+    assert await socket.connect() == (False, 1000)
+
+
+async def test_accept_connection_exception_accepts(echo):
+    socket = WebsocketCommunicator(echo.as_asgi(), "/ws/", subprotocols=["raise-accept"])
+    assert await socket.connect() == (True, None)
+    await socket.disconnect()
+
+
+async def test_text_and_binary_frames_reach_receive_as_such(echo):
+    socket = await open_socket(echo)
+    await socket.send_to(text_data="hi")
+    assert await socket.receive_from() == "text:'hi'"
+    await socket.send_to(bytes_data=b"\x00\xff")
+    assert await socket.receive_from() == b"bytes:\x00\xff"
+    await socket.disconnect()
+
+
+async def test_an_empty_text_frame_is_a_frame_not_missing_data(echo):
+    socket = await open_socket(echo)
+    await socket.send_to(text_data="")
+    assert await socket.receive_from() == "text:''"
+    await socket.disconnect()
+
+
+async def test_close_sends_code_and_reason(echo):
+    socket = await open_socket(echo)
+    await socket.send_to(text_data="close")
+    assert await socket.receive_close() == (4001, "asked to")
+    await socket.disconnect()
+
+
+async def test_send_with_close_sends_the_frame_then_closes(echo):
+    socket = await open_socket(echo)
+    await socket.send_to(text_data="bye")
+    assert await socket.receive_from() == "bye"
+    assert (await socket.receive_close())[0] == 4002
+    await socket.disconnect()
+
+
+async def test_disconnect_calls_the_hook_with_the_code_and_ends_the_consumer(echo):
+    socket = await open_socket(echo)
+    await socket.disconnect(code=4321)
+    assert echo.disconnects == [4321]
+
+
+async def test_groups_are_joined_on_connect_and_left_on_disconnect(echo):
+    layer = get_channel_layer()
+    first, second = await open_socket(echo), await open_socket(echo)
+    await layer.group_send("lobby", {"type": "room.message", "text": "hello all"})
+    assert await first.receive_from() == "room:hello all"
+    assert await second.receive_from() == "room:hello all"
+    await first.disconnect()
+    await layer.group_send("lobby", {"type": "room.message", "text": "second only"})
+    assert await second.receive_from() == "room:second only"
+    await second.disconnect()
+
+
+async def test_handler_exception_closes_that_connection_with_1011_and_logs_once(echo, caplog):
+    crashing, bystander = await open_socket(echo), await open_socket(echo)
+    with caplog.at_level(logging.ERROR, logger="consumers"):
+        await crashing.send_to(text_data="crash")
+        assert (await crashing.receive_close())[0] == 1011
+        await crashing.wait()
+    crashes = [record for record in caplog.records if "crashed" in record.getMessage()]
+    assert len(crashes) == 1
+    assert "RuntimeError: boom" in caplog.text
+    assert echo.disconnects == [1011]
+    await bystander.send_to(text_data="still fine?")
+    assert await bystander.receive_from() == "text:'still fine?'"
+    await bystander.disconnect()
+
+
+async def test_send_without_data_is_a_handler_error(echo):
+    socket = await open_socket(echo)
+    await socket.send_to(text_data="send-nothing")
+    assert (await socket.receive_close())[0] == 1011
+
+
+class SyncJson(JsonWebsocketConsumer):
+    def receive_json(self, content, **kwargs):
+        self.send_json({"got": content})
+
+
+class AsyncJson(AsyncJsonWebsocketConsumer):
+    async def receive_json(self, content, **kwargs):
+        await self.send_json({"got": content})
+
+
+@pytest.fixture(params=[SyncJson, AsyncJson], ids=["sync", "async"])
+def json_echo(request):
+    return request.param
+
+
+async def test_json_round_trip(json_echo):
+    socket = await open_socket(json_echo)
+    await socket.send_json_to({"n": [1, 2.5, None, "é"]})
+    assert await socket.receive_json_from() == {"got": {"n": [1, 2.5, None, "é"]}}
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "reason"),
+    [
+        ({"text_data": "{not json"}, 1007, "invalid JSON"),
+        ({"text_data": "[" * 100_000 + "]" * 100_000}, 1007, "nested too deeply"),
+        ({"bytes_data": b'{"a": 1}'}, 1003, "binary frame"),
+    ],
+    ids=["invalid", "too-deep", "binary"],
+)
+async def test_bad_json_frames_close_only_that_connection(json_echo, caplog, frame, code, reason):
+    bad, good = await open_socket(json_echo), await open_socket(json_echo)
+    with caplog.at_level(logging.WARNING, logger="consumers"):
+        await bad.send_to(**frame)
+        closed_with, why = await bad.receive_close()
+    assert closed_with == code
+    assert reason in why
+    assert len([r for r in caplog.records if r.name == "consumers.websocket"]) == 1
+    await good.send_json_to({"ok": True})
+    assert await good.receive_json_from() == {"got": {"ok": True}}
+    await good.disconnect()
+
+
+async def test_groups_without_a_channel_layer_fail_clearly(settings):
+    settings.CHANNEL_LAYERS = {}
+    socket = WebsocketCommunicator(AsyncEcho.as_asgi(), "/ws/")
+    assert await socket.connect() == (False, 1011)
