@@ -22,13 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Jobs(SyncConsumer):
     done: list = []
+    meeting = threading.Barrier(2)
 
     def job_run(self, message):
-        if message["payload"] == "crash":
+        payload = message["payload"]
+        if payload == "crash":
             raise RuntimeError("bad job")
-        if message["payload"] == "slow":
-            time.sleep(0.5)
-        type(self).done.append((message["payload"], threading.current_thread().name))
+        if payload == "meet":
+            # Only two jobs running at the same time get past this.
+            try:
+                type(self).meeting.wait(timeout=3)
+            except threading.BrokenBarrierError:
+                payload = "ran alone"
+        type(self).done.append((payload, threading.current_thread().name))
 
 
 async def run_worker(channels, *, concurrency=1, until, timeout=5):
@@ -56,14 +62,14 @@ async def test_worker_handles_messages_sent_to_its_channels():
     assert sorted(payload for payload, _ in Jobs.done) == ["a", "b", "c"]
 
 
-async def test_concurrency_runs_slow_jobs_of_one_channel_in_parallel():
+async def test_concurrency_runs_jobs_of_one_channel_in_parallel():
     Jobs.done = []
+    Jobs.meeting.reset()
     layer = get_channel_layer()
     for _ in range(2):
-        await layer.send("thumbnails", {"type": "job.run", "payload": "slow"})
-    started = time.monotonic()
+        await layer.send("thumbnails", {"type": "job.run", "payload": "meet"})
     await run_worker(["thumbnails"], concurrency=2, until=lambda: len(Jobs.done) == 2)
-    assert time.monotonic() - started < 0.9
+    assert [payload for payload, _ in Jobs.done] == ["meet", "meet"]
     assert len({thread for _, thread in Jobs.done}) == 2
 
 

@@ -1,0 +1,218 @@
+"""The channel layer contract, written once so every backend enforces identical rules.
+
+Backends (in-memory here, Redis later) inherit name validation, capacity lookup, expiry
+settings and the msgpack wire format, so a project that works on one backend does not
+break on another.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import msgpack
+
+MAX_NAME_LENGTH = 100
+
+Message = dict[str, Any]
+CapacityPattern = str | re.Pattern[str]
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+# A process-local channel adds "!" plus a suffix the owning process chose.
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(?:![A-Za-z0-9_.\-]*)?")
+_ALLOWED = "ASCII letters, digits, hyphens, underscores or periods"
+
+# msgpack's integer family spans int64 and uint64; anything wider fails to pack.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_SCALARS = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"{value!r} ({len(value)} chars)"
+    return f"{value!r} of type {type(value).__name__}"
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _require_encodable(value: Any, path: str) -> None:
+    """Find the first value msgpack would refuse, so the error can name where it is."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | bytes):
+                # Unpacking only accepts str/bytes keys; anything else would fail in receive().
+                raise TypeError(
+                    f"{path} has the key {key!r} of type {type(key).__name__}; "
+                    "message keys must be str or bytes"
+                )
+            _require_encodable(item, f"{path}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _require_encodable(item, f"{path}[{index}]")
+    elif not isinstance(value, _SCALARS):
+        raise TypeError(f"{path} is {_type_name(value)}, which msgpack cannot encode")
+    elif isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        raise TypeError(f"{path} is an int outside the 64-bit range msgpack can encode")
+
+
+class BaseChannelLayer:
+    """Shared rules of a channel layer; subclasses supply the storage and delivery.
+
+    ``expiry``: seconds a message waits in a channel before it is dropped undelivered.
+    ``group_expiry``: seconds a group membership lasts unless ``group_add`` renews it.
+    ``capacity``: messages a channel holds before ``send`` raises ``ChannelFull``.
+    ``channel_capacity``: per-channel overrides, ``{pattern: capacity}``, where a pattern
+    is a glob string (``"http.response!*"``) or a compiled regex; the first match wins.
+    """
+
+    MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+    extensions: ClassVar[list[str]] = []
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[CapacityPattern, int] | None = None,
+    ) -> None:
+        for name, seconds in (("expiry", expiry), ("group_expiry", group_expiry)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                raise TypeError(f"{name} must be a positive number of seconds; got {seconds!r}")
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.capacity = self._require_capacity(capacity, "capacity")
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+
+    # Names ------------------------------------------------------------------
+
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> None:
+        """Raise ``TypeError`` unless ``name`` may be used as a channel name.
+
+        ``receive=True`` is for backends that receive a process-local channel by its
+        shared prefix: such a name must then end at the ``!``.
+        """
+        self._require_name(
+            name, _CHANNEL_NAME, "Channel name", " (plus '!suffix' for a process-local channel)"
+        )
+        if receive and "!" in name and not name.endswith("!"):
+            raise TypeError(
+                "A process-local channel name given to receive must end at the '!' "
+                f"(e.g. 'specific.abc!'); got {name!r}"
+            )
+
+    def require_valid_group_name(self, name: Any) -> None:
+        """Raise ``TypeError`` unless ``name`` may be used as a group name (no ``!``)."""
+        self._require_name(name, _GROUP_NAME, "Group name")
+
+    def require_valid_prefix(self, prefix: Any, room: int) -> None:
+        """Check a ``new_channel`` prefix, leaving ``room`` characters for what the backend
+        appends, so the error names the caller's prefix rather than the generated name."""
+        self._require_name(
+            prefix, _GROUP_NAME, "A new_channel prefix", max_length=self.MAX_NAME_LENGTH - room
+        )
+
+    def _require_name(
+        self,
+        name: Any,
+        pattern: re.Pattern[str],
+        what: str,
+        extra: str = "",
+        max_length: int | None = None,
+    ) -> None:
+        limit = self.MAX_NAME_LENGTH if max_length is None else max_length
+        if not (isinstance(name, str) and len(name) <= limit and pattern.fullmatch(name)):
+            raise TypeError(
+                f"{what} must be a str of at most {limit} {_ALLOWED}{extra}; got {_describe(name)}"
+            )
+
+    # Capacity ---------------------------------------------------------------
+
+    def compile_capacities(
+        self, channel_capacity: Mapping[CapacityPattern, int]
+    ) -> list[tuple[re.Pattern[str], int]]:
+        """Turn ``{glob or regex: capacity}`` into ``[(regex, capacity)]``, keeping order."""
+        compiled = []
+        for pattern, capacity in channel_capacity.items():
+            what = f"channel_capacity[{pattern!r}]"
+            if not isinstance(pattern, re.Pattern):
+                pattern = re.compile(fnmatch.translate(pattern))
+            compiled.append((pattern, self._require_capacity(capacity, what)))
+        return compiled
+
+    def get_capacity(self, channel: str) -> int:
+        """The first matching ``channel_capacity`` pattern's capacity, else ``capacity``."""
+        for regex, capacity in self.channel_capacity:
+            if regex.match(channel):
+                return capacity
+        return self.capacity
+
+    @staticmethod
+    def _require_capacity(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TypeError(f"{what} must be a positive int; got {value!r}")
+        return value
+
+    # Messages ---------------------------------------------------------------
+
+    def require_valid_message(self, message: Any) -> None:
+        """Raise unless ``message`` is a dict with a str ``"type"`` that msgpack can carry."""
+        if not isinstance(message, dict):
+            raise TypeError(f"A message must be a dict; got {type(message).__name__}")
+        if "type" not in message:
+            raise ValueError(f"A message needs a 'type' key; got keys {sorted(map(str, message))}")
+        if not isinstance(message["type"], str):
+            raise ValueError(f"message['type'] must be a str; got {_describe(message['type'])}")
+        _require_encodable(message, "message")
+
+    def serialize(self, message: Message) -> bytes:
+        """Validate and msgpack-encode ``message`` (never pickle: layer data crosses processes)."""
+        self.require_valid_message(message)
+        data: bytes = msgpack.packb(message, use_bin_type=True)
+        return data
+
+    def deserialize(self, data: bytes) -> Message:
+        """Decode ``serialize`` output; str and bytes keep their types, tuples become lists."""
+        message: Message = msgpack.unpackb(data, raw=False)
+        return message
+
+    # The API every backend provides -------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Queue ``message`` on ``channel``; raise ``ChannelFull`` at capacity."""
+        raise NotImplementedError
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next unexpired message on ``channel``."""
+        raise NotImplementedError
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Return a fresh process-local channel name that only this process receives on."""
+        raise NotImplementedError
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew its membership); the "groups" extension."""
+        raise NotImplementedError
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; not an error if it is not a member."""
+        raise NotImplementedError
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every current member, silently skipping full channels."""
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Drop every message and group membership; the "flush" extension."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections or other resources the layer holds."""

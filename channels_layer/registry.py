@@ -1,0 +1,99 @@
+"""Builds one channel layer per alias in ``settings.CHANNEL_LAYERS``, on first use.
+
+``settings.CHANNEL_LAYERS`` maps an alias to ``{"BACKEND": "dotted.path.Class",
+"CONFIG": {keyword arguments for the class}}``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from .base import BaseChannelLayer
+from .exceptions import InvalidChannelLayerError
+
+DEFAULT_CHANNEL_LAYER = "default"
+
+
+class ChannelLayerManager:
+    """Lazily builds and caches the layer for each alias; ``channel_layers[alias]``."""
+
+    def __init__(self) -> None:
+        # Building a layer is guarded so two threads asking at once share one instance.
+        self._lock = threading.Lock()
+        self._layers: dict[str, BaseChannelLayer] = {}
+
+    @property
+    def configs(self) -> dict[str, Any]:
+        """``settings.CHANNEL_LAYERS``, or ``{}`` when the setting is absent or empty."""
+        return getattr(settings, "CHANNEL_LAYERS", None) or {}
+
+    def __getitem__(self, alias: str) -> BaseChannelLayer:
+        """The shared layer for ``alias``; ``KeyError`` if the alias is not configured."""
+        with self._lock:
+            if alias not in self._layers:
+                self._layers[alias] = self.make_backend(alias)
+            return self._layers[alias]
+
+    def make_backend(self, alias: str) -> BaseChannelLayer:
+        """Build a new, uncached layer for ``alias`` from its BACKEND and CONFIG."""
+        try:
+            config = self.configs[alias]
+        except KeyError:
+            raise KeyError(
+                f"No channel layer {alias!r} in settings.CHANNEL_LAYERS "
+                f"(configured: {sorted(self.configs)})"
+            ) from None
+        backend = config.get("BACKEND")
+        if not isinstance(backend, str):
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] needs 'BACKEND' set to a dotted class path; "
+                f"got {backend!r}"
+            )
+        try:
+            backend_class = import_string(backend)
+        except ImportError as exc:
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] BACKEND {backend!r} cannot be imported: {exc}"
+            ) from exc
+        if not isinstance(backend_class, type):
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] BACKEND {backend!r} is not a class; "
+                f"it is {type(backend_class).__name__}"
+            )
+        try:
+            layer: BaseChannelLayer = backend_class(**config.get("CONFIG", {}))
+        except TypeError as exc:
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] CONFIG was rejected by BACKEND {backend!r}: {exc}"
+            ) from exc
+        return layer
+
+    def reset(self) -> None:
+        """Forget the cached layers so the next lookup rebuilds them from settings."""
+        with self._lock:
+            self._layers.clear()
+
+
+channel_layers = ChannelLayerManager()
+
+
+def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
+    """The layer for ``alias``, or None if it is not configured, so consumers can run without."""
+    if alias not in channel_layers.configs:
+        return None
+    return channel_layers[alias]
+
+
+def _reset_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CHANNEL_LAYERS":
+        channel_layers.reset()
+
+
+# The same signal object as django.test.signals.setting_changed (fired by override_settings),
+# imported from core so production code does not load the test framework.
+setting_changed.connect(_reset_on_change)
