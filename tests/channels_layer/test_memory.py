@@ -13,8 +13,7 @@ from channels_layer.base import MAX_NAME_LENGTH
 async def wait_until_waiting(layer: InMemoryChannelLayer, channel: str, count: int = 1) -> None:
     """Yield to the loop until ``count`` receivers are parked on ``channel``."""
     for _ in range(100):
-        queue = layer._channels.get(channel)
-        if queue is not None and len(queue.waiters) >= count:
+        if layer._mailboxes.waiting(channel) >= count:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"{count} receivers never started waiting on {channel!r}")
@@ -57,7 +56,7 @@ async def test_concurrent_receivers_each_get_a_distinct_message():
         await layer.send("shared", {"type": "n", "n": n})
     results = await asyncio.wait_for(asyncio.gather(*receivers), 1)
     assert sorted(message["n"] for message in results) == list(range(10))
-    assert "shared" not in layer._channels
+    assert "shared" not in layer._mailboxes
 
 
 async def test_bytes_values_survive_the_round_trip_as_bytes():
@@ -72,7 +71,7 @@ async def test_send_rejects_an_unencodable_message_and_queues_nothing():
     layer = InMemoryChannelLayer()
     with pytest.raises(TypeError, match=re.escape("message['x'] is an object")):
         await layer.send("c", {"type": "t", "x": object()})
-    assert "c" not in layer._channels
+    assert "c" not in layer._mailboxes
 
 
 async def test_send_and_receive_reject_invalid_channel_names():
@@ -165,7 +164,7 @@ async def test_messages_older_than_expiry_are_never_delivered():
     await asyncio.sleep(0.1)
     await layer.send("exp", {"type": "new"})
     assert await layer.receive("exp") == {"type": "new"}
-    assert "exp" not in layer._channels
+    assert "exp" not in layer._mailboxes
 
 
 async def test_expired_messages_do_not_count_against_capacity():
@@ -187,7 +186,7 @@ async def test_group_send_delivers_once_to_every_member():
     await layer.group_send("room", {"type": "hello"})
     assert await layer.receive("alice") == {"type": "hello"}
     assert await layer.receive("bob") == {"type": "hello"}
-    assert "bob" not in layer._channels  # nothing left behind
+    assert "bob" not in layer._mailboxes  # nothing left behind
 
 
 async def test_group_discard_stops_delivery_and_forgets_an_empty_group():
@@ -197,16 +196,16 @@ async def test_group_discard_stops_delivery_and_forgets_an_empty_group():
     await layer.group_discard("room", "alice")
     await layer.group_discard("room", "never-joined")
     await layer.group_send("room", {"type": "hello"})
-    assert "alice" not in layer._channels
+    assert "alice" not in layer._mailboxes
     assert await layer.receive("bob") == {"type": "hello"}
     await layer.group_discard("room", "bob")
-    assert "room" not in layer._groups
+    assert "room" not in layer._groups.groups()
 
 
 async def test_group_send_to_unknown_group_does_nothing():
     layer = InMemoryChannelLayer()
     await layer.group_send("empty", {"type": "hello"})
-    assert layer._channels == {} and layer._groups == {}
+    assert not layer._mailboxes and not layer._groups.groups()
 
 
 async def test_group_send_skips_a_full_member_without_raising_and_reaches_the_rest():
@@ -217,7 +216,7 @@ async def test_group_send_skips_a_full_member_without_raising_and_reaches_the_re
     await layer.group_send("room", {"type": "broadcast"})
     assert await layer.receive("free") == {"type": "broadcast"}
     assert await layer.receive("full") == {"type": "already.here"}
-    assert "full" not in layer._channels  # the broadcast was not queued behind it
+    assert "full" not in layer._mailboxes  # the broadcast was not queued behind it
 
 
 async def test_group_names_are_validated():
@@ -241,8 +240,8 @@ async def test_stale_group_membership_is_dropped_and_not_delivered():
     await layer.group_add("room", "gone")
     await asyncio.sleep(0.1)
     await layer.group_send("room", {"type": "late"})
-    assert "room" not in layer._groups
-    assert "gone" not in layer._channels
+    assert "room" not in layer._groups.groups()
+    assert "gone" not in layer._mailboxes
 
 
 async def test_group_add_refreshes_membership():
@@ -275,11 +274,11 @@ async def test_flush_empties_channels_and_groups():
     await layer.send("c1", {"type": "old"})
     await layer.group_add("room", "c2")
     await layer.flush()
-    assert layer._channels == {} and layer._groups == {}
+    assert not layer._mailboxes and not layer._groups.groups()
     await layer.group_send("room", {"type": "after.flush"})
     await layer.send("c1", {"type": "new"})
     assert await layer.receive("c1") == {"type": "new"}
-    assert "c2" not in layer._channels
+    assert "c2" not in layer._mailboxes
 
 
 async def test_close_leaves_the_layer_usable():
@@ -313,20 +312,20 @@ async def test_receiver_cancelled_after_being_woken_hands_the_message_on():
     first.cancel()
     assert await asyncio.wait_for(second, 1) == {"type": "only"}
     assert first.cancelled()
-    assert "c" not in layer._channels
+    assert "c" not in layer._mailboxes
 
 
 async def test_bookkeeping_is_dropped_for_emptied_and_abandoned_channels():
     layer = InMemoryChannelLayer()
     await layer.send("used", {"type": "t"})
     await layer.receive("used")
-    assert "used" not in layer._channels
+    assert "used" not in layer._mailboxes
     waiting = asyncio.create_task(layer.receive("abandoned"))
     await wait_until_waiting(layer, "abandoned")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert layer._channels == {}
+    assert not layer._mailboxes
 
 
 # Threads and loops --------------------------------------------------------------
@@ -358,7 +357,7 @@ def test_receiver_stranded_on_a_closed_loop_does_not_swallow_messages():
     old_loop = asyncio.new_event_loop()
     stranded = old_loop.create_task(layer.receive("c"))
     old_loop.run_until_complete(asyncio.sleep(0))
-    assert len(layer._channels["c"].waiters) == 1
+    assert layer._mailboxes.waiting("c") == 1
     old_loop.close()  # the receiver never finishes: like a test loop torn down mid-wait
 
     async def exchange():
