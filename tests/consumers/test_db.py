@@ -35,6 +35,7 @@ async def test_closes_connections_past_their_max_age_after_the_call():
     assert used.connection is None
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_decorator_form_and_thread_sensitive_option():
     @database_sync_to_async(thread_sensitive=True)
     def where():
