@@ -94,5 +94,6 @@ LOGGING = {
     "loggers": {
         "consumers": {"handlers": ["console"], "level": "INFO"},
         "channels_layer": {"handlers": ["console"], "level": "INFO"},
+        "project": {"handlers": ["console"], "level": "INFO"},
     },
 }

@@ -1,23 +1,18 @@
 """Background workers and the runworker command."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from channels_layer import get_channel_layer
+from channels_layer.redis import RedisChannelLayer
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.routing import ChannelNameRouter
 from consumers.worker import Worker
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import ManagePy
+from tests.redis_servers import REDIS_URL
 
 
 class Jobs(SyncConsumer):
@@ -126,25 +121,24 @@ def test_runworker_refuses_a_channel_the_router_does_not_know():
 
 
 def test_runworker_process_starts_and_stops_cleanly_on_sigterm():
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runworker", "log"],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = ManagePy("runworker", "log")
     try:
-        lines = []
-        deadline = time.monotonic() + 20
-        while not any("Worker listening on log" in line for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            lines.append(process.stdout.readline())
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=10)
+        worker.wait_for("Worker listening on log")
     finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 0, output
-    assert "Worker for log stopped" in output
-    assert "Traceback" not in output
+        returncode = worker.stop()
+    worker.wait_for("Worker for log stopped", timeout=5)
+    assert returncode == 0, worker.output
+    assert "Traceback" not in worker.output
+
+
+def test_runworker_receives_from_another_process_over_redis():
+    """A real runworker process on the Redis layer handles a message this process sends."""
+    url = f"{REDIS_URL}/13"  # a database of its own on the shared server
+    worker = ManagePy("runworker", "log", env={"REDIS_URL": url})
+    try:
+        worker.wait_for("Worker listening on log")
+        layer = RedisChannelLayer(hosts=[url])
+        asyncio.run(layer.send("log", {"type": "log.message", "text": "from another process"}))
+        worker.wait_for("Worker got: from another process")
+    finally:
+        worker.stop()

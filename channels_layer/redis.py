@@ -1,0 +1,634 @@
+"""The Redis channel layer: many processes, on one machine or many, over one or more Redis.
+
+How it works, in the Phoenix.PubSub manner:
+
+- Every process has an id (``client_prefix``). Its consumers' channels
+  (``specific.<id>!<suffix>``) share one Redis list, the process inbox, which one reader
+  task drains in batches into in-memory mailboxes. Capacity still holds per channel: a Lua
+  script counts each channel's pending messages in a hash and refuses a send at capacity,
+  and the count drops when the consumer takes the message.
+- Named channels (``runworker`` channels, for instance) are one Redis list each, so any
+  process may receive from them; each message goes to one receiver.
+- A group is a Redis pub/sub channel. A process subscribes while it has members in the
+  group and fans each broadcast out to them in memory, so ``group_send`` is one PUBLISH,
+  encoded once, whatever the number of members. A process that dies loses its
+  subscriptions with its connection: its members leave the group at once, not after
+  ``group_expiry``. Channels added to a group by a process that does not own them (a worker
+  channel, say) are kept in a sorted set and sent to one by one, as channels_redis does.
+- Keys are spread over several hosts by consistent hashing of the channel, process or group.
+- All Redis I/O runs on one event loop, the "home" loop: the main thread's loop when it is
+  running (Daphne, Uvicorn, ``runworker``), else a background thread of this layer. Calls
+  from other threads and loops (``async_to_sync`` in a view, a management command or a
+  Celery task) are handed to it, so they reuse its connections and never meet "Event loop
+  is closed".
+- A Redis that goes away is retried with backoff; each outage is logged once per host, and
+  readers resubscribe and resume on their own when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import msgpack
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import BaseChannelLayer, CapacityPattern, Message
+from .encryption import MessageCipher
+from .exceptions import ChannelFull
+from .mailbox import GroupMembers, Mailboxes
+from .redis_hosts import RedisHost, ShardRing, parse_hosts
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+INBOX_BATCH = 500
+BLOCK_SECONDS = 1
+
+# Queue a message for a process-local channel unless that channel already has ARGV[3]
+# pending; the count in KEYS[2] is per channel, so one slow consumer fills only its own.
+SEND_TO_PROCESS = """
+local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if pending >= tonumber(ARGV[3]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+# Forget messages a process has taken out of its inbox (delivered or expired).
+TAKEN_BY_PROCESS = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+# Queue a message on a named channel unless it holds ARGV[2] messages already.
+SEND_TO_NAMED = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Broadcast to the subscribed processes, drop expired direct members, return the rest.
+GROUP_SEND = """
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+
+SCRIPTS = {
+    "send_to_process": SEND_TO_PROCESS,
+    "taken_by_process": TAKEN_BY_PROCESS,
+    "send_to_named": SEND_TO_NAMED,
+    "group_send": GROUP_SEND,
+}
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """Drop-in for ``channels_redis.core.RedisChannelLayer``, with the same keywords.
+
+    ``retry_timeout`` (seconds) bounds how long ``send``/``group_send``/``group_add`` keep
+    retrying while Redis is unreachable before raising; receives retry for ever.
+    """
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Sequence[Any] | None = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        random_prefix_length: int = 12,
+        serializer_format: str = "msgpack",
+        retry_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if serializer_format != "msgpack":
+            raise ValueError(
+                f"serializer_format {serializer_format!r} is not supported: messages are "
+                "always msgpack (never pickle), so every process can read every message"
+            )
+        self.require_valid_group_name(prefix)
+        self.hosts = parse_hosts(hosts)
+        self.prefix = prefix
+        self.client_prefix = secrets.token_hex(max(random_prefix_length, 8) // 2)
+        self.retry_timeout = retry_timeout
+        # Names this process's connections in Redis's CLIENT LIST.
+        self.connection_name = f"channels-layer-{self.client_prefix}"
+        self._ring = ShardRing(len(self.hosts))
+        self._cipher = (
+            MessageCipher(symmetric_encryption_keys) if symmetric_encryption_keys else None
+        )
+        self._mailboxes = Mailboxes(on_discard=self._taken)
+        self._members = GroupMembers()
+        self._home = _Home(self)
+        self._health = [_Health(host.label) for host in self.hosts]
+
+    # The spec -------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
+        self.require_valid_channel_name(channel)
+        payload = self._encode(message)
+        if not await self._home.run(self._send, channel, payload):
+            capacity = self.get_capacity(channel)
+            raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
+
+    async def receive(self, channel: str) -> Message:
+        """The next unexpired message on ``channel``; each message reaches one receiver.
+        A message that cannot be decrypted or decoded is logged and skipped."""
+        self.require_valid_channel_name(channel)
+        local = "!" in channel
+        if local and self._owner(channel) != self.client_prefix:
+            raise ValueError(
+                f"Channel {channel!r} belongs to another process: only the process that "
+                "made it with new_channel() can receive from it"
+            )
+        while True:
+            if local:
+                await self._home.run(self._home.start_inbox_reader)
+                payload, counted = await self._mailboxes.get(channel)
+                self._taken(channel, counted)
+            else:
+                payload = await self._home.run(self._receive_named, channel)
+            try:
+                return self._decode(payload)
+            except ValueError as error:
+                logger.error("Dropped a message on %r: %s", channel, error)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """``{prefix}.{client_prefix}!{random}``: a channel only this process receives."""
+        suffix = f".{self.client_prefix}!{secrets.token_hex(6)}"
+        self.require_valid_prefix(prefix, room=len(suffix))
+        return prefix + suffix
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew it); returns once broadcasts reach it."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        if self._is_local(channel):
+            self._members.add(group, channel, self.group_expiry)
+            await self._home.run(self._home.subscribe, group)
+        else:
+            await self._home.run(self._add_direct_member, group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; not an error if it was not a member."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        if self._is_local(channel) and self._members.discard(group, channel):
+            await self._home.run(self._home.unsubscribe, group)
+        await self._home.run(self._discard_direct_member, group, channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Broadcast ``message`` to every member; full members miss it, without an error."""
+        self.require_valid_group_name(group)
+        payload = self._encode(message)
+        await self._home.run(self._group_send, group, payload)
+
+    async def flush(self) -> None:
+        """Delete every key under this layer's prefix, on every host, and local state."""
+        self._members.clear()
+        self._mailboxes.clear()
+        await self._home.run(self._flush)
+
+    async def close(self) -> None:
+        """Stop the readers and close the connections; the layer reconnects if used again."""
+        await self._home.run(self._home.close)
+
+    # Work done on the home loop ----------------------------------------------------------
+
+    async def _send(self, channel: str, payload: bytes) -> bool:
+        capacity = self.get_capacity(channel)
+        ttl = int(self.expiry) + 1
+        if "!" in channel:
+            owner = self._owner(channel)
+            envelope = msgpack.packb([channel, time.time(), payload])
+            keys = [self._key("inbox", owner), self._key("pending", owner)]
+            args: list[Any] = [channel, envelope, capacity, ttl]
+            shard, script = self._ring.shard(owner), "send_to_process"
+        else:
+            envelope = msgpack.packb([time.time(), payload])
+            keys, args = [self._key("channel", channel)], [envelope, capacity, ttl]
+            shard, script = self._ring.shard(channel), "send_to_named"
+        return bool(await self._script(shard, script, keys, args))
+
+    async def _receive_named(self, channel: str) -> bytes:
+        key, shard = self._key("channel", channel), self._ring.shard(channel)
+        while True:
+            state = self._home.state()
+            popping = asyncio.ensure_future(
+                state.clients[shard].blpop([key], timeout=BLOCK_SECONDS)
+            )
+            try:
+                popped = await asyncio.shield(popping)
+            except asyncio.CancelledError:
+                # The pop may still succeed after we stop waiting: put it back in front.
+                popping.add_done_callback(functools.partial(_requeue, state, shard, key))
+                raise
+            except UNAVAILABLE as error:
+                await self._unavailable(shard, error)
+                continue
+            self._health[shard].up()
+            if popped is None:
+                continue
+            sent_at, payload = msgpack.unpackb(popped[1])
+            if time.time() - sent_at < self.expiry:
+                return bytes(payload)
+
+    async def _group_send(self, group: str, payload: bytes) -> None:
+        envelope = msgpack.packb([time.time(), payload])
+        keys = [self._key("group", group), self._key("broadcast", group)]
+        args = [envelope, time.time() - self.group_expiry]
+        direct = await self._script(self._ring.shard(group), "group_send", keys, args)
+        for member in direct:
+            channel = member.decode() if isinstance(member, bytes) else member
+            if not await self._send(channel, payload):
+                logger.debug("group_send to %r skipped full channel %r", group, channel)
+
+    async def _add_direct_member(self, group: str, channel: str) -> None:
+        key = self._key("group", group)
+
+        async def add(state: _LoopState) -> None:
+            async with state.clients[shard].pipeline(transaction=False) as pipe:
+                pipe.zadd(key, {channel: time.time()})
+                pipe.expire(key, int(self.group_expiry) + 1)
+                await pipe.execute()
+
+        shard = self._ring.shard(group)
+        await self._call(shard, add)
+
+    async def _discard_direct_member(self, group: str, channel: str) -> None:
+        key, shard = self._key("group", group), self._ring.shard(group)
+        await self._call(shard, lambda state: state.clients[shard].zrem(key, channel))
+
+    async def _flush(self) -> None:
+        for group in self._home.subscribed_groups():
+            await self._home.unsubscribe(group)
+        for shard in range(len(self.hosts)):
+
+            async def delete_all(state: _LoopState, shard: int = shard) -> None:
+                client = state.clients[shard]
+                batch = [key async for key in client.scan_iter(match=f"{self.prefix}:*")]
+                for start in range(0, len(batch), 1000):
+                    await client.unlink(*batch[start : start + 1000])
+
+            await self._call(shard, delete_all)
+
+    async def _script(self, shard: int, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script by SHA (EVALSHA; loaded only when Redis lacks it)."""
+        return await self._call(
+            shard, lambda state: state.scripts[shard][name](keys=keys, args=args)
+        )
+
+    async def _call(self, shard: int, operation: Callable[[_LoopState], Awaitable[T]]) -> T:
+        """Run ``operation`` against one shard, retrying with backoff while it is
+        unreachable, for at most ``retry_timeout`` seconds."""
+        deadline = time.monotonic() + self.retry_timeout
+        while True:
+            try:
+                result = await operation(self._home.state())
+            except UNAVAILABLE as error:
+                if time.monotonic() >= deadline:
+                    raise
+                await self._unavailable(shard, error)
+                continue
+            self._health[shard].up()
+            return result
+
+    async def _unavailable(self, shard: int, error: BaseException) -> None:
+        await asyncio.sleep(self._health[shard].down(error))
+
+    # Process inbox and broadcasts (called by the home loop's readers) --------------------
+
+    def _deliver_from_inbox(self, envelope: bytes) -> None:
+        channel, sent_at, payload = msgpack.unpackb(envelope)
+        remaining = self.expiry - (time.time() - sent_at)
+        if remaining <= 0:
+            self._taken(channel, 1)
+        else:
+            self._mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
+
+    def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
+        """Fan a broadcast out to the local members; False if the group has none left."""
+        sent_at, payload = msgpack.unpackb(envelope)
+        remaining = self.expiry - (time.time() - sent_at)
+        members = self._members.live_members(group)
+        for channel in members if remaining > 0 else ():
+            if not self._mailboxes.put(channel, payload, remaining, self.get_capacity(channel)):
+                logger.debug("group_send to %r skipped full channel %r", group, channel)
+        return bool(members)
+
+    def _taken(self, channel: str, receipt: Any) -> None:
+        """A counted message left this process's inbox: lower its channel's count."""
+        if receipt:
+            self._home.count_taken(channel)
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}:{kind}:{name}"
+
+    def _owner(self, channel: str) -> str:
+        return channel.partition("!")[0].rpartition(".")[2]
+
+    def _is_local(self, channel: str) -> bool:
+        return "!" in channel and self._owner(channel) == self.client_prefix
+
+    def _encode(self, message: Message) -> bytes:
+        payload = self.serialize(message)
+        return self._cipher.encrypt(payload) if self._cipher else payload
+
+    def _decode(self, payload: bytes) -> Message:
+        if self._cipher:
+            payload = self._cipher.decrypt(payload)
+        return self.deserialize(payload)
+
+
+def _requeue(state: _LoopState, shard: int, key: str, done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None and done.result() is not None:
+        state.spawn(_quietly(state.clients[shard].lpush(key, done.result()[1])))
+
+
+class _Health:
+    """Logs one line when a host becomes unreachable and one when it is back."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.down_since: float | None = None
+        self.backoff = BACKOFF_FIRST
+
+    def down(self, error: BaseException) -> float:
+        """Record a failure; the seconds to wait before trying again."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.backoff = BACKOFF_FIRST
+            logger.warning("Redis %s is unreachable (%s); retrying", self.label, error)
+        wait = self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return wait
+
+    def up(self) -> None:
+        if self.down_since is not None:
+            logger.warning(
+                "Redis %s is reachable again after %.1f s",
+                self.label,
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None
+
+
+class _LoopState:
+    """The clients, scripts and reader tasks of one home loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hosts: list[RedisHost], name: str) -> None:
+        self.loop = loop
+        self.clients = [host.client(name) for host in hosts]
+        self.scripts = [
+            {name: client.register_script(source) for name, source in SCRIPTS.items()}
+            for client in self.clients
+        ]
+        self.inbox_reader: asyncio.Task[None] | None = None
+        self.pubsubs: dict[int, PubSub] = {}
+        self.broadcast_readers: dict[int, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        # broadcast channel -> resolved when Redis confirms the SUBSCRIBE
+        self.subscribed: dict[str, asyncio.Future[None]] = {}
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a fire-and-forget coroutine, keeping a reference so it is not collected."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class _Home:
+    """Runs the layer's Redis work on one loop and owns that loop's state (see module
+    docstring). Also batches the "message taken" count updates."""
+
+    def __init__(self, layer: RedisChannelLayer) -> None:
+        self.layer = layer
+        self._lock = threading.Lock()
+        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._state: _LoopState | None = None
+        self._taken: dict[str, int] = defaultdict(int)
+        self._taken_flush_scheduled = False
+
+    # Choosing the loop -------------------------------------------------------------
+
+    async def run(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Await ``function(*args)`` on the home loop, from whatever loop calls."""
+        running = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            self._main_loop = running
+        home = self._home_loop()
+        if home is running:
+            return await function(*args)
+        future = asyncio.run_coroutine_threadsafe(function(*args), home)
+        return await asyncio.wrap_future(future)
+
+    def _home_loop(self) -> asyncio.AbstractEventLoop:
+        main = self._main_loop
+        if main is not None and main.is_running():
+            return main
+        with self._lock:
+            if self._thread_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="channels-layer-redis", daemon=True
+                ).start()
+                self._thread_loop = loop
+            return self._thread_loop
+
+    def state(self) -> _LoopState:
+        """This loop's state, made anew when the home loop changed (a new test's loop)."""
+        loop = asyncio.get_running_loop()
+        state = self._state
+        if state is None or state.loop is not loop:
+            state = self._state = _LoopState(loop, self.layer.hosts, self.layer.connection_name)
+            for group in self.layer._members.groups():
+                self._start_subscription(state, self.layer._key("broadcast", group))
+        return state
+
+    # The process inbox ---------------------------------------------------------------
+
+    async def start_inbox_reader(self) -> None:
+        state = self.state()
+        if state.inbox_reader is None or state.inbox_reader.done():
+            state.inbox_reader = asyncio.ensure_future(self._read_inbox(state))
+
+    async def _read_inbox(self, state: _LoopState) -> None:
+        layer = self.layer
+        owner = layer.client_prefix
+        key, shard = layer._key("inbox", owner), layer._ring.shard(owner)
+        # A connection of its own: BLMPOP holds it while waiting.
+        client = layer.hosts[shard].client(layer.connection_name, dedicated=True)
+        next_sweep = time.monotonic() + layer.expiry
+        try:
+            while True:
+                try:
+                    popped = await client.blmpop(
+                        BLOCK_SECONDS, 1, key, direction="LEFT", count=INBOX_BATCH
+                    )
+                except UNAVAILABLE as error:
+                    await layer._unavailable(shard, error)
+                    continue
+                layer._health[shard].up()
+                for envelope in popped[1] if popped else ():
+                    layer._deliver_from_inbox(cast(bytes, envelope))
+                if time.monotonic() >= next_sweep:
+                    layer._mailboxes.sweep()
+                    next_sweep = time.monotonic() + layer.expiry
+        finally:
+            await client.aclose()
+
+    def count_taken(self, channel: str) -> None:
+        """Note that a counted message was taken; flushed to Redis in batches."""
+        with self._lock:
+            self._taken[channel] += 1
+            if self._taken_flush_scheduled:
+                return
+            self._taken_flush_scheduled = True
+        home = self._home_loop()
+        home.call_soon_threadsafe(lambda: self.state().spawn(self._flush_taken()))
+
+    async def _flush_taken(self) -> None:
+        with self._lock:
+            taken, self._taken = self._taken, defaultdict(int)
+            self._taken_flush_scheduled = False
+        layer = self.layer
+        owner = layer.client_prefix
+        args = [value for item in taken.items() for value in item]
+        with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
+            await layer._script(
+                layer._ring.shard(owner), "taken_by_process", [layer._key("pending", owner)], args
+            )
+
+    # Broadcast subscriptions ---------------------------------------------------------
+
+    async def subscribe(self, group: str) -> None:
+        """Subscribe to ``group``'s broadcasts; returns once Redis confirms, so a broadcast
+        sent after ``group_add`` returns is never missed."""
+        state = self.state()
+        channel = self.layer._key("broadcast", group)
+        confirmed = state.subscribed.get(channel) or self._start_subscription(state, channel)
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), self.layer.retry_timeout)
+        except TimeoutError:
+            label = self.layer.hosts[self.layer._ring.shard(group)].label
+            raise RedisConnectionError(
+                f"Redis {label} did not confirm the subscription to group {group!r} within "
+                f"{self.layer.retry_timeout} s; it will be made when Redis is reachable"
+            ) from None
+
+    def _start_subscription(self, state: _LoopState, channel: str) -> asyncio.Future[None]:
+        shard = self._broadcast_shard(channel)
+        confirmed = state.subscribed[channel] = state.loop.create_future()
+        reader = state.broadcast_readers.get(shard)
+        if reader is None or reader.done():
+            state.broadcast_readers[shard] = asyncio.ensure_future(
+                self._read_broadcasts(state, shard)
+            )
+        elif shard in state.pubsubs:
+            state.spawn(_quietly(state.pubsubs[shard].subscribe(channel)))
+        # else: the reader is reconnecting and subscribes to everything in state.subscribed
+        return confirmed
+
+    async def unsubscribe(self, group: str) -> None:
+        state = self.state()
+        channel = self.layer._key("broadcast", group)
+        if state.subscribed.pop(channel, None) is not None:
+            pubsub = state.pubsubs.get(self._broadcast_shard(channel))
+            if pubsub is not None:
+                await _quietly(pubsub.unsubscribe(channel))
+
+    def _broadcast_shard(self, channel: str) -> int:
+        return self.layer._ring.shard(channel.removeprefix(self.layer._key("broadcast", "")))
+
+    async def _read_broadcasts(self, state: _LoopState, shard: int) -> None:
+        """Keep one pub/sub connection to ``shard`` subscribed to each of its groups that
+        has local members, and fan broadcasts out; reconnect when it drops, stop when no
+        group is left."""
+        layer = self.layer
+        prefix = layer._key("broadcast", "")
+        while True:
+            wanted = [c for c in state.subscribed if self._broadcast_shard(c) == shard]
+            if not wanted:
+                return
+            pubsub = state.clients[shard].pubsub()
+            state.pubsubs[shard] = pubsub
+            try:
+                await pubsub.subscribe(*wanted)
+                while any(self._broadcast_shard(c) == shard for c in state.subscribed):
+                    message = await pubsub.get_message(timeout=BLOCK_SECONDS)
+                    layer._health[shard].up()
+                    if message is None:
+                        continue
+                    channel = message["channel"].decode()
+                    if message["type"] == "message":
+                        group = channel[len(prefix) :]
+                        if not layer._deliver_broadcast(group, message["data"]):
+                            await self.unsubscribe(group)  # its members all expired
+                    elif message["type"] == "subscribe":
+                        confirmed = state.subscribed.get(channel)
+                        if confirmed is not None and not confirmed.done():
+                            confirmed.set_result(None)
+            except UNAVAILABLE as error:
+                await layer._unavailable(shard, error)
+            finally:
+                state.pubsubs.pop(shard, None)
+                await _quietly(pubsub.aclose())
+
+    def subscribed_groups(self) -> list[str]:
+        state = self._state
+        prefix = self.layer._key("broadcast", "")
+        return [channel[len(prefix) :] for channel in state.subscribed] if state else []
+
+    async def close(self) -> None:
+        state = self._state
+        if state is None or state.loop is not asyncio.get_running_loop():
+            return
+        self._state = None
+        tasks = [t for t in (state.inbox_reader, *state.broadcast_readers.values()) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in state.clients:
+            await _quietly(client.aclose())
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception as error:  # best effort: the connection is going away anyway
+        logger.debug("Ignoring %r while tidying a Redis connection", error)

@@ -1,0 +1,139 @@
+"""channels_redis-style ``hosts`` settings turned into Redis clients, and keys spread over them.
+
+Each entry of ``hosts`` is one shard, given as a URL (``redis://``, ``rediss://`` with TLS,
+``unix://``; password and database in the URL are honoured), a ``(host, port)`` pair, a dict
+with ``address`` (URL or pair) plus connection keywords (``password``, ``ssl``, ``db``...),
+or a dict with ``sentinels``, ``master_name`` and optional ``sentinel_kwargs`` for Redis
+Sentinel, which follows the master through a failover.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel
+
+DEFAULT_HOSTS: list[Any] = [("localhost", 6379)]
+# Enough for the commands of a busy process; blocking receives take one each. When all
+# are busy a caller waits for one instead of failing (redis-py's default pool errors).
+MAX_CONNECTIONS = 200
+POOL_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class RedisHost:
+    """One shard: how to connect to it, and a label for logs that never shows a password."""
+
+    label: str
+    address: str | tuple[str, int] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, name: str, dedicated: bool = False) -> Redis:
+        """A new client with its own connection pool (pools belong to one event loop);
+        ``name`` shows in CLIENT LIST; ``dedicated`` for one long blocking reader."""
+        options = {"client_name": name, **self.kwargs}
+        if self.sentinels:
+            sentinel = Sentinel(
+                list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs or None, **options
+            )
+            return sentinel.master_for(self.master_name)
+        max_connections = 1 if dedicated else options.pop("max_connections", MAX_CONNECTIONS)
+        if isinstance(self.address, str):
+            pool = BlockingConnectionPool.from_url(
+                self.address, max_connections=max_connections, timeout=POOL_TIMEOUT, **options
+            )
+        else:
+            assert self.address is not None
+            host, port = self.address
+            pool = BlockingConnectionPool(
+                host=host,
+                port=port,
+                max_connections=max_connections,
+                timeout=POOL_TIMEOUT,
+                **options,
+            )
+        return Redis(connection_pool=pool)
+
+
+def parse_hosts(hosts: Sequence[Any] | None) -> list[RedisHost]:
+    """Every shard of a ``hosts`` setting; a ``TypeError`` names any entry it cannot use."""
+    if hosts is None or (isinstance(hosts, Sequence) and not isinstance(hosts, str) and not hosts):
+        hosts = DEFAULT_HOSTS
+    if isinstance(hosts, str | bytes) or not isinstance(hosts, Sequence):
+        raise TypeError(f"hosts must be a list of hosts, got {hosts!r}")
+    return [_parse_host(entry) for entry in hosts]
+
+
+def _parse_host(entry: Any) -> RedisHost:
+    if isinstance(entry, str):
+        return RedisHost(label=_safe_url(entry), address=_require_url(entry))
+    if isinstance(entry, tuple | list) and len(entry) == 2:
+        host, port = entry
+        return RedisHost(label=f"{host}:{port}", address=(str(host), int(port)))
+    if isinstance(entry, dict):
+        options = dict(entry)
+        if "sentinels" in options:
+            sentinels = tuple((str(h), int(p)) for h, p in options.pop("sentinels"))
+            master_name = options.pop("master_name", None)
+            if not master_name:
+                raise TypeError(f"A Sentinel host needs a 'master_name': {entry!r}")
+            return RedisHost(
+                label=f"sentinel {master_name} via {sentinels[0][0]}:{sentinels[0][1]}",
+                sentinels=sentinels,
+                master_name=master_name,
+                sentinel_kwargs=options.pop("sentinel_kwargs", None) or {},
+                kwargs=options,
+            )
+        if "address" in options:
+            parsed = _parse_host(options.pop("address"))
+            return RedisHost(label=parsed.label, address=parsed.address, kwargs=options)
+    raise TypeError(
+        "Each entry of hosts must be a redis:// or rediss:// or unix:// URL, a (host, port) "
+        f"pair, or a dict with 'address' or 'sentinels'; got {entry!r}"
+    )
+
+
+def _require_url(url: str) -> str:
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise TypeError(f"A Redis URL must start with redis://, rediss:// or unix://; got {url!r}")
+    return url
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password replaced, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ShardRing:
+    """Consistent hashing: adding a shard moves only about 1/N of the keys."""
+
+    POINTS_PER_SHARD = 160
+
+    def __init__(self, shards: int) -> None:
+        self._single = shards == 1
+        ring = sorted(
+            (zlib.crc32(f"shard-{shard}-{point}".encode()), shard)
+            for shard in range(shards)
+            for point in range(self.POINTS_PER_SHARD)
+        )
+        self._hashes = [hash_ for hash_, _ in ring]
+        self._shards = [shard for _, shard in ring]
+
+    def shard(self, key: str) -> int:
+        if self._single:
+            return 0
+        index = bisect.bisect(self._hashes, zlib.crc32(key.encode())) % len(self._hashes)
+        return self._shards[index]

@@ -1,0 +1,48 @@
+"""Fixtures for the Redis layer tests: unique key prefixes and throwaway servers."""
+
+import asyncio
+import contextlib
+import secrets
+
+import pytest
+import redis
+
+from channels_layer.redis import RedisChannelLayer
+from tests.redis_servers import REDIS_URL, RedisServer
+
+
+@pytest.fixture
+async def make_layer():
+    """Build layers that share one unique prefix (as processes of one site do) on the
+    machine's Redis unless told otherwise; their keys are deleted afterwards."""
+    prefix = f"test-{secrets.token_hex(6)}"
+    layers = []
+
+    def make(**config):
+        config.setdefault("hosts", [REDIS_URL])
+        config.setdefault("prefix", prefix)
+        layer = RedisChannelLayer(**config)
+        layers.append(layer)
+        return layer
+
+    yield make
+    for layer in layers:
+        # A test may have stopped the server this layer used.
+        with contextlib.suppress(redis.RedisError, OSError):
+            await asyncio.wait_for(layer.flush(), 2)
+        await layer.close()
+
+
+@pytest.fixture
+def redis_servers():
+    """Start extra redis-server processes: ``redis_servers(3)``; all are killed afterwards."""
+    started = []
+
+    def start(count=1, *extra_args):
+        servers = [RedisServer(extra_args=extra_args).start() for _ in range(count)]
+        started.extend(servers)
+        return servers
+
+    yield start
+    for server in started:
+        server.kill()

@@ -1,0 +1,92 @@
+"""Start and stop throwaway redis-server processes for tests, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """One redis-server; ``stop()``/``start()`` again on the same port simulate a restart."""
+
+    port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()
+    # Written to a fresh file given first on the command line (Sentinel needs one).
+    config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    _config_dir: str = ""
+
+    @classmethod
+    def sentinel(cls, master: RedisServer, name: str) -> RedisServer:
+        """A Sentinel watching ``master`` that fails over half a second after it dies."""
+        return cls(
+            extra_args=("--sentinel",),
+            config=(
+                f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+                f"sentinel down-after-milliseconds {name} 500\n"
+                f"sentinel failover-timeout {name} 2000\n"
+            ),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        config = []
+        if self.config:
+            self._config_dir = tempfile.mkdtemp(prefix="redis-test-")
+            path = os.path.join(self._config_dir, "redis.conf")
+            with open(path, "w") as file:
+                file.write(self.config)
+            config = [path]
+        self.process = subprocess.Popen(
+            [
+                binary,
+                *config,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+        if self._config_dir:
+            shutil.rmtree(self._config_dir, ignore_errors=True)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
