@@ -175,7 +175,7 @@ class RedisChannelLayer(BaseChannelLayer):
             )
         while True:
             if local:
-                await self._home.run(self._home.start_inbox_reader)
+                await self._home.run(self._start_process_reader)
                 payload, counted = await self._mailboxes.get(channel)
                 self._taken(channel, counted)
             else:
@@ -197,7 +197,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
             self._members.add(group, channel, self.group_expiry)
-            await self._home.run(self._home.subscribe, group)
+            await self._home.run(self._home.subscribe, self._key("broadcast", group))
         else:
             await self._home.run(self._add_direct_member, group, channel)
 
@@ -206,7 +206,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         if self._is_local(channel) and self._members.discard(group, channel):
-            await self._home.run(self._home.unsubscribe, group)
+            await self._home.run(self._home.unsubscribe, self._key("broadcast", group))
         await self._home.run(self._discard_direct_member, group, channel)
 
     async def group_send(self, group: str, message: Message) -> None:
@@ -228,19 +228,22 @@ class RedisChannelLayer(BaseChannelLayer):
     # Work done on the home loop ----------------------------------------------------------
 
     async def _send(self, channel: str, payload: bytes) -> bool:
-        capacity = self.get_capacity(channel)
-        ttl = int(self.expiry) + 1
         if "!" in channel:
-            owner = self._owner(channel)
-            envelope = msgpack.packb([channel, time.time(), payload])
-            keys = [self._key("inbox", owner), self._key("pending", owner)]
-            args: list[Any] = [channel, envelope, capacity, ttl]
-            shard, script = self._ring.shard(owner), "send_to_process"
-        else:
-            envelope = msgpack.packb([time.time(), payload])
-            keys, args = [self._key("channel", channel)], [envelope, capacity, ttl]
-            shard, script = self._ring.shard(channel), "send_to_named"
-        return bool(await self._script(shard, script, keys, args))
+            return await self._send_to_process(channel, payload)
+        envelope = msgpack.packb([time.time(), payload])
+        keys = [self._key("channel", channel)]
+        args = [envelope, self.get_capacity(channel), int(self.expiry) + 1]
+        return bool(await self._script(self._ring.shard(channel), "send_to_named", keys, args))
+
+    async def _send_to_process(self, channel: str, payload: bytes) -> bool:
+        owner = self._owner(channel)
+        envelope = msgpack.packb([channel, time.time(), payload])
+        keys = [self._key("inbox", owner), self._key("pending", owner)]
+        args = [channel, envelope, self.get_capacity(channel), int(self.expiry) + 1]
+        return bool(await self._script(self._ring.shard(owner), "send_to_process", keys, args))
+
+    async def _start_process_reader(self) -> None:
+        await self._home.start_inbox_reader()
 
     async def _receive_named(self, channel: str) -> bytes:
         key, shard = self._key("channel", channel), self._ring.shard(channel)
@@ -292,8 +295,8 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._call(shard, lambda state: state.clients[shard].zrem(key, channel))
 
     async def _flush(self) -> None:
-        for group in self._home.subscribed_groups():
-            await self._home.unsubscribe(group)
+        for topic in self._home.topics():
+            await self._home.unsubscribe(topic)
         for shard in range(len(self.hosts)):
 
             async def delete_all(state: _LoopState, shard: int = shard) -> None:
@@ -330,6 +333,13 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # Process inbox and broadcasts (called by the home loop's readers) --------------------
 
+    def _deliver(self, topic: str, data: bytes) -> None:
+        """Handle a pub/sub message: a group broadcast (or, for the pub/sub layer, a
+        message for one of this process's channels)."""
+        group = topic.removeprefix(self._key("broadcast", ""))
+        if not self._deliver_broadcast(group, data):
+            self._home.state().spawn(self._home.unsubscribe(topic))  # its members all expired
+
     def _deliver_from_inbox(self, envelope: bytes) -> None:
         channel, sent_at, payload = msgpack.unpackb(envelope)
         remaining = self.expiry - (time.time() - sent_at)
@@ -347,6 +357,10 @@ class RedisChannelLayer(BaseChannelLayer):
             if not self._mailboxes.put(channel, payload, remaining, self.get_capacity(channel)):
                 logger.debug("group_send to %r skipped full channel %r", group, channel)
         return bool(members)
+
+    def _topics(self) -> list[str]:
+        """The pub/sub topics this process needs: one per group with local members."""
+        return [self._key("broadcast", group) for group in self._members.groups()]
 
     def _taken(self, channel: str, receipt: Any) -> None:
         """A counted message left this process's inbox: lower its channel's count."""
@@ -419,9 +433,9 @@ class _LoopState:
         ]
         self.inbox_reader: asyncio.Task[None] | None = None
         self.pubsubs: dict[int, PubSub] = {}
-        self.broadcast_readers: dict[int, asyncio.Task[None]] = {}
+        self.subscription_readers: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        # broadcast channel -> resolved when Redis confirms the SUBSCRIBE
+        # pub/sub topic -> resolved when Redis confirms the SUBSCRIBE
         self.subscribed: dict[str, asyncio.Future[None]] = {}
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -476,8 +490,8 @@ class _Home:
         state = self._state
         if state is None or state.loop is not loop:
             state = self._state = _LoopState(loop, self.layer.hosts, self.layer.connection_name)
-            for group in self.layer._members.groups():
-                self._start_subscription(state, self.layer._key("broadcast", group))
+            for topic in self.layer._topics():
+                self._start_subscription(state, topic)
         return state
 
     # The process inbox ---------------------------------------------------------------
@@ -536,71 +550,69 @@ class _Home:
 
     # Broadcast subscriptions ---------------------------------------------------------
 
-    async def subscribe(self, group: str) -> None:
-        """Subscribe to ``group``'s broadcasts; returns once Redis confirms, so a broadcast
-        sent after ``group_add`` returns is never missed."""
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe to a pub/sub ``topic``; returns once Redis confirms, so a message
+        published after that is never missed."""
         state = self.state()
-        channel = self.layer._key("broadcast", group)
-        confirmed = state.subscribed.get(channel) or self._start_subscription(state, channel)
+        confirmed = state.subscribed.get(topic) or self._start_subscription(state, topic)
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), self.layer.retry_timeout)
         except TimeoutError:
-            label = self.layer.hosts[self.layer._ring.shard(group)].label
+            label = self.layer.hosts[self._shard(topic)].label
             raise RedisConnectionError(
-                f"Redis {label} did not confirm the subscription to group {group!r} within "
+                f"Redis {label} did not confirm the subscription to {topic!r} within "
                 f"{self.layer.retry_timeout} s; it will be made when Redis is reachable"
             ) from None
 
-    def _start_subscription(self, state: _LoopState, channel: str) -> asyncio.Future[None]:
-        shard = self._broadcast_shard(channel)
-        confirmed = state.subscribed[channel] = state.loop.create_future()
-        reader = state.broadcast_readers.get(shard)
+    def _start_subscription(self, state: _LoopState, topic: str) -> asyncio.Future[None]:
+        shard = self._shard(topic)
+        confirmed = state.subscribed[topic] = state.loop.create_future()
+        reader = state.subscription_readers.get(shard)
         if reader is None or reader.done():
-            state.broadcast_readers[shard] = asyncio.ensure_future(
-                self._read_broadcasts(state, shard)
+            state.subscription_readers[shard] = asyncio.ensure_future(
+                self._read_subscriptions(state, shard)
             )
         elif shard in state.pubsubs:
-            state.spawn(_quietly(state.pubsubs[shard].subscribe(channel)))
+            state.spawn(_quietly(state.pubsubs[shard].subscribe(topic)))
         # else: the reader is reconnecting and subscribes to everything in state.subscribed
         return confirmed
 
-    async def unsubscribe(self, group: str) -> None:
+    async def unsubscribe(self, topic: str) -> None:
         state = self.state()
-        channel = self.layer._key("broadcast", group)
-        if state.subscribed.pop(channel, None) is not None:
-            pubsub = state.pubsubs.get(self._broadcast_shard(channel))
+        if state.subscribed.pop(topic, None) is not None:
+            pubsub = state.pubsubs.get(self._shard(topic))
             if pubsub is not None:
-                await _quietly(pubsub.unsubscribe(channel))
+                await _quietly(pubsub.unsubscribe(topic))
 
-    def _broadcast_shard(self, channel: str) -> int:
-        return self.layer._ring.shard(channel.removeprefix(self.layer._key("broadcast", "")))
+    def topics(self) -> list[str]:
+        return list(self._state.subscribed) if self._state else []
 
-    async def _read_broadcasts(self, state: _LoopState, shard: int) -> None:
-        """Keep one pub/sub connection to ``shard`` subscribed to each of its groups that
-        has local members, and fan broadcasts out; reconnect when it drops, stop when no
-        group is left."""
+    def _shard(self, topic: str) -> int:
+        """Topics are ``{prefix}:{kind}:{name}`` and live on the shard of ``name``."""
+        return self.layer._ring.shard(topic.split(":", 2)[2])
+
+    async def _read_subscriptions(self, state: _LoopState, shard: int) -> None:
+        """Keep one pub/sub connection to ``shard`` subscribed to each of its topics and
+        hand messages to the layer; reconnect when it drops, stop when no topic is left."""
         layer = self.layer
-        prefix = layer._key("broadcast", "")
         while True:
-            wanted = [c for c in state.subscribed if self._broadcast_shard(c) == shard]
+            wanted = [topic for topic in state.subscribed if self._shard(topic) == shard]
             if not wanted:
                 return
             pubsub = state.clients[shard].pubsub()
             state.pubsubs[shard] = pubsub
             try:
                 await pubsub.subscribe(*wanted)
-                while any(self._broadcast_shard(c) == shard for c in state.subscribed):
+                while any(self._shard(topic) == shard for topic in state.subscribed):
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
                     if message is None:
                         continue
-                    channel = message["channel"].decode()
+                    topic = message["channel"].decode()
                     if message["type"] == "message":
-                        group = channel[len(prefix) :]
-                        if not layer._deliver_broadcast(group, message["data"]):
-                            await self.unsubscribe(group)  # its members all expired
+                        layer._deliver(topic, message["data"])
                     elif message["type"] == "subscribe":
-                        confirmed = state.subscribed.get(channel)
+                        confirmed = state.subscribed.get(topic)
                         if confirmed is not None and not confirmed.done():
                             confirmed.set_result(None)
             except UNAVAILABLE as error:
@@ -609,17 +621,12 @@ class _Home:
                 state.pubsubs.pop(shard, None)
                 await _quietly(pubsub.aclose())
 
-    def subscribed_groups(self) -> list[str]:
-        state = self._state
-        prefix = self.layer._key("broadcast", "")
-        return [channel[len(prefix) :] for channel in state.subscribed] if state else []
-
     async def close(self) -> None:
         state = self._state
         if state is None or state.loop is not asyncio.get_running_loop():
             return
         self._state = None
-        tasks = [t for t in (state.inbox_reader, *state.broadcast_readers.values()) if t]
+        tasks = [t for t in (state.inbox_reader, *state.subscription_readers.values()) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

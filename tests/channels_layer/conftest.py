@@ -18,10 +18,10 @@ async def make_layer():
     prefix = f"test-{secrets.token_hex(6)}"
     layers = []
 
-    def make(**config):
+    def make(layer_class=RedisChannelLayer, **config):
         config.setdefault("hosts", [REDIS_URL])
         config.setdefault("prefix", prefix)
-        layer = RedisChannelLayer(**config)
+        layer = layer_class(**config)
         layers.append(layer)
         return layer
 
