@@ -48,6 +48,7 @@ from .encryption import MessageCipher
 from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
+from .redis_scripts import ScriptBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -58,43 +59,69 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 INBOX_BATCH = 500
 BLOCK_SECONDS = 1
 
-# Queue a message for a process-local channel unless that channel already has ARGV[3]
-# pending; the count in KEYS[2] is per channel, so one slow consumer fills only its own.
+# Each script takes its ARGV as consecutive groups, one per batched call (see
+# redis_scripts), and returns one result per group.
+
+# Queue messages for process-local channels, refusing any whose channel already has its
+# capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
+# own. ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
 SEND_TO_PROCESS = """
-local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if pending >= tonumber(ARGV[3]) then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('RPUSH', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return 1
+local results = {}
+for i = 1, #ARGV, 4 do
+  local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if pending >= tonumber(ARGV[i + 2]) then
+    results[#results + 1] = 0
+  else
+    redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
+    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    redis.call('EXPIRE', KEYS[1], ARGV[i + 3])
+    redis.call('EXPIRE', KEYS[2], ARGV[i + 3])
+    results[#results + 1] = 1
+  end
+end
+return results
 """
 
 # Forget messages a process has taken out of its inbox (delivered or expired).
+# ARGV groups: channel, count.
 TAKEN_BY_PROCESS = """
+local results = {}
 for i = 1, #ARGV, 2 do
   if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
+  results[#results + 1] = 0
 end
-return 0
+return results
 """
 
-# Queue a message on a named channel unless it holds ARGV[2] messages already.
+# Queue messages on a named channel unless it holds its capacity already.
+# ARGV groups: envelope, capacity, ttl. Result: 1 queued, 0 full.
 SEND_TO_NAMED = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+local results = {}
+for i = 1, #ARGV, 3 do
+  if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[i + 1]) then
+    results[#results + 1] = 0
+  else
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
+    results[#results + 1] = 1
+  end
+end
+return results
 """
 
-# Broadcast to the subscribed processes, drop expired direct members, return the rest.
+# Broadcast to the subscribed processes, drop expired direct members and return the rest.
+# KEYS: direct members, topic. ARGV groups: envelope, oldest live membership time.
 GROUP_SEND = """
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local results = {}
+for i = 1, #ARGV, 2 do
+  redis.call('PUBLISH', KEYS[2], ARGV[i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
+  results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
+end
+return results
 """
-
 
 SCRIPTS = {
     "send_to_process": SEND_TO_PROCESS,
@@ -308,10 +335,8 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._call(shard, delete_all)
 
     async def _script(self, shard: int, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script by SHA (EVALSHA; loaded only when Redis lacks it)."""
-        return await self._call(
-            shard, lambda state: state.scripts[shard][name](keys=keys, args=args)
-        )
+        """Run a Lua script by SHA, batched with the other calls of this loop turn."""
+        return await self._call(shard, lambda state: state.scripts[shard].call(name, keys, args))
 
     async def _call(self, shard: int, operation: Callable[[_LoopState], Awaitable[T]]) -> T:
         """Run ``operation`` against one shard, retrying with backoff while it is
@@ -427,10 +452,7 @@ class _LoopState:
     def __init__(self, loop: asyncio.AbstractEventLoop, hosts: list[RedisHost], name: str) -> None:
         self.loop = loop
         self.clients = [host.client(name) for host in hosts]
-        self.scripts = [
-            {name: client.register_script(source) for name, source in SCRIPTS.items()}
-            for client in self.clients
-        ]
+        self.scripts = [ScriptBatcher(client, SCRIPTS) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
         self.pubsubs: dict[int, PubSub] = {}
         self.subscription_readers: dict[int, asyncio.Task[None]] = {}
@@ -542,10 +564,10 @@ class _Home:
             self._taken_flush_scheduled = False
         layer = self.layer
         owner = layer.client_prefix
-        args = [value for item in taken.items() for value in item]
+        shard, keys = layer._ring.shard(owner), [layer._key("pending", owner)]
         with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
-            await layer._script(
-                layer._ring.shard(owner), "taken_by_process", [layer._key("pending", owner)], args
+            await asyncio.gather(
+                *(layer._script(shard, "taken_by_process", keys, [c, n]) for c, n in taken.items())
             )
 
     # Broadcast subscriptions ---------------------------------------------------------
