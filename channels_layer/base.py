@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -119,6 +120,12 @@ class BaseChannelLayer:
         self._require_name(
             prefix, _GROUP_NAME, "A new_channel prefix", max_length=self.MAX_NAME_LENGTH - room
         )
+
+    def _new_channel_name(self, prefix: str, owner: str) -> str:
+        """``{prefix}.{owner}!{random}``: the shape of every process-local channel name."""
+        suffix = f".{owner}!{secrets.token_hex(8)}"
+        self.require_valid_prefix(prefix, room=len(suffix))
+        return prefix + suffix
 
     def _require_name(
         self,

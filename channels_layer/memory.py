@@ -8,10 +8,9 @@ several threads and event loops at once (see ``channels_layer.mailbox``).
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Mapping
+from typing import Any
 
-from .base import BaseChannelLayer, CapacityPattern, Message
+from .base import BaseChannelLayer, Message
 from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
 
@@ -23,20 +22,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     extensions = ["groups", "flush"]
 
-    def __init__(
-        self,
-        *,
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: Mapping[CapacityPattern, int] | None = None,
-    ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-        )
+    def __init__(self, **config: Any) -> None:
+        """Takes ``BaseChannelLayer``'s keywords: expiry, group_expiry, capacity,
+        channel_capacity."""
+        super().__init__(**config)
         self._mailboxes = Mailboxes()
         self._groups = GroupMembers()
 
@@ -56,9 +45,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return ``f"{prefix}.inmemory!{16 random hex digits}"``, a name no one else uses."""
-        suffix = f".inmemory!{secrets.token_hex(8)}"
-        self.require_valid_prefix(prefix, room=len(suffix))
-        return prefix + suffix
+        return self._new_channel_name(prefix, "inmemory")
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group``, or renew its membership for another ``group_expiry``."""

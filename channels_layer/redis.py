@@ -214,9 +214,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """``{prefix}.{client_prefix}!{random}``: a channel only this process receives."""
-        suffix = f".{self.client_prefix}!{secrets.token_hex(6)}"
-        self.require_valid_prefix(prefix, room=len(suffix))
-        return prefix + suffix
+        return self._new_channel_name(prefix, self.client_prefix)
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or renew it); returns once broadcasts reach it."""
