@@ -167,3 +167,42 @@ async def test_one_connections_sync_handlers_run_one_at_a_time_in_order():
     echoed = [(await app.receive_output())["text"] for _ in range(20)]
     assert echoed == [str(index) for index in range(20)]
     assert SlowOnRequest.most_active == 1
+
+
+class Burst(SyncConsumer):
+    def websocket_connect(self, message):
+        self.send({"type": "websocket.accept"})
+
+    def websocket_receive(self, message):
+        for n in range(int(message["text"])):
+            self.send({"type": "websocket.send", "text": str(n)})
+
+    def websocket_disconnect(self, message):
+        raise StopConsumer
+
+
+async def test_a_sync_handlers_sends_arrive_in_order_before_the_next_message_is_handled():
+    app = await connected(Burst)
+    await app.send_input({"type": "websocket.receive", "text": "50"})
+    await app.send_input({"type": "websocket.receive", "text": "3"})
+    frames = [(await app.receive_output())["text"] for _ in range(53)]
+    assert frames == [str(n) for n in range(50)] + ["0", "1", "2"]
+
+
+async def test_a_failed_send_from_a_sync_handler_is_logged_once(caplog):
+    async def refusing_send(message):
+        if message["type"] == "websocket.send":
+            raise RuntimeError("socket gone")
+
+    inputs = asyncio.Queue()
+    for message in (
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "1"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ):
+        inputs.put_nowait(message)
+    app = Burst.as_asgi()
+    await asyncio.wait_for(app(websocket_scope(), inputs.get, refusing_send), 2)
+    failures = [r for r in caplog.records if "Could not send" in r.getMessage()]
+    assert len(failures) == 1
+    assert "socket gone" in caplog.text
