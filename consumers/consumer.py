@@ -26,6 +26,9 @@ from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
 
+Source = Callable[[], Awaitable[Message]]
+Handler = Callable[[Message], Any]
+
 
 def get_handler_name(message: Mapping[str, Any]) -> str:
     """The method name for a message: its ``type`` with dots turned into underscores."""
@@ -36,6 +39,11 @@ def get_handler_name(message: Mapping[str, Any]) -> str:
         raise ValueError(f"Message 'type' must be a non-empty str, got {kind!r}")
     if kind.startswith("_"):
         raise ValueError(f"Malformed message type {kind!r}: it may not start with an underscore")
+    return _method_name(kind)
+
+
+@functools.lru_cache(maxsize=512)
+def _method_name(kind: str) -> str:
     return kind.replace(".", "_")
 
 
@@ -78,49 +86,27 @@ class AsyncConsumer:
         self.scope = scope
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        sources: list[Callable[[], Awaitable[Message]]] = [receive]
+        sources: list[Source] = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
         with contextlib.suppress(StopConsumer):
             await self._handle_messages(sources)
 
-    async def _handle_messages(self, sources: list[Callable[[], Awaitable[Message]]]) -> None:
+    async def _handle_messages(self, sources: list[Source]) -> None:
         if len(sources) == 1:
             while True:
                 await self.dispatch(await sources[0]())
-        # One pump task per source. A pump takes its next message only after the previous
-        # one was handled, so nothing is read ahead: a busy consumer leaves messages in its
-        # sources (back-pressure), and competing consumers of one channel share the work.
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[tuple[Message | BaseException, asyncio.Future[None]]]
-        inbox = asyncio.Queue()
-
-        async def pump(source: Callable[[], Awaitable[Message]]) -> None:
-            while True:
-                handled = loop.create_future()
-                try:
-                    message = await source()
-                except Exception as error:
-                    await inbox.put((error, handled))
-                    return
-                await inbox.put((message, handled))
-                await handled
-
-        pumps = [asyncio.ensure_future(pump(source)) for source in sources]
+        merged = _MergedSources(sources)
         try:
             while True:
-                item, handled = await inbox.get()
-                if isinstance(item, BaseException):
-                    raise item
+                message, handled = await merged.next()
                 try:
-                    await self.dispatch(item)
+                    await self.dispatch(message)
                 finally:
                     handled.set_result(None)
         finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            await merged.close()
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
@@ -134,7 +120,7 @@ class AsyncConsumer:
                 f"{type(self).__name__} has no handler for message type {message['type']!r} "
                 f"(define a method named {name!r})"
             )
-        return cast(Callable[[Message], Any], handler)
+        return cast(Handler, handler)
 
     async def send(self, message: Message) -> None:
         """Send an ASGI message to the client's connection."""
@@ -166,7 +152,7 @@ class SyncConsumer(AsyncConsumer):
             await self._outbox.flush()
 
     @staticmethod
-    def _run_handler(handler: Callable[[Message], Any], message: Message) -> None:
+    def _run_handler(handler: Handler, message: Message) -> None:
         close_old_connections()
         try:
             handler(message)
@@ -176,6 +162,50 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""
         self._outbox.put(message)
+
+
+class _MergedSources:
+    """Messages from several sources (the ASGI receive, the layer channel), one at a time.
+
+    One pump task per source takes its next message only after the previous one was
+    handled, so nothing is read ahead: a busy consumer leaves messages in its sources
+    (back-pressure), and competing consumers of one channel share the work.
+    """
+
+    def __init__(self, sources: list[Source]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ready: deque[tuple[Message | Exception, asyncio.Future[None]]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._pumps = [asyncio.ensure_future(self._pump(source)) for source in sources]
+
+    async def next(self) -> tuple[Message, asyncio.Future[None]]:
+        """The next message and a future to resolve once it has been handled."""
+        while not self._ready:
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
+        item, handled = self._ready.popleft()
+        if isinstance(item, Exception):
+            raise item
+        return item, handled
+
+    async def _pump(self, source: Source) -> None:
+        while True:
+            handled = self._loop.create_future()
+            try:
+                item: Message | Exception = await source()
+            except Exception as error:
+                item = error
+            self._ready.append((item, handled))
+            if self._wakeup is not None and not self._wakeup.done():
+                self._wakeup.set_result(None)
+            if isinstance(item, Exception):
+                return
+            await handled
+
+    async def close(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
 
 
 class Outbox:
