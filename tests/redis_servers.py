@@ -74,6 +74,8 @@ class RedisServer:
             try:
                 if redis.Redis(port=self.port, socket_timeout=1).ping():
                     return self
+            except redis.AuthenticationError:
+                return self  # up, and wants a password
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     raise
