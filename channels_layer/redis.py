@@ -123,7 +123,30 @@ end
 return results
 """
 
+# A channel this process does not own joins a group directly, for group_expiry seconds.
+# ARGV groups: channel, now, ttl.
+ADD_MEMBER = """
+local results = {}
+for i = 1, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
+  results[#results + 1] = 0
+end
+return results
+"""
+
+# A channel leaves a group's direct members. ARGV groups: channel.
+DISCARD_MEMBER = """
+local results = {}
+for i = 1, #ARGV do
+  results[#results + 1] = redis.call('ZREM', KEYS[1], ARGV[i])
+end
+return results
+"""
+
 SCRIPTS = {
+    "add_member": ADD_MEMBER,
+    "discard_member": DISCARD_MEMBER,
     "send_to_process": SEND_TO_PROCESS,
     "taken_by_process": TAKEN_BY_PROCESS,
     "send_to_named": SEND_TO_NAMED,
@@ -224,7 +247,11 @@ class RedisChannelLayer(BaseChannelLayer):
             self._members.add(group, channel, self.group_expiry)
             await self._home.run(self._home.subscribe, self._key("broadcast", group))
         else:
-            await self._home.run(self._add_direct_member, group, channel)
+            key, args = (
+                self._key("group", group),
+                [channel, time.time(), int(self.group_expiry) + 1],
+            )
+            await self._home.run(self._script, self._ring.shard(group), "add_member", [key], args)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; not an error if it was not a member."""
@@ -232,7 +259,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if self._is_local(channel) and self._members.discard(group, channel):
             await self._home.run(self._home.unsubscribe, self._key("broadcast", group))
-        await self._home.run(self._discard_direct_member, group, channel)
+        key, shard = self._key("group", group), self._ring.shard(group)
+        await self._home.run(self._script, shard, "discard_member", [key], [channel])
 
     async def group_send(self, group: str, message: Message) -> None:
         """Broadcast ``message`` to every member; full members miss it, without an error."""
@@ -302,22 +330,6 @@ class RedisChannelLayer(BaseChannelLayer):
             channel = member.decode() if isinstance(member, bytes) else member
             if not await self._send(channel, payload):
                 logger.debug("group_send to %r skipped full channel %r", group, channel)
-
-    async def _add_direct_member(self, group: str, channel: str) -> None:
-        key = self._key("group", group)
-
-        async def add(state: _LoopState) -> None:
-            async with state.clients[shard].pipeline(transaction=False) as pipe:
-                pipe.zadd(key, {channel: time.time()})
-                pipe.expire(key, int(self.group_expiry) + 1)
-                await pipe.execute()
-
-        shard = self._ring.shard(group)
-        await self._call(shard, add)
-
-    async def _discard_direct_member(self, group: str, channel: str) -> None:
-        key, shard = self._key("group", group), self._ring.shard(group)
-        await self._call(shard, lambda state: state.clients[shard].zrem(key, channel))
 
     async def _flush(self) -> None:
         for topic in self._home.topics():
