@@ -24,14 +24,15 @@ from typing import Any
 OnDiscard = Callable[[str, Any], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queue:
-    """One channel's pending messages and the receivers waiting for one."""
+    """One channel's pending messages and the receivers waiting for one (a list: there is
+    rarely more than one, and an idle connection's queue should cost little memory)."""
 
     # (time.monotonic() deadline, payload, receipt); deadlines only grow, so expired
     # messages are always at the left end.
     messages: deque[tuple[float, bytes, Any]] = field(default_factory=deque)
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Mailboxes:
@@ -139,7 +140,7 @@ def _wake_one(queue: _Queue) -> None:
     except RuntimeError:
         running = None
     while queue.waiters:
-        waiter = queue.waiters.popleft()
+        waiter = queue.waiters.pop(0)
         loop = waiter.get_loop()
         if waiter.done() or loop.is_closed():
             continue  # its receiver is gone (cancelled, or its loop ended)

@@ -86,27 +86,52 @@ class AsyncConsumer:
         self.scope = scope
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        sources: list[Source] = [receive]
+        layer_receive = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
+            layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         with contextlib.suppress(StopConsumer):
-            await self._handle_messages(sources)
+            await self._handle_messages(receive, layer_receive)
 
-    async def _handle_messages(self, sources: list[Source]) -> None:
-        if len(sources) == 1:
+    async def _handle_messages(self, receive: Source, layer_receive: Source | None) -> None:
+        """Handle messages from the connection and the layer channel one at a time.
+
+        This task reads the connection; a second task reads the layer channel. Each reads
+        its next message only after handling the last, and a lock gives the handlers one
+        turn each, so nothing is read far ahead (a busy consumer leaves messages where they
+        are, and competing worker instances share a channel's work). When the layer side
+        stops (StopConsumer or an error) it cancels this task, which then raises the same.
+        """
+        if layer_receive is None:
             while True:
-                await self.dispatch(await sources[0]())
-        merged = _MergedSources(sources)
+                await self.dispatch(await receive())
+        turn = asyncio.Lock()
+        connection_side = asyncio.current_task()
+        assert connection_side is not None
+
+        async def layer_side() -> None:
+            try:
+                while True:
+                    message = await layer_receive()
+                    async with turn:
+                        await self.dispatch(message)
+            except Exception:
+                connection_side.cancel()
+                raise
+
+        layer = asyncio.ensure_future(layer_side())
         try:
             while True:
-                message, handled = await merged.next()
-                try:
+                message = await receive()
+                async with turn:
                     await self.dispatch(message)
-                finally:
-                    handled.set_result(None)
+        except asyncio.CancelledError:
+            if layer.done() and not layer.cancelled() and layer.exception() is not None:
+                raise layer.exception() from None  # type: ignore[misc]
+            raise
         finally:
-            await merged.close()
+            layer.cancel()
+            await asyncio.gather(layer, return_exceptions=True)
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
@@ -162,50 +187,6 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""
         self._outbox.put(message)
-
-
-class _MergedSources:
-    """Messages from several sources (the ASGI receive, the layer channel), one at a time.
-
-    One pump task per source takes its next message only after the previous one was
-    handled, so nothing is read ahead: a busy consumer leaves messages in its sources
-    (back-pressure), and competing consumers of one channel share the work.
-    """
-
-    def __init__(self, sources: list[Source]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._ready: deque[tuple[Message | Exception, asyncio.Future[None]]] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
-        self._pumps = [asyncio.ensure_future(self._pump(source)) for source in sources]
-
-    async def next(self) -> tuple[Message, asyncio.Future[None]]:
-        """The next message and a future to resolve once it has been handled."""
-        while not self._ready:
-            self._wakeup = self._loop.create_future()
-            await self._wakeup
-        item, handled = self._ready.popleft()
-        if isinstance(item, Exception):
-            raise item
-        return item, handled
-
-    async def _pump(self, source: Source) -> None:
-        while True:
-            handled = self._loop.create_future()
-            try:
-                item: Message | Exception = await source()
-            except Exception as error:
-                item = error
-            self._ready.append((item, handled))
-            if self._wakeup is not None and not self._wakeup.done():
-                self._wakeup.set_result(None)
-            if isinstance(item, Exception):
-                return
-            await handled
-
-    async def close(self) -> None:
-        for task in self._pumps:
-            task.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
 
 
 class Outbox:
