@@ -1,0 +1,9 @@
+"""Django's ASGI handler alone: the reference for the HTTP scenario."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apps.settings_django")
+
+from django.core.asgi import get_asgi_application
+
+application = get_asgi_application()

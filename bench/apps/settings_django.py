@@ -1,0 +1,5 @@
+"""Settings for ``apps.django_only``: Django's ASGI handler with no consumer framework."""
+
+from apps.settings_common import *  # noqa: F403
+
+INSTALLED_APPS: list[str] = []

@@ -1,0 +1,9 @@
+"""Settings for ``apps.ours``: the project's packages."""
+
+from apps.settings_common import *  # noqa: F403
+from apps.settings_common import layers
+
+INSTALLED_APPS = ["consumers"]
+CHANNEL_LAYERS = layers(
+    "channels_layer.memory.InMemoryChannelLayer", "channels_layer.redis.RedisChannelLayer"
+)

@@ -1,0 +1,279 @@
+"""Medians over rounds, ratios, targets, and the Markdown table."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+IMPLS = ("ours", "channels", "bare")
+LG_SATURATED = 90.0  # % of a core: above this the load generator may be the bottleneck
+
+
+@dataclass(frozen=True)
+class Target:
+    """``kind``: ``bare``/``channels`` (ours / that column), ``abs`` (ours alone), or
+    ``self:<key>`` (ours / ours' own figure for another metric)."""
+
+    kind: str
+    op: str  # ">=", "<=", "<", "=="
+    value: float
+
+    def describe(self) -> str:
+        if self.kind == "abs":
+            return f"{self.op} {self.value:g}"
+        if self.kind.startswith("self:"):
+            return f"{self.op} {self.value:g}x ours {self.kind[5:]}"
+        return f"{self.op} {self.value:g}x {self.kind}"
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    key: str
+    label: str
+    unit: str
+    target: Target | None = None
+    cpu: str | None = None  # key prefix of srv_cpu/lg_cpu to show as a CPU row after this one
+
+
+def _group_rows(size: int) -> list[Row]:
+    tag, label = f"group{size}", f"group of {size:,}"
+    target = Target("self:group10.send_ms", "<=", 2.0) if size == 10000 else None
+    return [
+        Row("layer", f"{tag}.send_ms", f"{label}: group_send call", "ms", target),
+        Row("layer", f"{tag}.p50_ms", f"{label}: fan-out latency p50", "ms"),
+        Row("layer", f"{tag}.p99_ms", f"{label}: fan-out latency p99", "ms"),
+        Row("layer", f"{tag}.max_ms", f"{label}: fan-out latency max", "ms"),
+        Row("layer", f"{tag}.lost", f"{label}: lost deliveries", "", Target("abs", "==", 0), tag),
+    ]
+
+
+def _broadcast_rows(tag: str, size: int, where: str) -> list[Row]:
+    p99 = Target("bare", "<=", 1.5) if size == 1000 else None
+    lost = Target("abs", "==", 0)
+    label = f"{size:,} clients, {where}"
+    return [
+        Row("broadcast", f"{tag}{size}.p50_ms", f"{label}: p50", "ms"),
+        Row("broadcast", f"{tag}{size}.p99_ms", f"{label}: p99", "ms", p99),
+        Row("broadcast", f"{tag}{size}.max_ms", f"{label}: max", "ms"),
+        Row("broadcast", f"{tag}{size}.lost", f"{label}: lost", "", lost, f"{tag}{size}"),
+    ]
+
+
+def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list[Row]:
+    out = [
+        Row("layer", "p2p_rate.achieved", "point-to-point, 2,000 msg/s offered: achieved", "msg/s"),
+        Row("layer", "p2p_rate.p50_ms", "point-to-point, 2,000 msg/s offered: p50", "ms"),
+        Row(
+            "layer",
+            "p2p_rate.p99_ms",
+            "point-to-point, 2,000 msg/s offered: p99",
+            "ms",
+            Target("abs", "<", 5),
+        ),
+        Row(
+            "layer",
+            "p2p_rate.lost",
+            "point-to-point, 2,000 msg/s offered: lost",
+            "",
+            None,
+            "p2p_rate",
+        ),
+        Row(
+            "layer",
+            "p2p_sat.rps",
+            "point-to-point at saturation: received",
+            "msg/s",
+            Target("channels", ">=", 10),
+        ),
+        Row("layer", "p2p_sat.p50_ms", "point-to-point at saturation: p50", "ms"),
+        Row("layer", "p2p_sat.p99_ms", "point-to-point at saturation: p99", "ms", None, "p2p_sat"),
+    ]
+    for size in group_sizes:
+        out += _group_rows(size)
+    for variant, label, target in (
+        ("async", "async consumer", Target("bare", ">=", 0.9)),
+        ("sync", "sync consumer", Target("bare", ">=", 0.6)),
+        ("json", "async JSON consumer", Target("bare", ">=", 0.8)),
+    ):
+        out += [
+            Row("echo", f"{variant}.rps", f"{label}: round trips", "/s", target),
+            Row("echo", f"{variant}.p50_ms", f"{label}: p50", "ms"),
+            Row("echo", f"{variant}.p99_ms", f"{label}: p99", "ms", None, variant),
+        ]
+    for size in broadcast_sizes:
+        out += _broadcast_rows("mem", size, "1 Daphne, in-memory layer")
+    for size in broadcast_sizes:
+        out += _broadcast_rows("redis", size, "2 Daphnes, Redis layer")
+    out += [
+        Row("isolation", "others.rps", "49 echoing while 1 blocks 1 s: round trips", "/s"),
+        Row("isolation", "others.p50_ms", "49 echoing while 1 blocks 1 s: p50", "ms"),
+        Row(
+            "isolation",
+            "others.p99_ms",
+            "49 echoing while 1 blocks 1 s: p99",
+            "ms",
+            Target("abs", "<", 50),
+            "others",
+        ),
+        Row(
+            "http",
+            "http.rps",
+            "GET a Django view (bare = Django alone)",
+            "req/s",
+            Target("bare", ">=", 0.97),
+        ),
+        Row("http", "http.p50_ms", "GET a Django view: p50", "ms"),
+        Row("http", "http.p99_ms", "GET a Django view: p99", "ms", None, "http"),
+        Row(
+            "memory",
+            "idle.kib_per_conn",
+            "RSS per idle connection in a group",
+            "KiB",
+            Target("bare", "<=", 1.15),
+        ),
+    ]
+    return out
+
+
+SCENARIO_TITLES = {
+    "layer": "3. Channel layer alone, 2 receiving processes + 1 sender over Redis",
+    "echo": "1. WebSocket echo, 50 connections, closed loop",
+    "broadcast": "2. Broadcast, one frame in, group_send, every client gets it",
+    "isolation": "6. Sync-consumer isolation",
+    "http": "5. Plain HTTP through ProtocolTypeRouter",
+    "memory": "4. Idle memory, 1,000 connections",
+}
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{impl: {metric: median over rounds}}`` (errors and missing values ignored)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for key, value in (run.get("metrics") or {}).items():
+            if isinstance(value, int | float) and not math.isnan(value):
+                values.setdefault(run["impl"], {}).setdefault(key, []).append(value)
+    return {
+        impl: {key: statistics.median(found) for key, found in keys.items()}
+        for impl, keys in values.items()
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _compare(value: float, op: str, bound: float) -> bool:
+    return {
+        ">=": value >= bound,
+        "<=": value <= bound,
+        "<": value < bound,
+        "==": value == bound,
+    }[op]
+
+
+def evaluate(row: Row, med: dict[str, dict[str, float]]) -> dict[str, Any]:
+    ours = med.get("ours", {}).get(row.key)
+    result: dict[str, Any] = {
+        "key": f"{row.scenario}.{row.key}",
+        "label": row.label,
+        "unit": row.unit,
+        **{impl: med.get(impl, {}).get(row.key) for impl in IMPLS},
+        "ours_vs_channels": _ratio(ours, med.get("channels", {}).get(row.key)),
+        "ours_vs_bare": _ratio(ours, med.get("bare", {}).get(row.key)),
+        "target": row.target.describe() if row.target else None,
+        "met": None,
+    }
+    if row.target is not None and ours is not None:
+        target = row.target
+        if target.kind == "abs":
+            result["met"] = _compare(ours, target.op, target.value)
+        elif target.kind.startswith("self:"):
+            ratio = _ratio(ours, med.get("ours", {}).get(target.kind[5:]))
+            result["target_ratio"] = ratio
+            result["met"] = None if ratio is None else _compare(ratio, target.op, target.value)
+        else:
+            ratio = result["ours_vs_bare" if target.kind == "bare" else "ours_vs_channels"]
+            result["met"] = None if ratio is None else _compare(ratio, target.op, target.value)
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _cpu_cell(med: dict[str, dict[str, float]], impl: str, prefix: str) -> tuple[str, bool]:
+    found = med.get(impl, {})
+    server, load = found.get(f"{prefix}.srv_cpu"), found.get(f"{prefix}.lg_cpu")
+    if server is None and load is None:
+        return "-", False
+    redis = found.get(f"{prefix}.redis_cpu")
+    text = f"{_fmt(server)} / {_fmt(load)}" + (f" / {_fmt(redis)}" if redis is not None else "")
+    saturated = load is not None and load >= LG_SATURATED
+    return text + (" (LG saturated)" if saturated else ""), saturated
+
+
+def markdown(
+    all_rows: list[Row],
+    med: dict[str, dict[str, float]],
+    ran: set[str],
+    errors: list[str],
+    header: list[str],
+) -> tuple[str, list[dict[str, Any]]]:
+    lines = [*header, ""]
+    evaluated: list[dict[str, Any]] = []
+    columns = (
+        "| metric | unit | ours | Channels | bare | ours/Channels | ours/bare | target | met |"
+    )
+    current = None
+    for row in all_rows:
+        if row.scenario != current:
+            current = row.scenario
+            lines += ["", f"### {SCENARIO_TITLES[current]}", ""]
+            if current not in ran:
+                lines.append("not yet (not run in this invocation)")
+                continue
+            lines += [columns, "|---|---|--:|--:|--:|--:|--:|---|---|"]
+        if current not in ran:
+            continue
+        result = evaluate(row, med)
+        evaluated.append(result)
+        met = {True: "met", False: "**missed**", None: "-" if row.target is None else "n/a"}[
+            result["met"]
+        ]
+        lines.append(
+            f"| {row.label} | {row.unit} | {_fmt(result['ours'])} | {_fmt(result['channels'])} "
+            f"| {_fmt(result['bare'])} | {_fmt_ratio(result['ours_vs_channels'])} "
+            f"| {_fmt_ratio(result['ours_vs_bare'])} | {result['target'] or ''} | {met} |"
+        )
+        if row.cpu:
+            cells = [_cpu_cell(med, impl, row.cpu) for impl in IMPLS]
+            note = "LG saturated" if any(saturated for _, saturated in cells) else ""
+            what = (
+                "CPU % receivers / sender / redis"
+                if row.scenario == "layer"
+                else "CPU % server / load generator"
+            )
+            lines.append(
+                f"| *{what}* | % core | {cells[0][0]} | {cells[1][0]} | {cells[2][0]} "
+                f"| | | | {note} |"
+            )
+    if errors:
+        lines += ["", "### Errors", "", *[f"- {error}" for error in errors]]
+    return "\n".join(lines) + "\n", evaluated

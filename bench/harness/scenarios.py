@@ -1,0 +1,554 @@
+"""The scenarios: each starts its servers or layer workers for one implementation, drives
+the load, stops everything it started and returns flat ``{metric: value}``.
+
+Implementations: ``ours`` (this project, in the project's venv), ``channels`` (Django
+Channels 4.3 and channels-redis 4.3, in bench/.venv-channels) and ``bare`` (the ceiling,
+hand-written, in the project's venv; in the HTTP scenario the third column is Django's own
+ASGI handler instead). Servers run on core 0, load generators and layer senders on core 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.procs import LOAD_CORE, SERVER_CORE, Proc, Processes, cpu_seconds, free_port
+from harness.procs import wait_for_port as _wait_for_port
+
+BENCH = Path(__file__).resolve().parents[1]
+ROOT = BENCH.parent
+HOST = "127.0.0.1"
+MIN_CPU_WINDOW = 0.5  # seconds
+
+
+@dataclass
+class Profile:
+    """How long and how big: ``full``, ``quick`` (about 2 minutes) or ``tiny`` (tests)."""
+
+    name: str
+    warmup: float
+    duration: float
+    echo_connections: int = 50
+    broadcast_sizes: tuple[int, ...] = (200, 1000)
+    broadcast_messages: int = 20
+    layer_duration: float = 3.0
+    layer_warmup: float = 0.5
+    layer_channels: int = 50
+    layer_rate: float = 2000
+    layer_concurrency: int = 64
+    group_sizes: tuple[int, ...] = (10, 1000, 10000)
+    group_sends: int = 5
+    idle_connections: int = 1000
+    http_connections: int = 32
+    isolation_duration: float = 4.0
+    settle: float = 1.0
+
+
+PROFILES = {
+    "full": Profile("full", warmup=1.0, duration=3.0),
+    "quick": Profile(
+        "quick",
+        warmup=0.5,
+        duration=1.5,
+        broadcast_messages=8,
+        layer_duration=1.5,
+        group_sends=3,
+        isolation_duration=2.5,
+        settle=0.6,
+    ),
+    "tiny": Profile(
+        "tiny",
+        warmup=0.2,
+        duration=0.5,
+        echo_connections=5,
+        broadcast_sizes=(10, 20),
+        broadcast_messages=2,
+        layer_duration=0.4,
+        layer_warmup=0.1,
+        layer_channels=5,
+        layer_rate=200,
+        layer_concurrency=4,
+        group_sizes=(10, 40),
+        group_sends=2,
+        idle_connections=20,
+        http_connections=4,
+        isolation_duration=1.3,
+        settle=0.3,
+    ),
+}
+
+
+@dataclass
+class Impl:
+    name: str
+    python: Path
+    pythonpath: list[Path]
+    settings: str | None
+    app: str
+
+
+@dataclass
+class Context:
+    procs: Processes
+    impls: dict[str, Impl]
+    profile: Profile
+    redis_url: str
+    prefix: str  # unique to this run; every Redis key the run makes starts with it
+    log: Callable[[str], None] = print
+    redis_pid: int | None = None
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def fresh_prefix(self, impl: str) -> str:
+        self.counter[0] += 1
+        return f"{self.prefix}-{impl}-{self.counter[0]}"
+
+
+def make_impls(
+    project_python: Path, channels_python: Path | None, ours_source: Path = ROOT
+) -> dict[str, Impl]:
+    """``ours_source``: the directory holding ``consumers`` and ``channels_layer`` (run.py
+    passes a copy taken at start, so edits made during a run do not mix versions)."""
+    impls = {
+        "ours": Impl(
+            "ours", project_python, [BENCH, ours_source], "apps.settings_ours", "apps.ours"
+        ),
+        "bare": Impl("bare", project_python, [BENCH], None, "apps.bare"),
+        "django": Impl(
+            "django", project_python, [BENCH], "apps.settings_django", "apps.django_only"
+        ),
+    }
+    if channels_python is not None:
+        impls["channels"] = Impl(
+            "channels", channels_python, [BENCH], "apps.settings_channels", "apps.channels_app"
+        )
+    return impls
+
+
+def snapshot_source(target: Path) -> Path:
+    """Copy the project's packages as they are now (uncommitted changes included)."""
+    for package in ("consumers", "channels_layer"):
+        shutil.copytree(
+            ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return target
+
+
+def _env(impl: Impl, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PYTHONPATH": ":".join(str(p) for p in impl.pythonpath),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if impl.settings:
+        env["DJANGO_SETTINGS_MODULE"] = impl.settings
+    env.update(extra or {})
+    return env
+
+
+# Servers and load generator --------------------------------------------------------------
+
+
+def start_servers(
+    ctx: Context, impl: Impl, count: int = 1, layer: str = "memory"
+) -> list[tuple[Proc, int]]:
+    """``count`` Daphne processes for ``impl`` (all on the server core), once listening."""
+    extra = {"BENCH_LAYER": layer}
+    if layer == "redis":
+        extra.update(BENCH_REDIS_URL=ctx.redis_url, BENCH_PREFIX=ctx.fresh_prefix(impl.name))
+    servers = []
+    for index in range(count):
+        port = free_port()
+        argv = [str(impl.python), "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port)]
+        proc = ctx.procs.start(
+            f"daphne-{impl.name}-{index}",
+            [*argv, f"{impl.app}:application"],
+            core=SERVER_CORE,
+            env=_env(impl, extra),
+            cwd=BENCH,
+        )
+        servers.append((proc, port))
+    for proc, port in servers:
+        _wait_for_port(proc, port)
+    return servers
+
+
+def stop(ctx: Context, procs: list[Proc]) -> None:
+    for proc in procs:
+        ctx.procs.stop(proc)
+
+
+def loadgen(ctx: Context, spec: dict[str, Any], servers: list[tuple[Proc, int]]) -> dict[str, Any]:
+    """Run one load-generator measurement (pinned to the load core) and return its result."""
+    spec = {
+        **spec,
+        "ports": [port for _, port in servers],
+        "server_pids": [proc.pid for proc, _ in servers],
+    }
+    spec.setdefault("deadline", 180)
+    proc = ctx.procs.start(
+        f"loadgen-{spec['mode']}",
+        [sys.executable, str(BENCH / "loadgen.py"), json.dumps(spec)],
+        core=LOAD_CORE,
+        pipe=True,
+    )
+    try:
+        result = proc.read_json(timeout=spec["deadline"] + 15)
+    finally:
+        ctx.procs.stop(proc)
+    for proc_, _ in servers:
+        if not proc_.alive():
+            raise RuntimeError(f"{proc_.name} died during the measurement:\n{proc_.log_tail()}")
+    return result
+
+
+def _copy(result: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {f"{prefix}.{key}": result.get(key) for key in keys}
+
+
+LATENCY = ("p50_ms", "p99_ms", "max_ms")
+CPU = ("srv_cpu", "lg_cpu")
+
+
+# 1. WebSocket echo -----------------------------------------------------------------------
+
+ECHO_VARIANTS = (
+    ("async", "/ws/echo/", "x" * 32),
+    ("sync", "/ws/sync/", "x" * 32),
+    ("json", "/ws/json/", json.dumps({"text": "x" * 20, "n": 1})),
+)
+
+
+def echo(ctx: Context, impl: Impl) -> dict[str, Any]:
+    profile = ctx.profile
+    servers = start_servers(ctx, impl)
+    metrics: dict[str, Any] = {}
+    try:
+        for variant, path, message in ECHO_VARIANTS:
+            result = loadgen(
+                ctx,
+                {
+                    "mode": "echo",
+                    "path": path,
+                    "message": message,
+                    "connections": profile.echo_connections,
+                    "warmup": profile.warmup,
+                    "duration": profile.duration,
+                },
+                servers,
+            )
+            metrics.update(_copy(result, variant, ("rps", "p50_ms", "p99_ms", *CPU)))
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    return metrics
+
+
+# 2. Broadcast ----------------------------------------------------------------------------
+
+
+def broadcast(ctx: Context, impl: Impl) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for layer, processes in (("memory", 1), ("redis", 2)):
+        servers = start_servers(ctx, impl, count=processes, layer=layer)
+        try:
+            for size in ctx.profile.broadcast_sizes:
+                result = loadgen(
+                    ctx,
+                    {
+                        "mode": "broadcast",
+                        "path": "/ws/broadcast/",
+                        "connections": size,
+                        "messages": ctx.profile.broadcast_messages,
+                    },
+                    servers,
+                )
+                tag = f"{'mem' if layer == 'memory' else 'redis'}{size}"
+                metrics.update(_copy(result, tag, (*LATENCY, "lost", *CPU)))
+                time.sleep(0.3)  # let the departed clients leave the group
+        finally:
+            stop(ctx, [proc for proc, _ in servers])
+    return metrics
+
+
+# 3. The channel layer alone, over Redis -----------------------------------------------------
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+
+    def rank(q: float) -> float:
+        return round(1000 * ordered[min(last, int(q * len(ordered)))], 3)
+
+    return {"p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": round(1000 * ordered[-1], 3)}
+
+
+class _CpuMeter:
+    """CPU of the layer processes (and Redis, when its pid is known) over a window."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+
+    def __enter__(self) -> _CpuMeter:
+        self.start = time.monotonic(), self._read()
+        return self
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for name, pids in self.groups.items():
+            try:
+                out[name] = sum(cpu_seconds(pid) for pid in pids)
+            except OSError:
+                out[name] = float("nan")
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self.start[0]
+        end = self._read()
+        # /proc counts in clock ticks (10 ms): a shorter window would be mostly rounding.
+        self.result = {
+            name: round(100 * (end[name] - self.start[1][name]) / wall, 1)
+            if wall >= MIN_CPU_WINDOW
+            else None
+            for name in self.groups
+        }
+
+
+def layer(ctx: Context, impl: Impl) -> dict[str, Any]:
+    """Point-to-point between a receiving process and the sender, then each group size
+    with two fresh receiving processes (so no backlog or idle receiver of an earlier part
+    weighs on a later one, and nothing has to be cancelled in between)."""
+    prefix = ctx.fresh_prefix(impl.name)
+    argv = [str(impl.python), str(BENCH / "layer_worker.py"), impl.name, ctx.redis_url, prefix]
+    env = _env(impl)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    redis = {"redis_cpu": [ctx.redis_pid]} if ctx.redis_pid else {}
+    everyone: list[Proc] = []
+
+    def start(*roles: tuple[str, int]) -> list[Proc]:
+        workers = [
+            ctx.procs.start(
+                f"layer-{impl.name}-{role}", argv, core=core, env=env, cwd=BENCH, pipe=True
+            )
+            for role, core in roles
+        ]
+        everyone.extend(workers)
+        for worker in workers:
+            worker.read_json(timeout=30)  # {"ready": ...}
+        return workers
+
+    try:
+        began = time.monotonic()
+        sender, receiver = start(("send", LOAD_CORE), ("recv", SERVER_CORE))
+        cpu = {"srv_cpu": [receiver.pid], "lg_cpu": [sender.pid], **redis}
+        metrics = _point_to_point(ctx, receiver, sender, cpu)
+        stop(ctx, [receiver])
+        ctx.log(f"  point-to-point: {time.monotonic() - began:.1f} s")
+        for size in ctx.profile.group_sizes:
+            began = time.monotonic()
+            receivers = start(("recv-a", SERVER_CORE), ("recv-b", SERVER_CORE))
+            cpu = {"srv_cpu": [r.pid for r in receivers], "lg_cpu": [sender.pid], **redis}
+            metrics.update(_group(ctx, size, receivers, sender, cpu))
+            stop(ctx, receivers)
+            ctx.log(f"  group of {size}: {time.monotonic() - began:.1f} s")
+    finally:
+        stop(ctx, everyone)
+        delete_keys(ctx.redis_url, prefix)
+    return metrics
+
+
+def _point_to_point(
+    ctx: Context, receiver: Proc, sender: Proc, cpu_groups: dict[str, list[int]]
+) -> dict[str, Any]:
+    profile = ctx.profile
+    metrics: dict[str, Any] = {}
+    channels = receiver.request({"cmd": "channels", "count": profile.layer_channels})["channels"]
+    timeout = profile.layer_duration * 10 + 60
+    # Fixed offered rate (open loop).
+    with _CpuMeter(cpu_groups) as meter:
+        sent = sender.request(
+            {
+                "cmd": "p2p_rate",
+                "channels": channels,
+                "rate": profile.layer_rate,
+                "duration": profile.layer_duration,
+            },
+            timeout=timeout,
+        )
+    expected = sent["sent"] - sent["full"] - sent["errors"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if receiver.request({"cmd": "count"})["received"] >= expected:
+            break
+        time.sleep(0.05)
+    since = sent["start"] + profile.layer_warmup
+    stats = receiver.request({"cmd": "stats", "since": since})
+    window = max(1e-9, sent["end"] - since)
+    metrics["p2p_rate.achieved"] = round(stats["in_window"] / window, 1)
+    metrics["p2p_rate.lost"] = sent["sent"] - sent["full"] - stats["received"]
+    metrics["p2p_rate.full"] = sent["full"]
+    metrics["p2p_rate.send_errors"] = sent["errors"]
+    metrics["p2p_rate.late_ticks"] = sent["late_ticks"]
+    metrics.update(_copy(_percentiles(stats["latencies"]), "p2p_rate", LATENCY))
+    metrics.update({f"p2p_rate.{k}": v for k, v in meter.result.items()})
+    # Saturation (closed loop, many concurrent senders).
+    with _CpuMeter(cpu_groups) as meter:
+        sent = sender.request(
+            {
+                "cmd": "p2p_saturate",
+                "channels": channels,
+                "concurrency": profile.layer_concurrency,
+                "duration": profile.layer_duration,
+            },
+            timeout=timeout,
+        )
+        time.sleep(0.2)
+    since, until = sent["start"] + profile.layer_warmup, sent["end"]
+    stats = receiver.request({"cmd": "stats", "since": since, "until": until})
+    window = max(1e-9, until - since)
+    metrics["p2p_sat.rps"] = round(stats["in_window"] / window, 1)
+    metrics["p2p_sat.send_rps"] = round(sent["sent"] / (sent["end"] - sent["start"]), 1)
+    metrics.update(_copy(_percentiles(stats["latencies"]), "p2p_sat", LATENCY))
+    metrics.update({f"p2p_sat.{k}": v for k, v in meter.result.items()})
+    return metrics
+
+
+def _group(
+    ctx: Context, size: int, receivers: list[Proc], sender: Proc, cpu: dict[str, list[int]]
+) -> dict[str, Any]:
+    profile = ctx.profile
+    group = f"g{size}"
+    shares = list(zip(receivers, (size // 2, size - size // 2), strict=True))
+    for receiver, share in shares:
+        receiver.request({"cmd": "group", "group": group, "count": share}, timeout=300)
+    send_times = []
+    with _CpuMeter(cpu) as meter:
+        for key in range(profile.group_sends):
+            reply = sender.request({"cmd": "group_send", "group": group, "key": key}, 120)
+            send_times.append(reply["send_s"])
+            for receiver, share in shares:
+                receiver.request(
+                    {"cmd": "wait", "key": key, "expected": share, "timeout": 20}, timeout=60
+                )
+    latencies: list[float] = []
+    received = 0
+    for receiver, _ in shares:
+        stats = receiver.request({"cmd": "stats"}, timeout=60)
+        latencies += stats["latencies"]
+        received += stats["received"]
+    tag = f"group{size}"
+    metrics = {
+        f"{tag}.send_ms": round(1000 * statistics.median(send_times), 3),
+        f"{tag}.lost": size * profile.group_sends - received,
+    }
+    metrics.update(_copy(_percentiles(latencies), tag, LATENCY))
+    metrics.update({f"{tag}.{k}": v for k, v in meter.result.items()})
+    return metrics
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    """Remove this scenario's keys (never FLUSHDB: the database may be shared)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(batch), 500):
+            client.unlink(*batch[start : start + 500])
+    finally:
+        client.close()
+
+
+# 4. Idle memory --------------------------------------------------------------------------
+
+
+def memory(ctx: Context, impl: Impl) -> dict[str, Any]:
+    servers = start_servers(ctx, impl)
+    try:
+        result = loadgen(
+            ctx,
+            {
+                "mode": "idle_memory",
+                "path": "/ws/broadcast/",
+                "connections": ctx.profile.idle_connections,
+                "settle": ctx.profile.settle,
+            },
+            servers,
+        )
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    return {
+        "idle.kib_per_conn": result["kib_per_conn"],
+        "idle.rss_before_kib": result["rss_before_kib"],
+    }
+
+
+# 5. Plain HTTP ---------------------------------------------------------------------------
+
+
+def http(ctx: Context, impl: Impl) -> dict[str, Any]:
+    if impl.name == "bare":  # the reference here is Django's own ASGI handler
+        impl = ctx.impls["django"]
+    servers = start_servers(ctx, impl)
+    try:
+        result = loadgen(
+            ctx,
+            {
+                "mode": "http",
+                "path": "/http/",
+                "connections": ctx.profile.http_connections,
+                "warmup": ctx.profile.warmup,
+                "duration": ctx.profile.duration,
+            },
+            servers,
+        )
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    if set(result["statuses"]) - {"200"}:
+        raise RuntimeError(f"unexpected HTTP statuses {result['statuses']}")
+    return _copy(result, "http", ("rps", "p50_ms", "p99_ms", *CPU))
+
+
+# 6. Sync-consumer isolation --------------------------------------------------------------
+
+
+def isolation(ctx: Context, impl: Impl) -> dict[str, Any]:
+    servers = start_servers(ctx, impl)
+    try:
+        result = loadgen(
+            ctx,
+            {
+                "mode": "echo",
+                "path": "/ws/sync/",
+                "message": "x" * 32,
+                "connections": max(1, ctx.profile.echo_connections - 1),
+                "blocker_path": "/ws/sync/",
+                "blocker_message": "sleep",
+                "warmup": ctx.profile.warmup,
+                "duration": ctx.profile.isolation_duration,
+            },
+            servers,
+        )
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    metrics = _copy(result, "others", ("rps", *LATENCY, *CPU))
+    metrics["others.blocked_trips"] = result.get("blocker_round_trips")
+    return metrics
+
+
+SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
+    "layer": layer,
+    "echo": echo,
+    "broadcast": broadcast,
+    "isolation": isolation,
+    "http": http,
+    "memory": memory,
+}

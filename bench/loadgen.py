@@ -1,0 +1,502 @@
+"""The load generator: one asyncio process, standard library only, loopback only.
+
+``python loadgen.py '<json spec>'`` runs one measurement and prints its result as one JSON
+line. The same file drives every implementation, so the client side costs the same for all.
+
+The WebSocket and HTTP/1.1 clients are minimal ``asyncio.Protocol`` implementations driven
+by callbacks (no task per message): a closed-loop client sends its next frame from the
+callback that received the previous reply. Frames are masked as RFC 6455 requires.
+
+Every mode is bounded: a fixed number of connections, a warm-up and a measurement window
+in seconds, and an overall deadline (``spec["deadline"]``) after which the process exits.
+CPU time of this process and of the server processes (``server_pids``) is read from
+``/proc/<pid>/stat`` at the edges of the measurement window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+
+
+# Measurement helpers ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        data = stat.read()
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class CpuWindow:
+    """CPU use of this process and the servers over a window, as % of one core."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.server_pids = server_pids
+
+    def _sample(self) -> tuple[float, float, float]:
+        servers = sum(cpu_seconds(pid) for pid in self.server_pids)
+        return time.monotonic(), cpu_seconds(os.getpid()), servers
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        wall = end[0] - self._start[0]
+        if wall < 0.5:  # /proc counts 10 ms ticks: a shorter window would be mostly rounding
+            return {"lg_cpu": None, "srv_cpu": None, "window_s": round(wall, 3)}
+        return {
+            "lg_cpu": round(100 * (end[1] - self._start[1]) / wall, 1),
+            "srv_cpu": round(100 * (end[2] - self._start[2]) / wall, 1),
+            "window_s": round(wall, 3),
+        }
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float | None]:
+    """p50/p99/max in milliseconds (nearest-rank), None without samples."""
+    if not samples_s:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(samples_s)
+    last = len(ordered) - 1
+
+    def rank(q: float) -> float:
+        return round(1000 * ordered[min(last, int(q * len(ordered)))], 3)
+
+    return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": round(1000 * ordered[-1], 3)}
+
+
+def raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# A minimal WebSocket client ---------------------------------------------------------------
+
+OnMessage = Callable[["WebSocket", bytes], None]
+
+
+class WebSocket(asyncio.Protocol):
+    """Client side of RFC 6455 for text frames: handshake, masking, ping/pong, close."""
+
+    def __init__(self, path: str, port: int, on_message: OnMessage) -> None:
+        self.path, self.port, self.on_message = path, port, on_message
+        self.opened: asyncio.Future[WebSocket] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._handshaken = False
+        self._fragments: list[bytes] = []
+        self._mask = os.urandom(4)
+        # Per-client state the scenario may use.
+        self.sent_at = 0.0
+        self.inflight = False
+        self.message = b""
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: http://{HOST}:{self.port}\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost during handshake: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        if not self._handshaken:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buffer[: buffer.find(b"\r\n")])
+            if b" 101 " not in status:
+                self.opened.set_exception(ConnectionError(f"handshake refused: {status!r}"))
+                assert self.transport is not None
+                self.transport.close()
+                return
+            del buffer[: end + 4]
+            self._handshaken = True
+            self.opened.set_result(self)
+        while len(buffer) >= 2:
+            first, second = buffer[0], buffer[1]
+            length, position = second & 0x7F, 2
+            if length == 126:
+                if len(buffer) < 4:
+                    return
+                length, position = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(buffer) < 10:
+                    return
+                length, position = int.from_bytes(buffer[2:10], "big"), 10
+            key = None
+            if second & 0x80:  # servers do not mask, but be lenient
+                key, position = bytes(buffer[position : position + 4]), position + 4
+            if len(buffer) < position + length:
+                return
+            payload = bytes(buffer[position : position + length])
+            del buffer[: position + length]
+            if key is not None:
+                payload = _xor(payload, key)
+            self._frame(first & 0x80, first & 0x0F, payload)
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode in (0, 1, 2):
+            if not fin:
+                self._fragments.append(payload)
+                return
+            if self._fragments:
+                payload = b"".join([*self._fragments, payload])
+                self._fragments.clear()
+            self.received += 1
+            self.on_message(self, payload)
+        elif opcode == 8:
+            self._write(0x88, payload[:2])
+            assert self.transport is not None
+            self.transport.close()
+        elif opcode == 9:
+            self._write(0x8A, payload)
+
+    def _write(self, first: int, payload: bytes) -> None:
+        length = len(payload)
+        if length < 126:
+            header = bytes((first, 0x80 | length))
+        elif length < 65536:
+            header = bytes((first, 0xFE)) + length.to_bytes(2, "big")
+        else:
+            header = bytes((first, 0xFF)) + length.to_bytes(8, "big")
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(header + self._mask + _xor(payload, self._mask))
+
+    def send(self, payload: bytes) -> None:
+        """Send a text frame (``payload`` is UTF-8)."""
+        self._write(0x81, payload)
+
+    def close(self) -> None:
+        self._write(0x88, (1000).to_bytes(2, "big"))
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _xor(payload: bytes, key: bytes) -> bytes:
+    length = len(payload)
+    if not length:
+        return payload
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        length, "big"
+    )
+
+
+async def connect_all(
+    ports: list[int], path: str, count: int, on_message: OnMessage, concurrency: int = 50
+) -> list[WebSocket]:
+    """Open ``count`` connections, spread round-robin over ``ports``, ``concurrency`` at a time."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> WebSocket:
+        port = ports[index % len(ports)]
+        async with gate:
+            client = WebSocket(path, port, on_message)
+            await loop.create_connection(lambda: client, HOST, port)
+            return await asyncio.wait_for(client.opened, 30)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def close_all(clients: list[WebSocket], wait: float = 2.0) -> None:
+    for client in clients:
+        client.close()
+    if clients:
+        await asyncio.wait([c.closed for c in clients], timeout=wait)
+
+
+# Modes ------------------------------------------------------------------------------------
+
+
+async def echo(spec: dict[str, Any]) -> dict[str, Any]:
+    """Closed loop: each connection sends, waits for the echo, sends again.
+
+    With ``blocker_path`` one extra connection sends ``blocker_message`` in the same way;
+    its own round trips are reported apart (``blocker_round_trips``).
+    """
+    phase = "warmup"
+    latencies: list[float] = []
+    message = spec.get("message", "x" * 32).encode()
+
+    def on_message(client: WebSocket, payload: bytes) -> None:
+        now = time.perf_counter()
+        if phase == "measure":
+            latencies.append(now - client.sent_at)
+        client.inflight = False
+        if phase != "stop":
+            client.sent_at, client.inflight = now, True
+            client.send(client.message)
+
+    blocker_trips = 0
+
+    def on_blocker(client: WebSocket, payload: bytes) -> None:
+        nonlocal blocker_trips
+        blocker_trips += phase == "measure"
+        client.inflight = False
+        if phase != "stop":
+            client.inflight = True
+            client.send(client.message)
+
+    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], on_message)
+    blockers: list[WebSocket] = []
+    if spec.get("blocker_path"):
+        blockers = await connect_all(spec["ports"], spec["blocker_path"], 1, on_blocker)
+    cpu = CpuWindow(spec["server_pids"])
+    try:
+        for client in clients:
+            client.message = message
+        for client in blockers:
+            client.message = spec["blocker_message"].encode()
+        start = time.perf_counter()
+        for client in [*blockers, *clients]:
+            client.sent_at, client.inflight = start, True
+            client.send(client.message)
+        await asyncio.sleep(spec["warmup"])
+        phase = "measure"
+        cpu.start()
+        await asyncio.sleep(spec["duration"])
+        window = cpu.stop()
+        phase = "stop"
+        drain_until = time.monotonic() + spec.get("drain", 3.0)
+        while any(c.inflight for c in [*clients, *blockers]) and time.monotonic() < drain_until:
+            await asyncio.sleep(0.01)
+    finally:
+        await close_all([*clients, *blockers])
+    result: dict[str, Any] = {
+        "round_trips": len(latencies),
+        "rps": round(len(latencies) / window["window_s"], 1),
+        **percentiles(latencies),
+        **window,
+    }
+    if blockers:
+        result["blocker_round_trips"] = blocker_trips
+    return result
+
+
+async def broadcast(spec: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` clients in one group; client 0 sends ``messages`` frames one after
+    another, each after every client received the previous one (or ``timeout`` passed)."""
+    sent_at: dict[int, float] = {}
+    pending: dict[int, int] = {}
+    latencies: list[float] = []
+    everyone = asyncio.Event()
+
+    def on_message(client: WebSocket, payload: bytes) -> None:
+        now = time.perf_counter()
+        sequence = int(payload.split(b":", 1)[0])
+        if sequence not in sent_at:
+            return
+        if sequence >= 0:  # negative: a warm-up message, waited for but not measured
+            latencies.append(now - sent_at[sequence])
+        pending[sequence] -= 1
+        if pending[sequence] == 0:
+            everyone.set()
+
+    count = spec["connections"]
+    clients = await connect_all(spec["ports"], spec["path"], count, on_message)
+    cpu = CpuWindow(spec["server_pids"])
+    padding = "x" * 32
+    timed_out = 0
+    try:
+        sender = clients[0]
+        for sequence in range(-spec.get("warmup_messages", 2), spec["messages"]):
+            if sequence == 0:
+                cpu.start()
+            everyone.clear()
+            pending[sequence] = count
+            sent_at[sequence] = time.perf_counter()
+            sender.send(f"{sequence}:{padding}".encode())
+            try:
+                await asyncio.wait_for(everyone.wait(), spec.get("timeout", 10))
+            except TimeoutError:
+                timed_out += sequence >= 0
+            await asyncio.sleep(spec.get("gap", 0.02))
+        window = cpu.stop()
+        await asyncio.sleep(0.2)  # let late deliveries arrive before counting losses
+    finally:
+        await close_all(clients)
+    expected = count * spec["messages"]
+    return {
+        "deliveries": len(latencies),
+        "lost": expected - len(latencies),
+        "timed_out_messages": timed_out,
+        **percentiles(latencies),
+        **window,
+    }
+
+
+async def idle_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Server RSS growth per open connection (connections stay idle after connecting)."""
+    pid = spec["server_pids"][0]
+
+    def ignore(client: WebSocket, payload: bytes) -> None:
+        pass
+
+    # Warm the server up with a few connections so lazy imports and caches are not counted.
+    warm = await connect_all(spec["ports"], spec["path"], 10, ignore)
+    await asyncio.sleep(0.3)
+    await close_all(warm)
+    await asyncio.sleep(spec.get("settle", 1.0))
+    before = rss_kib(pid)
+    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], ignore)
+    try:
+        await asyncio.sleep(spec.get("settle", 1.0))
+        after = rss_kib(pid)
+    finally:
+        await close_all(clients, wait=5)
+    return {
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_conn": round((after - before) / spec["connections"], 2),
+    }
+
+
+class HttpClient(asyncio.Protocol):
+    """HTTP/1.1 keep-alive client: one request in flight, Content-Length or chunked replies."""
+
+    def __init__(self, request: bytes, on_response: Callable[[HttpClient], None]) -> None:
+        self.request, self.on_response = request, on_response
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.sent_at = 0.0
+        self.inflight = False
+        self.statuses: dict[int, int] = {}
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ready.set_result(None)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.sent_at, self.inflight = time.perf_counter(), True
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buffer[:end]).lower()
+            status = int(head[9:12])
+            body_start = end + 4
+            marker = head.find(b"\ncontent-length:")
+            if marker >= 0:
+                line_end = head.find(b"\r", marker + 1)
+                length = int(head[marker + 16 : line_end if line_end >= 0 else None])
+                if len(buffer) < body_start + length:
+                    return
+                del buffer[: body_start + length]
+            elif b"transfer-encoding: chunked" in head:
+                finish = buffer.find(b"\r\n0\r\n\r\n", body_start - 2)
+                if finish < 0:
+                    return
+                del buffer[: finish + 7]
+            else:
+                del buffer[:body_start]
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.inflight = False
+            self.on_response(self)
+
+
+async def http(spec: dict[str, Any]) -> dict[str, Any]:
+    """Closed loop over ``connections`` keep-alive connections: GET, read reply, repeat."""
+    loop = asyncio.get_running_loop()
+    phase = "warmup"
+    latencies: list[float] = []
+    request = f"GET {spec['path']} HTTP/1.1\r\nHost: {HOST}:{spec['ports'][0]}\r\n\r\n".encode()
+
+    def on_response(client: HttpClient) -> None:
+        now = time.perf_counter()
+        if phase == "measure":
+            latencies.append(now - client.sent_at)
+        if phase != "stop":
+            client.send()
+
+    clients = []
+    for index in range(spec["connections"]):
+        client = HttpClient(request, on_response)
+        port = spec["ports"][index % len(spec["ports"])]
+        await loop.create_connection(lambda client=client: client, HOST, port)
+        clients.append(client)
+    cpu = CpuWindow(spec["server_pids"])
+    try:
+        for client in clients:
+            client.send()
+        await asyncio.sleep(spec["warmup"])
+        phase = "measure"
+        cpu.start()
+        await asyncio.sleep(spec["duration"])
+        window = cpu.stop()
+        phase = "stop"
+        drain_until = time.monotonic() + 3
+        while any(c.inflight for c in clients) and time.monotonic() < drain_until:
+            await asyncio.sleep(0.01)
+    finally:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.close()
+    statuses: dict[str, int] = {}
+    for client in clients:
+        for status, seen in client.statuses.items():
+            statuses[str(status)] = statuses.get(str(status), 0) + seen
+    return {
+        "requests": len(latencies),
+        "rps": round(len(latencies) / window["window_s"], 1),
+        "statuses": statuses,
+        **percentiles(latencies),
+        **window,
+    }
+
+
+MODES = {"echo": echo, "broadcast": broadcast, "idle_memory": idle_memory, "http": http}
+
+
+async def main(spec: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.wait_for(MODES[spec["mode"]](spec), spec.get("deadline", 120))
+
+
+if __name__ == "__main__":
+    raise_open_files_limit()
+    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))), flush=True)

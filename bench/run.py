@@ -1,0 +1,267 @@
+"""Benchmark this project against Django Channels 4.3 and a bare ASGI ceiling.
+
+    .venv/bin/python bench/run.py [--quick] [--rounds N] [--scenarios a,b] [--output DIR]
+
+Scenarios (run in this order): layer, echo, broadcast, isolation, http, memory. Within a
+round each scenario runs ours, Channels, bare, one after another (A, B, C, A, B, C, ...).
+Writes ``latest.md`` (medians, ratios, targets) and ``latest.json`` (every round's raw
+figures) to the output directory (``bench/results`` by default). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from harness import envs, report  # noqa: E402
+from harness.procs import Processes, pinning_available  # noqa: E402
+from harness.scenarios import (  # noqa: E402
+    PROFILES,
+    SCENARIOS,
+    Context,
+    delete_keys,
+    make_impls,
+    snapshot_source,
+)
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/10"
+ALL_IMPLS = ("ours", "channels", "bare")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round, short windows (~2 min)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="smoke test: tiny sizes, for tests/test_bench.py"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5, quick 1)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {','.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--impls", default=",".join(ALL_IMPLS), help="comma list of ours,channels,bare"
+    )
+    parser.add_argument("--output", type=Path, default=BENCH / "results")
+    parser.add_argument(
+        "--logs", type=Path, help="keep every process's output here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
+        help=f"Redis for the Redis scenarios; keys get a per-run prefix (default {DEFAULT_REDIS})",
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.impls = [i for i in args.impls.split(",") if i]
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    for name in args.impls:
+        if name not in ALL_IMPLS:
+            parser.error(f"unknown implementation {name!r}; choose from {', '.join(ALL_IMPLS)}")
+    args.profile = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.rounds is None:
+        args.rounds = 5 if args.profile == "full" else 1
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop processes
+
+
+def redis_server_pid(url: str) -> int | None:
+    """Redis's own pid when it runs on this machine (to report its CPU; read-only)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        try:
+            pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+        return pid if os.path.exists(f"/proc/{pid}/stat") else None
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
+
+    channels_python = None
+    if "channels" in args.impls:
+        channels_python = envs.ensure_channels_venv(log)
+    profile = PROFILES[args.profile]
+    args.output.mkdir(parents=True, exist_ok=True)
+    run_id = f"bench-{os.getpid()}-{int(time.time())}"
+    runs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as temp_dir:
+        # Ours runs from a copy of consumers/ and channels_layer/ taken now, so that edits
+        # made while the benchmark runs cannot mix versions between rounds.
+        git_revision = _git_revision()
+        source = snapshot_source(Path(temp_dir) / "src")
+        impls = make_impls(Path(sys.executable), channels_python, source)
+        log_dir = args.logs or Path(temp_dir) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        procs = Processes(log_dir)
+        ctx = Context(
+            procs=procs,
+            impls=impls,
+            profile=profile,
+            redis_url=args.redis_url,
+            prefix=run_id,
+            log=log,
+            redis_pid=redis_server_pid(args.redis_url),
+        )
+        if not pinning_available():
+            log("taskset unavailable (or one core): processes run unpinned")
+        try:
+            for round_index in range(1, args.rounds + 1):
+                for scenario in args.scenarios:
+                    for impl in args.impls:
+                        log(f"round {round_index}/{args.rounds}: {scenario} / {impl}")
+                        began = time.monotonic()
+                        run: dict[str, Any] = {
+                            "round": round_index,
+                            "scenario": scenario,
+                            "impl": impl,
+                        }
+                        try:
+                            run["metrics"] = SCENARIOS[scenario](ctx, impls[impl])
+                        except Exception as error:
+                            run["error"] = f"{type(error).__name__}: {error}"
+                            errors.append(
+                                f"round {round_index} {scenario}/{impl}: "
+                                + run["error"].splitlines()[0]
+                            )
+                            log(f"  failed: {traceback.format_exc()}")
+                        finally:
+                            procs.stop_all()
+                        run["elapsed_s"] = round(time.monotonic() - began, 2)
+                        runs.append(run)
+        finally:
+            procs.stop_all()
+            if any(s in ("layer", "broadcast") for s in args.scenarios):
+                try:
+                    delete_keys(args.redis_url, run_id)  # e.g. channels_redis's group sets
+                except Exception as error:
+                    log(f"could not delete the run's Redis keys: {error}")
+    started_pids = procs.started
+    elapsed = time.monotonic() - started
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "profile": args.profile,
+        "rounds": args.rounds,
+        "scenarios": args.scenarios,
+        "impls": args.impls,
+        "pinned": pinning_available(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": envs.versions_report(channels_python),
+        "redis_url": args.redis_url,
+        "elapsed_s": round(elapsed, 1),
+        "git": git_revision,
+        "ours_source": "a copy of consumers/ and channels_layer/ taken at the start",
+        "started_pids": started_pids,
+    }
+    write_results(args.output, meta, runs, errors, profile)
+    log(f"done in {elapsed:.0f} s: {args.output / 'latest.md'}")
+    return 0
+
+
+def _git_revision() -> str:
+    """The commit measured, with "+changes" when the tree had uncommitted changes
+    (the bench directory itself aside)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH, capture_output=True, text=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "consumers", "channels_layer"],
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+changes" if changes else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_results(
+    output: Path, meta: dict[str, Any], runs: list[dict[str, Any]], errors: list[str], profile: Any
+) -> None:
+    med = report.medians(runs)
+    rows = report.rows(profile.broadcast_sizes, profile.group_sizes)
+    versions = meta["versions"]
+    project, channels = versions.get("project", {}), versions.get("channels", {})
+    header = [
+        "# Benchmark: django-consumers vs Django Channels vs bare ASGI",
+        "",
+        f"{meta['date']}, commit {meta.get('git', '?')}, `{meta['command']}`: "
+        f"profile {meta['profile']}, {meta['rounds']} round(s), medians over rounds; "
+        f"{meta['elapsed_s']} s in all.",
+        f"{meta['cores']} cores ({meta['cpu']}), Python {meta['python']}; "
+        + (
+            "servers and receivers pinned to core 0, load generator and sender to core 1."
+            if meta["pinned"]
+            else "**not pinned** (taskset missing or one core)."
+        ),
+        f"Daphne {project.get('daphne')}, Django {project.get('Django')}, Twisted "
+        f"{project.get('Twisted')} for all; Channels {channels.get('channels', '-')}, "
+        f"channels-redis {channels.get('channels-redis', '-')}.",
+        "",
+        "Ratios are ours divided by the other column (for latencies lower is better). "
+        "CPU rows: % of one core over the measurement window, server / load generator "
+        "(layer: both receivers / sender / Redis); a load generator near 100 % would be "
+        "the bottleneck and is flagged. In the HTTP rows the bare column is Django's own "
+        "ASGI handler.",
+    ]
+    text, evaluated = report.markdown(rows, med, {run["scenario"] for run in runs}, errors, header)
+    targets = [row for row in evaluated if row["target"]]
+    summary = ["", "### Targets", ""]
+    for row in targets:
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]
+        summary.append(f"- {verdict}: {row['label']} ({row['key']}) {row['target']}")
+    text += "\n".join(summary) + "\n"
+    (output / "latest.md").write_text(text)
+    payload = {"meta": meta, "runs": runs, "medians": med, "rows": evaluated, "errors": errors}
+    (output / "latest.json").write_text(json.dumps(payload, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
