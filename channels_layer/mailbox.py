@@ -54,7 +54,7 @@ class Mailboxes:
         """Queue ``payload`` for ``expiry`` seconds and wake one receiver; False if the
         channel already holds ``capacity`` messages (None: no limit)."""
         with self._lock:
-            queue = self._channels.setdefault(channel, _Queue())
+            queue = self._queue(channel)
             self._drop_expired(channel, queue)  # expired messages must not count
             if capacity is not None and len(queue.messages) >= capacity:
                 self._forget_if_idle(channel, queue)
@@ -68,7 +68,7 @@ class Mailboxes:
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                queue = self._channels.setdefault(channel, _Queue())
+                queue = self._queue(channel)
                 self._drop_expired(channel, queue)
                 if queue.messages:
                     _, payload, receipt = queue.messages.popleft()
@@ -89,6 +89,12 @@ class Mailboxes:
                         _wake_one(queue)
                     self._forget_if_idle(channel, queue)
                 raise
+
+    def _queue(self, channel: str) -> _Queue:
+        queue = self._channels.get(channel)
+        if queue is None:
+            queue = self._channels[channel] = _Queue()
+        return queue
 
     def __contains__(self, channel: str) -> bool:
         return channel in self._channels
