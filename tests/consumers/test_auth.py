@@ -1,7 +1,5 @@
 """AuthMiddleware, get_user, login and logout on HTTP and WebSocket scopes."""
 
-from importlib import import_module
-
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
@@ -20,6 +18,7 @@ from consumers.auth import (
 )
 from consumers.db import database_sync_to_async
 from consumers.types import Receive, Scope, Send
+from tests.consumers.session_store import saved_session, store
 
 COOKIE = settings.SESSION_COOKIE_NAME
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -29,10 +28,6 @@ MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 def fast_password_hashing(settings):
     # The default hasher costs ~100 ms a password by design; these tests need no strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-def store(session_key: str | None = None):
-    return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
 
 
 @database_sync_to_async
@@ -62,14 +57,6 @@ def session_exists(session_key: str) -> bool:
 @database_sync_to_async
 def load(session_key: str) -> dict:
     return dict(store(session_key).items())
-
-
-@database_sync_to_async
-def saved_session(**data) -> str:
-    session = store()
-    session.update(data)
-    session.create()
-    return session.session_key
 
 
 class Connection:

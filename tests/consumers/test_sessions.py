@@ -1,7 +1,5 @@
 """Cookies and sessions in the scope, and when sessions are saved over HTTP and WebSocket."""
 
-from importlib import import_module
-
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
@@ -16,6 +14,7 @@ from consumers.sessions import (
     save_session,
 )
 from consumers.types import Receive, Scope, Send
+from tests.consumers.session_store import saved_session, store
 
 COOKIE = settings.SESSION_COOKIE_NAME
 
@@ -34,18 +33,6 @@ def response_start(**extra) -> dict:
 
 def set_cookie_headers(message: dict) -> list[str]:
     return [value.decode("latin-1") for name, value in message["headers"] if name == b"set-cookie"]
-
-
-def store(session_key: str | None = None) -> SessionBase:
-    return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-
-
-@database_sync_to_async
-def saved_session(**data) -> str:
-    session = store()
-    session.update(data)
-    session.create()
-    return session.session_key
 
 
 @database_sync_to_async
