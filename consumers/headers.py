@@ -17,13 +17,5 @@ def encode_headers(headers: Headers | None) -> list[tuple[bytes, bytes]]:
     return [(_to_bytes(name).lower(), _to_bytes(value)) for name, value in pairs]
 
 
-def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """The first value of a header in an ASGI header list, or None."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
 def _to_bytes(value: HeaderValue) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else value
