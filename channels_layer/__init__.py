@@ -4,7 +4,7 @@ with ``get_channel_layer()``.
 """
 
 from .base import BaseChannelLayer
-from .exceptions import ChannelFull, InvalidChannelLayerError
+from .exceptions import ChannelFull, InvalidChannelLayerError, MessageTooLarge
 from .memory import InMemoryChannelLayer
 from .registry import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 
@@ -14,6 +14,7 @@ __all__ = [
     "ChannelFull",
     "InMemoryChannelLayer",
     "InvalidChannelLayerError",
+    "MessageTooLarge",
     "channel_layers",
     "get_channel_layer",
 ]

@@ -15,7 +15,11 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from .exceptions import MessageTooLarge
+
 MAX_NAME_LENGTH = 100
+# The channel layer spec: "Messages over 1MB in size" need not be supported.
+MAX_MESSAGE_SIZE = 1024 * 1024
 
 Message = dict[str, Any]
 CapacityPattern = str | re.Pattern[str]
@@ -72,6 +76,8 @@ class BaseChannelLayer:
     ``capacity``: messages a channel holds before ``send`` raises ``ChannelFull``.
     ``channel_capacity``: per-channel overrides, ``{pattern: capacity}``, where a pattern
     is a glob string (``"http.response!*"``) or a compiled regex; the first match wins.
+    ``max_message_size``: bytes a message may take msgpack-encoded; ``send`` and
+    ``group_send`` raise ``MessageTooLarge`` for a larger one and send it to no one.
     """
 
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
@@ -84,6 +90,7 @@ class BaseChannelLayer:
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         for name, seconds in (("expiry", expiry), ("group_expiry", group_expiry)):
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
@@ -92,6 +99,7 @@ class BaseChannelLayer:
         self.group_expiry = group_expiry
         self.capacity = self._require_capacity(capacity, "capacity")
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        self.max_message_size = self._require_capacity(max_message_size, "max_message_size (bytes)")
 
     # Names ------------------------------------------------------------------
 
@@ -181,14 +189,34 @@ class BaseChannelLayer:
         _require_encodable(message, "message")
 
     def serialize(self, message: Message) -> bytes:
-        """Validate and msgpack-encode ``message`` (never pickle: layer data crosses processes)."""
+        """Validate and msgpack-encode ``message`` (never pickle: layer data crosses processes).
+
+        Every backend's ``send`` and ``group_send`` encode through here, once, before
+        delivering to anyone, so the size limit is checked on the bytes actually sent.
+        """
         self.require_valid_message(message)
         data: bytes = msgpack.packb(message, use_bin_type=True)
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"The {message['type'][:100]!r} message is {len(data)} bytes msgpack-encoded, "
+                f"over the limit of {self.max_message_size} bytes; it was not sent. Raise the "
+                "layer's max_message_size option to allow larger messages."
+            )
         return data
 
     def deserialize(self, data: bytes) -> Message:
-        """Decode ``serialize`` output; str and bytes keep their types, tuples become lists."""
-        message: Message = msgpack.unpackb(data, raw=False)
+        """Decode ``serialize`` output; str and bytes keep their types, tuples become lists.
+
+        Only msgpack is read (never pickle): anything else raises ``ValueError``.
+        """
+        try:
+            message = msgpack.unpackb(data, raw=False)
+        except ValueError as error:
+            raise ValueError(f"Not a msgpack-encoded message: {error}") from None
+        if not isinstance(message, dict):
+            raise ValueError(
+                f"Not a message: msgpack decoded {_type_name(message)}, expected a dict"
+            )
         return message
 
     # The API every backend provides -------------------------------------------

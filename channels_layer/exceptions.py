@@ -5,5 +5,10 @@ class ChannelFull(Exception):
     """``send`` found the channel at its capacity; the message was not queued."""
 
 
+class MessageTooLarge(ValueError):
+    """The encoded message exceeds ``max_message_size`` (default 1 MiB, the limit the channel
+    layer spec sets); the message was not sent, to anyone, rather than truncated."""
+
+
 class InvalidChannelLayerError(ValueError):
     """``CHANNEL_LAYERS`` names a backend that cannot be loaded or lacks a needed extension."""

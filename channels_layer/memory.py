@@ -24,7 +24,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def __init__(self, **config: Any) -> None:
         """Takes ``BaseChannelLayer``'s keywords: expiry, group_expiry, capacity,
-        channel_capacity."""
+        channel_capacity, max_message_size."""
         super().__init__(**config)
         self._mailboxes = Mailboxes()
         self._groups = GroupMembers()

@@ -43,7 +43,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import BaseChannelLayer, CapacityPattern, Message
+from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .encryption import MessageCipher
 from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
@@ -155,7 +155,9 @@ SCRIPTS = {
 
 
 class RedisChannelLayer(BaseChannelLayer):
-    """Drop-in for ``channels_redis.core.RedisChannelLayer``, with the same keywords.
+    """Drop-in for ``channels_redis.core.RedisChannelLayer``, with the same keywords, plus
+    ``BaseChannelLayer``'s ``max_message_size``, checked on the msgpack bytes before any
+    encryption.
 
     ``retry_timeout`` (seconds) bounds how long ``send``/``group_send``/``group_add`` keep
     retrying while Redis is unreachable before raising; receives retry for ever.
@@ -175,12 +177,14 @@ class RedisChannelLayer(BaseChannelLayer):
         random_prefix_length: int = 12,
         serializer_format: str = "msgpack",
         retry_timeout: float = 5.0,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         super().__init__(
             expiry=expiry,
             group_expiry=group_expiry,
             capacity=capacity,
             channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
         )
         if serializer_format != "msgpack":
             raise ValueError(

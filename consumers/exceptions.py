@@ -1,12 +1,13 @@
 """Exceptions that steer a consumer, plus the channel layer's errors under their usual names."""
 
-from channels_layer.exceptions import ChannelFull, InvalidChannelLayerError
+from channels_layer.exceptions import ChannelFull, InvalidChannelLayerError, MessageTooLarge
 
 __all__ = [
     "AcceptConnection",
     "ChannelFull",
     "DenyConnection",
     "InvalidChannelLayerError",
+    "MessageTooLarge",
     "RequestAborted",
     "RequestTimeout",
     "StopConsumer",
