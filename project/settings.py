@@ -1,12 +1,19 @@
 """Settings for the reference project.
 
-The channel layer comes from the environment: without ``REDIS_URL`` the in-memory layer
-(one process, nothing to install); with ``REDIS_URL=redis://...`` the Redis layer.
+The environment chooses the services, so one image runs anywhere:
+- ``DATABASE_URL``: SQLite in the project directory by default, or e.g.
+  ``postgres://user:password@host:5432/name``.
+- ``REDIS_URL``: without it the in-memory layer (one process, nothing to install); with
+  ``redis://...`` the Redis layer, so several server and worker processes share groups.
+  ``REDIS_PREFIX`` keeps several deployments apart on one Redis.
 """
 
 import os
+import socket
 import tempfile
 from pathlib import Path
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "consumers",
     "project",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -56,20 +64,25 @@ TEMPLATES = [
 ASGI_APPLICATION = "project.asgi.application"
 
 DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
-        # A file (not memory) so that a live Daphne process started by a test sees the test
-        # data; the process id keeps parallel runs apart.
-        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"consumers-test-{os.getpid()}.db")},
-    }
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file (not memory) so that a live Daphne process started by a test sees the test
+    # data; the process id keeps parallel runs apart.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"consumers-test-{os.getpid()}.db")
+    }
 
 if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_layer.redis.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            "CONFIG": {
+                "hosts": [os.environ["REDIS_URL"]],
+                "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
+            },
         }
     }
 else:
@@ -85,6 +98,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Where collectstatic puts the files nginx serves in production.
+STATIC_ROOT = os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles")
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:lobby"
+LOGOUT_REDIRECT_URL = "chat:lobby"
+# Behind nginx: trust its X-Forwarded-Proto, so HTTPS is seen as HTTPS.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = [
+    origin for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin
+]
+
+# The chat (see chat/conf.py for every setting and its default).
+CHAT_SERVER_NAME = os.environ.get("SERVER_NAME", socket.gethostname())
+CHAT_PRESENCE_INTERVAL = float(os.environ.get("CHAT_PRESENCE_INTERVAL", "15"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
@@ -95,5 +122,6 @@ LOGGING = {
         "consumers": {"handlers": ["console"], "level": "INFO"},
         "channels_layer": {"handlers": ["console"], "level": "INFO"},
         "project": {"handlers": ["console"], "level": "INFO"},
+        "chat": {"handlers": ["console"], "level": "INFO"},
     },
 }

@@ -1,8 +1,15 @@
 """Suite-wide fixtures."""
 
+import asyncio
+import contextlib
+import secrets
+
 import pytest
+import redis
 
 from channels_layer import channel_layers
+from channels_layer.redis import RedisChannelLayer
+from tests.redis_servers import REDIS_URL, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +18,40 @@ def fresh_channel_layers():
     channel_layers.reset()
     yield
     channel_layers.reset()
+
+
+@pytest.fixture
+async def make_layer():
+    """Build layers that share one unique prefix (as processes of one site do) on the
+    machine's Redis unless told otherwise; their keys are deleted afterwards."""
+    prefix = f"test-{secrets.token_hex(6)}"
+    layers = []
+
+    def make(layer_class=RedisChannelLayer, **config):
+        config.setdefault("hosts", [REDIS_URL])
+        config.setdefault("prefix", prefix)
+        layer = layer_class(**config)
+        layers.append(layer)
+        return layer
+
+    yield make
+    for layer in layers:
+        # A test may have stopped the server this layer used.
+        with contextlib.suppress(redis.RedisError, OSError):
+            await asyncio.wait_for(layer.flush(), 2)
+        await layer.close()
+
+
+@pytest.fixture
+def redis_servers():
+    """Start extra redis-server processes: ``redis_servers(3)``; all are killed afterwards."""
+    started = []
+
+    def start(count=1, *extra_args):
+        servers = [RedisServer(extra_args=extra_args).start() for _ in range(count)]
+        started.extend(servers)
+        return servers
+
+    yield start
+    for server in started:
+        server.kill()

@@ -35,7 +35,7 @@ async def test_a_foreign_origin_is_refused():
 
 @pytest.mark.django_db
 async def test_the_echo_page_is_served_over_http():
-    response = await HttpCommunicator(application, "GET", "/").get_response()
+    response = await HttpCommunicator(application, "GET", "/echo/").get_response()
     assert response["status"] == 200
     assert b"/ws/echo/" in response["body"]
 

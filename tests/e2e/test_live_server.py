@@ -30,7 +30,7 @@ class LiveServerTests(ChannelsLiveServerTestCase):
         assert self.live_server_ws_url == f"ws://127.0.0.1:{port}"
 
     def test_serves_the_echo_page_over_http(self) -> None:
-        with http.open(self.live_server_url + "/", timeout=TIMEOUT) as response:
+        with http.open(self.live_server_url + "/echo/", timeout=TIMEOUT) as response:
             assert response.status == 200
             html = response.read().decode()
         assert "<h1>WebSocket echo</h1>" in html

@@ -1,0 +1,186 @@
+"""The chat's consumers: one WebSocket per person per room, and the moderation worker.
+
+The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"type":
+"typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
+``presence``, ``typing`` and ``error`` events back. Every refused input is answered with an
+``error`` event naming what was wrong; the connection stays open unless the sender keeps
+flooding (close code 4029).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from channels_layer import InMemoryChannelLayer
+from chat import presence
+from chat.conf import setting
+from chat.models import Message, Room
+from chat.moderation import MODERATION_CHANNEL, review
+from chat.ratelimit import TokenBucket
+from consumers.consumer import SyncConsumer
+from consumers.db import database_sync_to_async
+from consumers.generic.websocket import AsyncJsonWebsocketConsumer
+
+logger = logging.getLogger(__name__)
+
+CLOSE_FORBIDDEN = 4003  # a private room the user is not a member of
+CLOSE_NO_SUCH_ROOM = 4004
+CLOSE_RATE_LIMITED = 4029  # kept flooding after being told to slow down
+TYPING_EVERY = 2.0  # seconds: at most one typing event per connection in that time
+
+
+@database_sync_to_async
+def _enter(name: str, user: Any) -> tuple[Room | None, bool, list[dict]]:
+    """The room, whether ``user`` may be in it, and its recent history if so."""
+    room = Room.objects.filter(name=name).first()
+    if room is None or not room.admits(user):
+        return room, False, []
+    recent = room.messages.select_related("author").order_by("-created", "-pk")
+    history = [message.as_event() for message in recent[: setting("CHAT_HISTORY")]]
+    return room, True, history[::-1]
+
+
+@database_sync_to_async
+def _save(room: Room, user: Any, text: str) -> dict:
+    return Message.objects.create(room=room, author=user, text=text).as_event()
+
+
+_review = database_sync_to_async(review)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """A person in a room: posts, typing, presence; the ORM work runs in threads."""
+
+    room: Room
+    user_name: str
+
+    async def connect(self) -> None:
+        self.user = self.scope["user"]
+        name = self.scope["url_route"]["kwargs"]["room"]
+        room, admitted, history = await _enter(name, self.user)
+        if room is None or not admitted:
+            # Accept so that the close code reaches the browser, which then stops retrying.
+            await self.accept()
+            if room is None:
+                await self.close(CLOSE_NO_SUCH_ROOM, "no such room")
+            else:
+                await self.close(CLOSE_FORBIDDEN, "this room is private")
+            return
+        self.room = room
+        self.user_name = self.user.get_username() if self.user.is_authenticated else ""
+        self.limit = TokenBucket(setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST"))
+        self.strikes = 0
+        self.last_typing = 0.0
+        self.groups = [room.group_name]
+        await self.channel_layer.group_add(room.group_name, self.channel_name)
+        await self.accept()
+        await self.send_json(
+            {
+                "type": "welcome",
+                "room": room.name,
+                "user": self.user_name or None,
+                "can_post": self.user.is_authenticated,
+                "server": setting("CHAT_SERVER_NAME"),
+            }
+        )
+        await self.send_json({"type": "history", "messages": history})
+        if self.user_name:
+            interval = setting("CHAT_PRESENCE_INTERVAL")
+            await presence.join(self.channel_layer, room.group_name, self.user_name, interval)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "user_name", ""):
+            await presence.leave(self.room.group_name, self.user_name)
+
+    # From the browser
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not self.limit.take():
+            return await self.rate_limited()
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "message":
+            await self.post(content.get("text"))
+        elif kind == "typing":
+            await self.typing()
+        else:
+            await self.refuse("bad_request", 'expected {"type": "message" or "typing", ...}')
+
+    async def post(self, text: Any) -> None:
+        if not self.user.is_authenticated:
+            return await self.refuse("login_required", "log in to post in this room")
+        if not isinstance(text, str):
+            return await self.refuse("bad_request", '"text" must be a string')
+        text = text.strip()
+        limit = setting("CHAT_MAX_MESSAGE_LENGTH")
+        if not text:
+            return await self.refuse("empty", "the message is empty")
+        if len(text) > limit:
+            return await self.refuse("too_long", f"messages are at most {limit} characters")
+        event = await _save(self.room, self.user, text)
+        await self.channel_layer.group_send(self.room.group_name, {"type": "chat.message", **event})
+        await self.moderate(event["id"])
+
+    async def moderate(self, message_id: int) -> None:
+        inline = setting("CHAT_MODERATION_INLINE")
+        if inline is None:
+            inline = isinstance(self.channel_layer, InMemoryChannelLayer)
+        if not inline:
+            job = {"type": "moderate", "id": message_id}
+            await self.channel_layer.send(MODERATION_CHANNEL, job)
+            return
+        event = await _review(message_id)
+        if event is not None:
+            await self.channel_layer.group_send(event.pop("group"), event)
+
+    async def typing(self) -> None:
+        now = time.monotonic()
+        if not self.user.is_authenticated or now - self.last_typing < TYPING_EVERY:
+            return
+        self.last_typing = now
+        await self.channel_layer.group_send(
+            self.room.group_name,
+            {"type": "chat.typing", "user": self.user_name, "channel": self.channel_name},
+        )
+
+    async def refuse(self, code: str, detail: str) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail})
+
+    async def rate_limited(self) -> None:
+        self.strikes += 1
+        if self.strikes >= setting("CHAT_STRIKES_BEFORE_CLOSE"):
+            await self.close(CLOSE_RATE_LIMITED, "too many messages")
+            return
+        await self.refuse("rate_limited", "slow down: too many messages")
+
+    # From the room's group
+
+    async def chat_message(self, event: dict) -> None:
+        await self.send_json({**event, "type": "message"})
+
+    async def chat_moderated(self, event: dict) -> None:
+        await self.send_json({**event, "type": "moderated"})
+
+    async def chat_typing(self, event: dict) -> None:
+        if event["channel"] != self.channel_name:
+            await self.send_json({"type": "typing", "user": event["user"]})
+
+    async def presence_sync(self, event: dict) -> None:
+        await self.send_json({**event, "type": "presence"})
+
+
+class ModerationWorker(SyncConsumer):
+    """``manage.py runworker chat-moderation``: reviews posted messages with the ORM, in a
+    worker thread, and pushes each verdict to the message's room."""
+
+    def moderate(self, job: dict) -> None:
+        message_id = job.get("id")
+        if not isinstance(message_id, int):
+            logger.warning("Moderation job without an integer id ignored: %r", job)
+            return
+        event = review(message_id)
+        if event is not None:
+            async_to_sync(self.channel_layer.group_send)(event.pop("group"), event)

@@ -1,0 +1,139 @@
+// The chat page's client: no build step, no library. It keeps one WebSocket open to the
+// room, reconnecting with backoff when the server or the network goes away, and renders
+// everything as text, never as HTML.
+"use strict";
+
+(function () {
+  const root = document.getElementById("room");
+  const room = root.dataset.room;
+  const $ = (id) => document.getElementById(id);
+  const messages = $("messages"), members = $("members"), status = $("status");
+  const errorLine = $("error"), typingLine = $("typing"), input = $("text");
+
+  // Close codes after which retrying cannot help.
+  const FINAL = {4003: "This room is private.", 4004: "There is no such room.",
+                 4029: "Disconnected for sending too many messages."};
+  const MIN_DELAY = 500, MAX_DELAY = 10000;
+
+  let socket = null, delay = MIN_DELAY, lastTyping = 0, typingTimer = null;
+  // Presence: each server process publishes its own list; show the union of fresh ones.
+  let presence = new Map();
+
+  function setStatus(text, state) {
+    status.textContent = text;
+    status.dataset.state = state;
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${room}/`);
+    socket.onopen = () => { delay = MIN_DELAY; };
+    socket.onmessage = (event) => handle(JSON.parse(event.data));
+    socket.onclose = (event) => {
+      presence = new Map();
+      renderMembers();
+      if (FINAL[event.code]) {
+        setStatus(FINAL[event.code], "closed");
+        return;
+      }
+      const wait = Math.round(delay * (0.75 + Math.random() / 2));
+      setStatus(`Disconnected; reconnecting in ${(wait / 1000).toFixed(1)} s…`, "reconnecting");
+      delay = Math.min(delay * 2, MAX_DELAY);
+      setTimeout(connect, wait);
+    };
+  }
+
+  function handle(event) {
+    switch (event.type) {
+      case "welcome":
+        setStatus(`Connected to ${event.server}`, "connected");
+        root.dataset.server = event.server;
+        input.disabled = !event.can_post;
+        break;
+      case "history":
+        messages.replaceChildren(...event.messages.map(renderMessage));
+        scrollDown();
+        break;
+      case "message":
+        messages.appendChild(renderMessage(event));
+        scrollDown();
+        break;
+      case "moderated": {
+        const item = document.getElementById(`message-${event.id}`);
+        if (item) item.replaceWith(renderMessage(event));
+        break;
+      }
+      case "presence":
+        if (event.members.length) {
+          presence.set(event.source, {members: event.members, expires: Date.now() + event.ttl * 1000});
+        } else {
+          presence.delete(event.source);
+        }
+        renderMembers();
+        break;
+      case "typing":
+        typingLine.textContent = `${event.user} is typing…`;
+        clearTimeout(typingTimer);
+        typingTimer = setTimeout(() => { typingLine.textContent = ""; }, 3000);
+        break;
+      case "error":
+        errorLine.textContent = event.detail;
+        setTimeout(() => { if (errorLine.textContent === event.detail) errorLine.textContent = ""; }, 5000);
+        break;
+    }
+  }
+
+  function renderMessage(event) {
+    const item = document.createElement("li");
+    item.id = `message-${event.id}`;
+    item.className = `message ${event.status}`;
+    const author = document.createElement("b");
+    author.textContent = event.user;
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = event.status === "removed" ? "[removed by the moderator]" : event.text;
+    const time = document.createElement("time");
+    time.dateTime = event.created;
+    time.textContent = new Date(event.created).toLocaleTimeString();
+    item.append(time, " ", author, " ", text);
+    return item;
+  }
+
+  function renderMembers() {
+    const now = Date.now(), names = new Set();
+    for (const [source, entry] of presence) {
+      if (entry.expires < now) presence.delete(source);
+      else entry.members.forEach((name) => names.add(name));
+    }
+    members.replaceChildren(...[...names].sort().map((name) => {
+      const item = document.createElement("li");
+      item.textContent = name;
+      return item;
+    }));
+  }
+
+  function scrollDown() { messages.scrollTop = messages.scrollHeight; }
+
+  function send(payload) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(payload));
+      return true;
+    }
+    errorLine.textContent = "Not connected; try again in a moment.";
+    return false;
+  }
+
+  $("post").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (input.value.trim() && send({type: "message", text: input.value})) input.value = "";
+  });
+  input.addEventListener("input", () => {
+    if (Date.now() - lastTyping > 2000 && socket && socket.readyState === WebSocket.OPEN) {
+      lastTyping = Date.now();
+      socket.send(JSON.stringify({type: "typing"}));
+    }
+  });
+  window.addEventListener("offline", () => setStatus("The network is offline; waiting…", "reconnecting"));
+  setInterval(renderMembers, 1000);
+  connect();
+})();
