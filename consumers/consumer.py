@@ -20,7 +20,7 @@ from typing import Any, ClassVar, cast
 from django.db import close_old_connections
 
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
-from consumers.exceptions import StopConsumer
+from consumers.exceptions import ClientGone, StopConsumer
 from consumers.threads import in_pool
 from consumers.types import Message, Receive, Scope, Send
 
@@ -90,7 +90,7 @@ class AsyncConsumer:
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-        with contextlib.suppress(StopConsumer):
+        with contextlib.suppress(StopConsumer, ClientGone):
             await self._handle_messages(receive, layer_receive)
 
     async def _handle_messages(self, receive: Source, layer_receive: Source | None) -> None:
@@ -148,8 +148,11 @@ class AsyncConsumer:
         return cast(Handler, handler)
 
     async def send(self, message: Message) -> None:
-        """Send an ASGI message to the client's connection."""
-        await self._asgi_send(message)
+        """Send an ASGI message to the client's connection; ``ClientGone`` if it has left."""
+        try:
+            await self._asgi_send(message)
+        except OSError as error:
+            raise ClientGone(f"the client has gone: {error!r}") from error
 
 
 class SyncConsumer(AsyncConsumer):
@@ -175,6 +178,8 @@ class SyncConsumer(AsyncConsumer):
             await self._run_in_pool(self._handler(message), message)
         finally:
             await self._outbox.flush()
+        if self._outbox.gone:
+            raise ClientGone("the client has gone")
 
     @staticmethod
     def _run_handler(handler: Handler, message: Message) -> None:
@@ -194,7 +199,8 @@ class Outbox:
 
     A handler thread only queues a message and wakes the loop once per batch, instead of
     blocking on a round trip to the loop for every message (``async_to_sync``); that
-    round trip was most of the cost of a sync consumer. A failed send is logged, once.
+    round trip was most of the cost of a sync consumer. A failed send is logged, once;
+    once the client has gone (``OSError`` from the server), later messages are dropped.
     """
 
     def __init__(self, send: Send) -> None:
@@ -204,10 +210,13 @@ class Outbox:
         self._queued: deque[Message] = deque()
         self._draining: asyncio.Task[None] | None = None
         self._wake_scheduled = False
+        self.gone = False
 
     def put(self, message: Message) -> None:
         """Queue a message from any thread."""
         with self._lock:
+            if self.gone:
+                return
             self._queued.append(message)
             if self._wake_scheduled:
                 return
@@ -241,6 +250,10 @@ class Outbox:
                     message = self._queued.popleft()
                 try:
                     await self._send(message)
+                except OSError:
+                    with self._lock:
+                        self.gone = True
+                        self._queued.clear()
                 except Exception:
                     logger.exception("Could not send %r to the client", message.get("type"))
         finally:

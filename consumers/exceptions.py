@@ -5,6 +5,7 @@ from channels_layer.exceptions import ChannelFull, InvalidChannelLayerError, Mes
 __all__ = [
     "AcceptConnection",
     "ChannelFull",
+    "ClientGone",
     "DenyConnection",
     "InvalidChannelLayerError",
     "MessageTooLarge",
@@ -16,6 +17,12 @@ __all__ = [
 
 class StopConsumer(Exception):
     """Raised by a handler to end the consumer cleanly (no error is logged)."""
+
+
+class ClientGone(Exception):
+    """A send found the client gone: the server raised ``OSError`` from ``send``, as ASGI
+    asks of servers (Uvicorn does; Daphne and Hypercorn drop such messages silently).
+    WebSocket consumers answer it by running the disconnect path, quietly."""
 
 
 class AcceptConnection(Exception):

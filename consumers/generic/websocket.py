@@ -7,6 +7,7 @@ connection alone. The four public classes are thin sync and async shells around 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.exceptions import (
     AcceptConnection,
+    ClientGone,
     DenyConnection,
     InvalidChannelLayerError,
     StopConsumer,
@@ -26,6 +28,7 @@ logger = logging.getLogger("consumers.websocket")
 
 CLOSE_NORMAL = 1000
 CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_INTERNAL_ERROR = 1011
@@ -81,25 +84,30 @@ class WebsocketProtocol(AsyncConsumer):
             if kind == "websocket.disconnect":
                 await self._leave_groups()
             raise
+        except ClientGone:
+            # Not an error: the client left while we were sending to it.
+            await self._end(message, CLOSE_ABNORMAL)
         except Exception:
-            await self._crashed(message)
+            logger.exception(
+                "%s crashed handling %r on %s; closing the connection with 1011",
+                type(self).__name__,
+                kind,
+                self.scope.get("path", "?"),
+            )
+            if kind != "websocket.disconnect":
+                with contextlib.suppress(OSError):
+                    await self._asgi_send(close_message(CLOSE_INTERNAL_ERROR))
+            await self._end(message, CLOSE_INTERNAL_ERROR)
 
-    async def _crashed(self, message: Message) -> None:
-        """Close this connection alone with 1011, run the usual disconnect path, stop."""
-        logger.exception(
-            "%s crashed handling %r on %s; closing the connection with 1011",
-            type(self).__name__,
-            message.get("type"),
-            self.scope.get("path", "?"),
-        )
+    async def _end(self, message: Message, code: int) -> None:
+        """Run the usual disconnect path (unless this was it), leave the groups, stop."""
         if message.get("type") != "websocket.disconnect":
-            await self._asgi_send(close_message(CLOSE_INTERNAL_ERROR))
             try:
-                await super().dispatch({"type": "websocket.disconnect", "code": 1011})
-            except StopConsumer:
+                await super().dispatch({"type": "websocket.disconnect", "code": code})
+            except (StopConsumer, ClientGone):
                 pass
             except Exception:
-                logger.exception("%s.disconnect() failed after a crash", type(self).__name__)
+                logger.exception("%s.disconnect() failed", type(self).__name__)
         await self._leave_groups()
         raise StopConsumer
 
