@@ -1,4 +1,4 @@
-"""Run project commands as real processes in tests and wait for what they print."""
+"""Run programs and project commands as real processes in tests; wait for what they print."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ManagePy:
-    """``python manage.py ARGS`` with its output collected by a thread, so waiting for a
-    line has a deadline and a chatty process never blocks on a full pipe."""
+class Process:
+    """A program run from the project directory, with its output collected by a thread, so
+    waiting for a line has a deadline and a chatty process never blocks on a full pipe."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *argv: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            argv,
             cwd=ROOT,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", **(env or {})},
             stdin=subprocess.DEVNULL,
@@ -67,3 +67,10 @@ class ManagePy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+class ManagePy(Process):
+    """``python manage.py ARGS``."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(sys.executable, "manage.py", *args, env=env)
