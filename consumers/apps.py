@@ -9,9 +9,10 @@ class ConsumersConfig(AppConfig):
     verbose_name = "Consumers"
 
     def ready(self) -> None:
-        from consumers import daphne_fixes
+        from consumers import daphne_fixes, shutdown
 
         daphne_fixes.install()
+        shutdown.install()
         if getattr(settings, "CONSUMERS_GC_FREEZE", True):
             # Django's start-up objects live as long as the process; moved out of the
             # collector's sight, they no longer make every full collection scan them

@@ -117,11 +117,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"timed": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
+    # One handler, on the root logger, which Daphne configures too: every line once.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "consumers": {"handlers": ["console"], "level": "INFO"},
-        "channels_layer": {"handlers": ["console"], "level": "INFO"},
-        "project": {"handlers": ["console"], "level": "INFO"},
-        "chat": {"handlers": ["console"], "level": "INFO"},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        **{
+            name: {"level": "INFO"}
+            for name in ("consumers", "channels_layer", "project", "chat", "daphne")
+        },
     },
 }
