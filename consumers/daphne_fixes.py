@@ -6,6 +6,13 @@ every close code except 1000 and 3000-4999, so a consumer's 1007 (invalid payloa
 (internal error) raises inside the server and the client sees a generic failure a second
 later. ``install()`` replaces Daphne's reply handler with one that keeps all of them. It is
 called from ``ConsumersConfig.ready()``; without Daphne it does nothing.
+
+It also bounds what a client that stops reading can cost. Daphne buffers every frame the
+application sends in the socket's write buffer, without limit, until the ping timeout
+drops the client (about a minute): one stalled client can grow the process by the whole
+broadcast stream. Here, once more than ``CONSUMERS_WEBSOCKET_MAX_BUFFER`` bytes (default
+1 MiB) wait unsent, the connection is closed with ``CLOSE_SLOW_CLIENT`` (1008, the close
+frame queued behind the backlog) and dropped; the consumer gets its disconnect (1006).
 """
 
 from __future__ import annotations
@@ -17,13 +24,20 @@ logger = logging.getLogger("consumers.daphne")
 
 # Codes a server may put in a close frame (RFC 6455 section 7.4 and the IANA registry).
 _SENDABLE_CLOSE_CODES = {1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)}
+CLOSE_SLOW_CLIENT = 1008
+DEFAULT_MAX_BUFFER = 1024 * 1024
+_max_buffer = DEFAULT_MAX_BUFFER
 
 
 def install() -> None:
+    global _max_buffer
     try:
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:
         return
+    from django.conf import settings
+
+    _max_buffer = getattr(settings, "CONSUMERS_WEBSOCKET_MAX_BUFFER", DEFAULT_MAX_BUFFER)
     if getattr(WebSocketProtocol.handle_reply, "consumers_fix", False):
         return
     daphne_handle_reply = WebSocketProtocol.handle_reply
@@ -63,7 +77,30 @@ def _send(protocol: Any, message: dict[str, Any]) -> None:
     text, data = message.get("text"), message.get("bytes")
     if (text is None) == (data is None):
         raise ValueError("websocket.send needs exactly one of 'text' and 'bytes'")
+    if protocol.state != protocol.STATE_OPEN:
+        return  # closing: as for any send after close, the frame is dropped
     if text is not None:
         protocol.sendMessage(text.encode("utf-8"), False)
     else:
         protocol.sendMessage(data, True)
+    unsent = _unsent_bytes(protocol.transport)
+    if unsent > _max_buffer:
+        logger.warning(
+            "Closing the WebSocket of %s with %d: it stopped reading (%d bytes unsent, "
+            "over CONSUMERS_WEBSOCKET_MAX_BUFFER of %d)",
+            ":".join(map(str, protocol.client_addr or ("?",))),
+            CLOSE_SLOW_CLIENT,
+            unsent,
+            _max_buffer,
+        )
+        protocol.sendCloseFrame(code=CLOSE_SLOW_CLIENT, reasonUtf8=b"too slow: buffer full")
+        protocol.dropConnection(abort=True)
+
+
+def _unsent_bytes(transport: Any) -> int:
+    """Bytes waiting in a Twisted socket transport's write buffer (0 if unknown)."""
+    try:
+        pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:  # not a plain socket transport (e.g. TLS): no bound here
+        return 0
+    return int(pending)

@@ -22,7 +22,7 @@ def start_daphne(prefix: str, **env: str) -> tuple[Process, int]:
     daphne = Process(
         sys.executable,
         *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port)),
-        "tests.reliability.drain_app:application",
+        "tests.reliability.server_app:application",
         env={"REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix, **env},
     )
     daphne.wait_for("Listening on TCP address")

@@ -1,0 +1,96 @@
+"""A client that stops reading: its unsent bytes are bounded, it is closed, and everyone
+else keeps their latency. Daphne alone buffers without limit until the ping timeout."""
+
+import asyncio
+import os
+import socket
+import statistics
+import time
+
+import websockets
+
+from tests.reliability.test_shutdown import start_daphne
+
+MAX_BUFFER = 256 * 1024
+FLOOD_FRAMES, FRAME_SIZE = 2000, 64 * 1024  # 128 MiB offered to the stalled client
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A WebSocket client that asks for a flood and then never reads again."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        b"GET /flood/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += raw.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload = f"{FLOOD_FRAMES} {FRAME_SIZE}".encode()
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    raw.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return raw
+
+
+def connection_dropped(raw: socket.socket, timeout: float) -> bool:
+    """Read the backlog until the server's reset or end of stream."""
+    raw.settimeout(timeout)
+    try:
+        while raw.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_stalled_client_is_closed_while_others_keep_their_latency():
+    daphne, port = start_daphne("slow", MAX_BUFFER=str(MAX_BUFFER))
+    stalled = None
+    try:
+        healthy = await websockets.connect(f"ws://127.0.0.1:{port}/flood/")
+        for _ in range(50):  # warm up
+            await healthy.send("ping")
+            await healthy.recv()
+        before = rss_mib(daphne.process.pid)
+        stalled = await asyncio.to_thread(stalled_client, port)
+        latencies = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            sent = time.perf_counter()
+            await healthy.send("ping")
+            assert await healthy.recv() == "ping"
+            latencies.append(time.perf_counter() - sent)
+        after = rss_mib(daphne.process.pid)
+        p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+        print(
+            f"stalled client offered {FLOOD_FRAMES * FRAME_SIZE >> 20} MiB: server RSS "
+            f"{before:.1f} -> {after:.1f} MiB; others' echo p99 {p99:.1f} ms "
+            f"over {len(latencies)} round trips"
+        )
+        assert "it stopped reading" in daphne.output, daphne.output
+        assert daphne.output.count("it stopped reading") == 1
+        assert await asyncio.to_thread(connection_dropped, stalled, 5)
+        assert after - before < 32
+        assert p99 < 50
+        await healthy.send("still here")
+        assert await healthy.recv() == "still here"
+        await healthy.close()
+        assert "Traceback" not in daphne.output, daphne.output
+    finally:
+        if stalled is not None:
+            stalled.close()
+        daphne.stop()
