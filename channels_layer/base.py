@@ -10,12 +10,14 @@ from __future__ import annotations
 import fnmatch
 import re
 import secrets
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
 from .exceptions import MessageTooLarge
+
+T = TypeVar("T")
 
 MAX_NAME_LENGTH = 100
 # The channel layer spec: "Messages over 1MB in size" need not be supported.
@@ -92,11 +94,8 @@ class BaseChannelLayer:
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
         max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
-        for name, seconds in (("expiry", expiry), ("group_expiry", group_expiry)):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-                raise TypeError(f"{name} must be a positive number of seconds; got {seconds!r}")
-        self.expiry = expiry
-        self.group_expiry = group_expiry
+        self.expiry = self._require_seconds(expiry, "expiry")
+        self.group_expiry = self._require_seconds(group_expiry, "group_expiry")
         self.capacity = self._require_capacity(capacity, "capacity")
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.max_message_size = self._require_capacity(max_message_size, "max_message_size (bytes)")
@@ -155,12 +154,19 @@ class BaseChannelLayer:
         self, channel_capacity: Mapping[CapacityPattern, int]
     ) -> list[tuple[re.Pattern[str], int]]:
         """Turn ``{glob or regex: capacity}`` into ``[(regex, capacity)]``, keeping order."""
+        return self.compile_patterns(channel_capacity, "channel_capacity", self._require_capacity)
+
+    @staticmethod
+    def compile_patterns(
+        patterns: Mapping[CapacityPattern, Any], option: str, check: Callable[[Any, str], T]
+    ) -> list[tuple[re.Pattern[str], T]]:
+        """Turn ``{glob or regex: value}`` into ``[(regex, checked value)]``, keeping order."""
         compiled = []
-        for pattern, capacity in channel_capacity.items():
-            what = f"channel_capacity[{pattern!r}]"
+        for pattern, value in patterns.items():
+            what = f"{option}[{pattern!r}]"
             if not isinstance(pattern, re.Pattern):
                 pattern = re.compile(fnmatch.translate(pattern))
-            compiled.append((pattern, self._require_capacity(capacity, what)))
+            compiled.append((pattern, check(value, what)))
         return compiled
 
     def get_capacity(self, channel: str) -> int:
@@ -175,6 +181,22 @@ class BaseChannelLayer:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TypeError(f"{what} must be a positive int; got {value!r}")
         return value
+
+    @staticmethod
+    def _require_seconds(value: Any, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise TypeError(f"{what} must be a positive number of seconds; got {value!r}")
+        return float(value)
+
+    def lease_timeout(self, channel: str) -> float | None:
+        """The visibility timeout if ``channel`` is delivered at least once (a backend
+        option, see ``RedisChannelLayer``); None: at most once, as the spec says."""
+        return None
+
+    async def receive_leased(self, channel: str) -> tuple[Message, Any]:
+        """The next message of an at-least-once channel and its lease (backends that
+        offer them); see ``RedisChannelLayer``."""
+        raise ValueError(f"{type(self).__name__} has no at_least_once channels")
 
     # Messages ---------------------------------------------------------------
 

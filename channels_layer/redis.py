@@ -111,6 +111,55 @@ end
 return results
 """
 
+# At-least-once channels: take the next message under a lease that ends at a deadline,
+# first putting back (in front) every message whose lease has run out. KEYS: the channel's
+# list, its leases (a sorted set by deadline). ARGV groups: now, deadline, ttl.
+# Result: the envelope, or 0 if the channel is empty.
+CLAIM_LEASE = """
+local results = {}
+for i = 1, #ARGV, 3 do
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[i])
+  for _, envelope in ipairs(expired) do
+    redis.call('ZREM', KEYS[2], envelope)
+    redis.call('LPUSH', KEYS[1], envelope)
+  end
+  local envelope = redis.call('LPOP', KEYS[1])
+  if envelope then
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], envelope)
+    redis.call('EXPIRE', KEYS[2], ARGV[i + 2])
+    results[#results + 1] = envelope
+  else
+    results[#results + 1] = 0
+  end
+end
+return results
+"""
+
+# Extend a lease that is still held. KEYS: leases. ARGV groups: envelope, deadline.
+# Result: 1 extended, 0 lost (it ran out and went back to the channel).
+RENEW_LEASE = """
+local results = {}
+for i = 1, #ARGV, 2 do
+  results[#results + 1] = redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[i + 1], ARGV[i])
+end
+return results
+"""
+
+# End a lease: the job is done, or (give_back = 1) it goes back in front of the channel.
+# KEYS: the channel's list, leases. ARGV groups: envelope, give_back, ttl.
+END_LEASE = """
+local results = {}
+for i = 1, #ARGV, 3 do
+  local held = redis.call('ZREM', KEYS[2], ARGV[i])
+  if held == 1 and ARGV[i + 1] == '1' then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
+  end
+  results[#results + 1] = held
+end
+return results
+"""
+
 # Broadcast to the subscribed processes, drop expired direct members and return the rest.
 # KEYS: direct members, topic. ARGV groups: envelope, oldest live membership time.
 GROUP_SEND = """
@@ -151,6 +200,9 @@ SCRIPTS = {
     "taken_by_process": TAKEN_BY_PROCESS,
     "send_to_named": SEND_TO_NAMED,
     "group_send": GROUP_SEND,
+    "claim_lease": CLAIM_LEASE,
+    "renew_lease": RENEW_LEASE,
+    "end_lease": END_LEASE,
 }
 
 
@@ -161,6 +213,14 @@ class RedisChannelLayer(BaseChannelLayer):
 
     ``retry_timeout`` (seconds) bounds how long ``send``/``group_send``/``group_add`` keep
     retrying while Redis is unreachable before raising; receives retry for ever.
+
+    ``at_least_once``: ``{pattern: visibility_timeout}`` for named channels (globs or
+    regexes, as ``channel_capacity``) whose messages must survive a worker dying mid-job.
+    ``runworker`` takes them with ``receive_leased()``: a message stays in Redis, leased to
+    its worker, until the job is done; the lease is renewed while the worker lives, so the
+    job never runs twice at once, and a message whose worker died goes back to the channel
+    after ``visibility_timeout`` seconds, for another worker. Such messages do not expire
+    (they are kept for ``group_expiry``). Off by default: the spec is at-most-once.
     """
 
     extensions = ["groups", "flush"]
@@ -178,6 +238,7 @@ class RedisChannelLayer(BaseChannelLayer):
         serializer_format: str = "msgpack",
         retry_timeout: float = 5.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        at_least_once: Mapping[CapacityPattern, float] | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -206,6 +267,9 @@ class RedisChannelLayer(BaseChannelLayer):
         self._members = GroupMembers()
         self._home = _Home(self)
         self._health = [_Health(host.label) for host in self.hosts]
+        self._leased = self.compile_patterns(
+            at_least_once or {}, "at_least_once", self._require_seconds
+        )
 
     # The spec -------------------------------------------------------------------------
 
@@ -242,6 +306,27 @@ class RedisChannelLayer(BaseChannelLayer):
     async def new_channel(self, prefix: str = "specific") -> str:
         """``{prefix}.{client_prefix}!{random}``: a channel only this process receives."""
         return self._new_channel_name(prefix, self.client_prefix)
+
+    def lease_timeout(self, channel: str) -> float | None:
+        """The visibility timeout of an ``at_least_once`` channel; None for the others."""
+        if "!" in channel:
+            return None
+        return next((seconds for pattern, seconds in self._leased if pattern.match(channel)), None)
+
+    async def receive_leased(self, channel: str) -> tuple[Message, Lease]:
+        """The next message of an ``at_least_once`` channel and its lease: call
+        ``lease.finish()`` once the job is done (or ``give_back()`` to run it elsewhere)."""
+        self.require_valid_channel_name(channel)
+        timeout = self.lease_timeout(channel)
+        if timeout is None:
+            raise ValueError(f"Channel {channel!r} is not configured as at_least_once")
+        while True:
+            lease = await self._home.run(self._claim, channel, timeout)
+            try:
+                return self._decode(_named_envelope(lease.envelope)[1]), lease
+            except ValueError as error:
+                logger.error("Dropped a message on %r: %s", channel, error)
+                await lease.finish()
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or renew it); returns once broadcasts reach it."""
@@ -287,10 +372,47 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _send(self, channel: str, payload: bytes) -> bool:
         if "!" in channel:
             return await self._send_to_process(channel, payload)
-        envelope = msgpack.packb([time.time(), payload])
+        # The token keeps equal messages apart in an at_least_once channel's leases.
+        envelope = msgpack.packb([time.time(), payload, secrets.token_bytes(8)])
         keys = [self._key("channel", channel)]
-        args = [envelope, self.get_capacity(channel), int(self.expiry) + 1]
+        args = [envelope, self.get_capacity(channel), self._named_ttl(channel)]
         return bool(await self._script(self._ring.shard(channel), "send_to_named", keys, args))
+
+    def _named_ttl(self, channel: str) -> int:
+        kept = self.group_expiry if self.lease_timeout(channel) is not None else self.expiry
+        return int(kept) + 1
+
+    async def _claim(self, channel: str, timeout: float) -> Lease:
+        key, shard = self._key("channel", channel), self._ring.shard(channel)
+        keys = [key, self._key("leases", channel)]
+        while True:
+            now = time.time()
+            try:
+                envelope = await self._script(
+                    shard, "claim_lease", keys, [now, now + timeout, self._named_ttl(channel)]
+                )
+                if envelope:
+                    return Lease(self, channel, envelope, timeout)
+                # Wait for a message (a blocking no-op move), or a second for a lease to
+                # run out; then claim again.
+                await (
+                    self._home.state()
+                    .clients[shard]
+                    .blmove(key, key, BLOCK_SECONDS, "LEFT", "LEFT")
+                )
+            except UNAVAILABLE as error:
+                await self._unavailable(shard, error)
+
+    async def _end_lease(self, lease: Lease, give_back: bool) -> bool:
+        lease.stop_renewing()
+        keys = [self._key("channel", lease.channel), self._key("leases", lease.channel)]
+        args = [lease.envelope, int(give_back), self._named_ttl(lease.channel)]
+        return bool(await self._script(self._ring.shard(lease.channel), "end_lease", keys, args))
+
+    async def _renew_lease(self, lease: Lease) -> bool:
+        keys = [self._key("leases", lease.channel)]
+        args = [lease.envelope, time.time() + lease.timeout]
+        return bool(await self._script(self._ring.shard(lease.channel), "renew_lease", keys, args))
 
     async def _send_to_process(self, channel: str, payload: bytes) -> bool:
         owner = self._owner(channel)
@@ -321,9 +443,13 @@ class RedisChannelLayer(BaseChannelLayer):
             self._health[shard].up()
             if popped is None:
                 continue
-            sent_at, payload = msgpack.unpackb(popped[1])
+            try:
+                sent_at, payload = _named_envelope(popped[1])
+            except ValueError as error:
+                logger.error("Dropped a malformed entry on %r: %s", channel, error)
+                continue
             if time.time() - sent_at < self.expiry:
-                return bytes(payload)
+                return payload
 
     async def _group_send(self, group: str, payload: bytes) -> None:
         envelope = msgpack.packb([time.time(), payload])
@@ -425,6 +551,62 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._cipher:
             payload = self._cipher.decrypt(payload)
         return self.deserialize(payload)
+
+
+class Lease:
+    """A message taken from an ``at_least_once`` channel, held by one worker.
+
+    While held it is renewed in the background every third of the visibility timeout, so
+    no other worker takes it; if the holder dies, renewals stop and the message returns to
+    the channel when the lease runs out.
+    """
+
+    def __init__(self, layer: RedisChannelLayer, channel: str, envelope: bytes, timeout: float):
+        self.layer = layer
+        self.channel = channel
+        self.envelope = envelope
+        self.timeout = timeout
+        self._renewing = asyncio.get_running_loop().create_task(self._renew())
+
+    async def finish(self) -> None:
+        """The job is done: the message leaves Redis."""
+        await self.layer._home.run(self.layer._end_lease, self, False)
+
+    async def give_back(self) -> None:
+        """The job did not run: the message goes back to the front of its channel now."""
+        await self.layer._home.run(self.layer._end_lease, self, True)
+
+    def abandon(self) -> None:
+        """Stop renewing, as if the holder had died: another worker gets the message once
+        the lease runs out (after a crash, that spaces out the retries)."""
+        self._renewing.get_loop().call_soon_threadsafe(self._renewing.cancel)
+
+    def stop_renewing(self) -> None:
+        self._renewing.cancel()
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeout / 3)
+            try:
+                held = await self.layer._renew_lease(self)
+            except UNAVAILABLE:
+                continue  # Redis is down: the outage is logged; try again next time
+            if not held:
+                logger.warning(
+                    "A job on %r outlived its lease (Redis was unreachable for longer than "
+                    "the visibility timeout): it may run again elsewhere",
+                    self.channel,
+                )
+                return
+
+
+def _named_envelope(envelope: bytes | str) -> tuple[float, bytes]:
+    """A named channel's entry: ``[sent_at, payload, token]``; ValueError if malformed."""
+    try:
+        sent_at, payload = msgpack.unpackb(envelope)[:2]
+        return float(sent_at), bytes(payload)
+    except (ValueError, TypeError, IndexError) as error:
+        raise ValueError(f"not a channel layer entry ({error})") from None
 
 
 def _requeue(state: _LoopState, shard: int, key: str, done: asyncio.Future[Any]) -> None:

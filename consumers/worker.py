@@ -8,6 +8,7 @@ import functools
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 from channels_layer import BaseChannelLayer
 from consumers.types import ASGIApp, Message
@@ -71,13 +72,56 @@ class Worker:
 
     async def _serve(self, channel: str) -> None:
         scope = {"type": "channel", "channel": channel}
-        receive = functools.partial(self.channel_layer.receive, channel)
+        leased = self.channel_layer.lease_timeout(channel) is not None
         while True:
+            receive: Any = (
+                _LeasedReceive(self.channel_layer, channel)
+                if leased
+                else functools.partial(self.channel_layer.receive, channel)
+            )
             try:
                 await self.application(scope, receive, _no_client)
+                if leased:
+                    await receive.finish()
+            except asyncio.CancelledError:
+                if leased:  # stopping: the job in hand can run elsewhere at once
+                    await asyncio.shield(receive.give_back())
+                raise
             except Exception:
                 logger.exception("Worker application for channel %r crashed; restarting", channel)
+                if leased:  # redelivered once its lease runs out, not in a tight loop
+                    receive.abandon()
                 await asyncio.sleep(RESTART_DELAY)
+
+
+class _LeasedReceive:
+    """``receive`` for an instance on an at-least-once channel. A consumer asks for its
+    next message only after handling the last, so asking finishes the last one's lease."""
+
+    def __init__(self, layer: BaseChannelLayer, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.held: Any = None
+
+    async def __call__(self) -> Message:
+        await self.finish()
+        message, self.held = await self.layer.receive_leased(self.channel)
+        return message
+
+    async def finish(self) -> None:
+        if self.held is not None:
+            lease, self.held = self.held, None
+            await lease.finish()
+
+    async def give_back(self) -> None:
+        if self.held is not None:
+            lease, self.held = self.held, None
+            await lease.give_back()
+
+    def abandon(self) -> None:
+        if self.held is not None:
+            self.held.abandon()
+            self.held = None
 
 
 async def _no_client(message: Message) -> None:
