@@ -7,6 +7,7 @@ break on another.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import re
 import secrets
@@ -250,6 +251,12 @@ class BaseChannelLayer:
     async def receive(self, channel: str) -> Message:
         """Wait for and return the next unexpired message on ``channel``."""
         raise NotImplementedError
+
+    async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
+        """A future resolved once ``receive(channel)`` would return at once, for a
+        process-local channel of a backend that can tell (None otherwise). Consumers wait
+        with it while idle instead of parking a ``receive()`` task."""
+        return None
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return a fresh process-local channel name that only this process receives on."""

@@ -7,6 +7,7 @@ several threads and event loops at once (see ``channels_layer.mailbox``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,6 +43,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         payload, _ = await self._mailboxes.get(channel)
         return self.deserialize(payload)
+
+    async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
+        """See ``BaseChannelLayer.when_ready``."""
+        self.require_valid_channel_name(channel)
+        return self._mailboxes.when_ready(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return ``f"{prefix}.inmemory!{16 random hex digits}"``, a name no one else uses."""

@@ -303,6 +303,13 @@ class RedisChannelLayer(BaseChannelLayer):
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
 
+    async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
+        """See ``BaseChannelLayer.when_ready``: for this process's own channels."""
+        if not self._is_local(channel):
+            return None
+        await self._home.run(self._start_process_reader)
+        return self._mailboxes.when_ready(channel)
+
     async def new_channel(self, prefix: str = "specific") -> str:
         """``{prefix}.{client_prefix}!{random}``: a channel only this process receives."""
         return self._new_channel_name(prefix, self.client_prefix)

@@ -86,52 +86,77 @@ class AsyncConsumer:
         self.scope = scope
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        layer_receive = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         with contextlib.suppress(StopConsumer, ClientGone):
-            await self._handle_messages(receive, layer_receive)
+            await self._handle_messages(receive)
 
-    async def _handle_messages(self, receive: Source, layer_receive: Source | None) -> None:
+    async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.
 
-        This task reads the connection; a second task reads the layer channel. Each reads
+        This task reads the connection. Layer messages are read by a second task, started
+        when the layer says one is ready and ended once none is left: an idle consumer
+        waits on a future, not on a task and its frames (``when_ready``). Each side reads
         its next message only after handling the last, and a lock gives the handlers one
         turn each, so nothing is read far ahead (a busy consumer leaves messages where they
         are, and competing worker instances share a channel's work). When the layer side
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
+        (Methods and attributes, not closures: an idle connection should cost little.)
         """
-        if layer_receive is None:
+        if self.channel_layer is None:
             while True:
                 await self.dispatch(await receive())
-        turn = asyncio.Lock()
+        self._turn = asyncio.Lock()
         connection_side = asyncio.current_task()
         assert connection_side is not None
-
-        async def layer_side() -> None:
-            try:
-                while True:
-                    message = await layer_receive()
-                    async with turn:
-                        await self.dispatch(message)
-            except Exception:
-                connection_side.cancel()
-                raise
-
-        layer = asyncio.ensure_future(layer_side())
+        self._connection_side = connection_side
+        self._reading: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        if not await self._idle():
+            self._reading = asyncio.ensure_future(self._read_layer())
         try:
             while True:
                 message = await receive()
-                async with turn:
+                async with self._turn:
                     await self.dispatch(message)
         except asyncio.CancelledError:
-            if layer.done() and not layer.cancelled() and layer.exception() is not None:
-                raise layer.exception() from None  # type: ignore[misc]
+            reading = self._reading
+            ended = reading is not None and reading.done() and not reading.cancelled()
+            if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
+                raise error from None
             raise
         finally:
-            layer.cancel()
-            await asyncio.gather(layer, return_exceptions=True)
+            if self._ready is not None:
+                self._ready.cancel()
+            if self._reading is not None:
+                self._reading.cancel()
+                await asyncio.gather(self._reading, return_exceptions=True)
+
+    async def _idle(self) -> bool:
+        """Wait for the next layer message without a task; False if the layer can't."""
+        assert self.channel_layer is not None and self.channel_name is not None
+        self._ready = await self.channel_layer.when_ready(self.channel_name)
+        if self._ready is None:
+            return False
+        self._ready.add_done_callback(self._start_reading)
+        return True
+
+    def _start_reading(self, ready: asyncio.Future[None]) -> None:
+        if not ready.cancelled() and not self._connection_side.done():
+            self._reading = asyncio.ensure_future(self._read_layer())
+
+    async def _read_layer(self) -> None:
+        assert self.channel_layer is not None and self.channel_name is not None
+        try:
+            while True:
+                message = await self.channel_layer.receive(self.channel_name)
+                async with self._turn:
+                    await self.dispatch(message)
+                if await self._idle():
+                    return
+        except Exception:
+            self._connection_side.cancel()
+            raise
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
