@@ -58,6 +58,15 @@ class Process:
                 return
         raise AssertionError(f"no {text!r} within {timeout} s:\n{self.output}")
 
+    def ready(self, text: str, timeout: float = 20) -> Process:
+        """``wait_for(text)``, stopping the process if it never comes (nothing leaks)."""
+        try:
+            self.wait_for(text, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time; the exit code."""
         if self.process.poll() is None:

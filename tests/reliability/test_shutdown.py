@@ -25,8 +25,7 @@ def start_daphne(prefix: str, **env: str) -> tuple[Process, int]:
         "tests.reliability.server_app:application",
         env={"REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix, **env},
     )
-    daphne.wait_for("Listening on TCP address")
-    return daphne, port
+    return daphne.ready("Listening on TCP address"), port
 
 
 async def open_clients(port: int, count: int, path: str = "drain/") -> list:

@@ -23,8 +23,7 @@ def start_worker(prefix: str, lease: float = LEASE) -> ManagePy:
             "JOB_LEASE": str(lease),
         },
     )
-    worker.wait_for("Worker listening on")
-    return worker
+    return worker.ready("Worker listening on")
 
 
 async def next_report(layer, timeout=10):
