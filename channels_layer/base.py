@@ -209,7 +209,10 @@ class BaseChannelLayer:
             raise ValueError(f"A message needs a 'type' key; got keys {sorted(map(str, message))}")
         if not isinstance(message["type"], str):
             raise ValueError(f"message['type'] must be a str; got {_describe(message['type'])}")
-        _require_encodable(message, "message")
+        try:
+            _require_encodable(message, "message")
+        except RecursionError:
+            raise ValueError("The message is nested too deeply to encode") from None
 
     def serialize(self, message: Message) -> bytes:
         """Validate and msgpack-encode ``message`` (never pickle: layer data crosses processes).

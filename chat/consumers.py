@@ -10,6 +10,7 @@ flooding (close code 4029).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ CLOSE_FORBIDDEN = 4003  # a private room the user is not a member of
 CLOSE_NO_SUCH_ROOM = 4004
 CLOSE_RATE_LIMITED = 4029  # kept flooding after being told to slow down
 TYPING_EVERY = 2.0  # seconds: at most one typing event per connection in that time
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 @database_sync_to_async
@@ -114,6 +116,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return await self.refuse("login_required", "log in to post in this room")
         if not isinstance(text, str):
             return await self.refuse("bad_request", '"text" must be a string')
+        if UNSTORABLE.search(text):
+            return await self.refuse(
+                "bad_request", '"text" must not contain NUL or lone surrogates'
+            )
         text = text.strip()
         limit = setting("CHAT_MAX_MESSAGE_LENGTH")
         if not text:

@@ -242,7 +242,7 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
     @classmethod
     def decode_json(cls, text_data: str) -> Any:
-        return json.loads(text_data)
+        return parse_json(text_data)
 
     @classmethod
     def encode_json(cls, content: Any) -> str:
@@ -269,7 +269,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
-        return json.loads(text_data)
+        return parse_json(text_data)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -277,6 +277,41 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
 
 NOT_JSON_TEXT = "binary frame where JSON text was expected"
+
+# Deeper client JSON is refused (1007): what is accepted can always be encoded again, in
+# any thread, where the stack's own limit would depend on who is calling.
+MAX_JSON_DEPTH = 128
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_not_json)
+
+
+def parse_json(text: str) -> Any:
+    """A client's JSON frame: standard JSON only (no NaN or Infinity), nested at most
+    ``MAX_JSON_DEPTH`` deep; ``ValueError`` (or ``RecursionError``) otherwise."""
+    content = _decoder.decode(text)
+    # Counting brackets is cheap and bounds the depth: only then walk the content.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(content, MAX_JSON_DEPTH):
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return content
+
+
+def _deeper_than(content: Any, limit: int) -> bool:
+    pending = [(content, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        if depth == limit:
+            return True
+        pending.extend((item, depth + 1) for item in value)
+    return False
 
 
 def _invalid_json(error: Exception) -> str:
@@ -298,6 +333,7 @@ def _rejected(consumer: AsyncConsumer, code: int, reason: str) -> tuple[int, str
 
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "AsyncJsonWebsocketConsumer",
     "AsyncWebsocketConsumer",
     "JsonWebsocketConsumer",
