@@ -4,7 +4,12 @@ with ``get_channel_layer()``.
 """
 
 from .base import BaseChannelLayer
-from .exceptions import ChannelFull, InvalidChannelLayerError, MessageTooLarge
+from .exceptions import (
+    ChannelFull,
+    InvalidChannelLayerError,
+    LayerUnavailable,
+    MessageTooLarge,
+)
 from .memory import InMemoryChannelLayer
 from .registry import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 
@@ -14,6 +19,7 @@ __all__ = [
     "ChannelFull",
     "InMemoryChannelLayer",
     "InvalidChannelLayerError",
+    "LayerUnavailable",
     "MessageTooLarge",
     "channel_layers",
     "get_channel_layer",

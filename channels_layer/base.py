@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -19,6 +21,8 @@ import msgpack
 from .exceptions import MessageTooLarge
 
 T = TypeVar("T")
+
+logger = logging.getLogger("channels_layer")
 
 MAX_NAME_LENGTH = 100
 # The channel layer spec: "Messages over 1MB in size" need not be supported.
@@ -71,6 +75,31 @@ def _require_encodable(value: Any, path: str) -> None:
         raise TypeError(f"{path} is an int outside the 64-bit range msgpack can encode")
 
 
+class SkippedMembers:
+    """Counts broadcasts a full member channel missed and says so at most once every
+    ``every`` seconds, with the count: a consumer that stopped keeping up is worth one
+    warning, not one line per message (nor silence)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._count = 0
+        self._since = time.monotonic() - every
+
+    def skipped(self, group: str, channel: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._since >= self.every:
+            logger.warning(
+                "group_send skipped %d full member channel(s) in %.0f s (last: %r in group "
+                "%r): their consumers are not keeping up with their capacity",
+                self._count,
+                now - self._since,
+                channel,
+                group,
+            )
+            self._count, self._since = 0, now
+
+
 class BaseChannelLayer:
     """Shared rules of a channel layer; subclasses supply the storage and delivery.
 
@@ -100,6 +129,7 @@ class BaseChannelLayer:
         self.capacity = self._require_capacity(capacity, "capacity")
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.max_message_size = self._require_capacity(max_message_size, "max_message_size (bytes)")
+        self.skipped_members = SkippedMembers()
 
     # Names ------------------------------------------------------------------
 

@@ -12,3 +12,9 @@ class MessageTooLarge(ValueError):
 
 class InvalidChannelLayerError(ValueError):
     """``CHANNEL_LAYERS`` names a backend that cannot be loaded or lacks a needed extension."""
+
+
+class LayerUnavailable(ConnectionError):
+    """The layer's server stayed unreachable for the layer's ``retry_timeout``; the message
+    was not sent. Nothing is lost that was already queued; catch it where a sender can
+    tell its user "try again"."""

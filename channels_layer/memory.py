@@ -71,7 +71,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         payload = self.serialize(message)  # once: every member gets the same bytes
         for channel in self._groups.live_members(group):
             if not self._mailboxes.put(channel, payload, self.expiry, self.get_capacity(channel)):
-                logger.debug("group_send to %r skipped full channel %r", group, channel)
+                self.skipped_members.skipped(group, channel)
 
     async def flush(self) -> None:
         """Drop every queued message and group; receivers already waiting keep waiting."""

@@ -45,7 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .encryption import MessageCipher
-from .exceptions import ChannelFull
+from .exceptions import ChannelFull, LayerUnavailable
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
 from .redis_scripts import ScriptBatcher
@@ -55,7 +55,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+# Retries back off up to half a second, and all wake as soon as one gets through.
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
 INBOX_BATCH = 500
 BLOCK_SECONDS = 1
 
@@ -466,7 +467,7 @@ class RedisChannelLayer(BaseChannelLayer):
         for member in direct:
             channel = member.decode() if isinstance(member, bytes) else member
             if not await self._send(channel, payload):
-                logger.debug("group_send to %r skipped full channel %r", group, channel)
+                self.skipped_members.skipped(group, channel)
 
     async def _flush(self) -> None:
         for topic in self._home.topics():
@@ -494,14 +495,18 @@ class RedisChannelLayer(BaseChannelLayer):
                 result = await operation(self._home.state())
             except UNAVAILABLE as error:
                 if time.monotonic() >= deadline:
-                    raise
+                    label = self.hosts[shard].label
+                    raise LayerUnavailable(
+                        f"Redis {label} unreachable for {self.retry_timeout} s: {error}"
+                    ) from error
                 await self._unavailable(shard, error)
                 continue
             self._health[shard].up()
             return result
 
     async def _unavailable(self, shard: int, error: BaseException) -> None:
-        await asyncio.sleep(self._health[shard].down(error))
+        """Wait before retrying: the backoff, or less if another caller gets through."""
+        await self._health[shard].wait(error)
 
     # Process inbox and broadcasts (called by the home loop's readers) --------------------
 
@@ -527,7 +532,7 @@ class RedisChannelLayer(BaseChannelLayer):
         members = self._members.live_members(group)
         for channel in members if remaining > 0 else ():
             if not self._mailboxes.put(channel, payload, remaining, self.get_capacity(channel)):
-                logger.debug("group_send to %r skipped full channel %r", group, channel)
+                self.skipped_members.skipped(group, channel)
         return bool(members)
 
     def _topics(self) -> list[str]:
@@ -607,6 +612,11 @@ class Lease:
                 return
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _named_envelope(envelope: bytes | str) -> tuple[float, bytes]:
     """A named channel's entry: ``[sent_at, payload, token]``; ValueError if malformed."""
     try:
@@ -628,6 +638,18 @@ class _Health:
         self.label = label
         self.down_since: float | None = None
         self.backoff = BACKOFF_FIRST
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    async def wait(self, error: BaseException) -> None:
+        """Record a failure and sleep the backoff, or until ``up()``."""
+        back = asyncio.get_running_loop().create_future()
+        self._waiting.add(back)
+        try:
+            await asyncio.wait_for(back, self.down(error))
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting.discard(back)
 
     def down(self, error: BaseException) -> float:
         """Record a failure; the seconds to wait before trying again."""
@@ -647,6 +669,9 @@ class _Health:
                 time.monotonic() - self.down_since,
             )
             self.down_since = None
+            for back in self._waiting:
+                if not back.done():
+                    back.get_loop().call_soon_threadsafe(_resolve, back)
 
 
 class _LoopState:
@@ -784,7 +809,7 @@ class _Home:
             await asyncio.wait_for(asyncio.shield(confirmed), self.layer.retry_timeout)
         except TimeoutError:
             label = self.layer.hosts[self._shard(topic)].label
-            raise RedisConnectionError(
+            raise LayerUnavailable(
                 f"Redis {label} did not confirm the subscription to {topic!r} within "
                 f"{self.layer.retry_timeout} s; it will be made when Redis is reachable"
             ) from None
@@ -825,9 +850,14 @@ class _Home:
             if not wanted:
                 return
             pubsub = state.clients[shard].pubsub()
-            state.pubsubs[shard] = pubsub
             try:
+                # Shared only once connected: a second subscribe during the first would
+                # open a second connection that nobody reads.
                 await pubsub.subscribe(*wanted)
+                state.pubsubs[shard] = pubsub
+                late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
+                if late:
+                    await pubsub.subscribe(*late)
                 while any(self._shard(topic) == shard for topic in state.subscribed):
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()

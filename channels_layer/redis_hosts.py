@@ -17,7 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 DEFAULT_HOSTS: list[Any] = [("localhost", 6379)]
 # Enough for the commands of a busy process; blocking receives take one each. When all
@@ -40,7 +42,10 @@ class RedisHost:
     def client(self, name: str, dedicated: bool = False) -> Redis:
         """A new client with its own connection pool (pools belong to one event loop);
         ``name`` shows in CLIENT LIST; ``dedicated`` for one long blocking reader."""
-        options = {"client_name": name, **self.kwargs}
+        # One retry on a fresh connection: a pooled connection left idle across a Redis
+        # restart fails on first use (redis-py does not check it), which would otherwise
+        # count as a second outage right after the first.
+        options = {"client_name": name, "retry": Retry(NoBackoff(), 1), **self.kwargs}
         if self.sentinels:
             sentinel = Sentinel(
                 list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs or None, **options

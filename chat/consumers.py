@@ -3,12 +3,14 @@
 The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"type":
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
 ``presence``, ``typing`` and ``error`` events back. Every refused input is answered with an
-``error`` event naming what was wrong; the connection stays open unless the sender keeps
+``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
+reached: the post was not sent); the connection stays open unless the sender keeps
 flooding (close code 4029).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -16,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from channels_layer import InMemoryChannelLayer
+from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
 from chat import presence
 from chat.conf import setting
 from chat.models import Message, Room
@@ -51,6 +53,11 @@ def _save(room: Room, user: Any, text: str) -> dict:
     return Message.objects.create(room=room, author=user, text=text).as_event()
 
 
+@database_sync_to_async
+def _forget(message_id: int) -> None:
+    Message.objects.filter(pk=message_id).delete()
+
+
 _review = database_sync_to_async(review)
 
 
@@ -59,6 +66,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     room: Room
     user_name: str
+    # Input is handled only between admission and a close of ours: frames a client still
+    # sends after being refused or told to go are ignored.
+    listening = False
 
     async def connect(self) -> None:
         self.user = self.scope["user"]
@@ -77,6 +87,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.limit = TokenBucket(setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST"))
         self.strikes = 0
         self.last_typing = 0.0
+        self.listening = True
         self.groups = [room.group_name]
         await self.channel_layer.group_add(room.group_name, self.channel_name)
         await self.accept()
@@ -101,6 +112,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # From the browser
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not self.listening:
+            return
         if not self.limit.take():
             return await self.rate_limited()
         kind = content.get("type") if isinstance(content, dict) else None
@@ -127,7 +140,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if len(text) > limit:
             return await self.refuse("too_long", f"messages are at most {limit} characters")
         event = await _save(self.room, self.user, text)
-        await self.channel_layer.group_send(self.room.group_name, {"type": "chat.message", **event})
+        try:
+            await self.channel_layer.group_send(
+                self.room.group_name, {"type": "chat.message", **event}
+            )
+        except LayerUnavailable:
+            await _forget(event["id"])  # nobody saw it: it must not appear later either
+            return await self.refuse(
+                "unavailable", "the chat cannot reach its server right now: not sent, try again"
+            )
         await self.moderate(event["id"])
 
     async def moderate(self, message_id: int) -> None:
@@ -136,7 +157,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             inline = isinstance(self.channel_layer, InMemoryChannelLayer)
         if not inline:
             job = {"type": "moderate", "id": message_id}
-            await self.channel_layer.send(MODERATION_CHANNEL, job)
+            try:
+                await self.channel_layer.send(MODERATION_CHANNEL, job)
+            except (ChannelFull, LayerUnavailable) as error:  # no worker, or no Redis
+                logger.warning("Message %s stays pending review: %s", message_id, error)
             return
         event = await _review(message_id)
         if event is not None:
@@ -147,10 +171,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.user.is_authenticated or now - self.last_typing < TYPING_EVERY:
             return
         self.last_typing = now
-        await self.channel_layer.group_send(
-            self.room.group_name,
-            {"type": "chat.typing", "user": self.user_name, "channel": self.channel_name},
-        )
+        with contextlib.suppress(LayerUnavailable):  # a typing notice is not worth an error
+            await self.channel_layer.group_send(
+                self.room.group_name,
+                {"type": "chat.typing", "user": self.user_name, "channel": self.channel_name},
+            )
 
     async def refuse(self, code: str, detail: str) -> None:
         await self.send_json({"type": "error", "code": code, "detail": detail})
@@ -158,6 +183,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def rate_limited(self) -> None:
         self.strikes += 1
         if self.strikes >= setting("CHAT_STRIKES_BEFORE_CLOSE"):
+            self.listening = False
             await self.close(CLOSE_RATE_LIMITED, "too many messages")
             return
         await self.refuse("rate_limited", "slow down: too many messages")

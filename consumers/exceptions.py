@@ -1,6 +1,11 @@
 """Exceptions that steer a consumer, plus the channel layer's errors under their usual names."""
 
-from channels_layer.exceptions import ChannelFull, InvalidChannelLayerError, MessageTooLarge
+from channels_layer.exceptions import (
+    ChannelFull,
+    InvalidChannelLayerError,
+    LayerUnavailable,
+    MessageTooLarge,
+)
 
 __all__ = [
     "AcceptConnection",
@@ -8,6 +13,7 @@ __all__ = [
     "ClientGone",
     "DenyConnection",
     "InvalidChannelLayerError",
+    "LayerUnavailable",
     "MessageTooLarge",
     "RequestAborted",
     "RequestTimeout",

@@ -1,6 +1,7 @@
 """InMemoryChannelLayer behaviour: delivery, capacity, expiry, groups, cancellation, threads."""
 
 import asyncio
+import logging
 import re
 
 import pytest
@@ -367,3 +368,15 @@ def test_receiver_stranded_on_a_closed_loop_does_not_swallow_messages():
     assert asyncio.run(exchange()) == {"type": "t"}
     assert not stranded.done()
     stranded._log_destroy_pending = False  # stranded on purpose; silence asyncio's GC warning
+
+
+async def test_a_full_member_missing_broadcasts_is_logged_once_not_per_message(caplog):
+    layer = InMemoryChannelLayer(capacity=1)
+    slow = await layer.new_channel()
+    await layer.group_add("room", slow)
+    with caplog.at_level(logging.WARNING, logger="channels_layer"):
+        for number in range(6):
+            await layer.group_send("room", {"type": "news", "n": number})
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "not keeping up" in warnings[0], warnings
+    assert (await layer.receive(slow))["n"] == 0

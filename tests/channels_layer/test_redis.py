@@ -268,3 +268,20 @@ def test_sync_code_reuses_connections_and_never_sees_a_closed_loop(make_layer):
     clients = redis.Redis.from_url(REDIS_URL).client_list()
     ours = [c for c in clients if c["name"] == layer.connection_name]
     assert 1 <= len(ours) <= 3
+
+
+async def test_groups_joined_while_the_subscriber_connects_all_get_broadcasts(make_layer):
+    """The soak found it: a second group joined while the first subscription's connection
+    was being made went to a connection nobody read."""
+    layer, sender = make_layer(), make_layer()
+    channels = [await layer.new_channel() for _ in range(5)]
+
+    async def join(index, delay):
+        await asyncio.sleep(delay)
+        await layer.group_add(f"room{index}", channels[index])
+
+    await asyncio.wait_for(asyncio.gather(*(join(index, index * 0.0005) for index in range(5))), 5)
+    for index in range(5):
+        await sender.group_send(f"room{index}", {"type": "hello", "room": index})
+    for index, channel in enumerate(channels):
+        assert (await receive(layer, channel))["room"] == index
