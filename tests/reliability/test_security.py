@@ -45,6 +45,7 @@ from chat.models import Message, Room
 from consumers.security.websocket import AllowedHostsOriginValidator
 from consumers.testing import WebsocketCommunicator
 from project.asgi import application
+from tests.chat.conftest import next_of
 from tests.redis_servers import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,14 +112,6 @@ async def enter(user, room: str, origin: str = "http://localhost"):
     if user is not None:
         await next_of(socket, "presence")
     return socket
-
-
-async def next_of(socket, kind: str, timeout: float = 2):
-    """The next event of type ``kind``, skipping others (presence, typing...)."""
-    while True:
-        event = await socket.receive_json_from(timeout=timeout)
-        if event["type"] == kind:
-            return event
 
 
 async def outputs(socket, timeout: float = 0.2) -> list[dict]:
