@@ -97,9 +97,9 @@ class Mailboxes:
     def when_ready(self, channel: str) -> asyncio.Future[None]:
         """A future resolved once ``channel`` has a message for ``get()`` to take.
 
-        An idle consumer waits with this instead of a parked ``get()``: a future instead of
-        a task and its coroutine frames, about 2 KiB less per idle connection. Like a
-        ``get()`` wake-up it only says "try now"; cancel it to stop waiting.
+        A consumer waits for its first message with this instead of a parked ``get()``: a
+        future instead of a task and its coroutine frames, about 2 KiB less per connection.
+        Like a ``get()`` wake-up it only says "try now"; cancel it to stop waiting.
         """
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:

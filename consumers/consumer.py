@@ -95,8 +95,11 @@ class AsyncConsumer:
         """Handle messages from the connection and the layer channel one at a time.
 
         This task reads the connection. Layer messages are read by a second task, started
-        when the layer says one is ready and ended once none is left: an idle consumer
-        waits on a future, not on a task and its frames (``when_ready``). Each side reads
+        when the layer says the first one is ready (``when_ready``): until then the consumer
+        waits on a future, not on a task and its frames, which is what most connections
+        that only sit in a group cost. Once started, the task stays parked in ``receive``
+        (ending and restarting it per message made broadcasts to 1,000 clients over Redis
+        twice as slow at the p99). Each side reads
         its next message only after handling the last, and a lock gives the handlers one
         turn each, so nothing is read far ahead (a busy consumer leaves messages where they
         are, and competing worker instances share a channel's work). When the layer side
@@ -133,7 +136,7 @@ class AsyncConsumer:
                 await asyncio.gather(self._reading, return_exceptions=True)
 
     async def _idle(self) -> bool:
-        """Wait for the next layer message without a task; False if the layer can't."""
+        """Wait for the first layer message without a task; False if the layer can't."""
         assert self.channel_layer is not None and self.channel_name is not None
         self._ready = await self.channel_layer.when_ready(self.channel_name)
         if self._ready is None:
@@ -152,8 +155,6 @@ class AsyncConsumer:
                 message = await self.channel_layer.receive(self.channel_name)
                 async with self._turn:
                     await self.dispatch(message)
-                if await self._idle():
-                    return
         except Exception:
             self._connection_side.cancel()
             raise

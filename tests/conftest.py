@@ -55,3 +55,22 @@ def redis_servers():
     yield start
     for server in started:
         server.kill()
+
+
+# Figures the drills measure (recovery times, losses, memory) are printed by their tests;
+# pytest hides a passing test's output, so they are gathered into one section at the end.
+_figures: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed and report.capstdout.strip():
+        _figures.append((report.nodeid, report.capstdout.strip()))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _figures:
+        terminalreporter.section("figures measured")
+        for nodeid, output in _figures:
+            terminalreporter.write_line(f"{nodeid}:")
+            for line in output.splitlines():
+                terminalreporter.write_line(f"    {line}")
