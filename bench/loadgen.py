@@ -109,6 +109,8 @@ class WebSocket(asyncio.Protocol):
         self._handshaken = False
         self._fragments: list[bytes] = []
         self._mask = os.urandom(4)
+        # More handshake header lines ("Name: value\r\n" each), e.g. a session cookie.
+        self.extra_headers = ""
         # Per-client state the scenario may use.
         self.sent_at = 0.0
         self.inflight = False
@@ -123,7 +125,7 @@ class WebSocket(asyncio.Protocol):
                 f"GET {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Origin: http://{HOST}:{self.port}\r\n\r\n"
+                f"Origin: http://{HOST}:{self.port}\r\n{self.extra_headers}\r\n"
             ).encode()
         )
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -628,25 +627,14 @@ class ChatSocket(loadgen.WebSocket):
 
     def __init__(self, index: int, port: int, room: int, path: str, cookie: str, sink: Any):
         super().__init__(path, port, sink.on_message)
-        self.index, self.room, self.cookie = index, room, cookie
+        self.index, self.room = index, room
+        self.extra_headers = f"Cookie: {cookie}\r\n"
         self.server = 0
         self.joined = asyncio.get_running_loop().create_future()
         self.seen = bytearray()  # by post sequence number: message events received
         self.verdicts = bytearray()  # by post sequence number: moderated events received
         self.close_code: int | None = None
         self.lost_at: float | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            (
-                f"GET {self.path} HTTP/1.1\r\nHost: {loadgen.HOST}:{self.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Origin: http://{loadgen.HOST}:{self.port}\r\nCookie: {self.cookie}\r\n\r\n"
-            ).encode()
-        )
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == 8 and self.close_code is None:
