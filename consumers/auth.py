@@ -81,8 +81,10 @@ async def get_user(scope: Scope) -> AbstractBaseUser | AnonymousUser:
     return await database_sync_to_async(_user_from_session)(session, can_cycle_key)
 
 
-async def login(scope: Scope, user: AbstractBaseUser, backend: str | None = None) -> None:
-    """Log ``user`` in on ``scope["session"]`` and save the session.
+async def login(
+    scope: Scope, user: AbstractBaseUser | None = None, backend: str | None = None
+) -> None:
+    """Log ``user`` (by default ``scope["user"]``) in on ``scope["session"]`` and save it.
 
     As ``django.contrib.auth.login`` does, the session gets a new key (or is emptied if it
     belonged to another user) against session fixation, and ``user_logged_in`` is sent
@@ -94,7 +96,11 @@ async def login(scope: Scope, user: AbstractBaseUser, backend: str | None = None
     """
     session = _session(scope)
     if user is None:
-        raise ValueError("login() needs the user to log in, got None")
+        user = scope.get("user")
+    if user is None:
+        raise ValueError("login() needs the user to log in: pass it, or set scope['user']")
+    if getattr(user, "is_anonymous", False):
+        raise ValueError(f"login() cannot log in {user!r}: it is anonymous")
     backend_path = _backend_path(user, backend)
     await database_sync_to_async(_log_in)(session, user, backend_path)
     scope["user"] = user
@@ -102,13 +108,16 @@ async def login(scope: Scope, user: AbstractBaseUser, backend: str | None = None
 
 
 async def logout(scope: Scope) -> None:
-    """Log out: send ``user_logged_out``, flush the session, make ``scope["user"]`` anonymous.
+    """Log out: flush the session and make an existing ``scope["user"]`` anonymous.
 
-    The flush deletes the stored session at once, so no connection can use its key again.
+    ``user_logged_out`` is sent first, and only when someone was logged in, as Channels
+    does. The flush deletes the stored session at once, so no connection can use its key
+    again.
     """
     session = _session(scope)
     await database_sync_to_async(_log_out)(session, scope.get("user"))
-    scope["user"] = AnonymousUser()
+    if "user" in scope:
+        scope["user"] = AnonymousUser()
 
 
 def _session(scope: Scope) -> SessionBase:
@@ -198,7 +207,6 @@ def _log_in(session: SessionBase, user: AbstractBaseUser, backend_path: str) -> 
 
 def _log_out(session: SessionBase, user: Any) -> None:
     # Sent before the flush so receivers can still see who is leaving.
-    if not getattr(user, "is_authenticated", True):
-        user = None
-    user_logged_out.send(sender=user.__class__, request=None, user=user)
+    if user is not None and getattr(user, "is_authenticated", True):
+        user_logged_out.send(sender=user.__class__, request=None, user=user)
     session.flush()

@@ -11,10 +11,12 @@ Headers = Mapping[HeaderValue, HeaderValue] | Iterable[tuple[HeaderValue, Header
 def encode_headers(headers: Headers | None) -> list[tuple[bytes, bytes]]:
     """Header pairs or a mapping, str or bytes, as ASGI's list of (bytes, bytes).
 
-    Names are lower-cased as ASGI requires; str is encoded as latin-1 like HTTP/1.1 headers.
+    Names keep the case they were written in, as Channels passes them on: servers match
+    them without regard to case, and tests or middleware may compare them byte for byte.
+    str is encoded as latin-1 like HTTP/1.1 headers.
     """
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    return [(_to_bytes(name).lower(), _to_bytes(value)) for name, value in pairs]
+    return [(_to_bytes(name), _to_bytes(value)) for name, value in pairs]
 
 
 def _to_bytes(value: HeaderValue) -> bytes:

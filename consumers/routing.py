@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 from django.conf import settings
@@ -32,25 +33,50 @@ def get_default_application() -> ASGIApp:
         raise ImproperlyConfigured(f"Cannot import ASGI_APPLICATION {path!r}: {error}") from error
 
 
+class NoRouteFound(ValueError):
+    """No route of a ``URLRouter`` matches the connection's path.
+
+    A ``ValueError``, as Channels raises. The outermost ``ProtocolTypeRouter`` turns it into
+    a refused handshake or a 404, so a served application never crashes on a bad path.
+    """
+
+
+# Set while a ProtocolTypeRouter runs, so routers nested inside it leave the answer to it.
+_outermost_router: ContextVar[bool] = ContextVar("consumers_outermost_router", default=False)
+
+
 class ProtocolTypeRouter:
     """Sends each connection to the application for its scope type (``http``, ``websocket``,
-    ``channel``...). A ``lifespan`` scope without an application of its own is answered
-    here, so servers that send it (Uvicorn, Hypercorn) start cleanly."""
+    ``channel``...) and returns what that application returns.
+
+    A ``lifespan`` scope without an application of its own is answered here, so servers
+    that send it (Uvicorn, Hypercorn) start cleanly. The outermost ``ProtocolTypeRouter``
+    answers an HTTP or WebSocket path no ``URLRouter`` knows with a 404 or a refused
+    handshake and one log line, instead of an exception in the server.
+    """
 
     def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
         self.application_mapping = dict(application_mapping)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         application = self.application_mapping.get(scope["type"])
-        if application is not None:
-            await application(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await _answer_lifespan(receive, send)
-        else:
+        if application is None:
+            if scope["type"] == "lifespan":
+                return await _answer_lifespan(receive, send)
             raise ValueError(
                 f"No application configured for scope type {scope['type']!r} "
                 f"(ProtocolTypeRouter knows {sorted(self.application_mapping)})"
             )
+        if _outermost_router.get() or scope["type"] not in ("http", "websocket"):
+            return await application(scope, receive, send)
+        token = _outermost_router.set(True)
+        try:
+            return await application(scope, receive, send)
+        except NoRouteFound:
+            await _refuse(scope, receive, send)
+            return None
+        finally:
+            _outermost_router.reset(token)
 
 
 async def _answer_lifespan(receive: Receive, send: Send) -> None:
@@ -71,20 +97,20 @@ class URLRouter:
 
     Another ``URLRouter`` as a route's target matches the route as a prefix and resolves the
     rest of the path, as ``include()`` does. Matched arguments land in
-    ``scope["url_route"]`` as ``{"args": ..., "kwargs": ...}``. A path that matches nothing
-    is refused (404 for HTTP, a rejected handshake for WebSocket) with one log line.
+    ``scope["url_route"]`` as ``{"args": ..., "kwargs": ...}``. A path that matches nothing,
+    or lies outside ``root_path``, raises ``NoRouteFound`` (a ``ValueError``, as in
+    Channels), which the outermost ``ProtocolTypeRouter`` answers.
     """
 
     def __init__(self, routes: Sequence[URLPattern]) -> None:
         self.routes = list(routes)
         self._patterns = [_pattern_for(route) for route in self.routes]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         path = _routing_path(scope)
-        match = self.resolve(path)
+        match = None if path is None else self.resolve(path)
         if match is None:
-            await _not_found(scope, receive, send, path)
-            return
+            raise NoRouteFound(f"No route found for path {scope.get('path')!r}.")
         application, args, kwargs = match
         url_route = scope.get("url_route", {"args": (), "kwargs": {}})
         scope = dict(scope)
@@ -93,7 +119,7 @@ class URLRouter:
             "args": (*url_route["args"], *args),
             "kwargs": {**url_route["kwargs"], **kwargs},
         }
-        await application(scope, receive, send)
+        return await application(scope, receive, send)
 
     def resolve(self, path: str) -> Match | None:
         """The application and arguments for a path, trying nested routers depth first."""
@@ -129,36 +155,39 @@ def _pattern_for(route: URLPattern | URLResolver) -> RoutePattern | RegexPattern
     return pattern
 
 
-def _routing_path(scope: Scope) -> str:
-    """The path still to route, relative to ``root_path`` and without its leading slash."""
+def _routing_path(scope: Scope) -> str | None:
+    """The path still to route, relative to ``root_path`` and without its leading slash;
+    ``None`` for a path outside ``root_path``, which no route can match."""
     remaining = scope.get("path_remaining")
     if remaining:
         return str(remaining)
+    if "path" not in scope:
+        raise ValueError("No 'path' key in connection scope, cannot route URLs")
     path: str = scope["path"]
     root = scope.get("root_path", "")
-    if root and path.startswith(root):
+    if root:
+        if not path.startswith(root):
+            return None
         path = path[len(root) :]
     return path.removeprefix("/")
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send, path: str) -> None:
-    kind = scope["type"]
-    logger.warning("No route for %s path %r", kind, scope.get("path", path))
-    if kind == "websocket":
+async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a connection no route matched: a refused handshake or a 404."""
+    logger.warning("No route for %s path %r", scope["type"], scope.get("path"))
+    if scope["type"] == "websocket":
         message = await receive()
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close", "code": 1000})
-    elif kind == "http":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 404,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"Not Found"})
-    else:
-        raise ValueError(f"No route found for {kind} path {path!r}")
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Not Found"})
 
 
 class ChannelNameRouter:
@@ -167,7 +196,7 @@ class ChannelNameRouter:
     def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
         self.application_mapping = dict(application_mapping)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "channel" not in scope:
             raise ValueError(
                 "ChannelNameRouter got a scope without 'channel': it routes only the "
@@ -180,4 +209,4 @@ class ChannelNameRouter:
                 f"No application configured for channel {scope['channel']!r} "
                 f"(ChannelNameRouter knows {sorted(self.application_mapping)})"
             ) from None
-        await application(scope, receive, send)
+        return await application(scope, receive, send)

@@ -25,8 +25,6 @@ from consumers.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CookieMiddleware", "SessionMiddleware", "SessionMiddlewareStack", "save_session"]
 
-# Messages whose headers reach the browser as an HTTP response.
-_RESPONSE_STARTS = ("http.response.start", "websocket.http.response.start")
 _SameSite = Literal["Lax", "Strict", "None"]
 # After a handshake no header reaches the browser, so these are the last sensible save points.
 _WEBSOCKET_SAVE_POINTS = ("websocket.accept", "websocket.close")
@@ -57,7 +55,7 @@ class CookieMiddleware(BaseMiddleware):
         httponly: bool = False,
         samesite: str | None = "lax",
     ) -> None:
-        """Add a Set-Cookie header to an ``http.response.start`` message.
+        """Add a ``Set-Cookie`` header to ``message`` (usually ``http.response.start``).
 
         The arguments mean what they mean for Django's ``HttpResponse.set_cookie``.
         """
@@ -95,13 +93,13 @@ def _samesite(value: str | None) -> _SameSite | None:
 
 
 def _add_set_cookie(message: Message, response: HttpResponse, key: str) -> None:
-    if message.get("type") not in _RESPONSE_STARTS:
-        raise ValueError(
-            f"Cookies go on an http.response.start message, not {message.get('type')!r}"
-        )
-    header = (b"set-cookie", response.cookies[key].OutputString().encode("latin-1"))
-    # A new list: the caller's headers may be a tuple, or shared with another message.
-    message["headers"] = [*message.get("headers", ()), header]
+    header = (b"Set-Cookie", response.cookies[key].OutputString().encode("latin-1"))
+    headers = message.get("headers")
+    if isinstance(headers, list):
+        # In place, as Channels does: the caller may hold the same list.
+        headers.append(header)
+    else:
+        message["headers"] = [*(headers or ()), header]
 
 
 class SessionMiddleware(BaseMiddleware):

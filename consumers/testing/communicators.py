@@ -1,4 +1,9 @@
-"""Drive an ASGI application in tests by speaking the protocol to it, no server needed."""
+"""Drive an ASGI application in tests by speaking the protocol to it, no server needed.
+
+The communicators are asgiref's ``ApplicationCommunicator`` underneath, as in Channels, so
+``future``, ``input_queue``, ``output_queue``, ``send_input``, ``receive_output`` and
+``wait`` keep asgiref's meaning, and libraries that subclass or override them work.
+"""
 
 from __future__ import annotations
 
@@ -7,77 +12,46 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from asgiref.testing import ApplicationCommunicator as BaseApplicationCommunicator
 from django.conf import settings
 
 from consumers.headers import Headers, encode_headers
 from consumers.types import ASGIApp, Message, Scope
 
 
-class ApplicationCommunicator:
+class ApplicationCommunicator(BaseApplicationCommunicator):
     """Runs one instance of an ASGI application and exchanges messages with it.
 
     The application starts at the first ``send_input`` or ``receive_output``, so the scope
-    can still be changed before then (``force_login`` adds a cookie that way). An exception
-    raised by the application surfaces from the next call that waits on it.
+    can still be changed before then (``force_login`` adds a cookie that way). Sending to an
+    application that has finished is ignored, unless it crashed: then its exception is
+    raised, as asgiref does.
     """
 
-    def __init__(self, application: ASGIApp, scope: Scope) -> None:
-        self.application = application
-        self.scope = scope
-        self._input: asyncio.Queue[Message] = asyncio.Queue()
-        self._output: asyncio.Queue[Message] = asyncio.Queue()
-        self._instance: asyncio.Future[None] | None = None
-
-    @property
-    def instance(self) -> asyncio.Future[None]:
-        if self._instance is None:
-            self._instance = asyncio.ensure_future(
-                self.application(self.scope, self._input.get, self._output.put)
-            )
-        return self._instance
-
-    async def send_input(self, message: Message) -> None:
-        """Give the application a message, as a server would."""
-        if self.instance.done():
-            self.instance.result()
-            raise RuntimeError(f"The application has already finished; cannot send {message!r}")
-        await self._input.put(message)
+    # asgiref's __del__ reads it: there must be one even if a subclass's __init__ refused
+    # its arguments before asgiref's ran.
+    _future = None
 
     async def receive_output(self, timeout: float = 1) -> Message:
-        """The next message the application sent; raises its exception if it crashed, or
-        ``TimeoutError`` (stopping it) if nothing comes in time."""
-        getter: asyncio.Future[Any] = asyncio.ensure_future(self._output.get())
-        await asyncio.wait(
-            {getter, self.instance}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        """The next message the application sent.
+
+        Raises the application's exception if it crashed, or ``TimeoutError`` (cancelling
+        it, as asgiref does) if nothing comes in time. Unlike asgiref's, a crash or an
+        application that ended without sending is reported at once, not after ``timeout``.
+        """
+        if self.future.done():
+            self.future.result()
+        getter: asyncio.Future[Message] = asyncio.ensure_future(self.output_queue.get())
+        await asyncio.wait({getter, self.future}, timeout=timeout, return_when="FIRST_COMPLETED")
         if getter.done():
             return getter.result()
         getter.cancel()
-        if self.instance.done():
-            self.instance.result()
-            raise AssertionError("The application finished without sending anything")
-        await self._stop()
+        if self.future.done():
+            self.future.result()
+            raise TimeoutError("The application finished without sending anything")
+        self.future.cancel()
+        await asyncio.gather(self.future, return_exceptions=True)
         raise TimeoutError(f"The application sent nothing within {timeout} s")
-
-    async def receive_nothing(self, timeout: float = 0.1, interval: float = 0.01) -> bool:
-        """True if the application sends nothing for ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._output.empty() and loop.time() < deadline:
-            await asyncio.sleep(interval)
-        return self._output.empty()
-
-    async def wait(self, timeout: float = 1) -> None:
-        """Wait for the application to finish; raises its exception, or ``TimeoutError``."""
-        done, _ = await asyncio.wait({self.instance}, timeout=timeout)
-        if not done:
-            await self._stop()
-            raise TimeoutError(f"The application did not finish within {timeout} s")
-        self.instance.result()
-
-    async def _stop(self) -> None:
-        self.instance.cancel()
-        await asyncio.gather(self.instance, return_exceptions=True)
 
 
 class _LoggedInMixin:
@@ -106,13 +80,26 @@ class _LoggedInMixin:
         ]
 
 
-def _path_and_query(path: str) -> tuple[str, bytes]:
+def _request_scope(path: str, headers: Headers | None) -> Scope:
+    """The scope keys HTTP and WebSocket requests share, as a server would fill them."""
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str, got {type(path).__name__}")
     parts = urlsplit(path)
-    return unquote(parts.path), parts.query.encode("latin-1")
+    return {
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "path": unquote(parts.path),
+        "raw_path": parts.path.encode("utf-8"),
+        "query_string": parts.query.encode("utf-8"),
+        "root_path": "",
+        "headers": encode_headers(headers),
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
 
 
 class HttpCommunicator(_LoggedInMixin, ApplicationCommunicator):
-    """Sends one HTTP request and collects the whole response."""
+    """Sends one HTTP request and collects the response."""
 
     def __init__(
         self,
@@ -122,27 +109,27 @@ class HttpCommunicator(_LoggedInMixin, ApplicationCommunicator):
         body: bytes = b"",
         headers: Headers | None = None,
     ) -> None:
-        route, query = _path_and_query(path)
+        if not isinstance(body, bytes):
+            raise TypeError(f"body must be bytes, got {type(body).__name__}")
         scope = {
+            **_request_scope(path, headers),
             "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
             "method": method.upper(),
             "scheme": "http",
-            "path": route,
-            "raw_path": path.encode("latin-1"),
-            "query_string": query,
-            "root_path": "",
-            "headers": encode_headers(headers),
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
         }
         super().__init__(application, scope)
         self.body = body
+        self.sent_request = False
 
     async def get_response(self, timeout: float = 1) -> dict[str, Any]:
-        """Send the request and return ``{"status", "headers", "body"}``."""
-        await self.send_input({"type": "http.request", "body": self.body})
+        """Send the request (once) and return the response start message without its
+        ``type``, plus the whole ``body``: ``{"status", "headers", "body", ...}``.
+
+        Returns when the last body chunk arrives; the application may still be running.
+        """
+        if not self.sent_request:
+            self.sent_request = True
+            await self.send_input({"type": "http.request", "body": self.body})
         start = await self.receive_output(timeout)
         if start["type"] != "http.response.start":
             raise AssertionError(f"Expected http.response.start, got {start!r}")
@@ -154,16 +141,18 @@ class HttpCommunicator(_LoggedInMixin, ApplicationCommunicator):
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        await self.wait(timeout)
-        return {
-            "status": start["status"],
-            "headers": start.get("headers", []),
-            "body": b"".join(chunks),
-        }
+        response = {key: value for key, value in start.items() if key != "type"}
+        response.setdefault("headers", [])
+        response["body"] = b"".join(chunks)
+        return response
 
 
 class WebsocketCommunicator(_LoggedInMixin, ApplicationCommunicator):
-    """Plays the client side of one WebSocket connection."""
+    """Plays the client side of one WebSocket connection.
+
+    ``response_headers`` holds the headers the application sent with ``websocket.accept``,
+    as it sent them (``None`` until it accepts).
+    """
 
     def __init__(
         self,
@@ -173,22 +162,15 @@ class WebsocketCommunicator(_LoggedInMixin, ApplicationCommunicator):
         subprotocols: list[str] | None = None,
         spec_version: str | None = None,
     ) -> None:
-        route, query = _path_and_query(path)
         scope: Scope = {
+            **_request_scope(path, headers),
             "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": spec_version or "2.3"},
-            "http_version": "1.1",
             "scheme": "ws",
-            "path": route,
-            "raw_path": path.encode("latin-1"),
-            "query_string": query,
-            "root_path": "",
-            "headers": encode_headers(headers),
             "subprotocols": subprotocols or [],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
         }
+        scope["asgi"]["spec_version"] = spec_version or "2.3"
         super().__init__(application, scope)
+        self.response_headers: list[tuple[bytes, bytes]] | None = None
 
     async def connect(self, timeout: float = 1) -> tuple[bool, str | int | None]:
         """Open the connection: ``(True, subprotocol)`` if accepted, else
@@ -199,6 +181,7 @@ class WebsocketCommunicator(_LoggedInMixin, ApplicationCommunicator):
             return False, response.get("code", 1000)
         if response["type"] != "websocket.accept":
             raise AssertionError(f"Expected websocket.accept or close, got {response!r}")
+        self.response_headers = response.get("headers", [])
         return True, response.get("subprotocol")
 
     async def send_to(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -234,6 +217,9 @@ class WebsocketCommunicator(_LoggedInMixin, ApplicationCommunicator):
         return message.get("code", 1000), message.get("reason", "")
 
     async def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
-        """Close from the client side and wait for the application to finish."""
+        """Close from the client side and wait for the application to finish.
+
+        A second call, after the application has finished, does nothing (it raises the
+        application's exception if it crashed)."""
         await self.send_input({"type": "websocket.disconnect", "code": code})
         await self.wait(timeout)

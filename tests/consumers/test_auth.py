@@ -275,9 +275,23 @@ async def test_login_needs_a_backend_when_several_are_configured():
         await login({"session": store()}, get_user_model()(username="x"))
 
 
-async def test_login_with_no_user_is_refused():
-    with pytest.raises(ValueError, match="None"):
+async def test_login_with_no_user_and_none_in_the_scope_is_refused():
+    with pytest.raises(ValueError, match="scope\\['user'\\]"):
         await login({"session": store()}, None)
+
+
+async def test_login_refuses_an_anonymous_user():
+    with pytest.raises(ValueError, match="anonymous"):
+        await login({"session": store(), "user": AnonymousUser()})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_login_without_a_user_logs_in_scope_user():
+    user = await create_user()
+    scope = {"type": "websocket", "session": store(), "user": user}
+    await login(scope, backend=MODEL_BACKEND)
+    assert scope["user"] is user
+    assert (await get_user({"type": "websocket", "session": scope["session"]})).pk == user.pk
 
 
 @pytest.mark.django_db(transaction=True)
@@ -314,3 +328,22 @@ async def test_logout_makes_later_connections_anonymous():
     assert received == [user.pk]
     assert not await session_exists(key)
     assert (await connect(cookie=key))["user"].is_anonymous
+
+
+async def test_logout_with_nobody_logged_in_sends_no_signal_and_adds_no_user():
+    received = []
+
+    def receiver(sender, user, request, **kwargs):
+        received.append(user)
+
+    user_logged_out.connect(receiver)
+    try:
+        anonymous = {"session": store(), "user": AnonymousUser()}
+        await logout(anonymous)
+        without_user: Scope = {"session": store()}
+        await logout(without_user)
+    finally:
+        user_logged_out.disconnect(receiver)
+    assert received == []
+    assert isinstance(anonymous["user"], AnonymousUser)
+    assert "user" not in without_user

@@ -97,21 +97,79 @@ async def test_root_path_is_stripped_before_matching():
     assert found["name"] == "echo"
 
 
-async def test_unmatched_websocket_path_rejects_the_handshake_and_logs_one_line(caplog):
+@pytest.mark.parametrize("scope_type", ["websocket", "http"])
+async def test_a_url_router_called_directly_raises_value_error_as_channels_does(scope_type):
     router = URLRouter([path("ws/echo/", named("echo"))])
+    with pytest.raises(ValueError, match="No route found for path '/ws/nowhere/'"):
+        await router({"type": scope_type, "path": "/ws/nowhere/"}, None, None)
+
+
+async def test_a_path_outside_root_path_matches_nothing():
+    router = URLRouter([path("ws/echo/", named("echo"))])
+    scope = {"type": "websocket", "path": "/ws/echo/", "root_path": "/prefix"}
+    with pytest.raises(ValueError, match="No route found"):
+        await router(scope, None, None)
+
+
+async def test_unmatched_websocket_path_under_a_protocol_router_is_refused_with_one_log_line(
+    caplog,
+):
+    router = ProtocolTypeRouter({"websocket": URLRouter([path("ws/echo/", named("echo"))])})
     with caplog.at_level(logging.WARNING, logger="consumers.routing"):
-        accepted, _ = await WebsocketCommunicator(router, "/ws/nowhere/").connect()
-    assert not accepted
+        socket = WebsocketCommunicator(router, "/ws/nowhere/")
+        assert await socket.connect() == (False, 1000)
+        await socket.wait()
     assert [r.getMessage() for r in caplog.records] == [
         "No route for websocket path '/ws/nowhere/'"
     ]
     assert (await route(router, "/ws/echo/"))["name"] == "echo"
 
 
-async def test_unmatched_http_path_is_a_404():
-    router = URLRouter([path("ws/echo/", named("echo"))])
+async def test_unmatched_http_path_under_a_protocol_router_is_a_404():
+    router = ProtocolTypeRouter({"http": URLRouter([path("ws/echo/", named("echo"))])})
     response = await HttpCommunicator(router, "GET", "/missing/").get_response()
-    assert response["status"] == 404
+    assert (response["status"], response["body"]) == (404, b"Not Found")
+
+
+async def test_only_the_outermost_protocol_router_answers_an_unmatched_path(caplog):
+    urls = URLRouter([path("ws/echo/", named("echo"))])
+    inner = ProtocolTypeRouter({"websocket": urls})
+    outer = ProtocolTypeRouter({"websocket": AuthLikeMiddleware(inner)})
+    with caplog.at_level(logging.WARNING, logger="consumers.routing"):
+        assert await WebsocketCommunicator(outer, "/nope/").connect() == (False, 1000)
+    assert len(caplog.records) == 1
+
+
+async def test_other_value_errors_of_the_application_are_not_swallowed():
+    async def broken(scope, receive, send):
+        raise ValueError("the application's own bug")
+
+    router = ProtocolTypeRouter({"websocket": URLRouter([path("ws/", broken)])})
+    with pytest.raises(ValueError, match="own bug"):
+        await WebsocketCommunicator(router, "/ws/").connect()
+
+
+async def test_routers_return_what_the_application_returns():
+    async def answer(scope, receive, send):
+        return ("answer", scope.get("url_route"))
+
+    urls = URLRouter([path("ws/<int:n>/", answer)])
+    protocol = ProtocolTypeRouter({"websocket": urls})
+    expected = ("answer", {"args": (), "kwargs": {"n": 7}})
+    assert await urls({"type": "websocket", "path": "/ws/7/"}, None, None) == expected
+    assert await protocol({"type": "websocket", "path": "/ws/7/"}, None, None) == expected
+    channels = ChannelNameRouter({"jobs": answer})
+    assert await channels({"type": "channel", "channel": "jobs"}, None, None) == ("answer", None)
+
+
+class AuthLikeMiddleware:
+    """A pass-through wrapper, as middleware stands between routers in real applications."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        return await self.inner(dict(scope), receive, send)
 
 
 def test_include_is_refused_with_a_hint():
