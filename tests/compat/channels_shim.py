@@ -31,6 +31,10 @@ ALIASES = {
     "channels.security.websocket": "consumers.security.websocket",
     "channels.sessions": "consumers.sessions",
     "channels.testing": "consumers.testing",
+    "channels.testing.application": "consumers.testing.communicators",
+    "channels.testing.http": "consumers.testing.communicators",
+    "channels.testing.live": "consumers.testing.live",
+    "channels.testing.websocket": "consumers.testing.communicators",
     "channels.worker": "consumers.worker",
 }
 
