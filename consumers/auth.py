@@ -57,10 +57,10 @@ class AuthMiddleware(BaseMiddleware):
     queries the database. Needs ``scope["session"]`` from an outer ``SessionMiddleware``.
     """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         user = UserLazyObject()
         user._wrapped = await get_user(scope)
-        await super().__call__({**scope, "user": user}, receive, send)
+        return await super().__call__({**scope, "user": user}, receive, send)
 
 
 def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:

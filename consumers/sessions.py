@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 from importlib import import_module
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
@@ -33,14 +33,15 @@ _WEBSOCKET_SAVE_POINTS = ("websocket.accept", "websocket.close")
 class CookieMiddleware(BaseMiddleware):
     """Puts the request's cookies in ``scope["cookies"]`` as a ``{name: value}`` dict."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         # HTTP/2 may split cookies over several headers; RFC 6265 joins them with "; ".
         values = [
             value.decode("latin-1")
             for name, value in scope.get("headers", ())
             if name.lower() == b"cookie"
         ]
-        await super().__call__({**scope, "cookies": parse_cookie("; ".join(values))}, receive, send)
+        cookies = parse_cookie("; ".join(values))
+        return await super().__call__({**scope, "cookies": cookies}, receive, send)
 
     @staticmethod
     def set_cookie(
@@ -120,7 +121,7 @@ class SessionMiddleware(BaseMiddleware):
     consumer hands the new ``session.session_key`` to the client some other way.
     """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "cookies" not in scope:
             raise ValueError(
                 "SessionMiddleware needs scope['cookies']: wrap it in CookieMiddleware, "
@@ -130,12 +131,12 @@ class SessionMiddleware(BaseMiddleware):
         session: SessionBase = import_module(settings.SESSION_ENGINE).SessionStore(cookie_key)
         scope = {**scope, "session": session}
         if scope["type"] == "http":
-            await super().__call__(scope, receive, _http_send(send, session, cookie_key))
-        elif scope["type"] == "websocket":
-            await super().__call__(scope, receive, _websocket_send(send, session))
+            return await super().__call__(scope, receive, _http_send(send, session, cookie_key))
+        if scope["type"] == "websocket":
+            result = await super().__call__(scope, receive, _websocket_send(send, session))
             await _save_if_modified(session)
-        else:
-            await super().__call__(scope, receive, send)
+            return result
+        return await super().__call__(scope, receive, send)
 
 
 def _http_send(send: Send, session: SessionBase, cookie_key: str | None) -> Send:

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.utils.http import is_same_domain
@@ -138,7 +139,7 @@ class OriginValidator:
         self._allow_any = "*" in self.allowed_origins
         self._patterns = [_pattern(value) for value in self.allowed_origins if value != "*"]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] == "websocket":
             origin = _origin_header(scope)
             if not self._allows(origin):
@@ -147,9 +148,8 @@ class OriginValidator:
                     origin,
                     scope.get("path"),
                 )
-                await WebsocketDenier()(scope, receive, send)
-                return
-        await self.application(scope, receive, send)
+                return await WebsocketDenier()(scope, receive, send)
+        return await self.application(scope, receive, send)
 
     def _allows(self, origin: str | None) -> bool:
         if self._allow_any:

@@ -21,9 +21,12 @@ from strawberry.channels import (  # noqa: E402  (needs the shim installed first
     GraphQLWSConsumer,
 )
 from strawberry.channels.testing import GraphQLWebsocketCommunicator  # noqa: E402
-from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL  # noqa: E402
+from strawberry.subscriptions import (  # noqa: E402
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+)
 
-from consumers.testing import HttpCommunicator  # noqa: E402
+from consumers.testing import HttpCommunicator, WebsocketCommunicator  # noqa: E402
 
 
 @strawberry.type
@@ -74,6 +77,22 @@ async def test_a_subscription_streams_over_legacy_graphql_ws():
         {"type": "data", "id": "1", "payload": {"data": {"count": 1}}},
         {"type": "complete", "id": "1"},
     ]
+
+
+async def test_a_server_close_then_two_disconnects_as_strawberrys_test_client_does():
+    # Strawberry's test client reads raw output without a timeout, closes with
+    # disconnect() and disconnects again when its context ends.
+    client = WebsocketCommunicator(
+        GraphQLWSConsumer.as_asgi(schema=schema),
+        "/graphql",
+        subprotocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+    assert await client.connect() == (True, GRAPHQL_TRANSPORT_WS_PROTOCOL)
+    await client.send_json_to({"type": "NOT_A_MESSAGE_TYPE"})
+    close = await client.receive_output(timeout=None)
+    assert (close["type"], close["code"]) == ("websocket.close", 4400)
+    await client.disconnect()
+    await client.disconnect()
 
 
 async def test_a_subscription_hears_group_messages_through_listen_to_channel():

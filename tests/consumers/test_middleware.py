@@ -68,3 +68,18 @@ async def _never_receive() -> dict:
 
 async def _discard(message: dict) -> None:
     pass
+
+
+async def test_the_middleware_stacks_return_what_the_application_returns():
+    from consumers.auth import AuthMiddlewareStack
+    from consumers.security.websocket import OriginValidator
+
+    async def answer(scope, receive, send):
+        return ("answer", scope["type"])
+
+    app = OriginValidator(AuthMiddlewareStack(answer), ["*"])
+    for kind in ("http", "websocket"):
+        # No session cookie: the user is anonymous without a query.
+        scope = {"type": kind, "path": "/", "headers": [(b"origin", b"http://x")]}
+        assert await app(scope, None, None) == ("answer", kind)
+    assert await BaseMiddleware(answer)({"type": "channel"}, None, None) == ("answer", "channel")

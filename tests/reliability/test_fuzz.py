@@ -782,7 +782,7 @@ class EchoPair:
     async def recover(self) -> None:
         """A fresh fuzzed connection if a failed example (run again by Hypothesis to report
         it) left this one in an unknown state."""
-        if not await self.fuzzed.receive_nothing(0) or self.fuzzed.instance.done():
+        if self.fuzzed.future.done() or not await self.fuzzed.receive_nothing(0):
             await close_quietly(self.fuzzed)
             self.fuzzed = await self.connect()
 

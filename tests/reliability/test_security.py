@@ -68,9 +68,9 @@ async def chat(transactional_db, settings):
     yield
     while _open:
         socket = _open.pop()
-        if socket._instance is not None and not socket._instance.done():
-            socket._instance.cancel()
-            await asyncio.gather(socket._instance, return_exceptions=True)
+        if socket._future is not None and not socket._future.done():
+            socket._future.cancel()
+            await asyncio.gather(socket._future, return_exceptions=True)
 
 
 async def make_user(name: str):
@@ -124,7 +124,7 @@ async def outputs(socket, timeout: float = 0.2) -> list[dict]:
 
 async def hang_up(socket) -> None:
     """Disconnect from the client side, unless the application has already finished."""
-    if not socket.instance.done():
+    if not socket.future.done():
         await socket.send_input({"type": "websocket.disconnect", "code": 1000})
     await socket.wait()
 
@@ -859,7 +859,7 @@ async def test_a_flood_is_closed_while_a_bystander_keeps_its_latency(chat, setti
             await flooder.send_input({"type": "websocket.receive", "text": frame})
             if number % CHUNK == CHUNK - 1:
                 await asyncio.sleep(0)
-        while not flooder._input.empty():  # until the consumer has read every frame
+        while not flooder.input_queue.empty():  # until the consumer has read every frame
             await asyncio.sleep(0.001)
         return time.perf_counter() - started
 
