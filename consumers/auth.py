@@ -22,7 +22,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.utils.crypto import constant_time_compare
-from django.utils.functional import LazyObject
+from django.utils.functional import LazyObject, empty
 
 from consumers.db import database_sync_to_async
 from consumers.middleware import BaseMiddleware
@@ -44,7 +44,7 @@ class UserLazyObject(LazyObject):
 
     def _setup(self) -> None:
         # Loading here would mean a blocking query wherever the attribute happens to be read.
-        raise RuntimeError(
+        raise ValueError(
             "scope['user'] has not been resolved: AuthMiddleware resolves it before the "
             "application runs; elsewhere use `await get_user(scope)`"
         )
@@ -55,12 +55,31 @@ class AuthMiddleware(BaseMiddleware):
 
     The user is loaded before the application starts, so reading ``scope["user"]`` never
     queries the database. Needs ``scope["session"]`` from an outer ``SessionMiddleware``.
+    A user already in the scope (put there by an outer middleware, or by a test) is kept.
+
+    As in Channels, subclasses may override ``populate_scope`` (add the stand-in) and
+    ``resolve_scope`` (fill it in), for example to authenticate by token.
     """
 
+    def populate_scope(self, scope: Scope) -> None:
+        if "session" not in scope:
+            raise ValueError(
+                "No session in scope: wrap the application in SessionMiddleware "
+                "(or use AuthMiddlewareStack)"
+            )
+        if "user" not in scope:
+            scope["user"] = UserLazyObject()
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        user = scope["user"]
+        if isinstance(user, UserLazyObject) and user._wrapped is empty:
+            user._wrapped = await get_user(scope)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        user = UserLazyObject()
-        user._wrapped = await get_user(scope)
-        return await super().__call__({**scope, "user": user}, receive, send)
+        scope = dict(scope)
+        self.populate_scope(scope)
+        await self.resolve_scope(scope)
+        return await super().__call__(scope, receive, send)
 
 
 def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:

@@ -150,8 +150,40 @@ async def test_user_is_loaded_before_the_app_runs_so_event_loop_reads_are_safe()
 
 
 def test_unresolved_user_lazy_object_explains_itself():
-    with pytest.raises(RuntimeError, match="get_user"):
+    # ValueError, as Channels raises there.
+    with pytest.raises(ValueError, match="get_user"):
         _ = UserLazyObject().pk
+
+
+async def seen_user(application, scope: Scope):
+    """The ``scope["user"]`` the application below ``application`` is called with."""
+    seen = {}
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["user"] = scope["user"]
+
+    await application(inner)(scope, None, None)
+    return seen["user"]
+
+
+async def test_a_user_already_in_the_scope_is_kept_as_in_channels():
+    # Channels' tests commonly set communicator.scope["user"] before connecting.
+    user = get_user_model()(username="preset", pk=7)
+    scope = {"type": "websocket", "headers": [], "user": user}
+    assert await seen_user(AuthMiddlewareStack, scope) is user
+
+
+async def test_resolve_scope_can_be_overridden_as_in_channels():
+    token_user = get_user_model()(username="token", pk=8)
+
+    class TokenAuthMiddleware(AuthMiddleware):
+        async def resolve_scope(self, scope):
+            scope["user"]._wrapped = token_user
+
+    scope = {"type": "websocket", "session": store()}
+    user = await seen_user(TokenAuthMiddleware, scope)
+    assert isinstance(user, UserLazyObject)
+    assert user.username == "token"
 
 
 @pytest.mark.django_db(transaction=True)
