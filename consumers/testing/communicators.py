@@ -110,7 +110,8 @@ class HttpCommunicator(_LoggedInMixin, ApplicationCommunicator):
         headers: Headers | None = None,
     ) -> None:
         if not isinstance(body, bytes):
-            raise TypeError(f"body must be bytes, got {type(body).__name__}")
+            # AssertionError, as Channels' communicator raises for a misused helper.
+            raise AssertionError(f"body must be bytes, got {type(body).__name__}")
         scope = {
             **_request_scope(path, headers),
             "type": "http",
@@ -191,7 +192,7 @@ class WebsocketCommunicator(_LoggedInMixin, ApplicationCommunicator):
         elif bytes_data is not None:
             await self.send_input({"type": "websocket.receive", "bytes": bytes_data})
         else:
-            raise ValueError("send_to() needs text_data or bytes_data")
+            raise AssertionError("send_to() needs text_data or bytes_data")
 
     async def send_json_to(self, data: Any) -> None:
         await self.send_to(text_data=json.dumps(data))

@@ -176,7 +176,7 @@ async def test_the_application_starts_in_a_fresh_context_as_under_asgiref():
 def test_bad_arguments_are_refused_as_in_channels():
     with pytest.raises(TypeError, match="path must be a str"):
         WebsocketCommunicator(Echo.as_asgi(), b"/ws/")
-    with pytest.raises(TypeError, match="body must be bytes"):
+    with pytest.raises(AssertionError, match="body must be bytes"):
         HttpCommunicator(PlainHttp.as_asgi(), "POST", "/", body="text")
 
 
@@ -197,3 +197,9 @@ async def test_stop_consumer_from_a_plain_consumer_ends_the_application():
     assert await socket.connect() == (False, 4000)
     await socket.wait()
     await socket.disconnect()
+
+
+async def test_send_to_without_data_fails_as_an_assertion_as_in_channels():
+    socket = WebsocketCommunicator(Echo.as_asgi(), "/ws/")
+    with pytest.raises(AssertionError, match="text_data or bytes_data"):
+        await socket.send_to()
