@@ -89,18 +89,24 @@ async def _answer_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-Match = tuple[ASGIApp, tuple[Any, ...], dict[str, Any]]
+# The application, its positional and keyword arguments, and the path left for it to route.
+Match = tuple[ASGIApp, tuple[Any, ...], dict[str, Any], str]
 
 
 class URLRouter:
     """Routes HTTP and WebSocket connections by path with Django's ``path()``/``re_path()``.
 
     Another ``URLRouter`` as a route's target matches the route as a prefix and resolves the
-    rest of the path, as ``include()`` does. Matched arguments land in
+    rest of the path, as ``include()`` does; so does any application with a true
+    ``_path_routing`` attribute, as in Channels, which gets the rest in
+    ``scope["path_remaining"]``. Matched arguments land in
     ``scope["url_route"]`` as ``{"args": ..., "kwargs": ...}``. A path that matches nothing,
     or lies outside ``root_path``, raises ``NoRouteFound`` (a ``ValueError``, as in
     Channels), which the outermost ``ProtocolTypeRouter`` answers.
     """
+
+    # Tells routers (ours and Channels') to match a route to this router as a prefix.
+    _path_routing = True
 
     def __init__(self, routes: Sequence[URLPattern]) -> None:
         self.routes = list(routes)
@@ -111,10 +117,10 @@ class URLRouter:
         match = None if path is None else self.resolve(path)
         if match is None:
             raise NoRouteFound(f"No route found for path {scope.get('path')!r}.")
-        application, args, kwargs = match
+        application, args, kwargs, remaining = match
         url_route = scope.get("url_route", {"args": (), "kwargs": {}})
         scope = dict(scope)
-        scope["path_remaining"] = ""
+        scope["path_remaining"] = remaining
         scope["url_route"] = {
             "args": (*url_route["args"], *args),
             "kwargs": {**url_route["kwargs"], **kwargs},
@@ -133,9 +139,9 @@ class URLRouter:
                 inner = route.callback.resolve(rest)
                 if inner is None:
                     continue
-                application, inner_args, inner_kwargs = inner
-                return application, (*args, *inner_args), {**kwargs, **inner_kwargs}
-            return cast(ASGIApp, route.callback), tuple(args), kwargs
+                application, inner_args, inner_kwargs, remaining = inner
+                return application, (*args, *inner_args), {**kwargs, **inner_kwargs}, remaining
+            return cast(ASGIApp, route.callback), tuple(args), kwargs, rest
         return None
 
 
@@ -149,7 +155,7 @@ def _pattern_for(route: URLPattern | URLResolver) -> RoutePattern | RegexPattern
     pattern = route.pattern
     if not isinstance(pattern, RoutePattern | RegexPattern):
         raise ImproperlyConfigured(f"URLRouter takes path() and re_path() routes, not {route!r}")
-    if isinstance(route.callback, URLRouter):
+    if getattr(route.callback, "_path_routing", False) is True:
         # The nested router resolves the rest of the path, so match only the prefix.
         return type(pattern)(str(pattern), is_endpoint=False)
     return pattern

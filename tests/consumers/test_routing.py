@@ -208,3 +208,19 @@ def test_default_application_needs_the_setting(settings):
     del settings.ASGI_APPLICATION
     with pytest.raises(ImproperlyConfigured, match="ASGI_APPLICATION is not set"):
         get_default_application()
+
+
+async def test_an_application_marked_path_routing_gets_the_rest_of_the_path():
+    class RestReporter:
+        """A router of another library, marked as Channels marks its URLRouter."""
+
+        _path_routing = True
+
+        async def __call__(self, scope, receive, send):
+            return scope["path_remaining"], scope["url_route"]
+
+    router = URLRouter([path("api/<int:version>/", RestReporter())])
+    remaining, url_route = await router({"type": "http", "path": "/api/2/users/7/"}, None, None)
+    assert remaining == "users/7/"
+    assert url_route == {"args": (), "kwargs": {"version": 2}}
+    assert URLRouter._path_routing is True
