@@ -43,7 +43,7 @@ def unpacked_suite(tmp_path_factory) -> Path:
 
 def test_the_librarys_own_suite_passes(unpacked_suite, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(HERE)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     env["DCRF_DATABASE"] = str(tmp_path / "db.sqlite3")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
