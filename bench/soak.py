@@ -325,6 +325,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "REDIS_URL": args.redis_url,
             "REDIS_PREFIX": run_id,
             "DJANGO_DEBUG": "0",  # production-like: DEBUG keeps a log of every SQL query
+            # Production settings refuse a missing key; plain HTTP on loopback.
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_HTTPS": "0",
             "CHAT_PRESENCE_INTERVAL": str(args.presence_interval),
             "PYTHONUNBUFFERED": "1",
         }

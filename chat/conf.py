@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from django.conf import settings
@@ -24,8 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # Review messages in the web process instead of a runworker process. Needed with the
     # in-memory layer, which no worker process can reach; None decides by the layer.
     "CHAT_MODERATION_INLINE": None,
-    # Shown to the browser so a person (or a test) can tell which server they reached.
-    "CHAT_SERVER_NAME": socket.gethostname(),
+    # Shown to the browser so a person (or a test) can tell which server they reached;
+    # empty: not shown (the host name is not for clients).
+    "CHAT_SERVER_NAME": "",
 }
 
 

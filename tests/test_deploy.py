@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import http.client
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from tests.nginx import SITE_TEMPLATE, Nginx, nginx_binary, render_site_config
+from tests.processes import ManagePy
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_VARIABLES = {"NGINX_PORT", "DAPHNE_1", "DAPHNE_2", "STATIC_ROOT"}
@@ -119,8 +121,9 @@ def test_both_web_services_run_daphne_behind_the_proxy_from_one_image(compose):
         env = environment(services[name])
         assert env["SERVER_NAME"] == name
         assert env["DJANGO_DEBUG"] == "0"
-        assert "change-me" in env["DJANGO_SECRET_KEY"]
-        assert env["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY")
+        # Required, with no default: compose refuses to start without it.
+        assert env["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
+        assert env["DJANGO_HTTPS"] == "${DJANGO_HTTPS:-1}"
         assert env["DJANGO_ALLOWED_HOSTS"]
         assert "http://localhost:8080" in env["DJANGO_CSRF_TRUSTED_ORIGINS"]
     # web1, web2, the worker and the migrations: all built from the same Dockerfile.
@@ -129,6 +132,30 @@ def test_both_web_services_run_daphne_behind_the_proxy_from_one_image(compose):
         for name in ("web1", "web2", "worker", migrating_service(compose))
     }
     assert len(builds) == 1, builds
+
+
+def compose_value(value: str) -> str:
+    """A compose environment value as compose would fill it in with nothing set, except a
+    required ``${NAME:?...}``, which gets a strong random value."""
+    value = re.sub(r"\$\{\w+:\?[^}]*\}", lambda _: secrets.token_urlsafe(50), value)
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def test_manage_py_check_deploy_is_clean_with_the_compose_settings(compose):
+    env = {
+        name: compose_value(value)
+        for name, value in environment(compose["services"]["web1"]).items()
+    }
+    assert env["DJANGO_HTTPS"] == "1" and env["DJANGO_DEBUG"] == "0"
+    check = ManagePy(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**env, "DJANGO_SETTINGS_MODULE": "project.settings"},
+    )
+    assert check.process.wait(60) == 0, check.output
+    assert "System check identified no issues (0 silenced)." in check.output
 
 
 def test_the_worker_runs_the_moderation_channel(compose):
