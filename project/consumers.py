@@ -5,23 +5,39 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from chat import limits
+from chat.conf import setting
 from consumers.consumer import SyncConsumer
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
 
 logger = logging.getLogger(__name__)
 
+CLOSE_RATE_LIMITED = 4029
+
 
 class EchoConsumer(AsyncJsonWebsocketConsumer):
-    """Echoes each JSON message back, tagged with who sent it."""
+    """Echoes each JSON message back, tagged with who sent it. Open to anyone, so frames
+    are limited per client address over all its sockets (``CHAT_ECHO_RATE``): an
+    over-limit frame is refused, and a client that keeps on is closed with 4029."""
+
+    strikes = 0
 
     async def connect(self) -> None:
         await self.accept()
         user = self.scope.get("user")
         name = user.get_username() if user is not None and user.is_authenticated else None
+        self.sender = f"echo:address:{limits.client_address_of(self.scope)}"
         await self.send_json({"type": "welcome", "user": name})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        await self.send_json({"type": "echo", "message": content})
+        if await limits.allow(self.sender, *setting("CHAT_ECHO_RATE")):
+            await self.send_json({"type": "echo", "message": content})
+            return
+        self.strikes += 1
+        if self.strikes >= setting("CHAT_STRIKES_BEFORE_CLOSE"):
+            await self.close(CLOSE_RATE_LIMITED, "too many messages")
+        else:
+            await self.send_json({"type": "error", "code": "rate_limited"})
 
 
 class LogWorker(SyncConsumer):

@@ -529,3 +529,23 @@ def test_a_dead_daphne_is_skipped(site, dead):
     with websocket(site.nginx.port, "/ws/x/") as (head, _):
         assert head.startswith(b"HTTP/1.1 101 "), head
     assert len(alive.requests) == 7
+
+
+@needs_nginx
+def test_nginx_limits_logins_handshakes_and_requests_per_address(site):
+    logins = [site.get("/accounts/login/")[0] for _ in range(15)]
+    assert logins[:10] == [200] * 10 and logins[-1] == 429, logins
+    handshakes = [site.get("/ws/x/")[0] for _ in range(30)]
+    assert handshakes[:20] == [200] * 20 and handshakes[-1] == 429, handshakes
+    pages = [site.get(f"/{n}")[0] for n in range(60)]
+    assert pages[:40] == [200] * 40 and pages[-1] == 429, pages
+
+
+@needs_nginx
+def test_nginx_does_not_name_its_version(site):
+    connection = http.client.HTTPConnection("127.0.0.1", site.nginx.port, timeout=10)
+    connection.request("GET", "/static/missing")
+    response = connection.getresponse()
+    assert response.getheader("Server") == "nginx"
+    assert b"nginx/" not in response.read()
+    connection.close()

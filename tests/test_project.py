@@ -122,3 +122,30 @@ def test_the_debug_page_never_prints_the_redis_or_database_password():
     assert "RuntimeError" in started.output and "CHANNEL_LAYERS" in started.output
     assert "redis-hunter2" not in started.output
     assert "db-hunter2" not in started.output
+
+
+async def test_the_anonymous_echo_is_rate_limited_per_address(settings):
+    from chat import limits
+
+    limits.reset()
+    settings.CHAT_ECHO_RATE = (1e-9, 3)
+    settings.CHAT_STRIKES_BEFORE_CLOSE = 2
+    sockets = []
+    for _ in range(2):
+        socket = WebsocketCommunicator(
+            application, "/ws/echo/", headers={"origin": "http://127.0.0.1"}
+        )
+        assert (await socket.connect())[0]
+        assert (await socket.receive_json_from())["type"] == "welcome"
+        sockets.append(socket)
+    first, second = sockets
+    for number in range(3):  # the address's burst, spent on the first socket
+        await first.send_json_to({"n": number})
+        assert (await first.receive_json_from())["type"] == "echo"
+    # A second socket from the same address gets nothing more.
+    await second.send_json_to({"n": 3})
+    assert await second.receive_json_from() == {"type": "error", "code": "rate_limited"}
+    await second.send_json_to({"n": 4})
+    assert (await second.receive_close())[0] == 4029
+    await first.disconnect()
+    limits.reset()
