@@ -114,6 +114,8 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             return
         self.room = room
         self.user_name = self.user.get_username() if self.user.is_authenticated else ""
+        # The limit in force when the socket opened (its bucket is the sender's, shared).
+        self.rate = setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST")
         self.strikes = 0
         self.last_typing = 0.0
         self.listening = True
@@ -173,8 +175,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not self.listening:
             return
-        rate, burst = setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST")
-        if not await limits.allow(f"frames:{self.sender}", rate, burst):
+        if not await limits.allow(f"frames:{self.sender}", *self.rate):
             return await self.rate_limited()
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "message":

@@ -81,6 +81,16 @@ async def test_changes_that_keep_access_keep_the_socket(make_user, make_room):
     await a.disconnect()
 
 
+async def answer_to(socket, text: str) -> str:
+    """What became of the post ``text``: posted (it came back), or the error's code."""
+    while True:
+        event = await socket.receive_json_from(timeout=2)
+        if event["type"] == "error":
+            return event["code"]
+        if event["type"] == "message" and event["text"] == text:
+            return "posted"
+
+
 async def test_one_users_parallel_sockets_share_one_rate_limit(make_user, make_room, settings):
     settings.CHAT_MESSAGES_PER_SECOND = 1e-9  # nothing refills during the test
     settings.CHAT_MESSAGE_BURST = 10
@@ -88,11 +98,14 @@ async def test_one_users_parallel_sockets_share_one_rate_limit(make_user, make_r
     await make_room()
     eve = await make_user("eve")
     sockets = [await enter(eve) for _ in range(5)]
-    for socket in sockets:
+    answers = []
+    for index, socket in enumerate(sockets):
         for number in range(10):
-            await socket.send_json_to({"type": "message", "text": f"flood {number}"})
-    await asyncio.sleep(0.5)
+            text = f"flood {index}-{number}"
+            await socket.send_json_to({"type": "message", "text": text})
+            answers.append(await answer_to(socket, text))
     # Ten posts in all, not ten per socket.
+    assert answers.count("posted") == 10 and answers.count("rate_limited") == 40
     assert await Message.objects.acount() == 10
     # Reconnecting does not refill it either.
     fresh = await enter(eve)
