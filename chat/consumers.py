@@ -127,6 +127,9 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             subjects.append(subject_of(self.user))
         await self.watch(*subjects)
         await self.accept()
+        # A change between the admission above and the watch would have gone unheard.
+        if not await self.still_allowed():
+            return await self.access_revoked(subjects[0])
         await self.send_json(
             {
                 "type": "welcome",

@@ -24,12 +24,18 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
 
 from chat.conf import setting
 
 logger = logging.getLogger(__name__)
 
 SLOT_TTL = 60  # seconds a slot lives unless renewed; renewed every third of that
+# A limit is checked on every frame: it must answer fast or not at all (no retries with
+# backoff, short timeouts), since a client's frames wait for it.
+TIMEOUTS: dict[str, Any] = {"socket_timeout": 1, "socket_connect_timeout": 1}
 
 # KEYS[1]: the bucket (a hash). ARGV: rate, burst. 1: allowed, 0: over the limit.
 TAKE_TOKEN = """
@@ -132,7 +138,9 @@ class RedisLimits:
 
     def allow_now(self, key: str, rate: float, burst: int) -> bool:
         if self._sync is None:
-            self._sync = redis.Redis.from_url(self.url)
+            self._sync = redis.Redis.from_url(
+                self.url, retry=redis.retry.Retry(NoBackoff(), 0), **TIMEOUTS
+            )
         script = self._sync.register_script(TAKE_TOKEN)
         return bool(script(keys=[f"{self.prefix}:{key}"], args=[rate, burst]))
 
@@ -160,7 +168,9 @@ class _LoopClient:
     """One loop's Redis client, and the slots its sockets hold, renewed together."""
 
     def __init__(self, url: str) -> None:
-        self.redis = redis.asyncio.Redis.from_url(url)
+        self.redis = redis.asyncio.Redis.from_url(
+            url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **TIMEOUTS
+        )
         self.take = self.redis.register_script(TAKE_TOKEN)
         self.claim = self.redis.register_script(CLAIM_SLOT)
         self.held: set[tuple[str, str]] = set()
@@ -185,14 +195,24 @@ class _LoopClient:
 
 
 _last_warning = 0.0
+# While Redis fails, it is asked again only after this moment: meanwhile every limit lets
+# traffic through at once, instead of each frame waiting for a connection that fails.
+_down_until = 0.0
+RETRY_AFTER = 1.0
 
 
 def unchecked(what: str, error: Exception) -> None:
-    """Log that Redis could not be asked, once a minute at most (an outage lasts a while)."""
-    global _last_warning
+    """Note that Redis could not be asked. Logged at INFO once a minute at most: the channel
+    layer, on the same Redis in this project, reports the outage itself as a warning."""
+    global _last_warning, _down_until
+    _down_until = time.monotonic() + RETRY_AFTER
     if time.monotonic() - _last_warning > 60:
         _last_warning = time.monotonic()
-        logger.warning("Limits not enforced while Redis fails (%s): %s", what, error)
+        logger.info("Chat limits not enforced while Redis fails (%s): %s", what, error)
+
+
+def redis_down() -> bool:
+    return time.monotonic() < _down_until
 
 
 _backends: dict[tuple[str | None, str], LocalLimits | RedisLimits] = {}
@@ -208,13 +228,17 @@ def backend() -> LocalLimits | RedisLimits:
 
 
 def reset() -> None:
-    """Forget every process-local count (tests)."""
+    """Forget every process-local count and any Redis failure (tests)."""
+    global _down_until
     _backends.clear()
+    _down_until = 0.0
 
 
 def allow_now(key: str, rate: float, burst: int) -> bool:
     """Spend a token of ``key`` (sync callers: views). Fails open when Redis is down: a
     limit must not take the site down with it."""
+    if redis_down():
+        return True
     try:
         return backend().allow_now(key, rate, burst)
     except redis.RedisError as error:
@@ -224,6 +248,8 @@ def allow_now(key: str, rate: float, burst: int) -> bool:
 
 async def allow(key: str, rate: float, burst: int) -> bool:
     """Spend a token of ``key``; see ``allow_now``."""
+    if redis_down():
+        return True
     try:
         return await backend().allow(key, rate, burst)
     except redis.RedisError as error:
@@ -233,7 +259,7 @@ async def allow(key: str, rate: float, burst: int) -> bool:
 
 async def claim(key: str, member: str, cap: int) -> bool:
     """Hold a slot of ``key`` for ``member``; False when ``cap`` are held. ``cap`` 0: no cap."""
-    if cap <= 0:
+    if cap <= 0 or redis_down():
         return True
     try:
         return await backend().claim(key, member, cap)

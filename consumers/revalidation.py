@@ -19,8 +19,11 @@ again and closes with ``CLOSE_ACCESS_REVOKED`` when the answer is no::
     # where the change is made (a view, a signal handler, the admin):
     recheck(subject_of(room))
 
-``recheck`` announces after the current transaction commits, so the re-check reads the new
-state; it never fails the change (a layer outage is logged once and the change stands).
+Check once more after ``watch()``: a change made between the first check and the watch
+is announced to nobody. ``recheck`` announces after the current transaction commits, so
+the re-check reads the new state; it never fails the change (a layer outage is logged and
+the change stands). Delivery is the layer's: at most once, so a re-check lost with a
+crashed Redis is not repeated.
 """
 
 from __future__ import annotations
