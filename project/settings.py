@@ -137,10 +137,10 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 # HTTPS only, in production: plain HTTP is redirected, cookies never travel without TLS,
 # and browsers are told to use HTTPS for a year (HSTS).
-HTTPS = not DEBUG and os.environ.get("DJANGO_HTTPS", "1") != "0"
-SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
-SECURE_HSTS_SECONDS = 365 * 24 * 3600 if HTTPS else 0
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+https = not DEBUG and os.environ.get("DJANGO_HTTPS", "1") != "0"
+SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = https
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if https else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = https
 # The debug page and error e-mails: also hide the settings that hold Redis URLs.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "project.security.SettingsFilter"
 
