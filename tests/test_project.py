@@ -149,3 +149,24 @@ async def test_the_anonymous_echo_is_rate_limited_per_address(settings):
     assert (await second.receive_close())[0] == 4029
     await first.disconnect()
     limits.reset()
+
+
+async def test_echo_sockets_count_towards_the_addresss_cap(settings):
+    from chat import limits
+
+    limits.reset()
+    settings.CHAT_MAX_SOCKETS_PER_ADDRESS = 2
+    origin = {"origin": "http://127.0.0.1"}
+    sockets = [WebsocketCommunicator(application, "/ws/echo/", headers=origin) for _ in range(3)]
+    for socket in sockets[:2]:
+        assert (await socket.connect())[0]
+        assert (await socket.receive_json_from())["type"] == "welcome"
+    assert (await sockets[2].connect())[0]
+    assert (await sockets[2].receive_close())[0] == 4030
+    await sockets[0].disconnect()  # frees its slot
+    again = WebsocketCommunicator(application, "/ws/echo/", headers=origin)
+    assert (await again.connect())[0]
+    assert (await again.receive_json_from())["type"] == "welcome"
+    for socket in (sockets[1], again):
+        await socket.disconnect()
+    limits.reset()
