@@ -262,6 +262,8 @@ def test_the_build_context_leaves_local_state_out():
     ignored = (ROOT / ".dockerignore").read_text()
     for pattern in (".venv", ".git", "bench/.venv-channels", "sqlite3", "__pycache__"):
         assert pattern in ignored, pattern
+    # Compose reads DJANGO_SECRET_KEY from .env: it must never be copied into the image.
+    assert ".env" in ignored.splitlines()
 
 
 # --- The nginx template ------------------------------------------------------------------
