@@ -20,8 +20,10 @@ RUN pip install -r requirements.txt
 COPY . .
 
 # Static files into the image; compose's one-shot migrate service copies them again into
-# the volume nginx reads. No secret is needed to collect them.
-RUN python manage.py collectstatic --noinput
+# the volume nginx reads. The settings refuse to load without a strong key: this one is
+# random, used for this step only and not kept in the image (no ENV).
+RUN DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+    python manage.py collectstatic --noinput
 
 # Run as an unprivileged user; it owns only the static files (so collectstatic can refresh
 # a volume mounted there), not the code.

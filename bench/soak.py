@@ -325,6 +325,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "REDIS_URL": args.redis_url,
             "REDIS_PREFIX": run_id,
             "DJANGO_DEBUG": "0",  # production-like: DEBUG keeps a log of every SQL query
+            # Production settings refuse a missing key; plain HTTP on loopback.
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_HTTPS": "0",
+            # Hundreds of clients from one address on a few accounts: the chat's per-user
+            # and per-address limits are lifted (the clients pace themselves: --rate).
+            "CHAT_MAX_SOCKETS_PER_USER": "0",
+            "CHAT_MAX_SOCKETS_PER_ADDRESS": "0",
+            "CHAT_MESSAGES_PER_SECOND": "1000000",
+            "CHAT_MESSAGE_BURST": "1000000",
             "CHAT_PRESENCE_INTERVAL": str(args.presence_interval),
             "PYTHONUNBUFFERED": "1",
         }

@@ -6,6 +6,11 @@ The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"ty
 ``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
 reached: the post was not sent); the connection stays open unless the sender keeps
 flooding (close code 4029).
+
+Limits hold per user (anonymous visitors: per client address) over all their sockets and
+every server process (chat/limits.py): the frame rate, and the number of open sockets (4030
+beyond it). Access is checked again whenever the room, its members or the account change
+(consumers/revalidation.py): a socket that lost it is closed with 4403 within moments.
 """
 
 from __future__ import annotations
@@ -17,22 +22,25 @@ import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
 
 from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
-from chat import presence
+from chat import limits, presence
 from chat.conf import setting
 from chat.models import Message, Room
 from chat.moderation import MODERATION_CHANNEL, review
-from chat.ratelimit import TokenBucket
 from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
+from consumers.revalidation import CLOSE_ACCESS_REVOKED, RevalidatingMixin, subject_of
 
 logger = logging.getLogger(__name__)
 
-CLOSE_FORBIDDEN = 4003  # a private room the user is not a member of
-CLOSE_NO_SUCH_ROOM = 4004
+CLOSE_FORBIDDEN = 4003  # a private room the (logged-in) user is not a member of
+CLOSE_NO_SUCH_ROOM = 4004  # no such room; also a private one, to anonymous visitors
 CLOSE_RATE_LIMITED = 4029  # kept flooding after being told to slow down
+CLOSE_TOO_MANY_SOCKETS = 4030  # this user or address has CHAT_MAX_SOCKETS_* open already
+CLOSE_REVOKED = CLOSE_ACCESS_REVOKED  # 4403: removed from the room, room gone, account off
 TYPING_EVERY = 2.0  # seconds: at most one typing event per connection in that time
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -49,6 +57,19 @@ def _enter(name: str, user: Any) -> tuple[Room | None, bool, list[dict]]:
 
 
 @database_sync_to_async
+def _still_admitted(room_id: int, user: Any) -> bool:
+    """Whether the room still exists and admits the user as they are now."""
+    room = Room.objects.filter(pk=room_id).first()
+    if room is None:
+        return False
+    if user.is_authenticated:
+        user = get_user_model().objects.filter(pk=user.pk).first()
+        if user is None:
+            return False
+    return room.admits(user)
+
+
+@database_sync_to_async
 def _save(room: Room, user: Any, text: str) -> dict:
     return Message.objects.create(room=room, author=user, text=text).as_event()
 
@@ -61,7 +82,7 @@ def _forget(message_id: int) -> None:
 _review = database_sync_to_async(review)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
     """A person in a room: posts, typing, presence; the ORM work runs in threads."""
 
     room: Room
@@ -69,35 +90,53 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # Input is handled only between admission and a close of ours: frames a client still
     # sends after being refused or told to go are ignored.
     listening = False
+    # The socket slots this connection holds (released when it closes).
+    slots: tuple[str, ...] = ()
 
     async def connect(self) -> None:
         self.user = self.scope["user"]
+        address = limits.client_address_of(self.scope)
+        # Whose frames these are, for the shared rate limit.
+        self.sender = f"user:{self.user.pk}" if self.user.is_authenticated else f"address:{address}"
         name = self.scope["url_route"]["kwargs"]["room"]
         room, admitted, history = await _enter(name, self.user)
         if room is None or not admitted:
             # Accept so that the close code reaches the browser, which then stops retrying.
             await self.accept()
-            if room is None:
+            if room is None or not self.user.is_authenticated:
                 await self.close(CLOSE_NO_SUCH_ROOM, "no such room")
             else:
                 await self.close(CLOSE_FORBIDDEN, "this room is private")
             return
+        if not await self.claim_slots(address):
+            await self.accept()
+            await self.close(CLOSE_TOO_MANY_SOCKETS, "too many open connections")
+            return
         self.room = room
         self.user_name = self.user.get_username() if self.user.is_authenticated else ""
-        self.limit = TokenBucket(setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST"))
+        # The limit in force when the socket opened (its bucket is the sender's, shared).
+        self.rate = setting("CHAT_MESSAGES_PER_SECOND"), setting("CHAT_MESSAGE_BURST")
         self.strikes = 0
         self.last_typing = 0.0
         self.listening = True
         self.groups = [room.group_name]
         await self.channel_layer.group_add(room.group_name, self.channel_name)
+        # Closed with 4403 when the room, its members or the account change against us.
+        subjects = [subject_of(room)]
+        if self.user.is_authenticated:
+            subjects.append(subject_of(self.user))
+        await self.watch(*subjects)
         await self.accept()
+        # A change between the admission above and the watch would have gone unheard.
+        if not await self.still_allowed():
+            return await self.access_revoked(subjects[0])
         await self.send_json(
             {
                 "type": "welcome",
                 "room": room.name,
                 "user": self.user_name or None,
                 "can_post": self.user.is_authenticated,
-                "server": setting("CHAT_SERVER_NAME"),
+                "server": setting("CHAT_SERVER_NAME") or None,
             }
         )
         await self.send_json({"type": "history", "messages": history})
@@ -105,16 +144,41 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             interval = setting("CHAT_PRESENCE_INTERVAL")
             await presence.join(self.channel_layer, room.group_name, self.user_name, interval)
 
+    async def claim_slots(self, address: str) -> bool:
+        """One socket slot of this user and one of this address, or neither."""
+        wanted = [(f"sockets:address:{address}", setting("CHAT_MAX_SOCKETS_PER_ADDRESS"))]
+        if self.user.is_authenticated:
+            wanted.append((f"sockets:user:{self.user.pk}", setting("CHAT_MAX_SOCKETS_PER_USER")))
+        for key, cap in wanted:
+            if not await limits.claim(key, self.channel_name, cap):
+                await self.release_slots()
+                return False
+            self.slots = (*self.slots, key)
+        return True
+
+    async def release_slots(self) -> None:
+        for key in self.slots:
+            await limits.release(key, self.channel_name)
+        self.slots = ()
+
     async def disconnect(self, code: int) -> None:
+        await self.release_slots()
         if getattr(self, "user_name", ""):
             await presence.leave(self.room.group_name, self.user_name)
+
+    async def still_allowed(self) -> bool:
+        return await _still_admitted(self.room.pk, self.user)
+
+    async def access_revoked(self, subject: str) -> None:
+        self.listening = False
+        await super().access_revoked(subject)
 
     # From the browser
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not self.listening:
             return
-        if not self.limit.take():
+        if not await limits.allow(f"frames:{self.sender}", *self.rate):
             return await self.rate_limited()
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "message":

@@ -19,6 +19,14 @@ class Room(models.Model):
     name = models.CharField(max_length=50, unique=True, validators=[room_name_validator])
     private = models.BooleanField(default=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="rooms")
+    # Who opened it: rooms per user are limited (CHAT_ROOMS_PER_USER).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rooms_created",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -31,6 +39,8 @@ class Room(models.Model):
 
     def admits(self, user) -> bool:
         """Whether ``user`` may enter the room and post in it."""
+        if user.is_authenticated and not user.is_active:  # deactivated: nowhere
+            return False
         if not self.private:
             return True
         return user.is_authenticated and self.members.filter(pk=user.pk).exists()

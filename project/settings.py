@@ -1,24 +1,36 @@
-"""Settings for the reference project.
+"""Settings for the reference project: production settings unless told otherwise.
+
+- ``DJANGO_DEBUG=1`` turns DEBUG on (a developer's machine: runserver, the README's quick
+  start); anything else, or nothing, is production: DEBUG off, and then the project refuses
+  to start without a strong ``DJANGO_SECRET_KEY`` (see project/security.py).
+- ``DJANGO_HTTPS=0`` says the site is reached over plain HTTP (compose on localhost, the
+  test suite): no HTTPS redirect, no ``Secure`` cookies, no HSTS. Unset, the production
+  settings assume TLS ends at the proxy in front, which sets ``X-Forwarded-Proto``.
 
 The environment chooses the services, so one image runs anywhere:
 - ``DATABASE_URL``: SQLite in the project directory by default, or e.g.
   ``postgres://user:password@host:5432/name``.
 - ``REDIS_URL``: without it the in-memory layer (one process, nothing to install); with
   ``redis://...`` the Redis layer, so several server and worker processes share groups.
-  ``REDIS_PREFIX`` keeps several deployments apart on one Redis.
+  ``REDIS_PREFIX`` keeps several deployments apart on one Redis. Redis also keeps the
+  chat's rate limits and socket counts, so they hold across processes.
+
+Neither URL is kept in a setting of its own, and ``SettingsFilter`` hides the ones that hold
+them, so the debug page and error reports never print their passwords.
 """
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import dj_database_url
 
+from project.security import require_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+SECRET_KEY = require_secret_key(os.environ.get("DJANGO_SECRET_KEY"), DEBUG)
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
 
 INSTALLED_APPS = [
@@ -36,6 +48,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside the others, so that every response gets it, error pages included.
+    "project.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -63,16 +77,16 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "project.asgi.application"
 
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# Lower-case names: module variables that are not settings, so no error page lists them.
+database_url = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+redis_url = os.environ.get("REDIS_URL")
 # A server database: pool threads keep their connection for a minute (checked before
 # reuse) instead of opening one per job, which halved the moderation worker's verdict time.
 # SQLite opens a file, as cheap as keeping it.
-_persistent = not DATABASE_URL.startswith("sqlite")
+persistent = not database_url.startswith("sqlite")
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=60 if _persistent else 0,
-        conn_health_checks=_persistent,
+        database_url, conn_max_age=60 if persistent else 0, conn_health_checks=persistent
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -82,12 +96,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"consumers-test-{os.getpid()}.db")
     }
 
-if os.environ.get("REDIS_URL"):
+if redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_layer.redis.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [os.environ["REDIS_URL"]],
+                "hosts": [redis_url],
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
             },
         }
@@ -96,7 +110,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_layer.memory.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -115,10 +135,31 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = [
     origin for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin
 ]
+# HTTPS only, in production: plain HTTP is redirected, cookies never travel without TLS,
+# and browsers are told to use HTTPS for a year (HSTS).
+https = not DEBUG and os.environ.get("DJANGO_HTTPS", "1") != "0"
+SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = https
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if https else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = https
+# The debug page and error e-mails: also hide the settings that hold Redis URLs.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.security.SettingsFilter"
 
-# The chat (see chat/conf.py for every setting and its default).
-CHAT_SERVER_NAME = os.environ.get("SERVER_NAME", socket.gethostname())
+# The chat (see chat/conf.py for every setting and its default). The server's name is only
+# shown when set: the host name is nobody's business but the operator's.
+CHAT_SERVER_NAME = os.environ.get("SERVER_NAME", "")
 CHAT_PRESENCE_INTERVAL = float(os.environ.get("CHAT_PRESENCE_INTERVAL", "15"))
+# Limits shared by every process through Redis (without it, kept in this process).
+CHAT_LIMITS_REDIS_URL = redis_url
+CHAT_LIMITS_PREFIX = os.environ.get("REDIS_PREFIX", "asgi") + ":limits"
+# A load test from one machine raises these (0: no cap).
+for name, kind in (
+    ("CHAT_MESSAGES_PER_SECOND", float),
+    ("CHAT_MESSAGE_BURST", int),
+    ("CHAT_MAX_SOCKETS_PER_USER", int),
+    ("CHAT_MAX_SOCKETS_PER_ADDRESS", int),
+):
+    if name in os.environ:
+        globals()[name] = kind(os.environ[name])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import http.client
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from tests.nginx import SITE_TEMPLATE, Nginx, nginx_binary, render_site_config
+from tests.processes import ManagePy
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_VARIABLES = {"NGINX_PORT", "DAPHNE_1", "DAPHNE_2", "STATIC_ROOT"}
@@ -119,8 +121,9 @@ def test_both_web_services_run_daphne_behind_the_proxy_from_one_image(compose):
         env = environment(services[name])
         assert env["SERVER_NAME"] == name
         assert env["DJANGO_DEBUG"] == "0"
-        assert "change-me" in env["DJANGO_SECRET_KEY"]
-        assert env["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY")
+        # Required, with no default: compose refuses to start without it.
+        assert env["DJANGO_SECRET_KEY"].startswith("${DJANGO_SECRET_KEY:?")
+        assert env["DJANGO_HTTPS"] == "${DJANGO_HTTPS:-1}"
         assert env["DJANGO_ALLOWED_HOSTS"]
         assert "http://localhost:8080" in env["DJANGO_CSRF_TRUSTED_ORIGINS"]
     # web1, web2, the worker and the migrations: all built from the same Dockerfile.
@@ -129,6 +132,30 @@ def test_both_web_services_run_daphne_behind_the_proxy_from_one_image(compose):
         for name in ("web1", "web2", "worker", migrating_service(compose))
     }
     assert len(builds) == 1, builds
+
+
+def compose_value(value: str) -> str:
+    """A compose environment value as compose would fill it in with nothing set, except a
+    required ``${NAME:?...}``, which gets a strong random value."""
+    value = re.sub(r"\$\{\w+:\?[^}]*\}", lambda _: secrets.token_urlsafe(50), value)
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def test_manage_py_check_deploy_is_clean_with_the_compose_settings(compose):
+    env = {
+        name: compose_value(value)
+        for name, value in environment(compose["services"]["web1"]).items()
+    }
+    assert env["DJANGO_HTTPS"] == "1" and env["DJANGO_DEBUG"] == "0"
+    check = ManagePy(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**env, "DJANGO_SETTINGS_MODULE": "project.settings"},
+    )
+    assert check.process.wait(60) == 0, check.output
+    assert "System check identified no issues (0 silenced)." in check.output
 
 
 def test_the_worker_runs_the_moderation_channel(compose):
@@ -235,6 +262,8 @@ def test_the_build_context_leaves_local_state_out():
     ignored = (ROOT / ".dockerignore").read_text()
     for pattern in (".venv", ".git", "bench/.venv-channels", "sqlite3", "__pycache__"):
         assert pattern in ignored, pattern
+    # Compose reads DJANGO_SECRET_KEY from .env: it must never be copied into the image.
+    assert ".env" in ignored.splitlines()
 
 
 # --- The nginx template ------------------------------------------------------------------
@@ -502,3 +531,23 @@ def test_a_dead_daphne_is_skipped(site, dead):
     with websocket(site.nginx.port, "/ws/x/") as (head, _):
         assert head.startswith(b"HTTP/1.1 101 "), head
     assert len(alive.requests) == 7
+
+
+@needs_nginx
+def test_nginx_limits_logins_handshakes_and_requests_per_address(site):
+    logins = [site.get("/accounts/login/")[0] for _ in range(15)]
+    assert logins[:10] == [200] * 10 and logins[-1] == 429, logins
+    handshakes = [site.get("/ws/x/")[0] for _ in range(30)]
+    assert handshakes[:20] == [200] * 20 and handshakes[-1] == 429, handshakes
+    pages = [site.get(f"/{n}")[0] for n in range(60)]
+    assert pages[:40] == [200] * 40 and pages[-1] == 429, pages
+
+
+@needs_nginx
+def test_nginx_does_not_name_its_version(site):
+    connection = http.client.HTTPConnection("127.0.0.1", site.nginx.port, timeout=10)
+    connection.request("GET", "/static/missing")
+    response = connection.getresponse()
+    assert response.getheader("Server") == "nginx"
+    assert b"nginx/" not in response.read()
+    connection.close()

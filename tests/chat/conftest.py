@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from chat import limits
 from chat.models import Room
 from consumers.testing import WebsocketCommunicator
 from project.asgi import application
@@ -31,6 +32,14 @@ async def next_of(socket, kind: str, timeout: float = 2):
         event = await socket.receive_json_from(timeout=timeout)
         if event["type"] == kind:
             return event
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits():
+    """Rate and socket counts of this process start empty in each test."""
+    limits.reset()
+    yield
+    limits.reset()
 
 
 @pytest.fixture

@@ -138,7 +138,9 @@ async def test_a_private_room_admits_its_members_only(make_user, make_room):
     ada, eve = await make_user("ada"), await make_user("eve")
     await make_room("secret", private=True, members=[ada])
     assert await closed_with(eve, "secret") == CLOSE_FORBIDDEN
-    assert await closed_with(None, "secret") == CLOSE_FORBIDDEN
+    # Anonymous visitors cannot tell a private room from a missing one.
+    assert await closed_with(None, "secret") == CLOSE_NO_SUCH_ROOM
+    assert await closed_with(None, "nowhere") == CLOSE_NO_SUCH_ROOM
     member = await enter(ada, "secret")
     await member.disconnect()
 

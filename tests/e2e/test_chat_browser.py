@@ -188,7 +188,12 @@ def sign_up_and_enter(browser, base: str, name: str) -> str:
 
 
 def enter_room(browser, base: str) -> str:
-    browser.get(f"{base}/chat/{ROOM}/")
+    """Open the room with the lobby's form (the first one creates it), wait for its socket."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base}/")
+    browser.find_element(By.ID, "id_name").send_keys(ROOM)
+    browser.find_element(By.ID, "open-room").click()
     return wait_until(browser, lambda: connected_to(browser), "the room's socket connecting")
 
 

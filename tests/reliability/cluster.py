@@ -251,6 +251,12 @@ def cluster(
         "REDIS_PREFIX": prefix,
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
+        # The drills are load from one address with shared accounts: no per-user or
+        # per-address caps or rate limits unless a test sets its own.
+        "CHAT_MAX_SOCKETS_PER_USER": "0",
+        "CHAT_MAX_SOCKETS_PER_ADDRESS": "0",
+        "CHAT_MESSAGES_PER_SECOND": "1000000",
+        "CHAT_MESSAGE_BURST": "1000000",
         **(env or {}),
     }
     started: list[Process] = []

@@ -12,7 +12,9 @@
 
   // Close codes after which retrying cannot help.
   const FINAL = {4003: "This room is private.", 4004: "There is no such room.",
-                 4029: "Disconnected for sending too many messages."};
+                 4029: "Disconnected for sending too many messages.",
+                 4030: "Too many open connections: close another tab and reload.",
+                 4403: "You no longer have access to this room."};
   const MIN_DELAY = 500, MAX_DELAY = 10000;
 
   let socket = null, delay = MIN_DELAY, lastTyping = 0, typingTimer = null;
@@ -46,8 +48,8 @@
   function handle(event) {
     switch (event.type) {
       case "welcome":
-        setStatus(`Connected to ${event.server}`, "connected");
-        root.dataset.server = event.server;
+        setStatus(event.server ? `Connected to ${event.server}` : "Connected", "connected");
+        root.dataset.server = event.server || "";
         input.disabled = !event.can_post;
         break;
       case "history":
