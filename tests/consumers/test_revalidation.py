@@ -92,7 +92,7 @@ async def test_recheck_from_sync_code_runs_after_the_commit():
         with transaction.atomic():
             recheck("room.1")
             # Not yet: the change is not committed, a re-check would read the old state.
-            assert socket._output.empty()
+            assert socket.output_queue.empty()
 
     await sync_to_async(change)()
     assert await socket.receive_from() == "checked 1"
