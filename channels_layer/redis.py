@@ -39,12 +39,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import msgpack
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import serializers, stopping
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
-from .encryption import MessageCipher
 from .exceptions import ChannelFull, LayerUnavailable
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
@@ -248,11 +249,6 @@ class RedisChannelLayer(BaseChannelLayer):
             channel_capacity=channel_capacity,
             max_message_size=max_message_size,
         )
-        if serializer_format != "msgpack":
-            raise ValueError(
-                f"serializer_format {serializer_format!r} is not supported: messages are "
-                "always msgpack (never pickle), so every process can read every message"
-            )
         self.require_valid_group_name(prefix)
         self.hosts = parse_hosts(hosts)
         self.prefix = prefix
@@ -261,9 +257,6 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
-        self._cipher = (
-            MessageCipher(symmetric_encryption_keys) if symmetric_encryption_keys else None
-        )
         self._mailboxes = Mailboxes(on_discard=self._taken)
         self._members = GroupMembers()
         self._home = _Home(self)
@@ -271,13 +264,21 @@ class RedisChannelLayer(BaseChannelLayer):
         self._leased = self.compile_patterns(
             at_least_once or {}, "at_least_once", self._require_seconds
         )
+        # Envelopes keep messages apart, so no random prefix; an encrypted message is
+        # refused once older than the longest a message may wait here.
+        self._serializer = serializers.registry.get_serializer(
+            serializer_format,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            random_prefix_length=0,
+            expiry=self.group_expiry if self._leased else self.expiry,
+        )
 
     # The spec -------------------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
         self.require_valid_channel_name(channel)
-        payload = self._encode(message)
+        payload = self.serialize(message)
         if not await self._home.run(self._send, channel, payload):
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
@@ -300,7 +301,7 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 payload = await self._home.run(self._receive_named, channel)
             try:
-                return self._decode(payload)
+                return self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
 
@@ -331,7 +332,7 @@ class RedisChannelLayer(BaseChannelLayer):
         while True:
             lease = await self._home.run(self._claim, channel, timeout)
             try:
-                return self._decode(_named_envelope(lease.envelope)[1]), lease
+                return self.deserialize(_named_envelope(lease.envelope)[1]), lease
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
                 await lease.finish()
@@ -362,7 +363,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: Message) -> None:
         """Broadcast ``message`` to every member; full members miss it, without an error."""
         self.require_valid_group_name(group)
-        payload = self._encode(message)
+        payload = self.serialize(message)
         await self._home.run(self._group_send, group, payload)
 
     async def flush(self) -> None:
@@ -372,8 +373,13 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._home.run(self._flush)
 
     async def close(self) -> None:
-        """Stop the readers and close the connections; the layer reconnects if used again."""
+        """Stop the readers and close the connections, within about 1.5 s; the layer
+        reconnects if used again, from any loop."""
         await self._home.run(self._home.close)
+
+    async def close_pools(self) -> None:
+        """channels_redis's name for ``close()``."""
+        await self.close()
 
     # Work done on the home loop ----------------------------------------------------------
 
@@ -555,14 +561,14 @@ class RedisChannelLayer(BaseChannelLayer):
     def _is_local(self, channel: str) -> bool:
         return "!" in channel and self._owner(channel) == self.client_prefix
 
-    def _encode(self, message: Message) -> bytes:
-        payload = self.serialize(message)
-        return self._cipher.encrypt(payload) if self._cipher else payload
+    def serialize(self, message: Message) -> bytes:
+        """Check and encode ``message`` with the ``serializer_format``'s serializer
+        (encrypted when keys are set), as channels_redis's layer does."""
+        return serializers.encode(self, self._serializer, message)
 
-    def _decode(self, payload: bytes) -> Message:
-        if self._cipher:
-            payload = self._cipher.decrypt(payload)
-        return self.deserialize(payload)
+    def deserialize(self, data: bytes) -> Message:
+        """Decode ``serialize`` output; ``ValueError`` for anything else."""
+        return serializers.decode(self._serializer, data)
 
 
 class Lease:
@@ -645,9 +651,8 @@ class _Health:
         back = asyncio.get_running_loop().create_future()
         self._waiting.add(back)
         try:
-            await asyncio.wait_for(back, self.down(error))
-        except TimeoutError:
-            pass
+            # Not asyncio.wait_for, which can swallow a cancellation on Python 3.11.
+            await asyncio.wait([back], timeout=self.down(error))
         finally:
             self._waiting.discard(back)
 
@@ -682,11 +687,31 @@ class _LoopState:
         self.clients = [host.client(name) for host in hosts]
         self.scripts = [ScriptBatcher(client, SCRIPTS) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
+        self.inbox_client: Redis | None = None
+        # Set when this state is closed or replaced (a new home loop): its readers stop
+        # at their next turn and deliver nothing more, even if their loop runs again.
+        self.closing = False
         self.pubsubs: dict[int, PubSub] = {}
+        # Every pub/sub connection a reader opened and has not closed itself.
+        self.open_pubsubs: set[PubSub] = set()
         self.subscription_readers: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # pub/sub topic -> resolved when Redis confirms the SUBSCRIBE
         self.subscribed: dict[str, asyncio.Future[None]] = {}
+
+    async def shut(self) -> None:
+        """Stop every task of this state and close every connection, in bounded time."""
+        self.closing = True
+        tasks = [self.inbox_reader, *self.subscription_readers.values(), *self._background]
+        await stopping.stop([task for task in tasks if task], self._close_connections, "layer")
+
+    async def _close_connections(self) -> None:
+        # Pools too: disconnecting a connection ends a read a cancellation did not end.
+        clients = [*self.clients, *([self.inbox_client] if self.inbox_client else [])]
+        await asyncio.gather(
+            *(_quietly(pubsub.aclose()) for pubsub in self.open_pubsubs),
+            *(_quietly(client.aclose(close_connection_pool=True)) for client in clients),
+        )
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a fire-and-forget coroutine, keeping a reference so it is not collected."""
@@ -707,6 +732,7 @@ class _Home:
         self._state: _LoopState | None = None
         self._taken: dict[str, int] = defaultdict(int)
         self._taken_flush_scheduled = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # Choosing the loop -------------------------------------------------------------
 
@@ -739,10 +765,25 @@ class _Home:
         loop = asyncio.get_running_loop()
         state = self._state
         if state is None or state.loop is not loop:
+            if state is not None:
+                self._retire(state)
             state = self._state = _LoopState(loop, self.layer.hosts, self.layer.connection_name)
             for topic in self.layer._topics():
                 self._start_subscription(state, topic)
         return state
+
+    def _retire(self, old: _LoopState) -> None:
+        """The home loop changed: the old state's readers must not deliver too (that
+        would duplicate broadcasts); shut it on its own loop, now or when it runs again."""
+        old.closing = True
+
+        def shut() -> None:
+            task = asyncio.ensure_future(old.shut())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs there
+            old.loop.call_soon_threadsafe(shut)
 
     # The process inbox ---------------------------------------------------------------
 
@@ -755,26 +796,28 @@ class _Home:
         layer = self.layer
         owner = layer.client_prefix
         key, shard = layer._key("inbox", owner), layer._ring.shard(owner)
-        # A connection of its own: BLMPOP holds it while waiting.
-        client = layer.hosts[shard].client(layer.connection_name, dedicated=True)
+        # A connection of its own, which BLMPOP holds while waiting; the state closes it.
+        client = state.inbox_client = layer.hosts[shard].client(
+            layer.connection_name, dedicated=True
+        )
         next_sweep = time.monotonic() + layer.expiry
-        try:
-            while True:
-                try:
-                    popped = await client.blmpop(
-                        BLOCK_SECONDS, 1, key, direction="LEFT", count=INBOX_BATCH
-                    )
-                except UNAVAILABLE as error:
+        while not state.closing:
+            stopping.raise_if_cancelled()
+            try:
+                popped = await client.blmpop(
+                    BLOCK_SECONDS, 1, key, direction="LEFT", count=INBOX_BATCH
+                )
+            except UNAVAILABLE as error:
+                if not state.closing:
                     await layer._unavailable(shard, error)
-                    continue
-                layer._health[shard].up()
-                for envelope in popped[1] if popped else ():
-                    layer._deliver_from_inbox(cast(bytes, envelope))
-                if time.monotonic() >= next_sweep:
-                    layer._mailboxes.sweep()
-                    next_sweep = time.monotonic() + layer.expiry
-        finally:
-            await client.aclose()
+                continue
+            layer._health[shard].up()
+            # Delivered even when closing: they have left Redis, and would be lost.
+            for envelope in popped[1] if popped else ():
+                layer._deliver_from_inbox(cast(bytes, envelope))
+            if time.monotonic() >= next_sweep:
+                layer._mailboxes.sweep()
+                next_sweep = time.monotonic() + layer.expiry
 
     def count_taken(self, channel: str) -> None:
         """Note that a counted message was taken; flushed to Redis in batches."""
@@ -845,11 +888,13 @@ class _Home:
         """Keep one pub/sub connection to ``shard`` subscribed to each of its topics and
         hand messages to the layer; reconnect when it drops, stop when no topic is left."""
         layer = self.layer
-        while True:
+        while not state.closing:
+            stopping.raise_if_cancelled()
             wanted = [topic for topic in state.subscribed if self._shard(topic) == shard]
             if not wanted:
                 return
             pubsub = state.clients[shard].pubsub()
+            state.open_pubsubs.add(pubsub)  # closed by the state if this task is cancelled
             try:
                 # Shared only once connected: a second subscribe during the first would
                 # open a second connection that nobody reads.
@@ -858,10 +903,11 @@ class _Home:
                 late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
                 if late:
                     await pubsub.subscribe(*late)
-                while any(self._shard(topic) == shard for topic in state.subscribed):
+                while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
+                    stopping.raise_if_cancelled()
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
-                    if message is None:
+                    if message is None or state.closing:  # closing: the new state delivers
                         continue
                     topic = message["channel"].decode()
                     if message["type"] == "message":
@@ -871,22 +917,20 @@ class _Home:
                         if confirmed is not None and not confirmed.done():
                             confirmed.set_result(None)
             except UNAVAILABLE as error:
-                await layer._unavailable(shard, error)
+                if not state.closing:
+                    await layer._unavailable(shard, error)
             finally:
                 state.pubsubs.pop(shard, None)
-                await _quietly(pubsub.aclose())
+            # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
+            state.open_pubsubs.discard(pubsub)
+            await _quietly(pubsub.aclose())
 
     async def close(self) -> None:
         state = self._state
         if state is None or state.loop is not asyncio.get_running_loop():
             return
         self._state = None
-        tasks = [t for t in (state.inbox_reader, *state.subscription_readers.values()) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in state.clients:
-            await _quietly(client.aclose())
+        await state.shut()
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
