@@ -47,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import serializers, stopping
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .exceptions import ChannelFull, LayerUnavailable
+from .inbox_order import NEXT_ENTRY_LUA, SEQ_FIELD, InboxProgress, split_entry
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
 from .redis_scripts import ScriptBatcher
@@ -66,8 +67,11 @@ BLOCK_SECONDS = 1
 
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
-SEND_TO_PROCESS = """
+# own. Each entry carries a sequence number (see inbox_order).
+# ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
+SEND_TO_PROCESS = (
+    NEXT_ENTRY_LUA
+    + """
 local results = {}
 for i = 1, #ARGV, 4 do
   local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
@@ -75,7 +79,7 @@ for i = 1, #ARGV, 4 do
     results[#results + 1] = 0
   else
     redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
-    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    redis.call('RPUSH', KEYS[1], next_entry(KEYS[2], ARGV[i + 1]))
     redis.call('EXPIRE', KEYS[1], ARGV[i + 3])
     redis.call('EXPIRE', KEYS[2], ARGV[i + 3])
     results[#results + 1] = 1
@@ -83,6 +87,7 @@ for i = 1, #ARGV, 4 do
 end
 return results
 """
+)
 
 # Forget messages a process has taken out of its inbox (delivered or expired).
 # ARGV groups: channel, count.
@@ -523,13 +528,20 @@ class RedisChannelLayer(BaseChannelLayer):
         if not self._deliver_broadcast(group, data):
             self._home.state().spawn(self._home.unsubscribe(topic))  # its members all expired
 
-    def _deliver_from_inbox(self, envelope: bytes) -> None:
-        channel, sent_at, payload = msgpack.unpackb(envelope)
+    def _deliver_from_inbox(self, entry: bytes) -> int:
+        """Deliver an inbox entry to its mailbox; its sequence number (0 if malformed)."""
+        try:
+            seq, envelope = split_entry(entry)
+            channel, sent_at, payload = msgpack.unpackb(envelope)
+        except (ValueError, TypeError) as error:
+            logger.error("Dropped a malformed entry in this process's inbox: %s", error)
+            return 0
         remaining = self.expiry - (time.time() - sent_at)
         if remaining <= 0:
             self._taken(channel, 1)
         else:
             self._mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
+        return seq
 
     def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
         """Fan a broadcast out to the local members; False if the group has none left."""
@@ -688,6 +700,7 @@ class _LoopState:
         self.scripts = [ScriptBatcher(client, SCRIPTS) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
         self.inbox_client: Redis | None = None
+        self.inbox_progress = InboxProgress()
         # Set when this state is closed or replaced (a new home loop): its readers stop
         # at their next turn and deliver nothing more, even if their loop runs again.
         self.closing = False
@@ -813,8 +826,11 @@ class _Home:
                 continue
             layer._health[shard].up()
             # Delivered even when closing: they have left Redis, and would be lost.
-            for envelope in popped[1] if popped else ():
-                layer._deliver_from_inbox(cast(bytes, envelope))
+            if popped:
+                entries = cast(list[bytes], popped[1])
+                state.inbox_progress.advanced(max(map(layer._deliver_from_inbox, entries)))
+            else:
+                state.inbox_progress.drained()
             if time.monotonic() >= next_sweep:
                 layer._mailboxes.sweep()
                 next_sweep = time.monotonic() + layer.expiry
@@ -907,15 +923,22 @@ class _Home:
                     stopping.raise_if_cancelled()
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
-                    if message is None or state.closing:  # closing: the new state delivers
-                        continue
-                    topic = message["channel"].decode()
-                    if message["type"] == "message":
-                        layer._deliver(topic, message["data"])
-                    elif message["type"] == "subscribe":
-                        confirmed = state.subscribed.get(topic)
-                        if confirmed is not None and not confirmed.done():
-                            confirmed.set_result(None)
+                    broadcasts = []
+                    while message is not None and not state.closing:  # else the new state's
+                        topic = message["channel"].decode()
+                        if message["type"] == "message":
+                            broadcasts.append((topic, message["data"]))
+                        elif message["type"] == "subscribe":
+                            confirmed = state.subscribed.get(topic)
+                            if confirmed is not None and not confirmed.done():
+                                confirmed.set_result(None)
+                        # Whatever else has arrived joins this batch (no waiting).
+                        more = len(broadcasts) < INBOX_BATCH
+                        message = await pubsub.get_message(timeout=0) if more else None
+                    if broadcasts:
+                        await self._after_inbox(state)
+                        for topic, data in broadcasts:
+                            layer._deliver(topic, data)
             except UNAVAILABLE as error:
                 if not state.closing:
                     await layer._unavailable(shard, error)
@@ -924,6 +947,21 @@ class _Home:
             # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
             state.open_pubsubs.discard(pubsub)
             await _quietly(pubsub.aclose())
+
+    async def _after_inbox(self, state: _LoopState) -> None:
+        """Wait until this process's inbox has delivered what was queued in it before
+        now, so a broadcast never overtakes an earlier direct message (see inbox_order)."""
+        if state.inbox_reader is None or state.inbox_reader.done():
+            return  # no consumer channel receives here
+        layer = self.layer
+        owner = layer.client_prefix
+        client = state.clients[layer._ring.shard(owner)]
+        try:
+            latest = await client.hget(layer._key("pending", owner), SEQ_FIELD)
+        except UNAVAILABLE:
+            return  # the inbox is unreachable too: nothing can be delivered from it now
+        if latest:
+            await state.inbox_progress.reached(int(latest), timeout=BLOCK_SECONDS + 1)
 
     async def close(self) -> None:
         state = self._state

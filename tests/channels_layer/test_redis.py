@@ -247,7 +247,7 @@ async def test_bad_names_and_unencodable_messages_are_refused(make_layer):
 
 
 def test_pickle_is_refused_as_a_serializer():
-    with pytest.raises(SerializerDoesNotExist, match="pickle is not offered: .* run code"):
+    with pytest.raises(SerializerDoesNotExist, match=r"pickle is not offered: .* run code"):
         RedisChannelLayer(serializer_format="pickle")
 
 

@@ -61,7 +61,7 @@ def test_an_unknown_format_names_the_registered_ones():
 
 
 def test_pickle_is_unavailable_and_the_error_says_why():
-    with pytest.raises(SerializerDoesNotExist, match="pickle is not offered: .* run code"):
+    with pytest.raises(SerializerDoesNotExist, match=r"pickle is not offered: .* run code"):
         registry.get_serializer("pickle")
 
 
