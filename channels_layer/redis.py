@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import serializers, stopping
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .exceptions import ChannelFull, LayerUnavailable
-from .inbox_order import NEXT_ENTRY_LUA, SEQ_FIELD, InboxProgress, split_entry
+from .inbox_order import SEQ_FIELD, STAMP_LUA, InboxProgress, split_stamp
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
 from .redis_scripts import ScriptBatcher
@@ -70,7 +70,7 @@ BLOCK_SECONDS = 1
 # own. Each entry carries a sequence number (see inbox_order).
 # ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
 SEND_TO_PROCESS = (
-    NEXT_ENTRY_LUA
+    STAMP_LUA
     + """
 local results = {}
 for i = 1, #ARGV, 4 do
@@ -168,16 +168,20 @@ return results
 """
 
 # Broadcast to the subscribed processes, drop expired direct members and return the rest.
+# Broadcasts are stamped with the server's clock (see inbox_order).
 # KEYS: direct members, topic. ARGV groups: envelope, oldest live membership time.
-GROUP_SEND = """
+GROUP_SEND = (
+    STAMP_LUA
+    + """
 local results = {}
 for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', KEYS[2], ARGV[i])
+  redis.call('PUBLISH', KEYS[2], stamp() .. ARGV[i])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
   results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
 return results
 """
+)
 
 # A channel this process does not own joins a group directly, for group_expiry seconds.
 # ARGV groups: channel, now, ttl.
@@ -348,6 +352,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
             self._members.add(group, channel, self.group_expiry)
+            # Its inbox is read from now on, so broadcasts can wait for earlier messages.
+            await self._home.run(self._start_process_reader)
             await self._home.run(self._home.subscribe, self._key("broadcast", group))
         else:
             key, args = (
@@ -528,24 +534,29 @@ class RedisChannelLayer(BaseChannelLayer):
         if not self._deliver_broadcast(group, data):
             self._home.state().spawn(self._home.unsubscribe(topic))  # its members all expired
 
-    def _deliver_from_inbox(self, entry: bytes) -> int:
-        """Deliver an inbox entry to its mailbox; its sequence number (0 if malformed)."""
+    def _deliver_from_inbox(self, entry: bytes, progress: InboxProgress) -> None:
+        """Deliver an inbox entry to its mailbox, in order with held broadcasts."""
         try:
-            seq, envelope = split_entry(entry)
+            seq, envelope = split_stamp(entry)
             channel, sent_at, payload = msgpack.unpackb(envelope)
         except (ValueError, TypeError) as error:
             logger.error("Dropped a malformed entry in this process's inbox: %s", error)
-            return 0
+            return
+        progress.before(seq)
         remaining = self.expiry - (time.time() - sent_at)
         if remaining <= 0:
             self._taken(channel, 1)
         else:
             self._mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
-        return seq
+        progress.advanced(seq)
 
     def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
         """Fan a broadcast out to the local members; False if the group has none left."""
-        sent_at, payload = msgpack.unpackb(envelope)
+        try:
+            sent_at, payload = msgpack.unpackb(envelope)
+        except (ValueError, TypeError) as error:
+            logger.error("Dropped a malformed broadcast to group %r: %s", group, error)
+            return True
         remaining = self.expiry - (time.time() - sent_at)
         members = self._members.live_members(group)
         for channel in members if remaining > 0 else ():
@@ -616,6 +627,7 @@ class Lease:
 
     async def _renew(self) -> None:
         while True:
+            stopping.raise_if_cancelled()
             await asyncio.sleep(self.timeout / 3)
             try:
                 held = await self.layer._renew_lease(self)
@@ -700,6 +712,7 @@ class _LoopState:
         self.scripts = [ScriptBatcher(client, SCRIPTS) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
         self.inbox_client: Redis | None = None
+        self.inbox_client_id: int | None = None
         self.inbox_progress = InboxProgress()
         # Set when this state is closed or replaced (a new home loop): its readers stop
         # at their next turn and deliver nothing more, even if their loop runs again.
@@ -711,6 +724,9 @@ class _LoopState:
         self._background: set[asyncio.Task[Any]] = set()
         # pub/sub topic -> resolved when Redis confirms the SUBSCRIBE
         self.subscribed: dict[str, asyncio.Future[None]] = {}
+        # What a new home loop waits for before working: its topics subscribed again,
+        # and the replaced loop's inbox reader unblocked.
+        self.resubscribing: list[asyncio.Future[None]] = []
 
     async def shut(self) -> None:
         """Stop every task of this state and close every connection, in bounded time."""
@@ -756,9 +772,22 @@ class _Home:
             self._main_loop = running
         home = self._home_loop()
         if home is running:
-            return await function(*args)
-        future = asyncio.run_coroutine_threadsafe(function(*args), home)
+            return await self._settled(function(*args))
+        future = asyncio.run_coroutine_threadsafe(self._settled(function(*args)), home)
         return await asyncio.wrap_future(future)
+
+    async def _settled(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await ``work`` once a new home loop has its subscriptions back, so nothing this
+        process publishes (to itself, or to a group it is in) goes to a connection that
+        is not subscribed yet."""
+        state = self.state()
+        if state.resubscribing:
+            pending = [confirmed for confirmed in state.resubscribing if not confirmed.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=self.layer.retry_timeout)
+            else:
+                state.resubscribing = []
+        return await work
 
     def _home_loop(self) -> asyncio.AbstractEventLoop:
         main = self._main_loop
@@ -778,12 +807,24 @@ class _Home:
         loop = asyncio.get_running_loop()
         state = self._state
         if state is None or state.loop is not loop:
-            if state is not None:
-                self._retire(state)
+            old = state
             state = self._state = _LoopState(loop, self.layer.hosts, self.layer.connection_name)
-            for topic in self.layer._topics():
-                self._start_subscription(state, topic)
+            state.resubscribing = [
+                self._start_subscription(state, topic) for topic in self.layer._topics()
+            ]
+            if old is not None:
+                self._retire(old)
+                if old.inbox_reader is not None:  # this process's channels still receive
+                    state.inbox_reader = asyncio.ensure_future(self._read_inbox(state))
+                if old.inbox_client_id is not None:
+                    # Its BLMPOP would take entries it cannot deliver while its loop waits.
+                    unblock = self._unblock(state, old.inbox_client_id)
+                    state.resubscribing.append(asyncio.ensure_future(unblock))
         return state
+
+    async def _unblock(self, state: _LoopState, client_id: int) -> None:
+        shard = self.layer._ring.shard(self.layer.client_prefix)
+        await _quietly(state.clients[shard].client_unblock(client_id))
 
     def _retire(self, old: _LoopState) -> None:
         """The home loop changed: the old state's readers must not deliver too (that
@@ -813,6 +854,8 @@ class _Home:
         client = state.inbox_client = layer.hosts[shard].client(
             layer.connection_name, dedicated=True
         )
+        with contextlib.suppress(*UNAVAILABLE):  # for a later home loop to unblock it
+            state.inbox_client_id = await client.client_id()
         next_sweep = time.monotonic() + layer.expiry
         while not state.closing:
             stopping.raise_if_cancelled()
@@ -826,10 +869,9 @@ class _Home:
                 continue
             layer._health[shard].up()
             # Delivered even when closing: they have left Redis, and would be lost.
-            if popped:
-                entries = cast(list[bytes], popped[1])
-                state.inbox_progress.advanced(max(map(layer._deliver_from_inbox, entries)))
-            else:
+            for entry in cast(list[bytes], popped[1]) if popped else ():
+                layer._deliver_from_inbox(entry, state.inbox_progress)
+            if not popped:
                 state.inbox_progress.drained()
             if time.monotonic() >= next_sweep:
                 layer._mailboxes.sweep()
@@ -923,22 +965,20 @@ class _Home:
                     stopping.raise_if_cancelled()
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
-                    broadcasts = []
+                    held = []
                     while message is not None and not state.closing:  # else the new state's
                         topic = message["channel"].decode()
                         if message["type"] == "message":
-                            broadcasts.append((topic, message["data"]))
+                            held.append(self._hold(state, shard, topic, message["data"]))
                         elif message["type"] == "subscribe":
                             confirmed = state.subscribed.get(topic)
                             if confirmed is not None and not confirmed.done():
                                 confirmed.set_result(None)
                         # Whatever else has arrived joins this batch (no waiting).
-                        more = len(broadcasts) < INBOX_BATCH
+                        more = len(held) < INBOX_BATCH
                         message = await pubsub.get_message(timeout=0) if more else None
-                    if broadcasts:
-                        await self._after_inbox(state)
-                        for topic, data in broadcasts:
-                            layer._deliver(topic, data)
+                    if held:
+                        state.inbox_progress.settle(held, await self._inbox_latest(state))
             except UNAVAILABLE as error:
                 if not state.closing:
                     await layer._unavailable(shard, error)
@@ -948,20 +988,29 @@ class _Home:
             state.open_pubsubs.discard(pubsub)
             await _quietly(pubsub.aclose())
 
-    async def _after_inbox(self, state: _LoopState) -> None:
-        """Wait until this process's inbox has delivered what was queued in it before
-        now, so a broadcast never overtakes an earlier direct message (see inbox_order)."""
+    def _hold(self, state: _LoopState, shard: int, topic: str, data: bytes) -> list[Any]:
+        """Hold a pub/sub message for delivery in order with the inbox (see inbox_order)."""
+        layer = self.layer
+        stamp = None
+        if topic.startswith(layer._key("broadcast", "")):
+            with contextlib.suppress(ValueError):  # unstamped: from an older version
+                stamp, data = split_stamp(data)
+        if shard != layer._ring.shard(layer.client_prefix):
+            stamp = None  # another server's clock: only the inbox's latest number counts
+        return state.inbox_progress.hold(stamp, functools.partial(layer._deliver, topic, data))
+
+    async def _inbox_latest(self, state: _LoopState) -> int | None:
+        """The sequence number of the latest entry queued in this process's inbox."""
         if state.inbox_reader is None or state.inbox_reader.done():
-            return  # no consumer channel receives here
+            return None  # no consumer channel receives here
         layer = self.layer
         owner = layer.client_prefix
         client = state.clients[layer._ring.shard(owner)]
         try:
             latest = await client.hget(layer._key("pending", owner), SEQ_FIELD)
         except UNAVAILABLE:
-            return  # the inbox is unreachable too: nothing can be delivered from it now
-        if latest:
-            await state.inbox_progress.reached(int(latest), timeout=BLOCK_SECONDS + 1)
+            return None  # the inbox is unreachable too: nothing can come from it now
+        return int(latest) if latest else None
 
     async def close(self) -> None:
         state = self._state
