@@ -114,8 +114,9 @@ channel_layers = ChannelLayerManager()
 
 
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
-    """The layer for ``alias``, or None if it is not configured, so consumers can run without."""
-    if alias not in channel_layers.configs:
+    """The layer for ``alias`` (configured, or given with ``channel_layers.set``), or None,
+    so consumers can run without."""
+    if alias not in channel_layers.configs and alias not in channel_layers._layers:
         return None
     return channel_layers[alias]
 
