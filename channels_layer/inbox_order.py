@@ -6,21 +6,20 @@ PUBLISH read by the process's pub/sub reader. Redis runs a sender's commands in 
 the two kinds reach the receiving process on different connections, so either could
 overtake the other.
 
-So both carry a stamp taken in Redis: an inbox entry its sequence number (the server's
-clock in microseconds, or one more than the last if the clock has not moved on, so it only
-grows even after the inbox expires or is flushed), a broadcast the server's clock when
-published. A batch of broadcasts is merged into the inbox's stream:
+So every inbox entry carries a sequence number, taken in Redis as it is queued (the
+server's clock in microseconds, or one more than the last, so it only grows, even after the
+inbox expires or is flushed), and a broadcast carries, for each process with members in
+the group, the latest sequence number of its inbox when it was published ("marks"; each
+process registers in the group's ``procs`` set). The receiving process holds a broadcast
+until its inbox reader has delivered up to its mark, and delivers it just before the first
+entry numbered after the mark: both ways round, a direct message and a broadcast arrive in
+the order they were sent, with no extra round trip.
 
-- The pub/sub reader holds each broadcast as it reads it, then reads the inbox's latest
-  sequence number (one round trip per batch, made after the broadcasts arrived, so after
-  whatever their senders had queued before publishing). A broadcast is held until the
-  inbox reader has delivered up to that number, so it never overtakes an earlier direct
-  message, across Redis hosts too.
-- When the inbox and the group live on the same Redis (one clock), the inbox reader also
-  delivers a held broadcast just before the first entry stamped after it, so a direct
-  message sent after a broadcast does not overtake it once the broadcast has been read.
-  That way round is not guaranteed: the entry can still be read first, when both reach
-  the process in the same instant.
+When the group and the inbox live on different Redis servers, the script cannot read the
+inbox's number: the pub/sub reader reads it itself (one round trip per batch, made after
+the broadcasts arrived, so after whatever their senders had queued before publishing).
+A broadcast then never overtakes an earlier direct message, but a direct message sent after
+it may arrive first.
 """
 
 from __future__ import annotations
@@ -32,34 +31,50 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-# Stamps are this many decimal digits in front of the entry or broadcast.
-SEQ_DIGITS = 17
+import msgpack
+
+SEQ_DIGITS = 17  # an inbox entry starts with its sequence number in this many digits
 SEQ_FIELD = "#seq"  # in the process's pending-count hash; "#" is in no channel name
+MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed marks
 # A broadcast is never held longer than this, whatever happens to the inbox reader.
 HOLD_LIMIT = 2.0
 
-# Lua for the scripts: ``stamp()`` is the server's clock, ``next_entry(pending, env)`` the
-# inbox entry to RPUSH for envelope ``env``, its sequence number kept in hash ``pending``.
-STAMP_LUA = f"""
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local function stamp()
-  return string.format('%0{SEQ_DIGITS}.0f', now_us())
-end
+# Lua for the scripts: ``next_entry(pending, env)`` is the inbox entry to RPUSH for
+# envelope ``env`` (its number kept in hash ``pending``); ``marks(procs, pending_prefix)``
+# the marks to put in front of a broadcast.
+SEQUENCE_LUA = f"""
 local function next_entry(pending, env)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local last = tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0')
-  local digits = string.format('%0{SEQ_DIGITS}.0f', math.max(last + 1, now_us()))
+  local digits = string.format('%0{SEQ_DIGITS}.0f', math.max(last + 1, now))
   redis.call('HSET', pending, '{SEQ_FIELD}', digits)
   return digits .. env
+end
+local function marks(procs, pending_prefix)
+  local found = {{}}
+  for _, proc in ipairs(redis.call('ZRANGE', procs, 0, -1)) do
+    found[proc] = redis.call('HGET', pending_prefix .. proc, '{SEQ_FIELD}') or '0'
+  end
+  local packed = cmsgpack.pack(found)
+  return string.format('%0{MARKS_LENGTH_DIGITS}d', #packed) .. packed
 end
 """
 
 
-def split_stamp(data: bytes) -> tuple[int, bytes]:
-    """``(stamp, rest)`` of a stamped entry or broadcast; ``ValueError`` if unstamped."""
-    return int(data[:SEQ_DIGITS]), data[SEQ_DIGITS:]
+def split_entry(entry: bytes) -> tuple[int, bytes]:
+    """``(sequence number, envelope)`` of an inbox entry; ``ValueError`` if malformed."""
+    return int(entry[:SEQ_DIGITS]), entry[SEQ_DIGITS:]
+
+
+def split_marks(data: bytes) -> tuple[dict[str, int], bytes]:
+    """``({process: inbox mark}, envelope)`` of a broadcast; ``ValueError`` if unmarked."""
+    length = int(data[:MARKS_LENGTH_DIGITS])
+    end = MARKS_LENGTH_DIGITS + length
+    found = msgpack.unpackb(data[MARKS_LENGTH_DIGITS:end], raw=False)
+    if not isinstance(found, dict):  # an empty Lua table packs as an array
+        found = {}
+    return {str(proc): int(seq) for proc, seq in found.items()}, data[end:]
 
 
 class InboxProgress:
@@ -68,54 +83,52 @@ class InboxProgress:
 
     def __init__(self) -> None:
         self.delivered = 0
-        # [published stamp or None, inbox sequence to wait for, deliver, held since]
+        # [inbox number to wait for (inf: not known yet), deliver, held since]
         self._held: deque[list[Any]] = deque()
 
-    def hold(self, stamp: int | None, deliver: Callable[[], None]) -> list[Any]:
-        """Hold a broadcast as soon as it is read (so no inbox entry stamped after it can
-        overtake it) until ``settle()`` says how far the inbox must get first."""
+    def hold(self, mark: int | None, deliver: Callable[[], None]) -> list[Any]:
+        """Deliver a broadcast once the inbox has delivered up to ``mark`` (None: not
+        known yet, see ``settle``). Broadcasts keep their order among themselves."""
         if not self._held:
             asyncio.get_running_loop().call_later(HOLD_LIMIT, self._release_stale)
-        held = [stamp, math.inf, deliver, time.monotonic()]
+        held = [math.inf if mark is None else mark, deliver, time.monotonic()]
         self._held.append(held)
+        self._release(lambda mark: False)
         return held
 
     def settle(self, held: list[list[Any]], latest: int | None) -> None:
-        """The inbox's latest sequence number, read after ``held`` arrived (None: empty);
-        they go once the inbox reader has delivered up to it. Broadcasts keep their order
-        among themselves."""
+        """The inbox's latest number, read after ``held`` arrived (None: nothing queued)."""
         for item in held:
-            item[1] = latest or 0
-        self._release(lambda stamp, latest: False)
+            item[0] = latest or 0
+        self._release(lambda mark: False)
 
     def before(self, seq: int) -> None:
         """The inbox reader is about to deliver entry ``seq``: first the broadcasts
-        published before it, on the same clock."""
-        self._release(lambda stamp, latest: stamp is not None and stamp < seq)
+        published before it was queued."""
+        if self._held:
+            self._release(lambda mark: mark < seq)
 
     def advanced(self, seq: int) -> None:
         """Everything up to ``seq`` has been delivered."""
         self.delivered = max(self.delivered, seq)
         if self._held:
-            self._release(lambda stamp, latest: False)
+            self._release(lambda mark: False)
 
     def drained(self) -> None:
         """The inbox was found empty: whatever was queued has been delivered (or lost
         with an expired or flushed inbox), so nothing needs to wait."""
-        self._release(lambda stamp, latest: latest != math.inf)
+        self._release(lambda mark: mark != math.inf)
 
     def _release_stale(self) -> None:
         limit = time.monotonic() - HOLD_LIMIT + 0.01
-        self._release(lambda stamp, latest: True, held_before=limit)
+        self._release(lambda mark: True, held_before=limit)
         if self._held:
             asyncio.get_running_loop().call_later(HOLD_LIMIT, self._release_stale)
 
-    def _release(
-        self, ready: Callable[[int | None, float], bool], held_before: float | None = None
-    ) -> None:
+    def _release(self, ready: Callable[[float], bool], held_before: float | None = None) -> None:
         while self._held:
-            stamp, latest, deliver, since = self._held[0]
-            if not (ready(stamp, latest) or self.delivered >= latest):
+            mark, deliver, since = self._held[0]
+            if not (ready(mark) or self.delivered >= mark):
                 return
             if held_before is not None and since > held_before:
                 return

@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import serializers, stopping
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .exceptions import ChannelFull, LayerUnavailable
-from .inbox_order import SEQ_FIELD, STAMP_LUA, InboxProgress, split_stamp
+from .inbox_order import SEQ_FIELD, SEQUENCE_LUA, InboxProgress, split_entry, split_marks
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
 from .redis_scripts import ScriptBatcher
@@ -70,7 +70,7 @@ BLOCK_SECONDS = 1
 # own. Each entry carries a sequence number (see inbox_order).
 # ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
 SEND_TO_PROCESS = (
-    STAMP_LUA
+    SEQUENCE_LUA
     + """
 local results = {}
 for i = 1, #ARGV, 4 do
@@ -167,15 +167,17 @@ end
 return results
 """
 
-# Broadcast to the subscribed processes, drop expired direct members and return the rest.
-# Broadcasts are stamped with the server's clock (see inbox_order).
-# KEYS: direct members, topic. ARGV groups: envelope, oldest live membership time.
+# Broadcast to the subscribed processes, with the marks of their inboxes (see
+# inbox_order), drop expired direct members and processes, and return the live members.
+# KEYS: direct members, topic, member processes.
+# ARGV groups: envelope, oldest live membership time, the pending hashes' key prefix.
 GROUP_SEND = (
-    STAMP_LUA
+    SEQUENCE_LUA
     + """
 local results = {}
-for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', KEYS[2], stamp() .. ARGV[i])
+for i = 1, #ARGV, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[i + 1])
+  redis.call('PUBLISH', KEYS[2], marks(KEYS[3], ARGV[i + 2]) .. ARGV[i])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
   results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
@@ -352,8 +354,11 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
             self._members.add(group, channel, self.group_expiry)
-            # Its inbox is read from now on, so broadcasts can wait for earlier messages.
+            # Its inbox is read from now on, and broadcasts bring its mark (inbox_order).
             await self._home.run(self._start_process_reader)
+            args = [self.client_prefix, time.time(), int(self.group_expiry) + 1]
+            key, shard = self._key("procs", group), self._ring.shard(group)
+            await self._home.run(self._script, shard, "add_member", [key], args)
             await self._home.run(self._home.subscribe, self._key("broadcast", group))
         else:
             key, args = (
@@ -366,9 +371,11 @@ class RedisChannelLayer(BaseChannelLayer):
         """Remove ``channel`` from ``group``; not an error if it was not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        key, shard = self._key("group", group), self._ring.shard(group)
         if self._is_local(channel) and self._members.discard(group, channel):
             await self._home.run(self._home.unsubscribe, self._key("broadcast", group))
-        key, shard = self._key("group", group), self._ring.shard(group)
+            procs = [self._key("procs", group)]
+            await self._home.run(self._script, shard, "discard_member", procs, [self.client_prefix])
         await self._home.run(self._script, shard, "discard_member", [key], [channel])
 
     async def group_send(self, group: str, message: Message) -> None:
@@ -479,7 +486,8 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _group_send(self, group: str, payload: bytes) -> None:
         envelope = msgpack.packb([time.time(), payload])
         keys = [self._key("group", group), self._key("broadcast", group)]
-        args = [envelope, time.time() - self.group_expiry]
+        keys.append(self._key("procs", group))
+        args = [envelope, time.time() - self.group_expiry, self._key("pending", "")]
         direct = await self._script(self._ring.shard(group), "group_send", keys, args)
         for member in direct:
             channel = member.decode() if isinstance(member, bytes) else member
@@ -537,7 +545,7 @@ class RedisChannelLayer(BaseChannelLayer):
     def _deliver_from_inbox(self, entry: bytes, progress: InboxProgress) -> None:
         """Deliver an inbox entry to its mailbox, in order with held broadcasts."""
         try:
-            seq, envelope = split_stamp(entry)
+            seq, envelope = split_entry(entry)
             channel, sent_at, payload = msgpack.unpackb(envelope)
         except (ValueError, TypeError) as error:
             logger.error("Dropped a malformed entry in this process's inbox: %s", error)
@@ -965,20 +973,21 @@ class _Home:
                     stopping.raise_if_cancelled()
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
-                    held = []
+                    unmarked = []
                     while message is not None and not state.closing:  # else the new state's
                         topic = message["channel"].decode()
                         if message["type"] == "message":
-                            held.append(self._hold(state, shard, topic, message["data"]))
+                            held = self._hold(state, shard, topic, message["data"])
+                            unmarked += [held] if held else []
                         elif message["type"] == "subscribe":
                             confirmed = state.subscribed.get(topic)
                             if confirmed is not None and not confirmed.done():
                                 confirmed.set_result(None)
                         # Whatever else has arrived joins this batch (no waiting).
-                        more = len(held) < INBOX_BATCH
+                        more = len(unmarked) < INBOX_BATCH
                         message = await pubsub.get_message(timeout=0) if more else None
-                    if held:
-                        state.inbox_progress.settle(held, await self._inbox_latest(state))
+                    if unmarked:
+                        state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
             except UNAVAILABLE as error:
                 if not state.closing:
                     await layer._unavailable(shard, error)
@@ -988,16 +997,22 @@ class _Home:
             state.open_pubsubs.discard(pubsub)
             await _quietly(pubsub.aclose())
 
-    def _hold(self, state: _LoopState, shard: int, topic: str, data: bytes) -> list[Any]:
-        """Hold a pub/sub message for delivery in order with the inbox (see inbox_order)."""
+    def _hold(self, state: _LoopState, shard: int, topic: str, data: bytes) -> list[Any] | None:
+        """Hold a pub/sub message for delivery in order with the inbox (see inbox_order);
+        the held item if the inbox's number must still be read, else None."""
         layer = self.layer
-        stamp = None
+        owner = layer.client_prefix
+        mark: int | None = None
         if topic.startswith(layer._key("broadcast", "")):
-            with contextlib.suppress(ValueError):  # unstamped: from an older version
-                stamp, data = split_stamp(data)
-        if shard != layer._ring.shard(layer.client_prefix):
-            stamp = None  # another server's clock: only the inbox's latest number counts
-        return state.inbox_progress.hold(stamp, functools.partial(layer._deliver, topic, data))
+            with contextlib.suppress(ValueError):  # unmarked: from an older version
+                marks, data = split_marks(data)
+                if shard == layer._ring.shard(owner):  # else another server's number
+                    mark = marks.get(owner)
+        if state.inbox_reader is None or state.inbox_reader.done():
+            mark = 0  # no consumer channel receives here
+        deliver = functools.partial(layer._deliver, topic, data)
+        held = state.inbox_progress.hold(mark, deliver)
+        return held if mark is None else None
 
     async def _inbox_latest(self, state: _LoopState) -> int | None:
         """The sequence number of the latest entry queued in this process's inbox."""

@@ -85,9 +85,9 @@ def test_async_and_sync_turns_neither_duplicate_nor_reorder_messages():
                 for n in range(3)
                 for kind in ("direct", "broadcast")
             ], f"turn {turn}"
-            for n in range(3):  # the direct message first
-                assert got.index(dict(type="direct", turn=turn, n=n)) < got.index(
-                    dict(type="broadcast", turn=turn, n=n)
+            for n in range(3):  # each direct message before the broadcast sent after it
+                assert got.index({"type": "direct", "turn": turn, "n": n}) < got.index(
+                    {"type": "broadcast", "turn": turn, "n": n}
                 )
         assert everything_left() == []  # no broadcast was delivered twice
         topic = f"{prefix}:broadcast:room"

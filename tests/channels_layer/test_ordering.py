@@ -6,10 +6,11 @@ import asyncio
 import json
 import sys
 
+import msgpack
 import pytest
 
 from channels_layer import inbox_order
-from channels_layer.inbox_order import InboxProgress, split_stamp
+from channels_layer.inbox_order import InboxProgress, split_entry, split_marks
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from tests.processes import ROOT
 from tests.redis_servers import REDIS_URL
@@ -74,10 +75,17 @@ async def test_the_pubsub_layer_keeps_the_order_on_one_server(make_layer):
     await check_order(receiver, [REDIS_URL])
 
 
-def test_entries_and_broadcasts_carry_a_stamp():
-    assert split_stamp(b"00001733460000000" + b"\x93rest") == (1733460000000, b"\x93rest")
-    with pytest.raises(ValueError):
-        split_stamp(b"\x93not-stamped")
+def test_entries_carry_their_number_and_broadcasts_the_marks():
+    assert split_entry(b"00001733460000000" + b"\x93rest") == (1733460000000, b"\x93rest")
+    packed = msgpack.packb({"abc": "1733460000000", "def": "0"})
+    marks = f"{len(packed):08d}".encode() + packed
+    assert split_marks(marks + b"\x92env") == ({"abc": 1733460000000, "def": 0}, b"\x92env")
+    assert split_marks(b"00000001\x90\x92env") == ({}, b"\x92env")  # Lua's empty table
+    for unmarked in (b"\x93not-an-entry", b""):
+        with pytest.raises(ValueError):
+            split_entry(unmarked)
+        with pytest.raises(ValueError):
+            split_marks(unmarked)
 
 
 async def test_held_broadcasts_are_merged_into_the_inbox_stream_in_order():
@@ -86,19 +94,17 @@ async def test_held_broadcasts_are_merged_into_the_inbox_stream_in_order():
     def broadcast(name):
         return lambda: delivered.append(name)
 
-    progress.settle([progress.hold(None, broadcast("free"))], None)  # empty inbox: at once
-    b1 = progress.hold(150, broadcast("b1"))  # read before the inbox entries below
-    b2 = progress.hold(None, broadcast("b2"))  # another server's: waits for the number
-    progress.before(100)
-    delivered.append(100)
-    progress.advanced(100)
-    progress.settle([b1, b2], 180)  # the inbox had entries up to 180 when they arrived
-    for seq in (120, 180):
+    progress.hold(0, broadcast("free"))  # the inbox had nothing: at once
+    progress.hold(100, broadcast("b1"))  # published when the inbox's latest entry was 100
+    b2 = progress.hold(None, broadcast("b2"))  # mark unknown: behind b1 until settled
+    for seq in (90, 100, 120):
         progress.before(seq)
         delivered.append(seq)
         progress.advanced(seq)
-    # b1 went just before the first entry stamped after it; b2 once 180 was delivered.
-    assert delivered == ["free", 100, 120, "b1", 180, "b2"]
+        if seq == 100:
+            progress.settle([b2], 120)  # the inbox's latest, read after b2 arrived
+    # b1 right after the entry it followed; b2 once 120 was delivered.
+    assert delivered == ["free", 90, 100, "b1", 120, "b2"]
     progress.settle([progress.hold(None, broadcast("b3"))], 500)
     progress.drained()  # the inbox expired or was flushed: nothing to wait for
     assert delivered[-1] == "b3"
@@ -107,6 +113,6 @@ async def test_held_broadcasts_are_merged_into_the_inbox_stream_in_order():
 async def test_a_held_broadcast_is_released_after_the_hold_limit(monkeypatch):
     monkeypatch.setattr(inbox_order, "HOLD_LIMIT", 0.05)
     progress, delivered = InboxProgress(), []
-    progress.settle([progress.hold(None, lambda: delivered.append("late"))], 10**16)
+    progress.hold(10**16, lambda: delivered.append("late"))
     await asyncio.sleep(0.2)
     assert delivered == ["late"]
