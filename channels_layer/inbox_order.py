@@ -39,25 +39,38 @@ MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed mark
 # A broadcast is never held longer than this, whatever happens to the inbox reader.
 HOLD_LIMIT = 2.0
 
-# Lua for the scripts: ``next_entry(pending, env)`` is the inbox entry to RPUSH for
-# envelope ``env`` (its number kept in hash ``pending``); ``marks(procs, pending_prefix)``
-# the marks to put in front of a broadcast.
+# Lua for the scripts, which run once per batch of calls with the same keys (see
+# redis_scripts): ``next_entry(pending, env)`` is the inbox entry to RPUSH for envelope
+# ``env``, and ``save_seq(pending)`` keeps the last number given, in hash ``pending``;
+# ``marks(procs, pending_prefix)`` is what goes in front of a broadcast. Redis runs a
+# script alone, so one clock reading and one set of marks serve the whole batch.
 SEQUENCE_LUA = f"""
+local seq = nil
 local function next_entry(pending, env)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0')
-  local digits = string.format('%0{SEQ_DIGITS}.0f', math.max(last + 1, now))
-  redis.call('HSET', pending, '{SEQ_FIELD}', digits)
-  return digits .. env
-end
-local function marks(procs, pending_prefix)
-  local found = {{}}
-  for _, proc in ipairs(redis.call('ZRANGE', procs, 0, -1)) do
-    found[proc] = redis.call('HGET', pending_prefix .. proc, '{SEQ_FIELD}') or '0'
+  if seq == nil then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    seq = math.max(tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0'), now - 1)
   end
-  local packed = cmsgpack.pack(found)
-  return string.format('%0{MARKS_LENGTH_DIGITS}d', #packed) .. packed
+  seq = seq + 1
+  return string.format('%0{SEQ_DIGITS}.0f', seq) .. env
+end
+local function save_seq(pending)
+  if seq ~= nil then
+    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}.0f', seq))
+  end
+end
+local packed_marks = nil
+local function marks(procs, pending_prefix)
+  if packed_marks == nil then
+    local found = {{}}
+    for _, proc in ipairs(redis.call('ZRANGE', procs, 0, -1)) do
+      found[proc] = redis.call('HGET', pending_prefix .. proc, '{SEQ_FIELD}') or '0'
+    end
+    local packed = cmsgpack.pack(found)
+    packed_marks = string.format('%0{MARKS_LENGTH_DIGITS}d', #packed) .. packed
+  end
+  return packed_marks
 end
 """
 
@@ -90,6 +103,9 @@ class InboxProgress:
         """Deliver a broadcast once the inbox has delivered up to ``mark`` (None: not
         known yet, see ``settle``). Broadcasts keep their order among themselves."""
         if not self._held:
+            if mark is not None and mark <= self.delivered:
+                deliver()  # the usual case: nothing to wait for
+                return [mark, deliver, 0.0]
             asyncio.get_running_loop().call_later(HOLD_LIMIT, self._release_stale)
         held = [math.inf if mark is None else mark, deliver, time.monotonic()]
         self._held.append(held)

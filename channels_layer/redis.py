@@ -85,6 +85,7 @@ for i = 1, #ARGV, 4 do
     results[#results + 1] = 1
   end
 end
+save_seq(KEYS[2])
 return results
 """
 )

@@ -82,10 +82,13 @@ class BaseMessageSerializer(abc.ABC):
         """Encrypt ``as_bytes`` output (if keys were given) and prepend the random prefix."""
         if self.cipher:
             data = self.cipher.encrypt(data)
-        return secrets.token_bytes(self.random_prefix_length) + data
+        if self.random_prefix_length:
+            data = secrets.token_bytes(self.random_prefix_length) + data
+        return data
 
     def unseal(self, data: bytes) -> bytes:
-        data = data[self.random_prefix_length :]
+        if self.random_prefix_length:
+            data = data[self.random_prefix_length :]
         if self.cipher:
             ttl = None if self.expiry is None else int(self.expiry) + 10
             data = self.cipher.decrypt(data, ttl)
