@@ -737,6 +737,10 @@ class _LoopState:
         # and the replaced loop's inbox reader unblocked.
         self.resubscribing: list[asyncio.Future[None]] = []
 
+    def reading(self) -> bool:
+        """Whether readers (inbox or pub/sub) run in this state."""
+        return self.inbox_reader is not None or bool(self.subscribed)
+
     async def shut(self) -> None:
         """Stop every task of this state and close every connection, in bounded time."""
         self.closing = True
@@ -799,8 +803,11 @@ class _Home:
         return await work
 
     def _home_loop(self) -> asyncio.AbstractEventLoop:
-        main = self._main_loop
-        if main is not None and main.is_running():
+        main, state = self._main_loop, self._state
+        # Readers already running on this layer's thread stay there: moving them to the
+        # main loop could lose what is in flight to the old connections.
+        settled = state is not None and state.loop is self._thread_loop and state.reading()
+        if main is not None and main.is_running() and not settled:
             return main
         with self._lock:
             if self._thread_loop is None:
