@@ -785,6 +785,9 @@ class _Home:
             self._main_loop = running
         home = self._home_loop()
         if home is running:
+            state = self._state
+            if state is not None and state.loop is running and not state.resubscribing:
+                return await function(*args)  # the usual case, kept short
             return await self._settled(function(*args))
         future = asyncio.run_coroutine_threadsafe(self._settled(function(*args)), home)
         return await asyncio.wrap_future(future)
@@ -806,8 +809,11 @@ class _Home:
         main, state = self._main_loop, self._state
         # Readers already running on this layer's thread stay there: moving them to the
         # main loop could lose what is in flight to the old connections.
-        settled = state is not None and state.loop is self._thread_loop and state.reading()
-        if main is not None and main.is_running() and not settled:
+        if (
+            main is not None
+            and main.is_running()
+            and (state is None or state.loop is not self._thread_loop or not state.reading())
+        ):
             return main
         with self._lock:
             if self._thread_loop is None:
