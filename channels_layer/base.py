@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -75,6 +76,10 @@ def _require_encodable(value: Any, path: str) -> None:
         raise TypeError(f"{path} is an int outside the 64-bit range msgpack can encode")
 
 
+def _is_valid(name: Any, pattern: re.Pattern[str], max_length: int) -> bool:
+    return isinstance(name, str) and len(name) <= max_length and bool(pattern.fullmatch(name))
+
+
 class SkippedMembers:
     """Counts broadcasts a full member channel missed and says so at most once every
     ``every`` seconds, with the count: a consumer that stopped keeping up is worth one
@@ -133,31 +138,60 @@ class BaseChannelLayer:
 
     # Names ------------------------------------------------------------------
 
-    def require_valid_channel_name(self, name: Any, receive: bool = False) -> None:
-        """Raise ``TypeError`` unless ``name`` may be used as a channel name.
+    # Channels' name for the message of a bad name, with "{}" for "Channel" or "Group";
+    # a subclass may override it to reword the errors.
+    invalid_name_error: ClassVar[str] = (
+        "{} name must be a str of at most " + str(MAX_NAME_LENGTH) + " " + _ALLOWED
+    )
+
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        """Return True, or raise ``TypeError`` unless ``name`` may be used as a channel name.
 
         ``receive=True`` is for backends that receive a process-local channel by its
         shared prefix: such a name must then end at the ``!``.
         """
         self._require_name(
-            name, _CHANNEL_NAME, "Channel name", " (plus '!suffix' for a process-local channel)"
+            name, _CHANNEL_NAME, "Channel", " (plus '!suffix' for a process-local channel)"
         )
         if receive and "!" in name and not name.endswith("!"):
             raise TypeError(
                 "A process-local channel name given to receive must end at the '!' "
                 f"(e.g. 'specific.abc!'); got {name!r}"
             )
+        return True
 
-    def require_valid_group_name(self, name: Any) -> None:
-        """Raise ``TypeError`` unless ``name`` may be used as a group name (no ``!``)."""
-        self._require_name(name, _GROUP_NAME, "Group name")
+    def require_valid_group_name(self, name: Any) -> bool:
+        """Return True, or raise ``TypeError`` unless ``name`` may be a group name (no ``!``)."""
+        self._require_name(name, _GROUP_NAME, "Group")
+        return True
+
+    def valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        """Deprecated (as in Channels): use ``require_valid_channel_name``."""
+        warnings.warn(
+            "valid_channel_name is deprecated, use require_valid_channel_name instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_channel_name(name, receive)
+
+    def valid_group_name(self, name: Any) -> bool:
+        """Deprecated (as in Channels): use ``require_valid_group_name``."""
+        warnings.warn(
+            "valid_group_name is deprecated, use require_valid_group_name instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_group_name(name)
 
     def require_valid_prefix(self, prefix: Any, room: int) -> None:
         """Check a ``new_channel`` prefix, leaving ``room`` characters for what the backend
         appends, so the error names the caller's prefix rather than the generated name."""
-        self._require_name(
-            prefix, _GROUP_NAME, "A new_channel prefix", max_length=self.MAX_NAME_LENGTH - room
-        )
+        limit = self.MAX_NAME_LENGTH - room
+        if not _is_valid(prefix, _GROUP_NAME, limit):
+            raise TypeError(
+                f"A new_channel prefix must be a str of at most {limit} {_ALLOWED}; "
+                f"got {_describe(prefix)}"
+            )
 
     def _new_channel_name(self, prefix: str, owner: str) -> str:
         """``{prefix}.{owner}!{random}``: the shape of every process-local channel name."""
@@ -166,18 +200,10 @@ class BaseChannelLayer:
         return prefix + suffix
 
     def _require_name(
-        self,
-        name: Any,
-        pattern: re.Pattern[str],
-        what: str,
-        extra: str = "",
-        max_length: int | None = None,
+        self, name: Any, pattern: re.Pattern[str], what: str, extra: str = ""
     ) -> None:
-        limit = self.MAX_NAME_LENGTH if max_length is None else max_length
-        if not (isinstance(name, str) and len(name) <= limit and pattern.fullmatch(name)):
-            raise TypeError(
-                f"{what} must be a str of at most {limit} {_ALLOWED}{extra}; got {_describe(name)}"
-            )
+        if not _is_valid(name, pattern, self.MAX_NAME_LENGTH):
+            raise TypeError(f"{self.invalid_name_error.format(what)}{extra}; got {_describe(name)}")
 
     # Capacity ---------------------------------------------------------------
 
@@ -231,14 +257,18 @@ class BaseChannelLayer:
 
     # Messages ---------------------------------------------------------------
 
-    def require_valid_message(self, message: Any) -> None:
-        """Raise unless ``message`` is a dict with a str ``"type"`` that msgpack can carry."""
+    def require_message_shape(self, message: Any) -> None:
+        """Raise unless ``message`` is a dict with a str ``"type"``."""
         if not isinstance(message, dict):
             raise TypeError(f"A message must be a dict; got {type(message).__name__}")
         if "type" not in message:
             raise ValueError(f"A message needs a 'type' key; got keys {sorted(map(str, message))}")
         if not isinstance(message["type"], str):
             raise ValueError(f"message['type'] must be a str; got {_describe(message['type'])}")
+
+    def require_valid_message(self, message: Any) -> None:
+        """Raise unless ``message`` is a dict with a str ``"type"`` that msgpack can carry."""
+        self.require_message_shape(message)
         try:
             _require_encodable(message, "message")
         except RecursionError:
@@ -247,14 +277,18 @@ class BaseChannelLayer:
     def serialize(self, message: Message) -> bytes:
         """Validate and msgpack-encode ``message`` (never pickle: layer data crosses processes).
 
-        Every backend's ``send`` and ``group_send`` encode through here, once, before
-        delivering to anyone, so the size limit is checked on the bytes actually sent.
+        Every backend's ``send`` and ``group_send`` encode through here (or through the
+        Redis layers' ``serializer_format``), once, before delivering to anyone, so the
+        size limit is checked on the bytes actually sent.
         """
         self.require_valid_message(message)
-        data: bytes = msgpack.packb(message, use_bin_type=True)
+        return self.check_size(message, msgpack.packb(message, use_bin_type=True))
+
+    def check_size(self, message: Message, data: bytes) -> bytes:
+        """``data``, the encoded ``message``; ``MessageTooLarge`` if over the limit."""
         if len(data) > self.max_message_size:
             raise MessageTooLarge(
-                f"The {message['type'][:100]!r} message is {len(data)} bytes msgpack-encoded, "
+                f"The {message['type'][:100]!r} message is {len(data)} bytes encoded, "
                 f"over the limit of {self.max_message_size} bytes; it was not sent. Raise the "
                 "layer's max_message_size option to allow larger messages."
             )

@@ -24,14 +24,17 @@ class MessageCipher:
     def encrypt(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)
 
-    def decrypt(self, token: bytes) -> bytes:
-        """The plaintext; ``ValueError`` if no key opens the token or it was tampered with."""
+    def decrypt(self, token: bytes, ttl: int | None = None) -> bytes:
+        """The plaintext; ``ValueError`` if no key opens the token, it was tampered with,
+        or it was sealed more than ``ttl`` seconds ago."""
         from cryptography.fernet import InvalidToken
 
         try:
-            return self._fernet.decrypt(token)
+            return self._fernet.decrypt(token, ttl)
         except InvalidToken:
-            raise ValueError("message cannot be decrypted with any configured key") from None
+            raise ValueError(
+                "message cannot be decrypted with any configured key (or is too old)"
+            ) from None
 
 
 def _fernet_key(key: str | bytes) -> bytes:

@@ -39,13 +39,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import msgpack
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import serializers, stopping
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
-from .encryption import MessageCipher
 from .exceptions import ChannelFull, LayerUnavailable
+from .inbox_order import SEQ_FIELD, SEQUENCE_LUA, InboxProgress, split_entry, split_marks
 from .mailbox import GroupMembers, Mailboxes
 from .redis_hosts import RedisHost, ShardRing, parse_hosts
 from .redis_scripts import ScriptBatcher
@@ -65,8 +67,11 @@ BLOCK_SECONDS = 1
 
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
-SEND_TO_PROCESS = """
+# own. Each entry carries a sequence number (see inbox_order).
+# ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
+SEND_TO_PROCESS = (
+    SEQUENCE_LUA
+    + """
 local results = {}
 for i = 1, #ARGV, 4 do
   local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
@@ -74,14 +79,16 @@ for i = 1, #ARGV, 4 do
     results[#results + 1] = 0
   else
     redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
-    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    redis.call('RPUSH', KEYS[1], next_entry(KEYS[2], ARGV[i + 1]))
     redis.call('EXPIRE', KEYS[1], ARGV[i + 3])
     redis.call('EXPIRE', KEYS[2], ARGV[i + 3])
     results[#results + 1] = 1
   end
 end
+save_seq(KEYS[2])
 return results
 """
+)
 
 # Forget messages a process has taken out of its inbox (delivered or expired).
 # ARGV groups: channel, count.
@@ -161,17 +168,23 @@ end
 return results
 """
 
-# Broadcast to the subscribed processes, drop expired direct members and return the rest.
-# KEYS: direct members, topic. ARGV groups: envelope, oldest live membership time.
-GROUP_SEND = """
+# Broadcast to the subscribed processes, with the marks of their inboxes (see
+# inbox_order), drop expired direct members and processes, and return the live members.
+# KEYS: direct members, topic, member processes.
+# ARGV groups: envelope, oldest live membership time, the pending hashes' key prefix.
+GROUP_SEND = (
+    SEQUENCE_LUA
+    + """
 local results = {}
-for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', KEYS[2], ARGV[i])
+for i = 1, #ARGV, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[i + 1])
+  redis.call('PUBLISH', KEYS[2], marks(KEYS[3], ARGV[i + 2]) .. ARGV[i])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
   results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
 return results
 """
+)
 
 # A channel this process does not own joins a group directly, for group_expiry seconds.
 # ARGV groups: channel, now, ttl.
@@ -248,11 +261,6 @@ class RedisChannelLayer(BaseChannelLayer):
             channel_capacity=channel_capacity,
             max_message_size=max_message_size,
         )
-        if serializer_format != "msgpack":
-            raise ValueError(
-                f"serializer_format {serializer_format!r} is not supported: messages are "
-                "always msgpack (never pickle), so every process can read every message"
-            )
         self.require_valid_group_name(prefix)
         self.hosts = parse_hosts(hosts)
         self.prefix = prefix
@@ -261,9 +269,6 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
-        self._cipher = (
-            MessageCipher(symmetric_encryption_keys) if symmetric_encryption_keys else None
-        )
         self._mailboxes = Mailboxes(on_discard=self._taken)
         self._members = GroupMembers()
         self._home = _Home(self)
@@ -271,13 +276,21 @@ class RedisChannelLayer(BaseChannelLayer):
         self._leased = self.compile_patterns(
             at_least_once or {}, "at_least_once", self._require_seconds
         )
+        # Envelopes keep messages apart, so no random prefix; an encrypted message is
+        # refused once older than the longest a message may wait here.
+        self._serializer = serializers.registry.get_serializer(
+            serializer_format,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            random_prefix_length=0,
+            expiry=self.group_expiry if self._leased else self.expiry,
+        )
 
     # The spec -------------------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
         self.require_valid_channel_name(channel)
-        payload = self._encode(message)
+        payload = self.serialize(message)
         if not await self._home.run(self._send, channel, payload):
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
@@ -300,7 +313,7 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 payload = await self._home.run(self._receive_named, channel)
             try:
-                return self._decode(payload)
+                return self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
 
@@ -331,7 +344,7 @@ class RedisChannelLayer(BaseChannelLayer):
         while True:
             lease = await self._home.run(self._claim, channel, timeout)
             try:
-                return self._decode(_named_envelope(lease.envelope)[1]), lease
+                return self.deserialize(_named_envelope(lease.envelope)[1]), lease
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
                 await lease.finish()
@@ -342,6 +355,11 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
             self._members.add(group, channel, self.group_expiry)
+            # Its inbox is read from now on, and broadcasts bring its mark (inbox_order).
+            await self._home.run(self._start_process_reader)
+            args = [self.client_prefix, time.time(), int(self.group_expiry) + 1]
+            key, shard = self._key("procs", group), self._ring.shard(group)
+            await self._home.run(self._script, shard, "add_member", [key], args)
             await self._home.run(self._home.subscribe, self._key("broadcast", group))
         else:
             key, args = (
@@ -354,15 +372,17 @@ class RedisChannelLayer(BaseChannelLayer):
         """Remove ``channel`` from ``group``; not an error if it was not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        key, shard = self._key("group", group), self._ring.shard(group)
         if self._is_local(channel) and self._members.discard(group, channel):
             await self._home.run(self._home.unsubscribe, self._key("broadcast", group))
-        key, shard = self._key("group", group), self._ring.shard(group)
+            procs = [self._key("procs", group)]
+            await self._home.run(self._script, shard, "discard_member", procs, [self.client_prefix])
         await self._home.run(self._script, shard, "discard_member", [key], [channel])
 
     async def group_send(self, group: str, message: Message) -> None:
         """Broadcast ``message`` to every member; full members miss it, without an error."""
         self.require_valid_group_name(group)
-        payload = self._encode(message)
+        payload = self.serialize(message)
         await self._home.run(self._group_send, group, payload)
 
     async def flush(self) -> None:
@@ -372,8 +392,13 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._home.run(self._flush)
 
     async def close(self) -> None:
-        """Stop the readers and close the connections; the layer reconnects if used again."""
+        """Stop the readers and close the connections, within about 1.5 s; the layer
+        reconnects if used again, from any loop."""
         await self._home.run(self._home.close)
+
+    async def close_pools(self) -> None:
+        """channels_redis's name for ``close()``."""
+        await self.close()
 
     # Work done on the home loop ----------------------------------------------------------
 
@@ -462,7 +487,8 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _group_send(self, group: str, payload: bytes) -> None:
         envelope = msgpack.packb([time.time(), payload])
         keys = [self._key("group", group), self._key("broadcast", group)]
-        args = [envelope, time.time() - self.group_expiry]
+        keys.append(self._key("procs", group))
+        args = [envelope, time.time() - self.group_expiry, self._key("pending", "")]
         direct = await self._script(self._ring.shard(group), "group_send", keys, args)
         for member in direct:
             channel = member.decode() if isinstance(member, bytes) else member
@@ -517,17 +543,29 @@ class RedisChannelLayer(BaseChannelLayer):
         if not self._deliver_broadcast(group, data):
             self._home.state().spawn(self._home.unsubscribe(topic))  # its members all expired
 
-    def _deliver_from_inbox(self, envelope: bytes) -> None:
-        channel, sent_at, payload = msgpack.unpackb(envelope)
+    def _deliver_from_inbox(self, entry: bytes, progress: InboxProgress) -> None:
+        """Deliver an inbox entry to its mailbox, in order with held broadcasts."""
+        try:
+            seq, envelope = split_entry(entry)
+            channel, sent_at, payload = msgpack.unpackb(envelope)
+        except (ValueError, TypeError) as error:
+            logger.error("Dropped a malformed entry in this process's inbox: %s", error)
+            return
+        progress.before(seq)
         remaining = self.expiry - (time.time() - sent_at)
         if remaining <= 0:
             self._taken(channel, 1)
         else:
             self._mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
+        progress.advanced(seq)
 
     def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
         """Fan a broadcast out to the local members; False if the group has none left."""
-        sent_at, payload = msgpack.unpackb(envelope)
+        try:
+            sent_at, payload = msgpack.unpackb(envelope)
+        except (ValueError, TypeError) as error:
+            logger.error("Dropped a malformed broadcast to group %r: %s", group, error)
+            return True
         remaining = self.expiry - (time.time() - sent_at)
         members = self._members.live_members(group)
         for channel in members if remaining > 0 else ():
@@ -555,14 +593,14 @@ class RedisChannelLayer(BaseChannelLayer):
     def _is_local(self, channel: str) -> bool:
         return "!" in channel and self._owner(channel) == self.client_prefix
 
-    def _encode(self, message: Message) -> bytes:
-        payload = self.serialize(message)
-        return self._cipher.encrypt(payload) if self._cipher else payload
+    def serialize(self, message: Message) -> bytes:
+        """Check and encode ``message`` with the ``serializer_format``'s serializer
+        (encrypted when keys are set), as channels_redis's layer does."""
+        return serializers.encode(self, self._serializer, message)
 
-    def _decode(self, payload: bytes) -> Message:
-        if self._cipher:
-            payload = self._cipher.decrypt(payload)
-        return self.deserialize(payload)
+    def deserialize(self, data: bytes) -> Message:
+        """Decode ``serialize`` output; ``ValueError`` for anything else."""
+        return serializers.decode(self._serializer, data)
 
 
 class Lease:
@@ -598,6 +636,7 @@ class Lease:
 
     async def _renew(self) -> None:
         while True:
+            stopping.raise_if_cancelled()
             await asyncio.sleep(self.timeout / 3)
             try:
                 held = await self.layer._renew_lease(self)
@@ -645,9 +684,8 @@ class _Health:
         back = asyncio.get_running_loop().create_future()
         self._waiting.add(back)
         try:
-            await asyncio.wait_for(back, self.down(error))
-        except TimeoutError:
-            pass
+            # Not asyncio.wait_for, which can swallow a cancellation on Python 3.11.
+            await asyncio.wait([back], timeout=self.down(error))
         finally:
             self._waiting.discard(back)
 
@@ -682,11 +720,40 @@ class _LoopState:
         self.clients = [host.client(name) for host in hosts]
         self.scripts = [ScriptBatcher(client, SCRIPTS) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
+        self.inbox_client: Redis | None = None
+        self.inbox_client_id: int | None = None
+        self.inbox_progress = InboxProgress()
+        # Set when this state is closed or replaced (a new home loop): its readers stop
+        # at their next turn and deliver nothing more, even if their loop runs again.
+        self.closing = False
         self.pubsubs: dict[int, PubSub] = {}
+        # Every pub/sub connection a reader opened and has not closed itself.
+        self.open_pubsubs: set[PubSub] = set()
         self.subscription_readers: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # pub/sub topic -> resolved when Redis confirms the SUBSCRIBE
         self.subscribed: dict[str, asyncio.Future[None]] = {}
+        # What a new home loop waits for before working: its topics subscribed again,
+        # and the replaced loop's inbox reader unblocked.
+        self.resubscribing: list[asyncio.Future[None]] = []
+
+    def reading(self) -> bool:
+        """Whether readers (inbox or pub/sub) run in this state."""
+        return self.inbox_reader is not None or bool(self.subscribed)
+
+    async def shut(self) -> None:
+        """Stop every task of this state and close every connection, in bounded time."""
+        self.closing = True
+        tasks = [self.inbox_reader, *self.subscription_readers.values(), *self._background]
+        await stopping.stop([task for task in tasks if task], self._close_connections, "layer")
+
+    async def _close_connections(self) -> None:
+        # Pools too: disconnecting a connection ends a read a cancellation did not end.
+        clients = [*self.clients, *([self.inbox_client] if self.inbox_client else [])]
+        await asyncio.gather(
+            *(_quietly(pubsub.aclose()) for pubsub in self.open_pubsubs),
+            *(_quietly(client.aclose(close_connection_pool=True)) for client in clients),
+        )
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a fire-and-forget coroutine, keeping a reference so it is not collected."""
@@ -707,6 +774,7 @@ class _Home:
         self._state: _LoopState | None = None
         self._taken: dict[str, int] = defaultdict(int)
         self._taken_flush_scheduled = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # Choosing the loop -------------------------------------------------------------
 
@@ -717,13 +785,35 @@ class _Home:
             self._main_loop = running
         home = self._home_loop()
         if home is running:
-            return await function(*args)
-        future = asyncio.run_coroutine_threadsafe(function(*args), home)
+            state = self._state
+            if state is not None and state.loop is running and not state.resubscribing:
+                return await function(*args)  # the usual case, kept short
+            return await self._settled(function(*args))
+        future = asyncio.run_coroutine_threadsafe(self._settled(function(*args)), home)
         return await asyncio.wrap_future(future)
 
+    async def _settled(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await ``work`` once a new home loop has its subscriptions back, so nothing this
+        process publishes (to itself, or to a group it is in) goes to a connection that
+        is not subscribed yet."""
+        state = self.state()
+        if state.resubscribing:
+            pending = [confirmed for confirmed in state.resubscribing if not confirmed.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=self.layer.retry_timeout)
+            else:
+                state.resubscribing = []
+        return await work
+
     def _home_loop(self) -> asyncio.AbstractEventLoop:
-        main = self._main_loop
-        if main is not None and main.is_running():
+        main, state = self._main_loop, self._state
+        # Readers already running on this layer's thread stay there: moving them to the
+        # main loop could lose what is in flight to the old connections.
+        if (
+            main is not None
+            and main.is_running()
+            and (state is None or state.loop is not self._thread_loop or not state.reading())
+        ):
             return main
         with self._lock:
             if self._thread_loop is None:
@@ -739,10 +829,37 @@ class _Home:
         loop = asyncio.get_running_loop()
         state = self._state
         if state is None or state.loop is not loop:
+            old = state
             state = self._state = _LoopState(loop, self.layer.hosts, self.layer.connection_name)
-            for topic in self.layer._topics():
-                self._start_subscription(state, topic)
+            state.resubscribing = [
+                self._start_subscription(state, topic) for topic in self.layer._topics()
+            ]
+            if old is not None:
+                self._retire(old)
+                if old.inbox_reader is not None:  # this process's channels still receive
+                    state.inbox_reader = asyncio.ensure_future(self._read_inbox(state))
+                if old.inbox_client_id is not None:
+                    # Its BLMPOP would take entries it cannot deliver while its loop waits.
+                    unblock = self._unblock(state, old.inbox_client_id)
+                    state.resubscribing.append(asyncio.ensure_future(unblock))
         return state
+
+    async def _unblock(self, state: _LoopState, client_id: int) -> None:
+        shard = self.layer._ring.shard(self.layer.client_prefix)
+        await _quietly(state.clients[shard].client_unblock(client_id))
+
+    def _retire(self, old: _LoopState) -> None:
+        """The home loop changed: the old state's readers must not deliver too (that
+        would duplicate broadcasts); shut it on its own loop, now or when it runs again."""
+        old.closing = True
+
+        def shut() -> None:
+            task = asyncio.ensure_future(old.shut())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs there
+            old.loop.call_soon_threadsafe(shut)
 
     # The process inbox ---------------------------------------------------------------
 
@@ -755,26 +872,32 @@ class _Home:
         layer = self.layer
         owner = layer.client_prefix
         key, shard = layer._key("inbox", owner), layer._ring.shard(owner)
-        # A connection of its own: BLMPOP holds it while waiting.
-        client = layer.hosts[shard].client(layer.connection_name, dedicated=True)
+        # A connection of its own, which BLMPOP holds while waiting; the state closes it.
+        client = state.inbox_client = layer.hosts[shard].client(
+            layer.connection_name, dedicated=True
+        )
+        with contextlib.suppress(*UNAVAILABLE):  # for a later home loop to unblock it
+            state.inbox_client_id = await client.client_id()
         next_sweep = time.monotonic() + layer.expiry
-        try:
-            while True:
-                try:
-                    popped = await client.blmpop(
-                        BLOCK_SECONDS, 1, key, direction="LEFT", count=INBOX_BATCH
-                    )
-                except UNAVAILABLE as error:
+        while not state.closing:
+            stopping.raise_if_cancelled()
+            try:
+                popped = await client.blmpop(
+                    BLOCK_SECONDS, 1, key, direction="LEFT", count=INBOX_BATCH
+                )
+            except UNAVAILABLE as error:
+                if not state.closing:
                     await layer._unavailable(shard, error)
-                    continue
-                layer._health[shard].up()
-                for envelope in popped[1] if popped else ():
-                    layer._deliver_from_inbox(cast(bytes, envelope))
-                if time.monotonic() >= next_sweep:
-                    layer._mailboxes.sweep()
-                    next_sweep = time.monotonic() + layer.expiry
-        finally:
-            await client.aclose()
+                continue
+            layer._health[shard].up()
+            # Delivered even when closing: they have left Redis, and would be lost.
+            for entry in cast(list[bytes], popped[1]) if popped else ():
+                layer._deliver_from_inbox(entry, state.inbox_progress)
+            if not popped:
+                state.inbox_progress.drained()
+            if time.monotonic() >= next_sweep:
+                layer._mailboxes.sweep()
+                next_sweep = time.monotonic() + layer.expiry
 
     def count_taken(self, channel: str) -> None:
         """Note that a counted message was taken; flushed to Redis in batches."""
@@ -845,11 +968,13 @@ class _Home:
         """Keep one pub/sub connection to ``shard`` subscribed to each of its topics and
         hand messages to the layer; reconnect when it drops, stop when no topic is left."""
         layer = self.layer
-        while True:
+        while not state.closing:
+            stopping.raise_if_cancelled()
             wanted = [topic for topic in state.subscribed if self._shard(topic) == shard]
             if not wanted:
                 return
             pubsub = state.clients[shard].pubsub()
+            state.open_pubsubs.add(pubsub)  # closed by the state if this task is cancelled
             try:
                 # Shared only once connected: a second subscribe during the first would
                 # open a second connection that nobody reads.
@@ -858,35 +983,70 @@ class _Home:
                 late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
                 if late:
                     await pubsub.subscribe(*late)
-                while any(self._shard(topic) == shard for topic in state.subscribed):
+                while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
+                    stopping.raise_if_cancelled()
                     message = await pubsub.get_message(timeout=BLOCK_SECONDS)
                     layer._health[shard].up()
-                    if message is None:
-                        continue
-                    topic = message["channel"].decode()
-                    if message["type"] == "message":
-                        layer._deliver(topic, message["data"])
-                    elif message["type"] == "subscribe":
-                        confirmed = state.subscribed.get(topic)
-                        if confirmed is not None and not confirmed.done():
-                            confirmed.set_result(None)
+                    unmarked = []
+                    while message is not None and not state.closing:  # else the new state's
+                        topic = message["channel"].decode()
+                        if message["type"] == "message":
+                            held = self._hold(state, shard, topic, message["data"])
+                            unmarked += [held] if held else []
+                        elif message["type"] == "subscribe":
+                            confirmed = state.subscribed.get(topic)
+                            if confirmed is not None and not confirmed.done():
+                                confirmed.set_result(None)
+                        # Whatever else has arrived joins this batch (no waiting).
+                        more = len(unmarked) < INBOX_BATCH
+                        message = await pubsub.get_message(timeout=0) if more else None
+                    if unmarked:
+                        state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
             except UNAVAILABLE as error:
-                await layer._unavailable(shard, error)
+                if not state.closing:
+                    await layer._unavailable(shard, error)
             finally:
                 state.pubsubs.pop(shard, None)
-                await _quietly(pubsub.aclose())
+            # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
+            state.open_pubsubs.discard(pubsub)
+            await _quietly(pubsub.aclose())
+
+    def _hold(self, state: _LoopState, shard: int, topic: str, data: bytes) -> list[Any] | None:
+        """Hold a pub/sub message for delivery in order with the inbox (see inbox_order);
+        the held item if the inbox's number must still be read, else None."""
+        layer = self.layer
+        owner = layer.client_prefix
+        mark: int | None = None
+        if topic.startswith(layer._key("broadcast", "")):
+            with contextlib.suppress(ValueError):  # unmarked: from an older version
+                marks, data = split_marks(data)
+                if shard == layer._ring.shard(owner):  # else another server's number
+                    mark = marks.get(owner)
+        if state.inbox_reader is None or state.inbox_reader.done():
+            mark = 0  # no consumer channel receives here
+        deliver = functools.partial(layer._deliver, topic, data)
+        held = state.inbox_progress.hold(mark, deliver)
+        return held if mark is None else None
+
+    async def _inbox_latest(self, state: _LoopState) -> int | None:
+        """The sequence number of the latest entry queued in this process's inbox."""
+        if state.inbox_reader is None or state.inbox_reader.done():
+            return None  # no consumer channel receives here
+        layer = self.layer
+        owner = layer.client_prefix
+        client = state.clients[layer._ring.shard(owner)]
+        try:
+            latest = await client.hget(layer._key("pending", owner), SEQ_FIELD)
+        except UNAVAILABLE:
+            return None  # the inbox is unreachable too: nothing can come from it now
+        return int(latest) if latest else None
 
     async def close(self) -> None:
         state = self._state
         if state is None or state.loop is not asyncio.get_running_loop():
             return
         self._state = None
-        tasks = [t for t in (state.inbox_reader, *state.subscription_readers.values()) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in state.clients:
-            await _quietly(client.aclose())
+        await state.shut()
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

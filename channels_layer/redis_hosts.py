@@ -44,8 +44,11 @@ class RedisHost:
         ``name`` shows in CLIENT LIST; ``dedicated`` for one long blocking reader."""
         # One retry on a fresh connection: a pooled connection left idle across a Redis
         # restart fails on first use (redis-py does not check it), which would otherwise
-        # count as a second outage right after the first.
-        options = {"client_name": name, "retry": Retry(NoBackoff(), 1), **self.kwargs}
+        # count as a second outage right after the first. None for the blocking reader:
+        # redis-py would repeat a read its cancellation interrupted, and its own loop
+        # reconnects anyway.
+        retry = Retry(NoBackoff(), 0 if dedicated else 1)
+        options = {"client_name": name, "retry": retry, **self.kwargs}
         if self.sentinels:
             sentinel = Sentinel(
                 list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs or None, **options

@@ -39,8 +39,31 @@ class ChannelLayerManager:
                 self._layers[alias] = self.make_backend(alias)
             return self._layers[alias]
 
+    def __contains__(self, alias: object) -> bool:
+        return alias in self.configs
+
+    def set(self, alias: str, layer: BaseChannelLayer) -> BaseChannelLayer | None:
+        """Use ``layer`` for ``alias`` (a test swapping the backend) and return the layer
+        it replaces, if one was built; as Channels' ``channel_layers.set``."""
+        with self._lock:
+            old = self._layers.get(alias)
+            self._layers[alias] = layer
+            return old
+
     def make_backend(self, alias: str) -> BaseChannelLayer:
         """Build a new, uncached layer for ``alias`` from its BACKEND and CONFIG."""
+        return self._build(alias, "CONFIG")
+
+    def make_test_backend(self, alias: str) -> BaseChannelLayer:
+        """Build a new, uncached layer for ``alias`` from its BACKEND and TEST_CONFIG
+        (``InvalidChannelLayerError`` if the alias has no TEST_CONFIG), as Channels does."""
+        if "TEST_CONFIG" not in self._config(alias):
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] has no TEST_CONFIG for make_test_backend()"
+            )
+        return self._build(alias, "TEST_CONFIG")
+
+    def _config(self, alias: str) -> dict[str, Any]:
         try:
             config = self.configs[alias]
         except KeyError:
@@ -48,6 +71,14 @@ class ChannelLayerManager:
                 f"No channel layer {alias!r} in settings.CHANNEL_LAYERS "
                 f"(configured: {sorted(self.configs)})"
             ) from None
+        if not isinstance(config, dict):
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{alias!r}] must be a dict; got {type(config).__name__}"
+            )
+        return config
+
+    def _build(self, alias: str, config_key: str) -> BaseChannelLayer:
+        config = self._config(alias)
         backend = config.get("BACKEND")
         if not isinstance(backend, str):
             raise InvalidChannelLayerError(
@@ -66,10 +97,10 @@ class ChannelLayerManager:
                 f"it is {type(backend_class).__name__}"
             )
         try:
-            layer: BaseChannelLayer = backend_class(**config.get("CONFIG", {}))
+            layer: BaseChannelLayer = backend_class(**config.get(config_key, {}))
         except TypeError as exc:
             raise InvalidChannelLayerError(
-                f"CHANNEL_LAYERS[{alias!r}] CONFIG was rejected by BACKEND {backend!r}: {exc}"
+                f"CHANNEL_LAYERS[{alias!r}] {config_key} was rejected by BACKEND {backend!r}: {exc}"
             ) from exc
         return layer
 
@@ -83,8 +114,9 @@ channel_layers = ChannelLayerManager()
 
 
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
-    """The layer for ``alias``, or None if it is not configured, so consumers can run without."""
-    if alias not in channel_layers.configs:
+    """The layer for ``alias`` (configured, or given with ``channel_layers.set``), or None,
+    so consumers can run without."""
+    if alias not in channel_layers.configs and alias not in channel_layers._layers:
         return None
     return channel_layers[alias]
 

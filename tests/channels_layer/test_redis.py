@@ -13,6 +13,7 @@ from asgiref.sync import async_to_sync
 
 from channels_layer import ChannelFull
 from channels_layer.redis import RedisChannelLayer
+from channels_layer.serializers import SerializerDoesNotExist
 from tests.redis_servers import REDIS_URL
 
 
@@ -246,7 +247,7 @@ async def test_bad_names_and_unencodable_messages_are_refused(make_layer):
 
 
 def test_pickle_is_refused_as_a_serializer():
-    with pytest.raises(ValueError, match="never pickle"):
+    with pytest.raises(SerializerDoesNotExist, match=r"pickle is not offered: .* run code"):
         RedisChannelLayer(serializer_format="pickle")
 
 
