@@ -7,10 +7,14 @@ connection alone. The four public classes are thin sync and async shells around 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import json
 import logging
 import re
 from array import array
+from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any, ClassVar
 
@@ -35,6 +39,10 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+# A frame over PACE_ABOVE bytes waits size / PACE_RATE seconds before it is handled:
+# at most 8 MiB/s of large frames per connection.
+PACE_ABOVE = 8 * 1024
+PACE_RATE = 8 * 1024 * 1024
 
 
 def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
@@ -85,8 +93,14 @@ class WebsocketProtocol(AsyncConsumer):
 
     async def dispatch(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "websocket.receive" and await self._drop_frame(message):
-            return
+        if kind == "websocket.receive":
+            if await self._drop_frame(message):
+                return
+            if (size := _size(message)) > PACE_ABOVE:
+                # Servers hand queued frames over without suspending, and decoding costs in
+                # proportion to size: paced, one client's large frames leave the loop to
+                # the others.
+                await asyncio.sleep(size / PACE_RATE)
         try:
             if kind == "websocket.connect":
                 await self._join_groups()
@@ -334,7 +348,8 @@ def parse_json(text: str) -> Any:
     The depth is read from the text, not from the decoded content: a frame of many small
     containers would otherwise cost a Python walk several times the decoder's own time."""
     try:
-        content = _decoder.decode(text)
+        with _collector_paused(len(text) > PACE_ABOVE):
+            content = _decoder.decode(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"invalid JSON: {error.msg} at char {error.pos}") from None
     except ValueError as error:
@@ -344,6 +359,22 @@ def parse_json(text: str) -> Any:
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
     return content
+
+
+@contextlib.contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """Hold the garbage collector off while a large frame decodes: the decoder's containers
+    are all alive until it ends, so each collection would promote them, and a frame of many
+    containers would set off a full collection of the process every frame or two (most
+    of its cost). They are freed by reference counting."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
@@ -368,6 +399,11 @@ def nested_deeper_than(text: str, limit: int) -> bool:
     inner = raw.translate(_STEPS, _NOT_BRACKETS).replace(_LEAF, b"")
     # Fewer openings than the limit cannot nest deeper than it.
     return inner.count(1) >= limit and max(accumulate(array("b", inner))) + 1 > limit
+
+
+def _size(message: Message) -> int:
+    """A frame's size, in characters for text (as cheap as it gets; close to bytes)."""
+    return len(message.get("text") or message.get("bytes") or "")
 
 
 def _longer_than(message: Message, limit: int) -> bool:
