@@ -377,8 +377,8 @@ def _collector_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_NOT_SYNTAX = bytes(set(range(256)) - set(b'[]{}"'))
+_STRING = re.compile(rb'"[^"]*"')
 # Opening brackets to 1, closing ones to -1 (as signed bytes).
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _LEAF = b"\x01\xff"
@@ -386,17 +386,20 @@ _LEAF = b"\x01\xff"
 
 def nested_deeper_than(text: str, limit: int) -> bool:
     """Whether the containers of valid JSON ``text`` nest more than ``limit`` (>= 1) deep
-    (``[]`` is 1, ``[[]]`` 2), at C speed: strings are cut out, every other character but the
-    brackets dropped, the innermost pairs (the most common) removed, which takes one level
-    off every deepest path, and what is left summed as +1/-1 steps."""
+    (``[]`` is 1, ``[[]]`` 2), at C speed: escaped backslashes and quotes go, then every
+    character but brackets and quotes, then the strings; the innermost pairs (the most
+    common) are removed, which takes one level off every deepest path, and what is left
+    is summed as +1/-1 steps."""
     if text.count("[") + text.count("{") <= limit:
         return False
     raw = text.encode("utf-8", "surrogatepass")
     if b"\\" in raw:
-        raw = _ESCAPE.sub(b"", raw)
-    if b'"' in raw:
-        raw = b"".join(raw.split(b'"')[::2])  # outside the strings: every other piece
-    inner = raw.translate(_STEPS, _NOT_BRACKETS).replace(_LEAF, b"")
+        # Escaped backslashes first, then escaped quotes: left to right, as JSON reads them.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    steps = raw.translate(_STEPS, _NOT_SYNTAX)
+    if b'"' in steps:
+        steps = _STRING.sub(b"", steps)
+    inner = steps.replace(_LEAF, b"")
     # Fewer openings than the limit cannot nest deeper than it.
     return inner.count(1) >= limit and max(accumulate(array("b", inner))) + 1 > limit
 
