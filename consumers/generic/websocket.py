@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import re
+import time
 from array import array
 from collections.abc import Iterator
 from itertools import accumulate
@@ -39,10 +40,13 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
-# A frame over PACE_ABOVE bytes waits size / PACE_RATE seconds before it is handled:
-# at most 8 MiB/s of large frames per connection.
-PACE_ABOVE = 8 * 1024
-PACE_RATE = 8 * 1024 * 1024
+# A JSON frame that took over PACE_ABOVE seconds to decode holds its connection's next
+# frame for PACE_FACTOR times as long: servers hand queued frames over without
+# suspending, so without it one client's costly frames would keep the loop from the others.
+PACE_ABOVE = 0.001
+PACE_FACTOR = 3.0
+# Frames (characters) over this are decoded with the garbage collector held off.
+GC_PAUSE_ABOVE = 8 * 1024
 
 
 def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
@@ -93,14 +97,8 @@ class WebsocketProtocol(AsyncConsumer):
 
     async def dispatch(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "websocket.receive":
-            if await self._drop_frame(message):
-                return
-            if (size := _size(message)) > PACE_ABOVE:
-                # Servers hand queued frames over without suspending, and decoding costs in
-                # proportion to size: paced, one client's large frames leave the loop to
-                # the others.
-                await asyncio.sleep(size / PACE_RATE)
+        if kind == "websocket.receive" and await self._drop_frame(message):
+            return
         try:
             if kind == "websocket.connect":
                 await self._join_groups()
@@ -279,11 +277,15 @@ class JsonWebsocketConsumer(WebsocketConsumer):
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        started = time.perf_counter()
         try:
             content = self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
             return self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        decoding = time.perf_counter() - started
         self.receive_json(content)
+        if decoding > PACE_ABOVE:
+            time.sleep(decoding * PACE_FACTOR)  # this connection's own pool turn
 
     def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass
@@ -306,11 +308,15 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return await self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        started = time.perf_counter()
         try:
             content = await self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
             return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        decoding = time.perf_counter() - started
         await self.receive_json(content)
+        if decoding > PACE_ABOVE:
+            await asyncio.sleep(decoding * PACE_FACTOR)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass
@@ -348,7 +354,7 @@ def parse_json(text: str) -> Any:
     The depth is read from the text, not from the decoded content: a frame of many small
     containers would otherwise cost a Python walk several times the decoder's own time."""
     try:
-        with _collector_paused(len(text) > PACE_ABOVE):
+        with _collector_paused(len(text) > GC_PAUSE_ABOVE):
             content = _decoder.decode(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"invalid JSON: {error.msg} at char {error.pos}") from None
@@ -402,11 +408,6 @@ def nested_deeper_than(text: str, limit: int) -> bool:
     inner = steps.replace(_LEAF, b"")
     # Fewer openings than the limit cannot nest deeper than it.
     return inner.count(1) >= limit and max(accumulate(array("b", inner))) + 1 > limit
-
-
-def _size(message: Message) -> int:
-    """A frame's size, in characters for text (as cheap as it gets; close to bytes)."""
-    return len(message.get("text") or message.get("bytes") or "")
 
 
 def _longer_than(message: Message, limit: int) -> bool:

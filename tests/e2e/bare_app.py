@@ -6,7 +6,7 @@ environment: ``tests.e2e.settings_without_consumers`` or ``tests.e2e.settings_mi
 - ``/json-64k/``: the same with ``max_frame_size`` 64 KiB;
 - ``/sink-64k/``: decodes JSON frames of up to 64 KiB and does nothing with them;
 - ``/flood/``: ``"count size"`` sends ``count`` binary frames of ``size`` bytes; anything
-  else is echoed.
+  else is echoed; its ``disconnect()`` is counted too.
 """
 
 import asyncio
@@ -56,6 +56,9 @@ class Flood(AsyncWebsocketConsumer):
                 await asyncio.sleep(0)  # a real producer yields between messages
         else:
             await self.send(text_data=text_data, bytes_data=bytes_data)
+
+    async def disconnect(self, code):
+        DISCONNECTS[0] += 1
 
 
 application = ProtocolTypeRouter(

@@ -14,3 +14,4 @@ INSTALLED_APPS = [
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_layer.memory.InMemoryChannelLayer"}}
 CONSUMERS_WEBSOCKET_MAX_BUFFER = 256 * 1024
+CONSUMERS_WEBSOCKET_SEND_TIMEOUT = 5

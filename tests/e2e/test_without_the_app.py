@@ -8,9 +8,10 @@ a client that stops reading is dropped within 30 s with the server's memory boun
 server process per parameter, for the whole module.
 
 What bounds a stalled reader on each server: Daphne, ``CONSUMERS_WEBSOCKET_MAX_BUFFER``
-(applied by ``consumers.daphne``); Uvicorn, ``--ws-ping-interval``/``--ws-ping-timeout``
-(its sends wait for the socket, and a client that does not read does not answer pings);
-Hypercorn, ``websocket_ping_interval`` with ``read_timeout`` (tests/e2e/hypercorn_config.py).
+(applied by ``consumers.daphne``). Uvicorn and Hypercorn make the application's send wait
+while the client does not read (so memory stays flat) but never give up on it, pings or
+``read_timeout`` set or not (neither dropped such a client within 60 s): the consumer's
+``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (5 s in these settings) ends it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -55,8 +58,8 @@ SERVERS = {
     "uvicorn": (
         [
             *("uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}"),
-            *("--ws-max-size", str(SERVER_LIMIT), "--ws-ping-interval", "2"),
-            *("--ws-ping-timeout", "2", "--ws", "websockets"),
+            # Its default implementation logs a traceback for invalid UTF-8.
+            *("--ws-max-size", str(SERVER_LIMIT), "--ws", "websockets"),
         ],
         "Uvicorn running",
         WITHOUT_CONSUMERS,
@@ -77,9 +80,13 @@ class Server:
     name: str
     port: int
     process: Process
+    tls: ssl.SSLContext | None = None
 
     def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
+
+    def connect(self, path: str) -> websockets.connect:
+        return websockets.connect(self.url(path), ssl=self.tls)
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
@@ -245,28 +252,67 @@ async def test_a_client_flooding_worst_case_frames_leaves_others_their_echo(
     assert "Traceback" not in server.process.output
 
 
+async def drops_a_stalled_reader(server: Server) -> None:
+    """A client asks for 125 MiB and never reads: the application sees its disconnect
+    within 30 s (found out without reading a byte of its socket), memory stays flat, and
+    another client's echo works throughout."""
+    pid = server.process.process.pid
+    async with server.connect("/json/") as healthy:
+        disconnects = (await stats(healthy))["disconnects"]
+        before = rss_mib(pid)
+        started = time.monotonic()
+        stalled = await asyncio.to_thread(stalled_client, server.port, tls=server.tls)
+        try:
+            while (await stats(healthy))["disconnects"] == disconnects:
+                assert time.monotonic() - started < 30, server.process.output
+                await asyncio.sleep(0.25)
+            took = time.monotonic() - started
+            after = rss_mib(pid)
+            assert await asyncio.to_thread(connection_dropped, stalled, TIMEOUT)
+        finally:
+            stalled.close()
+    print(
+        f"{server.name}: stalled reader dropped after {took:.1f} s; "
+        f"RSS {before:.1f} -> {after:.1f} MiB"
+    )
+    assert after - before < 32
+    assert "Traceback" not in server.process.output
+
+
 async def test_a_stalled_reader_is_dropped_within_30_s_with_bounded_memory(
     server: Server,
 ) -> None:
-    pid = server.process.process.pid
-    before = rss_mib(pid)
-    started = time.monotonic()
-    stalled = await asyncio.to_thread(stalled_client, server.port)
-    try:
-        async with websockets.connect(server.url("/json/")) as healthy:
-            await healthy.send("[2]")
-            assert await asyncio.wait_for(healthy.recv(), TIMEOUT) == "[2]"
-            dropped = await asyncio.to_thread(connection_dropped, stalled, 30)
-            took = time.monotonic() - started
-            after = rss_mib(pid)
-            await healthy.send("[3]")
-            assert await asyncio.wait_for(healthy.recv(), TIMEOUT) == "[3]"
-    finally:
-        stalled.close()
-    print(
-        f"{server.name}: stalled reader dropped after {took:.1f} s; RSS {before:.1f} -> "
-        f"{after:.1f} MiB"
+    await drops_a_stalled_reader(server)
+
+
+@pytest.fixture(scope="module")
+def daphne_over_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Daphne terminating TLS itself (a self-signed certificate)."""
+    directory = tmp_path_factory.mktemp("tls")
+    key, certificate = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(certificate)),
+        ],
+        check=True,
+        capture_output=True,
     )
-    assert dropped, f"still connected after 30 s\n{server.process.output}"
-    assert after - before < 32
-    assert "Traceback" not in server.process.output
+    port = free_port()
+    endpoint = f"ssl:port={port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+    process = Process(
+        *(sys.executable, "-m", "daphne", "-e", endpoint, APP),
+        env={"DJANGO_SETTINGS_MODULE": MINIMAL, "PYTHONUNBUFFERED": "1"},
+    ).ready("Listening")
+    try:
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        yield Server("daphne-tls", port, process, tls)
+    finally:
+        process.stop()
+        sys.stderr.write(f"--- daphne over TLS ---\n{process.output}")
+
+
+async def test_a_stalled_reader_over_tls_is_dropped_by_daphne(daphne_over_tls: Server) -> None:
+    await drops_a_stalled_reader(daphne_over_tls)

@@ -4,6 +4,7 @@ else keeps their latency. Daphne alone buffers without limit until the ping time
 import asyncio
 import os
 import socket
+import ssl
 import statistics
 import time
 
@@ -23,12 +24,19 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def raw_websocket(port: int, path: str = "/flood/", receive_buffer: int = 4096) -> socket.socket:
+def raw_websocket(
+    port: int,
+    path: str = "/flood/",
+    receive_buffer: int = 4096,
+    tls: ssl.SSLContext | None = None,
+) -> socket.socket:
     """A WebSocket opened over a plain socket (with a small receive buffer), for frames
-    and behaviour a client library would not produce."""
+    and behaviour a client library would not produce; over TLS with ``tls``."""
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     raw.connect(("127.0.0.1", port))
+    if tls is not None:
+        raw = tls.wrap_socket(raw, server_hostname="127.0.0.1")
     raw.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n".encode()
         + b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -53,9 +61,11 @@ def send_frame(raw: socket.socket, payload: bytes, opcode: int = 0x1) -> None:
     raw.sendall(bytes([0x80 | opcode]) + length + mask + masked)
 
 
-def stalled_client(port: int, path: str = "/flood/") -> socket.socket:
+def stalled_client(
+    port: int, path: str = "/flood/", tls: ssl.SSLContext | None = None
+) -> socket.socket:
     """A WebSocket client that asks for a flood and then never reads again."""
-    raw = raw_websocket(port, path)
+    raw = raw_websocket(port, path, tls=tls)
     send_frame(raw, f"{FLOOD_FRAMES} {FRAME_SIZE}".encode())
     return raw
 
@@ -66,7 +76,7 @@ def connection_dropped(raw: socket.socket, timeout: float) -> bool:
     try:
         while raw.recv(1 << 20):
             pass
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         return True
     except TimeoutError:
         return False
