@@ -27,6 +27,8 @@ from consumers.types import Message, Receive, Scope, Send
 logger = logging.getLogger("consumers.consumer")
 
 Source = Callable[[], Awaitable[Message]]
+# Seconds a cancelled layer reader gets to end before the consumer ends without it.
+READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
 
 
@@ -168,7 +170,22 @@ class AsyncConsumer:
                 self._ready.cancel()
             if self._reading is not None:
                 self._reading.cancel()
-                await asyncio.gather(self._reading, return_exceptions=True)
+                await self._reader_stopped(self._reading)
+
+    async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
+        """Wait for the cancelled layer reader, a bounded time: one that swallows its
+        cancellation (redis-py's ``wait_for`` on Python 3.11, CPython gh-86296) must not
+        keep the consumer from ending."""
+        await asyncio.wait({reading}, timeout=READER_STOP_TIMEOUT)
+        if not reading.done():
+            logger.warning(
+                "The layer reader of %s did not stop within %s s of its cancellation; "
+                "the consumer ends without it",
+                self.channel_name,
+                READER_STOP_TIMEOUT,
+            )
+        elif not reading.cancelled():
+            reading.exception()  # retrieved: it has been reported where it was raised
 
     async def _idle(self) -> bool:
         """Wait for the first layer message without a task; False if the layer can't."""

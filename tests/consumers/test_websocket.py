@@ -4,10 +4,12 @@ import asyncio
 import json
 import logging
 import time
+from typing import ClassVar
 
 import pytest
 
 from channels_layer import get_channel_layer
+from channels_layer.memory import InMemoryChannelLayer
 from consumers.exceptions import AcceptConnection, DenyConnection
 from consumers.generic.websocket import (
     AsyncJsonWebsocketConsumer,
@@ -361,3 +363,40 @@ def test_strings_full_of_brackets_cost_less_than_the_worst_frame():
         f"{worst * 1000:.1f} ms"
     )
     assert strings < worst
+
+
+class StubbornLayer(InMemoryChannelLayer):
+    """A layer whose receive() swallows its first cancellation, as redis-py's can on
+    Python 3.11 (CPython gh-86296)."""
+
+    stuck: ClassVar[list] = []
+
+    async def receive(self, channel):
+        try:
+            return await super().receive(channel)
+        except asyncio.CancelledError:
+            type(self).stuck.append(asyncio.current_task())
+            await asyncio.sleep(3600)
+            raise
+
+
+async def test_a_layer_reader_that_swallows_its_cancellation_cannot_hold_the_consumer(
+    settings, caplog
+):
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "tests.consumers.test_websocket.StubbornLayer"}
+    }
+    socket = WebsocketCommunicator(AsyncEcho.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    layer = get_channel_layer()
+    await layer.group_send("lobby", {"type": "room.message", "text": "hi"})
+    assert await socket.receive_from() == "room:hi"  # the reader task runs from here on
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="consumers"):
+            await socket.disconnect(timeout=5)
+        assert time.monotonic() - started < 4
+        assert any("did not stop" in record.getMessage() for record in caplog.records)
+    finally:
+        for task in StubbornLayer.stuck:
+            task.cancel()
