@@ -28,6 +28,7 @@ one warning says so, as does the system check ``consumers.W001``.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 from typing import Any
@@ -81,7 +82,7 @@ def problems() -> list[str]:
         found.append(f"Daphne {daphne.__version__} is outside the tested range")
     for module_name, classes in _SHAPE.items():
         try:
-            module = __import__(module_name, fromlist=["_"])
+            module = importlib.import_module(module_name)
         except ImportError as error:
             found.append(f"{module_name} cannot be imported ({error})")
             continue
