@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,8 +51,11 @@ def _method_name(kind: str) -> str:
 
 
 def _from_daphne(send: Send) -> bool:
-    """Daphne's send (its ``handle_reply``) writes at once and never waits for the client;
-    ``consumers.daphne`` bounds what waits unsent instead."""
+    """Daphne's send (its ``handle_reply``, perhaps behind middleware) writes at once and
+    never waits for the client; ``consumers.daphne`` bounds what waits unsent instead."""
+    adaptation = sys.modules.get("consumers.daphne")
+    if adaptation is not None and adaptation.serving:
+        return True
     server = getattr(getattr(send, "func", None), "__self__", None)
     return type(server).__module__ == "daphne.server"
 

@@ -68,6 +68,8 @@ _SHAPE: dict[str, dict[str, tuple[str, ...]]] = {
 
 _installed = False
 _warned: set[str] = set()
+#: True once a Daphne server of this process listens with the adaptations.
+serving = False
 
 
 def problems() -> list[str]:
@@ -148,6 +150,7 @@ def warn_once(key: str, text: str, *args: Any) -> None:
 
 
 def _adapt(server: Any, port: Any) -> None:
+    global serving
     from twisted.internet import reactor
 
     from consumers import shutdown
@@ -162,6 +165,7 @@ def _adapt(server: Any, port: Any) -> None:
         warn_once("drain", "An endpoint listened after start-up: SIGTERM cancels at once")
     # An instance attribute: Daphne's run() registers it as its shutdown step next.
     server.kill_all_applications = functools.partial(shutdown.drain_daphne, server)
+    serving = True
 
 
 def max_buffer() -> int:
