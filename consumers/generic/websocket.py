@@ -278,6 +278,7 @@ class JsonWebsocketConsumer(WebsocketConsumer):
         decoding = time.perf_counter() - started
         self.receive_json(content)
         if decoding > PACE_ABOVE:
+            del content  # freed now, not promoted by collections while this waits
             time.sleep(decoding * PACE_FACTOR)  # this connection's own pool turn
 
     def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -309,6 +310,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
         decoding = time.perf_counter() - started
         await self.receive_json(content)
         if decoding > PACE_ABOVE:
+            del content  # freed now, not promoted by collections while this waits
             await asyncio.sleep(decoding * PACE_FACTOR)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

