@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,8 @@ from consumers.types import Message, Receive, Scope, Send
 logger = logging.getLogger("consumers.consumer")
 
 Source = Callable[[], Awaitable[Message]]
+# Seconds a cancelled layer reader gets to end before the consumer ends without it.
+READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
 
 
@@ -45,6 +48,42 @@ def get_handler_name(message: Mapping[str, Any]) -> str:
 @functools.lru_cache(maxsize=512)
 def _method_name(kind: str) -> str:
     return kind.replace(".", "_")
+
+
+def _from_daphne(send: Send) -> bool:
+    """Daphne's send (its ``handle_reply``, perhaps behind middleware) writes at once and
+    never waits for the client; ``consumers.daphne`` bounds what waits unsent instead."""
+    adaptation = sys.modules.get("consumers.daphne")
+    if adaptation is not None and adaptation.serving:
+        return True
+    server = getattr(getattr(send, "func", None), "__self__", None)
+    return type(server).__module__ == "daphne.server"
+
+
+def _send_within_deadline(send: Send, scope: Scope) -> Send:
+    """Uvicorn and Hypercorn make a send wait while the client does not read (memory stays
+    bounded) and may never give up: past ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` seconds the
+    send raises ``TimeoutError``, an ``OSError``, so the consumer ends as when the client
+    has gone (its disconnect path runs, its groups are left)."""
+    from django.conf import settings
+
+    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
+
+    async def send_within_deadline(message: Message) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await send(message)
+        except TimeoutError:
+            logger.warning(
+                "Giving up on the WebSocket of %s on %s: it stopped reading (a send waited "
+                "over CONSUMERS_WEBSOCKET_SEND_TIMEOUT, %s s)",
+                ":".join(map(str, scope.get("client") or ("?",))),
+                scope.get("path", "?"),
+                timeout,
+            )
+            raise
+
+    return send_within_deadline
 
 
 def _preview(message: Mapping[str, Any]) -> str:
@@ -84,6 +123,8 @@ class AsyncConsumer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
+        if scope.get("type") == "websocket" and not _from_daphne(send):
+            send = _send_within_deadline(send, scope)
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
@@ -133,7 +174,22 @@ class AsyncConsumer:
                 self._ready.cancel()
             if self._reading is not None:
                 self._reading.cancel()
-                await asyncio.gather(self._reading, return_exceptions=True)
+                await self._reader_stopped(self._reading)
+
+    async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
+        """Wait for the cancelled layer reader, a bounded time: one that swallows its
+        cancellation (redis-py's ``wait_for`` on Python 3.11, CPython gh-86296) must not
+        keep the consumer from ending."""
+        await asyncio.wait({reading}, timeout=READER_STOP_TIMEOUT)
+        if not reading.done():
+            logger.warning(
+                "The layer reader of %s did not stop within %s s of its cancellation; "
+                "the consumer ends without it",
+                self.channel_name,
+                READER_STOP_TIMEOUT,
+            )
+        elif not reading.cancelled():
+            reading.exception()  # retrieved: it has been reported where it was raised
 
     async def _idle(self) -> bool:
         """Wait for the first layer message without a task; False if the layer can't."""

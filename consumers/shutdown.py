@@ -2,12 +2,12 @@
 
 On SIGTERM (or SIGINT) Daphne cancels every application at once: consumers never see a
 disconnect, ``disconnect()`` never runs, and clients get a dropped TCP connection.
-``install()`` replaces that step. The server stops accepting connections (so a load
-balancer sends new ones elsewhere), closes open WebSockets with
-``CONSUMERS_SHUTDOWN_CLOSE_CODE`` (1012, "service restart": reconnect) in batches of
-``CONSUMERS_SHUTDOWN_BATCH`` so their reconnections do not arrive at the other servers all
-at once, lets each consumer run its usual disconnect path (``disconnect()``, leaving its
-groups), and waits for HTTP requests in flight. What is still running after
+``consumers.daphne`` makes ``drain_daphne`` Daphne's shutdown step instead. The server
+stops accepting connections (so a load balancer sends new ones elsewhere), closes open
+WebSockets with ``CONSUMERS_SHUTDOWN_CLOSE_CODE`` (1012, "service restart": reconnect) in
+batches of ``CONSUMERS_SHUTDOWN_BATCH`` so their reconnections do not arrive at the other
+servers all at once, lets each consumer run its usual disconnect path (``disconnect()``,
+leaving its groups), and waits for HTTP requests in flight. What is still running after
 ``CONSUMERS_SHUTDOWN_TIMEOUT`` seconds is cancelled, as Daphne would have done at once.
 """
 
@@ -35,28 +35,11 @@ def _setting(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
-def install() -> None:
-    """Make Daphne's shutdown drain; without Daphne it does nothing."""
-    try:
-        from daphne.server import Server
-        from twisted.internet import defer
-    except ImportError:
-        return
-    if getattr(Server.kill_all_applications, "consumers_drain", False):
-        return
-    daphne_listen_success = Server.listen_success
+def drain_daphne(server: Any) -> Any:
+    """Daphne's "before shutdown" step: the reactor waits for the Deferred returned."""
+    from twisted.internet import defer
 
-    def listen_success(self: Any, port: Any) -> None:
-        self.consumers_ports = [*getattr(self, "consumers_ports", []), port]
-        daphne_listen_success(self, port)
-
-    def kill_all_applications(self: Any) -> Any:
-        """Daphne's "before shutdown" trigger: the reactor waits for this Deferred."""
-        return defer.Deferred.fromFuture(asyncio.ensure_future(drain(self)))
-
-    kill_all_applications.consumers_drain = True  # type: ignore[attr-defined]
-    Server.listen_success = listen_success
-    Server.kill_all_applications = kill_all_applications
+    return defer.Deferred.fromFuture(asyncio.ensure_future(drain(server)))
 
 
 async def drain(server: Any) -> None:

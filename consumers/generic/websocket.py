@@ -7,9 +7,10 @@ connection alone. The four public classes are thin sync and async shells around 
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import logging
+import time
 from typing import Any, ClassVar
 
 from consumers.consumer import AsyncConsumer, SyncConsumer
@@ -20,6 +21,7 @@ from consumers.exceptions import (
     InvalidChannelLayerError,
     StopConsumer,
 )
+from consumers.generic.jsonframes import MAX_JSON_DEPTH, parse_json
 from consumers.headers import Headers, encode_headers
 from consumers.types import Message
 
@@ -31,7 +33,13 @@ CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+# A JSON frame that took over PACE_ABOVE seconds to decode holds its connection's next
+# frame for PACE_FACTOR times as long: servers hand queued frames over without
+# suspending, so without it one client's costly frames would keep the loop from the others.
+PACE_ABOVE = 0.001
+PACE_FACTOR = 3.0
 
 
 def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
@@ -73,9 +81,17 @@ class WebsocketProtocol(AsyncConsumer):
     """What the sync and async WebSocket consumers share; not used directly."""
 
     groups: ClassVar[list[str]] = []
+    #: The largest frame, in bytes, handed to ``receive()``; a larger one closes the
+    #: connection with 1009 before anything decodes it. ``None``: the server's limit only
+    #: (as on Channels).
+    max_frame_size: ClassVar[int | None] = None
+    # Set once a client's frame was refused: what it sends until the close lands is dropped.
+    _refused = False
 
     async def dispatch(self, message: Message) -> None:
         kind = message.get("type")
+        if kind == "websocket.receive" and await self._drop_frame(message):
+            return
         try:
             if kind == "websocket.connect":
                 await self._join_groups()
@@ -95,9 +111,35 @@ class WebsocketProtocol(AsyncConsumer):
                 self.scope.get("path", "?"),
             )
             if kind != "websocket.disconnect":
-                with contextlib.suppress(OSError):
-                    await self._asgi_send(close_message(CLOSE_INTERNAL_ERROR))
+                await self._close_anyway(close_message(CLOSE_INTERNAL_ERROR))
             await self._end(message, CLOSE_INTERNAL_ERROR)
+
+    async def _drop_frame(self, message: Message) -> bool:
+        """True for a frame not to handle: over ``max_frame_size`` (refused, closing with
+        1009) or arriving after a refused one."""
+        if self._refused:
+            return True
+        limit = self.max_frame_size
+        if limit is None or not _longer_than(message, limit):
+            return False
+        refusal = _rejected(self, CLOSE_TOO_BIG, f"frame over {limit} bytes")
+        await self._close_anyway(close_message(*refusal))
+        return True
+
+    async def _close_anyway(self, close: Message) -> None:
+        """Send a close the connection's end must not depend on: a server that refuses it
+        (or a client already gone) is logged in one line, never raised."""
+        try:
+            await self._asgi_send(close)
+        except OSError:
+            pass
+        except Exception as error:
+            logger.warning(
+                "The server refused to close %s with %s: %r",
+                self.scope.get("path", "?"),
+                close.get("code"),
+                error,
+            )
 
     async def _end(self, message: Message, code: int) -> None:
         """Run the usual disconnect path (unless this was it), leave the groups, stop."""
@@ -228,11 +270,16 @@ class JsonWebsocketConsumer(WebsocketConsumer):
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        started = time.perf_counter()
         try:
             content = self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
             return self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        decoding = time.perf_counter() - started
         self.receive_json(content)
+        if decoding > PACE_ABOVE:
+            del content  # freed now, not promoted by collections while this waits
+            time.sleep(decoding * PACE_FACTOR)  # this connection's own pool turn
 
     def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass
@@ -255,11 +302,16 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return await self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        started = time.perf_counter()
         try:
             content = await self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
             return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+        decoding = time.perf_counter() - started
         await self.receive_json(content)
+        if decoding > PACE_ABOVE:
+            del content  # freed now, not promoted by collections while this waits
+            await asyncio.sleep(decoding * PACE_FACTOR)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass
@@ -278,50 +330,28 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
 NOT_JSON_TEXT = "binary frame where JSON text was expected"
 
-# Deeper client JSON is refused (1007): what is accepted can always be encoded again, in
-# any thread, where the stack's own limit would depend on who is calling.
-MAX_JSON_DEPTH = 128
 
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-_decoder = json.JSONDecoder(parse_constant=_not_json)
-
-
-def parse_json(text: str) -> Any:
-    """A client's JSON frame: standard JSON only (no NaN or Infinity), nested at most
-    ``MAX_JSON_DEPTH`` deep; ``ValueError`` (or ``RecursionError``) otherwise."""
-    content = _decoder.decode(text)
-    # Counting brackets is cheap and bounds the depth: only then walk the content.
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(content, MAX_JSON_DEPTH):
-        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
-    return content
-
-
-def _deeper_than(content: Any, limit: int) -> bool:
-    pending = [(content, 0)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict):
-            value = value.values()
-        elif not isinstance(value, list):
-            continue
-        if depth == limit:
-            return True
-        pending.extend((item, depth + 1) for item in value)
-    return False
+def _longer_than(message: Message, limit: int) -> bool:
+    """Whether a ``websocket.receive`` carries more than ``limit`` bytes, measured without
+    encoding text unless its length in characters leaves it open."""
+    text = message.get("text")
+    if text is None:
+        return len(message.get("bytes") or b"") > limit
+    if len(text) > limit:
+        return True
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def _invalid_json(error: Exception) -> str:
     if isinstance(error, RecursionError):
         return "JSON nested too deeply"
-    return f"invalid JSON: {error}"
+    return str(error)
 
 
-def _rejected(consumer: AsyncConsumer, code: int, reason: str) -> tuple[int, str]:
-    """Log a client frame the consumer refuses, once, and give the close code and reason."""
+def _rejected(consumer: WebsocketProtocol, code: int, reason: str) -> tuple[int, str]:
+    """Log a client frame the consumer refuses, once, and give the close code and reason;
+    what the client sends until the close lands is dropped."""
+    consumer._refused = True
     logger.warning(
         "Closing WebSocket %s with %s: %s (%s)",
         consumer.scope.get("path", "?"),

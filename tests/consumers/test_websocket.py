@@ -1,16 +1,22 @@
 """The generic WebSocket consumers, sync and async, driven through the ASGI protocol."""
 
+import asyncio
+import json
 import logging
+import time
+from typing import ClassVar
 
 import pytest
 
 from channels_layer import get_channel_layer
+from channels_layer.memory import InMemoryChannelLayer
 from consumers.exceptions import AcceptConnection, DenyConnection
 from consumers.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
     JsonWebsocketConsumer,
     WebsocketConsumer,
+    parse_json,
 )
 from consumers.testing import WebsocketCommunicator
 
@@ -234,3 +240,165 @@ async def test_groups_without_a_channel_layer_fail_clearly(settings):
     settings.CHANNEL_LAYERS = {}
     socket = WebsocketCommunicator(AsyncEcho.as_asgi(), "/ws/")
     assert await socket.connect() == (False, 1011)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "reason"),
+    [
+        ("1" * 5000, 1007, "integer too long"),
+        ("[" * 129 + "]" * 129, 1007, "nested more than 128"),
+        ('{"a": NaN}', 1007, "NaN is not JSON"),
+    ],
+    ids=["digits", "depth-129", "nan"],
+)
+async def test_json_past_the_limits_closes_with_1007_and_a_short_reason(
+    json_echo, caplog, text, code, reason
+):
+    socket = await open_socket(json_echo)
+    with caplog.at_level(logging.WARNING, logger="consumers"):
+        await socket.send_to(text_data=text)
+        closed_with, why = await socket.receive_close()
+    assert (closed_with, reason in why) == (code, True), why
+    assert len(why.encode()) <= 123
+    assert len([r for r in caplog.records if r.name == "consumers.websocket"]) == 1
+    assert not any(record.exc_info for record in caplog.records)
+
+
+async def test_json_nested_to_the_limit_is_accepted(json_echo):
+    socket = await open_socket(json_echo)
+    await socket.send_to(text_data='{"a": ' + "[" * 127 + '"]]"' + "]" * 127 + "}")
+    assert (await socket.receive_json_from())["got"]["a"][0][0][0] is not None
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize("consumer", [SyncJson, AsyncJson, SyncEcho, AsyncEcho])
+async def test_a_frame_over_max_frame_size_closes_with_1009_before_decoding(consumer, caplog):
+    socket = WebsocketCommunicator(consumer.as_asgi(max_frame_size=1024), "/ws/")
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data='"' + "é" * 511 + '"')  # 1,024 bytes: at the limit
+    assert await socket.receive_output() is not None
+    with caplog.at_level(logging.WARNING, logger="consumers"):
+        await socket.send_to(text_data="é" * 600)  # 600 characters, 1,200 bytes
+        await socket.send_to(bytes_data=b"x" * 2000)  # arrives before the close: dropped
+        closed_with, why = await socket.receive_close()
+    assert (closed_with, why) == (1009, "frame over 1024 bytes")
+    assert len([r for r in caplog.records if r.name == "consumers.websocket"]) == 1
+    assert await socket.receive_nothing()
+    await socket.disconnect()
+
+
+async def test_max_frame_size_defaults_to_none_as_on_channels():
+    assert AsyncJsonWebsocketConsumer.max_frame_size is None
+    assert WebsocketConsumer.max_frame_size is None
+
+
+class RefusedClose(AsyncJsonWebsocketConsumer):
+    groups = ["refused"]
+    disconnects: list = []
+
+    async def disconnect(self, code):
+        type(self).disconnects.append(code)
+
+
+async def test_disconnect_runs_and_groups_are_left_when_the_server_refuses_the_close(caplog):
+    """A server that raises on websocket.close (as Daphne does for 1007 unadapted): the
+    consumer still runs disconnect() and leaves its groups, and ends."""
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    async def send(message):
+        if message["type"] == "websocket.close":
+            raise RuntimeError(f"close code {message['code']} refused")
+
+    scope = {"type": "websocket", "path": "/ws/", "headers": [], "subprotocols": []}
+    running = asyncio.ensure_future(RefusedClose.as_asgi()(scope, inbox.get, send))
+    await inbox.put({"type": "websocket.connect"})
+    await asyncio.sleep(0.05)
+    layer = get_channel_layer()
+    assert len(layer._groups.live_members("refused")) == 1
+    with caplog.at_level(logging.WARNING, logger="consumers"):
+        await inbox.put({"type": "websocket.receive", "text": "{not json"})
+        await asyncio.wait_for(running, 2)
+    assert RefusedClose.disconnects == [1011]
+    assert layer._groups.live_members("refused") == []
+    assert any("refused to close" in record.getMessage() for record in caplog.records)
+
+
+def best_of(function, argument, runs=5):
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function(argument)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+WORST_1_MIB = "[" + ",".join(["[]"] * 349_000) + "]"
+
+
+@pytest.mark.parametrize(
+    ("frame", "most"),
+    [
+        (WORST_1_MIB, 1.5),
+        ("[" + ",".join(["[" * 127 + "]" * 127] * 4100) + "]", 1.5),
+        # Empty dicts are the cheapest containers to decode (never tracked by the garbage
+        # collector), so the text scan weighs more: about 1.2-1.6x here.
+        ("[" + ",".join(["{}"] * 349_000) + "]", 2.0),
+    ],
+    ids=["empty-lists", "127-deep", "empty-dicts"],
+)
+def test_a_1_mib_json_frame_costs_what_the_decoder_costs(frame, most):
+    """No pass over the decoded content: the loop time is json.loads's, as a ratio."""
+    assert len(frame) > 1_000_000
+    ratio = best_of(parse_json, frame) / best_of(json.loads, frame)
+    print(f"parse_json / json.loads on {len(frame) >> 10} KiB: {ratio:.2f}")
+    assert ratio < most
+
+
+def test_strings_full_of_brackets_cost_less_than_the_worst_frame():
+    """Cheap to decode, so the scan of the strings weighs more than the decoder (about 3x
+    json.loads here), yet such a frame stays below the worst one (about a quarter)."""
+    frame = json.dumps(['a[b{c\\"'] * 80_000)
+    assert len(frame) > 1_000_000
+    strings, worst = best_of(parse_json, frame), best_of(json.loads, WORST_1_MIB)
+    print(
+        f"1 MiB of strings with brackets: {strings * 1000:.1f} ms; worst frame's decoding "
+        f"{worst * 1000:.1f} ms"
+    )
+    assert strings < worst
+
+
+class StubbornLayer(InMemoryChannelLayer):
+    """A layer whose receive() swallows its first cancellation, as redis-py's can on
+    Python 3.11 (CPython gh-86296)."""
+
+    stuck: ClassVar[list] = []
+
+    async def receive(self, channel):
+        try:
+            return await super().receive(channel)
+        except asyncio.CancelledError:
+            type(self).stuck.append(asyncio.current_task())
+            await asyncio.sleep(3600)
+            raise
+
+
+async def test_a_layer_reader_that_swallows_its_cancellation_cannot_hold_the_consumer(
+    settings, caplog
+):
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "tests.consumers.test_websocket.StubbornLayer"}
+    }
+    socket = WebsocketCommunicator(AsyncEcho.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    layer = get_channel_layer()
+    await layer.group_send("lobby", {"type": "room.message", "text": "hi"})
+    assert await socket.receive_from() == "room:hi"  # the reader task runs from here on
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="consumers"):
+            await socket.disconnect(timeout=5)
+        assert time.monotonic() - started < 4
+        assert any("did not stop" in record.getMessage() for record in caplog.records)
+    finally:
+        for task in StubbornLayer.stuck:
+            task.cancel()

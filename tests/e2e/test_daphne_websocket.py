@@ -1,5 +1,5 @@
 """Daphne started as a user would, spoken to over real sockets: the reference project, and
-a probe app for protocol details Daphne itself gets wrong (see consumers.daphne_fixes).
+a probe app for protocol details Daphne itself gets wrong (see consumers.daphne).
 
 No cookies are sent, so nothing reads the session and the server needs no database.
 """

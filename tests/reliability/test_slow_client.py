@@ -4,6 +4,7 @@ else keeps their latency. Daphne alone buffers without limit until the ping time
 import asyncio
 import os
 import socket
+import ssl
 import statistics
 import time
 
@@ -23,24 +24,49 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that asks for a flood and then never reads again."""
+def raw_websocket(
+    port: int,
+    path: str = "/flood/",
+    receive_buffer: int = 4096,
+    tls: ssl.SSLContext | None = None,
+) -> socket.socket:
+    """A WebSocket opened over a plain socket (with a small receive buffer), for frames
+    and behaviour a client library would not produce; over TLS with ``tls``."""
     raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     raw.connect(("127.0.0.1", port))
+    if tls is not None:
+        raw = tls.wrap_socket(raw, server_hostname="127.0.0.1")
     raw.sendall(
-        b"GET /flood/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n".encode()
+        + b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
     response = b""
     while b"\r\n\r\n" not in response:
         response += raw.recv(1)
     assert response.startswith(b"HTTP/1.1 101"), response
-    payload = f"{FLOOD_FRAMES} {FRAME_SIZE}".encode()
+    return raw
+
+
+def send_frame(raw: socket.socket, payload: bytes, opcode: int = 0x1) -> None:
+    """One final, masked frame (payloads under 64 KiB)."""
     mask = os.urandom(4)
     masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    raw.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    length = (
+        bytes([0x80 | len(payload)])
+        if len(payload) < 126
+        else b"\xfe" + len(payload).to_bytes(2, "big")
+    )
+    raw.sendall(bytes([0x80 | opcode]) + length + mask + masked)
+
+
+def stalled_client(
+    port: int, path: str = "/flood/", tls: ssl.SSLContext | None = None
+) -> socket.socket:
+    """A WebSocket client that asks for a flood and then never reads again."""
+    raw = raw_websocket(port, path, tls=tls)
+    send_frame(raw, f"{FLOOD_FRAMES} {FRAME_SIZE}".encode())
     return raw
 
 
@@ -50,7 +76,7 @@ def connection_dropped(raw: socket.socket, timeout: float) -> bool:
     try:
         while raw.recv(1 << 20):
             pass
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         return True
     except TimeoutError:
         return False

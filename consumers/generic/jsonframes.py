@@ -1,0 +1,95 @@
+"""Client JSON frames: decoded at the decoder's own cost, whatever their shape.
+
+A frame of many small containers used to cost several times its decoding in a Python walk
+of the content (for the depth limit) and in garbage collections the decoder set off. Here
+the depth is read from the text at C speed and large frames decode with the collector
+held off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import re
+from array import array
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Any
+
+# Frames (characters) over this are decoded with the garbage collector held off.
+GC_PAUSE_ABOVE = 8 * 1024
+
+# Deeper client JSON is refused (1007): what is accepted can always be encoded again, in
+# any thread, where the stack's own limit would depend on who is calling.
+MAX_JSON_DEPTH = 128
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_not_json)
+
+
+def parse_json(text: str) -> Any:
+    """A client's JSON frame: standard JSON only (no NaN or Infinity), nested at most
+    ``MAX_JSON_DEPTH`` deep; ``ValueError`` (or ``RecursionError``) otherwise.
+
+    The depth is read from the text, not from the decoded content: a frame of many small
+    containers would otherwise cost a Python walk several times the decoder's own time."""
+    try:
+        with _collector_paused(len(text) > GC_PAUSE_ABOVE):
+            content = _decoder.decode(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON: {error.msg} at char {error.pos}") from None
+    except ValueError as error:
+        if "digits" in str(error):  # sys.get_int_max_str_digits()
+            raise ValueError("invalid JSON: integer too long") from None
+        raise
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return content
+
+
+@contextlib.contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """Hold the garbage collector off while a large frame decodes: the decoder's containers
+    are all alive until it ends, so each collection would promote them, and a frame of many
+    containers would set off a full collection of the process every frame or two (most
+    of its cost). They are freed by reference counting."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+_NOT_SYNTAX = bytes(set(range(256)) - set(b'[]{}"'))
+_STRING = re.compile(rb'"[^"]*"')
+# Opening brackets to 1, closing ones to -1 (as signed bytes).
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_LEAF = b"\x01\xff"
+
+
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether the containers of valid JSON ``text`` nest more than ``limit`` (>= 1) deep
+    (``[]`` is 1, ``[[]]`` 2), at C speed: escaped backslashes and quotes go, then every
+    character but brackets and quotes, then the strings; the innermost pairs (the most
+    common) are removed, which takes one level off every deepest path, and what is left
+    is summed as +1/-1 steps."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    raw = text.encode("utf-8", "surrogatepass")
+    if b"\\" in raw:
+        # Escaped backslashes first, then escaped quotes: left to right, as JSON reads them.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    steps = raw.translate(_STEPS, _NOT_SYNTAX)
+    if b'"' in steps:
+        steps = _STRING.sub(b"", steps)
+    inner = steps.replace(_LEAF, b"")
+    # Fewer openings than the limit cannot nest deeper than it.
+    return inner.count(1) >= limit and max(accumulate(array("b", inner))) + 1 > limit
