@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.nginx import Nginx, nginx_binary
-from tests.processes import ROOT, ManagePy, Process
 from tests.redis_servers import REDIS_URL
+from testsupport.processes import ROOT, ManagePy, Process
+from testsupport.system import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and nginx_binary()),
     reason="needs Debian's chromium, chromium-driver and nginx (.ci/run installs them)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
