@@ -1,6 +1,6 @@
 """The load generator: one asyncio process, standard library only, loopback only.
 
-``python loadgen.py '<json spec>'`` runs one measurement and prints its result as one JSON
+``python -m bench.loadgen '<json spec>'`` runs one measurement and prints its result as one JSON
 line. The same file drives every implementation, so the client side costs the same for all.
 
 The WebSocket and HTTP/1.1 clients are minimal ``asyncio.Protocol`` implementations driven
@@ -19,33 +19,17 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from testsupport.system import cpu_seconds, raise_open_files_limit, rss_kib
+
 HOST = "127.0.0.1"
 
 
 # Measurement helpers ----------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        data = stat.read()
-    fields = data[data.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 class CpuWindow:
@@ -84,12 +68,6 @@ def percentiles(samples_s: list[float]) -> dict[str, float | None]:
         return round(1000 * ordered[min(last, int(q * len(ordered)))], 3)
 
     return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": round(1000 * ordered[-1], 3)}
-
-
-def raise_open_files_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # A minimal WebSocket client ---------------------------------------------------------------

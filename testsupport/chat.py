@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from testsupport.processes import ManagePy
+from testsupport.processes import run_manage_py
 
 SEED_TIMEOUT = 120.0  # seconds; logging hundreds of users in on a busy core
 
@@ -54,14 +53,8 @@ def manage_seed_chat(
         args.append("--private")
     if sessions:
         args.append("--sessions")
-    seeding = ManagePy("seed_chat", *args, env=env)
-    try:
-        code = seeding.process.wait(SEED_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        seeding.stop()
-        raise AssertionError(f"seed_chat took over {SEED_TIMEOUT:g} s:\n{seeding.output}") from None
-    seeding.stop()  # reads the output to its end
+    seeding = run_manage_py("seed_chat", *args, env=env, timeout=SEED_TIMEOUT)
     line = next((line for line in seeding.lines if line.startswith("{")), None)
-    if code != 0 or line is None:
-        raise AssertionError(f"seed_chat failed ({code}):\n{seeding.output}")
+    if line is None:
+        raise AssertionError(f"seed_chat printed no JSON:\n{seeding.output}")
     return ChatSeed(**json.loads(line))

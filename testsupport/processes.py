@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -169,6 +170,17 @@ class Process:
             else:
                 self.process.send_signal(number)
 
+    def finish(self, timeout: float, grace: float = 30) -> int | None:
+        """Wait for it to exit by itself and read its output to the end; its exit code, or
+        None if it ran past ``timeout`` (it is then stopped, with ``grace`` seconds after
+        SIGTERM to clean up)."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(grace)
+            return None
+        return self.stop()
+
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time; the exit code."""
         stop_all([self], timeout)
@@ -180,6 +192,16 @@ class ManagePy(Process):
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         super().__init__(sys.executable, "manage.py", *args, env=env)
+
+
+def run_manage_py(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> ManagePy:
+    """Run ``manage.py ARGS`` to its end; fail with its output unless it exits with 0."""
+    command = ManagePy(*args, env=env)
+    code = command.finish(timeout)
+    if code != 0:
+        late = f"took over {timeout:g} s" if code is None else f"failed ({code})"
+        raise AssertionError(f"manage.py {args[0]} {late}:\n{command.output}")
+    return command
 
 
 def stop_all(processes: Iterable[Process], timeout: float = 10) -> None:
@@ -201,3 +223,20 @@ def stop_all(processes: Iterable[Process], timeout: float = 10) -> None:
             with contextlib.suppress(OSError):
                 process.process.stdin.close()
         process._drainer.join(5)
+
+
+def wait_for_port(process: Process, port: int, timeout: float = 30.0) -> None:
+    """Return once ``port`` on loopback accepts connections; fail with the output if the
+    process exits first or the port stays closed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(
+                f"{process.name} exited ({process.process.poll()}):\n{process.tail()}"
+            )
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{process.name} did not listen on {port} within {timeout} s")

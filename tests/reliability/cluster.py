@@ -20,7 +20,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from testsupport.chat import ChatSeed, manage_seed_chat
-from testsupport.processes import ManagePy, Process, stop_all
+from testsupport.processes import ManagePy, Process, run_manage_py, stop_all
 from testsupport.system import free_port, rss_kib
 
 POSTGRES = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -82,13 +81,7 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
 
 
 def _migrate(database_url: str) -> None:
-    step = ManagePy("migrate", "--noinput", env={"DATABASE_URL": database_url})
-    try:
-        code = step.process.wait(60)
-    except subprocess.TimeoutExpired:
-        step.stop()
-        raise AssertionError(f"migrate took over 60 s:\n{step.output}") from None
-    assert code == 0, step.output
+    run_manage_py("migrate", "--noinput", env={"DATABASE_URL": database_url})
 
 
 def seed_chat(database_url: str, room: str = "drill", users: int = 20) -> ChatSeed:
