@@ -57,6 +57,31 @@ class CpuWindow:
         }
 
 
+class ClosedLoop:
+    """The phases of a closed-loop measurement, read by the clients' callbacks: ``warmup``,
+    ``measure`` (latencies count), ``stop`` (send nothing more)."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.phase = "warmup"
+        self.cpu = CpuWindow(server_pids)
+
+    async def run(
+        self, warmup: float, duration: float, busy: Callable[[], bool], drain: float
+    ) -> dict[str, float | None]:
+        """Warm up, measure for ``duration`` seconds, then stop and wait (at most ``drain``
+        seconds) until nothing is ``busy``; the CPU window of the measurement."""
+        await asyncio.sleep(warmup)
+        self.phase = "measure"
+        self.cpu.start()
+        await asyncio.sleep(duration)
+        window = self.cpu.stop()
+        self.phase = "stop"
+        drain_until = time.monotonic() + drain
+        while busy() and time.monotonic() < drain_until:
+            await asyncio.sleep(0.01)
+        return window
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float | None]:
     """p50/p99/max in milliseconds (nearest-rank), None without samples."""
     if not samples_s:
@@ -233,16 +258,16 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
     With ``blocker_path`` one extra connection sends ``blocker_message`` in the same way;
     its own round trips are reported apart (``blocker_round_trips``).
     """
-    phase = "warmup"
+    closed_loop = ClosedLoop(spec["server_pids"])
     latencies: list[float] = []
     message = spec.get("message", "x" * 32).encode()
 
     def on_message(client: WebSocket, payload: bytes) -> None:
         now = time.perf_counter()
-        if phase == "measure":
+        if closed_loop.phase == "measure":
             latencies.append(now - client.sent_at)
         client.inflight = False
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.sent_at, client.inflight = now, True
             client.send(client.message)
 
@@ -250,9 +275,9 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
 
     def on_blocker(client: WebSocket, payload: bytes) -> None:
         nonlocal blocker_trips
-        blocker_trips += phase == "measure"
+        blocker_trips += closed_loop.phase == "measure"
         client.inflight = False
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.inflight = True
             client.send(client.message)
 
@@ -260,7 +285,6 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
     blockers: list[WebSocket] = []
     if spec.get("blocker_path"):
         blockers = await connect_all(spec["ports"], spec["blocker_path"], 1, on_blocker)
-    cpu = CpuWindow(spec["server_pids"])
     try:
         for client in clients:
             client.message = message
@@ -270,15 +294,12 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
         for client in [*blockers, *clients]:
             client.sent_at, client.inflight = start, True
             client.send(client.message)
-        await asyncio.sleep(spec["warmup"])
-        phase = "measure"
-        cpu.start()
-        await asyncio.sleep(spec["duration"])
-        window = cpu.stop()
-        phase = "stop"
-        drain_until = time.monotonic() + spec.get("drain", 3.0)
-        while any(c.inflight for c in [*clients, *blockers]) and time.monotonic() < drain_until:
-            await asyncio.sleep(0.01)
+        window = await closed_loop.run(
+            spec["warmup"],
+            spec["duration"],
+            lambda: any(c.inflight for c in [*clients, *blockers]),
+            spec.get("drain", 3.0),
+        )
     finally:
         await close_all([*clients, *blockers])
     result: dict[str, Any] = {
@@ -422,37 +443,29 @@ class HttpClient(asyncio.Protocol):
 
 async def http(spec: dict[str, Any]) -> dict[str, Any]:
     """Closed loop over ``connections`` keep-alive connections: GET, read reply, repeat."""
-    loop = asyncio.get_running_loop()
-    phase = "warmup"
+    closed_loop = ClosedLoop(spec["server_pids"])
     latencies: list[float] = []
     request = f"GET {spec['path']} HTTP/1.1\r\nHost: {HOST}:{spec['ports'][0]}\r\n\r\n".encode()
 
     def on_response(client: HttpClient) -> None:
         now = time.perf_counter()
-        if phase == "measure":
+        if closed_loop.phase == "measure":
             latencies.append(now - client.sent_at)
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.send()
 
     clients = []
     for index in range(spec["connections"]):
         client = HttpClient(request, on_response)
         port = spec["ports"][index % len(spec["ports"])]
-        await loop.create_connection(lambda client=client: client, HOST, port)
+        await asyncio.get_running_loop().create_connection(lambda client=client: client, HOST, port)
         clients.append(client)
-    cpu = CpuWindow(spec["server_pids"])
     try:
         for client in clients:
             client.send()
-        await asyncio.sleep(spec["warmup"])
-        phase = "measure"
-        cpu.start()
-        await asyncio.sleep(spec["duration"])
-        window = cpu.stop()
-        phase = "stop"
-        drain_until = time.monotonic() + 3
-        while any(c.inflight for c in clients) and time.monotonic() < drain_until:
-            await asyncio.sleep(0.01)
+        window = await closed_loop.run(
+            spec["warmup"], spec["duration"], lambda: any(c.inflight for c in clients), 3.0
+        )
     finally:
         for client in clients:
             if client.transport is not None:

@@ -52,10 +52,10 @@ from bench import loadgen
 from bench.harness.procs import LOAD_CORE, SERVER_CORE, Processes, pinning_available
 from bench.harness.scenarios import BENCH, ROOT, delete_keys
 from testsupport.chat import manage_seed_chat
+from testsupport.databases import POSTGRES_URL, create_database, drop_database
 from testsupport.processes import Process, run_manage_py, wait_for_port
 from testsupport.system import cpu_seconds, free_port, raise_open_files_limit, rss_kib
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/10"
 DEFAULT_JSON = BENCH / "results" / "soak.json"
 RSS_GROWTH_TARGET = 5.0  # percent, from the end of the warm-up to the end, per process
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get("E2E_POSTGRES_URL", DEFAULT_POSTGRES),
+        default=POSTGRES_URL,
         help="an administrative connection; a database of the run's own is made there",
     )
     parser.add_argument(
@@ -134,29 +134,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # Set-up: database, users, rooms ------------------------------------------------------------
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def database_exists(admin_url: str, name: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        row = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    return row is not None
 
 
 def set_up_site(env: dict[str, str], rooms: list[str], users: list[str]) -> dict[str, Any]:

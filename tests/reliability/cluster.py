@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
 import sys
@@ -33,10 +32,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from testsupport.chat import ChatSeed, manage_seed_chat
+from testsupport.databases import temporary_database
 from testsupport.processes import ManagePy, Process, run_manage_py, stop_all
 from testsupport.system import free_port, rss_kib
 
-POSTGRES = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for a process to be ready (Django imports on 2 busy cores)
 STOP_TIMEOUT = 15.0  # SIGTERM drains sockets first (consumers/shutdown.py)
@@ -53,10 +52,9 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
     ``engine="postgres"`` (the default, safe for several processes writing at once) makes
     one on the machine's PostgreSQL (``E2E_POSTGRES_URL``); ``engine="sqlite"`` a file in
     ``directory``."""
-    name = f"reliability_{secrets.token_hex(4)}"
     if engine == "sqlite":
         assert directory is not None, "an SQLite database needs a directory"
-        path = directory / f"{name}.sqlite3"
+        path = directory / f"reliability_{secrets.token_hex(4)}.sqlite3"
         url = f"sqlite:///{path}"
         try:
             _migrate(url)
@@ -67,17 +65,9 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
         return
     if engine != "postgres":
         raise ValueError(f"engine must be 'postgres' or 'sqlite', not {engine!r}")
-    import psycopg
-
-    with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = POSTGRES.rsplit("/", 1)[0] + "/" + name
+    with temporary_database("reliability") as url:
         _migrate(url)
         yield url
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _migrate(database_url: str) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from bench import soak
+from testsupport.databases import POSTGRES_URL, database_exists
 from testsupport.processes import Process
 
-POSTGRES = os.environ.get("E2E_POSTGRES_URL", soak.DEFAULT_POSTGRES)
 REDIS = os.environ.get("BENCH_REDIS_URL", soak.DEFAULT_REDIS)
 
 
@@ -27,9 +27,9 @@ def services_missing() -> str | None:
     try:
         import psycopg
 
-        psycopg.connect(POSTGRES, connect_timeout=3).close()
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
     except Exception as error:
-        return f"PostgreSQL at {POSTGRES} unreachable: {error}"
+        return f"PostgreSQL at {POSTGRES_URL} unreachable: {error}"
     try:
         import redis
 
@@ -48,7 +48,7 @@ def services() -> None:
 
 def run_soak(*args: str, timeout: float) -> tuple[int, str]:
     """Run the soak as a user would; on timeout SIGTERM it (it cleans up) first."""
-    argv = ["--postgres-url", POSTGRES, "--redis-url", REDIS, *args]
+    argv = ["--postgres-url", POSTGRES_URL, "--redis-url", REDIS, *args]
     process = Process(sys.executable, "-m", "bench.soak", *argv, settings=None)
     code = process.finish(timeout)
     print(process.output)
@@ -60,7 +60,7 @@ def run_soak(*args: str, timeout: float) -> tuple[int, str]:
 def assert_cleaned_up(report: dict[str, Any]) -> None:
     for pid in report["started_pids"]:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"process {pid} still runs"
-    assert not soak.database_exists(POSTGRES, report["database"]), "database not dropped"
+    assert not database_exists(POSTGRES_URL, report["database"]), "database not dropped"
     assert soak.count_keys(REDIS, report["run_id"]) == 0, "Redis keys left behind"
 
 
