@@ -1,6 +1,6 @@
 """One process of the channel-layer scenario (no Daphne): a receiver or a sender.
 
-``python layer_worker.py IMPL REDIS_URL PREFIX`` reads JSON commands, one per line, on
+``python -m bench.layer_worker IMPL REDIS_URL PREFIX`` reads JSON commands, one per line, on
 stdin and answers each with one JSON line on stdout. IMPL is
 
 - ``ours``: ``channels_layer.redis.RedisChannelLayer`` (run with the project on the path);

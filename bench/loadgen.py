@@ -1,6 +1,6 @@
 """The load generator: one asyncio process, standard library only, loopback only.
 
-``python loadgen.py '<json spec>'`` runs one measurement and prints its result as one JSON
+``python -m bench.loadgen '<json spec>'`` runs one measurement and prints its result as one JSON
 line. The same file drives every implementation, so the client side costs the same for all.
 
 The WebSocket and HTTP/1.1 clients are minimal ``asyncio.Protocol`` implementations driven
@@ -19,33 +19,17 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from testsupport.system import cpu_seconds, raise_open_files_limit, rss_kib
+
 HOST = "127.0.0.1"
 
 
 # Measurement helpers ----------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        data = stat.read()
-    fields = data[data.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 class CpuWindow:
@@ -73,6 +57,31 @@ class CpuWindow:
         }
 
 
+class ClosedLoop:
+    """The phases of a closed-loop measurement, read by the clients' callbacks: ``warmup``,
+    ``measure`` (latencies count), ``stop`` (send nothing more)."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.phase = "warmup"
+        self.cpu = CpuWindow(server_pids)
+
+    async def run(
+        self, warmup: float, duration: float, busy: Callable[[], bool], drain: float
+    ) -> dict[str, float | None]:
+        """Warm up, measure for ``duration`` seconds, then stop and wait (at most ``drain``
+        seconds) until nothing is ``busy``; the CPU window of the measurement."""
+        await asyncio.sleep(warmup)
+        self.phase = "measure"
+        self.cpu.start()
+        await asyncio.sleep(duration)
+        window = self.cpu.stop()
+        self.phase = "stop"
+        drain_until = time.monotonic() + drain
+        while busy() and time.monotonic() < drain_until:
+            await asyncio.sleep(0.01)
+        return window
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float | None]:
     """p50/p99/max in milliseconds (nearest-rank), None without samples."""
     if not samples_s:
@@ -84,12 +93,6 @@ def percentiles(samples_s: list[float]) -> dict[str, float | None]:
         return round(1000 * ordered[min(last, int(q * len(ordered)))], 3)
 
     return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": round(1000 * ordered[-1], 3)}
-
-
-def raise_open_files_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # A minimal WebSocket client ---------------------------------------------------------------
@@ -255,16 +258,16 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
     With ``blocker_path`` one extra connection sends ``blocker_message`` in the same way;
     its own round trips are reported apart (``blocker_round_trips``).
     """
-    phase = "warmup"
+    closed_loop = ClosedLoop(spec["server_pids"])
     latencies: list[float] = []
     message = spec.get("message", "x" * 32).encode()
 
     def on_message(client: WebSocket, payload: bytes) -> None:
         now = time.perf_counter()
-        if phase == "measure":
+        if closed_loop.phase == "measure":
             latencies.append(now - client.sent_at)
         client.inflight = False
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.sent_at, client.inflight = now, True
             client.send(client.message)
 
@@ -272,9 +275,9 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
 
     def on_blocker(client: WebSocket, payload: bytes) -> None:
         nonlocal blocker_trips
-        blocker_trips += phase == "measure"
+        blocker_trips += closed_loop.phase == "measure"
         client.inflight = False
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.inflight = True
             client.send(client.message)
 
@@ -282,7 +285,6 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
     blockers: list[WebSocket] = []
     if spec.get("blocker_path"):
         blockers = await connect_all(spec["ports"], spec["blocker_path"], 1, on_blocker)
-    cpu = CpuWindow(spec["server_pids"])
     try:
         for client in clients:
             client.message = message
@@ -292,15 +294,12 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
         for client in [*blockers, *clients]:
             client.sent_at, client.inflight = start, True
             client.send(client.message)
-        await asyncio.sleep(spec["warmup"])
-        phase = "measure"
-        cpu.start()
-        await asyncio.sleep(spec["duration"])
-        window = cpu.stop()
-        phase = "stop"
-        drain_until = time.monotonic() + spec.get("drain", 3.0)
-        while any(c.inflight for c in [*clients, *blockers]) and time.monotonic() < drain_until:
-            await asyncio.sleep(0.01)
+        window = await closed_loop.run(
+            spec["warmup"],
+            spec["duration"],
+            lambda: any(c.inflight for c in [*clients, *blockers]),
+            spec.get("drain", 3.0),
+        )
     finally:
         await close_all([*clients, *blockers])
     result: dict[str, Any] = {
@@ -444,37 +443,29 @@ class HttpClient(asyncio.Protocol):
 
 async def http(spec: dict[str, Any]) -> dict[str, Any]:
     """Closed loop over ``connections`` keep-alive connections: GET, read reply, repeat."""
-    loop = asyncio.get_running_loop()
-    phase = "warmup"
+    closed_loop = ClosedLoop(spec["server_pids"])
     latencies: list[float] = []
     request = f"GET {spec['path']} HTTP/1.1\r\nHost: {HOST}:{spec['ports'][0]}\r\n\r\n".encode()
 
     def on_response(client: HttpClient) -> None:
         now = time.perf_counter()
-        if phase == "measure":
+        if closed_loop.phase == "measure":
             latencies.append(now - client.sent_at)
-        if phase != "stop":
+        if closed_loop.phase != "stop":
             client.send()
 
     clients = []
     for index in range(spec["connections"]):
         client = HttpClient(request, on_response)
         port = spec["ports"][index % len(spec["ports"])]
-        await loop.create_connection(lambda client=client: client, HOST, port)
+        await asyncio.get_running_loop().create_connection(lambda client=client: client, HOST, port)
         clients.append(client)
-    cpu = CpuWindow(spec["server_pids"])
     try:
         for client in clients:
             client.send()
-        await asyncio.sleep(spec["warmup"])
-        phase = "measure"
-        cpu.start()
-        await asyncio.sleep(spec["duration"])
-        window = cpu.stop()
-        phase = "stop"
-        drain_until = time.monotonic() + 3
-        while any(c.inflight for c in clients) and time.monotonic() < drain_until:
-            await asyncio.sleep(0.01)
+        window = await closed_loop.run(
+            spec["warmup"], spec["duration"], lambda: any(c.inflight for c in clients), 3.0
+        )
     finally:
         for client in clients:
             if client.transport is not None:

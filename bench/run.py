@@ -1,6 +1,6 @@
 """Benchmark this project against Django Channels 4.3 and a bare ASGI ceiling.
 
-    .venv/bin/python bench/run.py [--quick] [--rounds N] [--scenarios a,b] [--output DIR]
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--scenarios a,b] [--output DIR]
 
 Scenarios (run in this order): layer, echo, broadcast, isolation, http, memory. Within a
 round each scenario runs ours, Channels, bare, one after another (A, B, C, A, B, C, ...).
@@ -24,13 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from harness import envs, report  # noqa: E402
-from harness.procs import Processes, pinning_available  # noqa: E402
-from harness.scenarios import (  # noqa: E402
+from bench.harness import envs, report
+from bench.harness.procs import Processes, pinning_available
+from bench.harness.scenarios import (
+    BENCH,
     PROFILES,
     SCENARIOS,
     Context,
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["python", "-m", "bench.run", *sys.argv[1:]]),
         "profile": args.profile,
         "rounds": args.rounds,
         "scenarios": args.scenarios,

@@ -1,6 +1,6 @@
 """Soak: hundreds of chat clients on two Daphne processes over Redis, for minutes.
 
-    .venv/bin/python bench/soak.py --minutes 10 [--clients 500] [--rate 20] [--json PATH]
+    .venv/bin/python -m bench.soak --minutes 10 [--clients 500] [--rate 20] [--json PATH]
 
 Sets everything up itself: a PostgreSQL database of its own (created, migrated, dropped
 afterwards), users with sessions and a few public rooms, two Daphne processes of the
@@ -38,7 +38,6 @@ import random
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,24 +48,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+from bench import loadgen
+from bench.harness.procs import LOAD_CORE, SERVER_CORE, Processes, pinning_available
+from bench.harness.scenarios import BENCH, ROOT, delete_keys
+from testsupport.chat import manage_seed_chat
+from testsupport.databases import POSTGRES_URL, create_database, drop_database
+from testsupport.processes import Process, run_manage_py, wait_for_port
+from testsupport.system import cpu_seconds, free_port, raise_open_files_limit, rss_kib
 
-import loadgen  # noqa: E402
-from harness.procs import (  # noqa: E402
-    LOAD_CORE,
-    SERVER_CORE,
-    Proc,
-    Processes,
-    cpu_seconds,
-    free_port,
-    pinning_available,
-    wait_for_port,
-)
-
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/10"
 DEFAULT_JSON = BENCH / "results" / "soak.json"
 RSS_GROWTH_TARGET = 5.0  # percent, from the end of the warm-up to the end, per process
@@ -109,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get("E2E_POSTGRES_URL", DEFAULT_POSTGRES),
+        default=POSTGRES_URL,
         help="an administrative connection; a database of the run's own is made there",
     )
     parser.add_argument(
@@ -146,86 +135,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # Set-up: database, users, rooms ------------------------------------------------------------
 
-_SETUP_SCRIPT = """
-import json
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.test import Client
-from chat.models import Room
-
-spec = json.loads({spec!r})
-call_command("migrate", interactive=False, verbosity=0)
-rooms = [Room.objects.create(name=name) for name in spec["rooms"]]
-users, cookies = [], []
-for name in spec["users"]:
-    user = get_user_model().objects.create_user(name)
-    client = Client()
-    client.force_login(user)
-    users.append(name)
-    cookies.append(
-        settings.SESSION_COOKIE_NAME + "=" + client.cookies[settings.SESSION_COOKIE_NAME].value
-    )
-print("SETUP " + json.dumps({{"rooms": [r.name for r in rooms],
-                               "groups": [r.group_name for r in rooms],
-                               "users": users, "cookies": cookies}}))
-"""
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def database_exists(admin_url: str, name: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        row = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    return row is not None
-
 
 def set_up_site(env: dict[str, str], rooms: list[str], users: list[str]) -> dict[str, Any]:
-    """Migrate, make the rooms and the users with a session each (one ``manage.py shell``)."""
-    script = _SETUP_SCRIPT.format(spec=json.dumps({"rooms": rooms, "users": users}))
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("SETUP ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"set-up failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    setup: dict[str, Any] = json.loads(line.removeprefix("SETUP "))
-    return setup
-
-
-def delete_keys(url: str, prefix: str) -> int:
-    """Remove the run's keys (never FLUSHDB: the database is shared)."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=10)
-    try:
-        batch = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(batch), 500):
-            client.unlink(*batch[start : start + 500])
-        return len(batch)
-    finally:
-        client.close()
+    """Migrate, then make the rooms and the users with a session each (``seed_chat``)."""
+    run_manage_py("migrate", "--noinput", env=env, timeout=180)
+    return vars(manage_seed_chat(env, rooms, users))
 
 
 def count_keys(url: str, prefix: str) -> int:
@@ -238,23 +152,9 @@ def count_keys(url: str, prefix: str) -> int:
         client.close()
 
 
-def wait_for_line(proc: Proc, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = proc.log_path
-        if path is not None and path.exists() and text in path.read_text(errors="replace"):
-            return
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited ({proc.popen.poll()}):\n{proc.log_tail()}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} did not print {text!r} within {timeout} s")
-
-
-def log_problems(proc: Proc) -> dict[str, Any]:
+def log_problems(proc: Process) -> dict[str, Any]:
     """Tracebacks and ERROR lines in a process's output (the first few, for the report)."""
-    if proc.log_path is None or not proc.log_path.exists():
-        return {"tracebacks": 0, "error_lines": 0, "first": []}
-    text = proc.log_path.read_text(errors="replace")
+    text = proc.output
     lines = [line for line in text.splitlines() if LOG_PROBLEM.search(line)]
     return {
         "tracebacks": text.count("Traceback (most recent call last)"),
@@ -283,7 +183,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     users = [f"soak-user-{n:03d}" for n in range(args.users)]
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/soak.py", *argv]),
+        "command": " ".join(["python", "-m", "bench.soak", *argv]),
         "config": {
             "minutes": args.minutes,
             "clients": args.clients,
@@ -314,7 +214,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(log_dir)
     db_created = False
-    named: dict[str, Proc] = {}
+    named: dict[str, Process] = {}
     try:
         log(f"database {db_name}, Redis prefix {run_id}")
         database_url = create_database(args.postgres_url, db_name)
@@ -363,7 +263,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         )
         for name, port in zip(SERVERS, ports, strict=True):
             wait_for_port(named[name], port, START_TIMEOUT)
-        wait_for_line(named[WORKER], "Worker listening on", START_TIMEOUT)
+        named[WORKER].wait_for("Worker listening on", START_TIMEOUT)
         log(f"Daphnes on ports {ports[0]} and {ports[1]}, worker ready")
         spec = {
             "ports": ports,
@@ -384,15 +284,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         }
         client_proc = procs.start(
             "clients",
-            [sys.executable, str(Path(__file__).resolve()), "clients"],
+            [sys.executable, "-m", "bench.soak", "clients"],
             core=LOAD_CORE,
             cwd=ROOT,
             pipe=True,
         )
         named["clients"] = client_proc
-        assert client_proc.popen.stdin is not None
-        client_proc.popen.stdin.write(json.dumps(spec) + "\n")
-        client_proc.popen.stdin.flush()
+        assert client_proc.process.stdin is not None
+        client_proc.process.stdin.write(json.dumps(spec) + "\n")
+        client_proc.process.stdin.flush()
         while True:
             line = client_proc.read_json(timeout=args.minutes * 60 + args.drain + 300)
             if "result" in line:
@@ -418,7 +318,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 except Exception as error:
                     log(f"could not drop database {db_name}: {error}")
             try:
-                delete_keys(args.redis_url, run_id)
+                delete_keys(args.redis_url, f"{run_id}:")
             except Exception as error:
                 log(f"could not delete the Redis keys under {run_id}: {error}")
             report["elapsed_s"] = round(time.monotonic() - began, 1)
@@ -768,7 +668,7 @@ def rss_now(pids: dict[str, int]) -> dict[str, int | None]:
     sample: dict[str, int | None] = {}
     for name, pid in pids.items():
         try:
-            sample[name] = loadgen.rss_kib(pid)
+            sample[name] = rss_kib(pid)
         except (OSError, RuntimeError):
             sample[name] = None
     return sample
@@ -1031,7 +931,7 @@ def clients_main() -> int:
     """``soak.py clients``: the spec as one JSON line on stdin; progress and the result as
     JSON lines on stdout."""
     spec = json.loads(sys.stdin.readline())
-    loadgen.raise_open_files_limit()
+    raise_open_files_limit()
 
     async def bounded() -> dict[str, Any]:
         return await asyncio.wait_for(soak_clients(spec), spec["deadline"])

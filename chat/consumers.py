@@ -23,8 +23,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 
 from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
+from channels_layer.base import BaseChannelLayer
 from chat import limits, presence
 from chat.conf import setting
 from chat.models import Message, Room
@@ -82,6 +84,16 @@ def _forget(message_id: int) -> None:
 _review = database_sync_to_async(review)
 
 
+NO_LAYER = "the chat needs a channel layer: set CHANNEL_LAYERS"
+
+
+def required(layer: BaseChannelLayer | None) -> BaseChannelLayer:
+    """A consumer's channel layer: rooms, presence and moderation mean nothing without one."""
+    if layer is None:
+        raise ImproperlyConfigured(NO_LAYER)
+    return layer
+
+
 class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
     """A person in a room: posts, typing, presence; the ORM work runs in threads."""
 
@@ -92,6 +104,17 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
     listening = False
     # The socket slots this connection holds (released when it closes).
     slots: tuple[str, ...] = ()
+
+    @property
+    def layer(self) -> BaseChannelLayer:
+        return required(self.channel_layer)
+
+    @property
+    def own_channel(self) -> str:
+        """This connection's layer channel (the consumer makes one whenever there is a layer)."""
+        if self.channel_name is None:
+            raise ImproperlyConfigured(NO_LAYER)
+        return self.channel_name
 
     async def connect(self) -> None:
         self.user = self.scope["user"]
@@ -120,7 +143,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         self.last_typing = 0.0
         self.listening = True
         self.groups = [room.group_name]
-        await self.channel_layer.group_add(room.group_name, self.channel_name)
+        await self.layer.group_add(room.group_name, self.own_channel)
         # Closed with 4403 when the room, its members or the account change against us.
         subjects = [subject_of(room)]
         if self.user.is_authenticated:
@@ -142,7 +165,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "history", "messages": history})
         if self.user_name:
             interval = setting("CHAT_PRESENCE_INTERVAL")
-            await presence.join(self.channel_layer, room.group_name, self.user_name, interval)
+            await presence.join(self.layer, room.group_name, self.user_name, interval)
 
     async def claim_slots(self, address: str) -> bool:
         """One socket slot of this user and one of this address, or neither."""
@@ -150,7 +173,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         if self.user.is_authenticated:
             wanted.append((f"sockets:user:{self.user.pk}", setting("CHAT_MAX_SOCKETS_PER_USER")))
         for key, cap in wanted:
-            if not await limits.claim(key, self.channel_name, cap):
+            if not await limits.claim(key, self.own_channel, cap):
                 await self.release_slots()
                 return False
             self.slots = (*self.slots, key)
@@ -158,7 +181,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
 
     async def release_slots(self) -> None:
         for key in self.slots:
-            await limits.release(key, self.channel_name)
+            await limits.release(key, self.own_channel)
         self.slots = ()
 
     async def disconnect(self, code: int) -> None:
@@ -205,9 +228,7 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             return await self.refuse("too_long", f"messages are at most {limit} characters")
         event = await _save(self.room, self.user, text)
         try:
-            await self.channel_layer.group_send(
-                self.room.group_name, {"type": "chat.message", **event}
-            )
+            await self.layer.group_send(self.room.group_name, {"type": "chat.message", **event})
         except LayerUnavailable:
             await _forget(event["id"])  # nobody saw it: it must not appear later either
             return await self.refuse(
@@ -222,13 +243,13 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         if not inline:
             job = {"type": "moderate", "id": message_id}
             try:
-                await self.channel_layer.send(MODERATION_CHANNEL, job)
+                await self.layer.send(MODERATION_CHANNEL, job)
             except (ChannelFull, LayerUnavailable) as error:  # no worker, or no Redis
                 logger.warning("Message %s stays pending review: %s", message_id, error)
             return
         event = await _review(message_id)
         if event is not None:
-            await self.channel_layer.group_send(event.pop("group"), event)
+            await self.layer.group_send(event.pop("group"), event)
 
     async def typing(self) -> None:
         now = time.monotonic()
@@ -236,9 +257,9 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             return
         self.last_typing = now
         with contextlib.suppress(LayerUnavailable):  # a typing notice is not worth an error
-            await self.channel_layer.group_send(
+            await self.layer.group_send(
                 self.room.group_name,
-                {"type": "chat.typing", "user": self.user_name, "channel": self.channel_name},
+                {"type": "chat.typing", "user": self.user_name, "channel": self.own_channel},
             )
 
     async def refuse(self, code: str, detail: str) -> None:
@@ -279,4 +300,4 @@ class ModerationWorker(SyncConsumer):
             return
         event = review(message_id)
         if event is not None:
-            async_to_sync(self.channel_layer.group_send)(event.pop("group"), event)
+            async_to_sync(required(self.channel_layer).group_send)(event.pop("group"), event)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,13 +11,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from testsupport.system import free_port
+
 REDIS_URL = "redis://127.0.0.1:6379"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

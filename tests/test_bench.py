@@ -1,4 +1,4 @@
-"""The benchmark harness (bench/run.py) end to end in its tiny mode.
+"""The benchmark harness (``python -m bench.run``) end to end in its tiny mode.
 
 Only "ours" and "bare" run, so neither the Channels venv nor the network is needed; the
 figures are not asserted, only that a table and the raw JSON come out and that every
@@ -9,40 +9,18 @@ apart from other tests.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
-sys.path.insert(0, str(BENCH))
-
-from harness import procs  # noqa: E402
+from bench.harness import procs
+from testsupport.processes import Process
 
 
-def run_harness(*args: str, timeout: float = 40) -> tuple[int, str]:
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH / "run.py"), *args],
-        cwd=ROOT,
-        env={**os.environ, "BENCH_REDIS_URL": "redis://127.0.0.1:6379/11"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # run.py stops its children on SIGTERM
-            try:
-                process.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-    return process.returncode, output
+def run_harness(*args: str, timeout: float = 40) -> tuple[int | None, str]:
+    """``python -m bench.run ARGS``; past ``timeout`` it gets SIGTERM (it stops its children)."""
+    env = {"BENCH_REDIS_URL": "redis://127.0.0.1:6379/11"}
+    harness = Process(sys.executable, "-m", "bench.run", *args, env=env, settings=None)
+    return harness.finish(timeout, grace=15), harness.output
 
 
 def test_tiny_run_writes_table_and_json_and_stops_its_processes(tmp_path: Path) -> None:
@@ -83,7 +61,6 @@ def test_runs_unpinned_without_taskset(tmp_path: Path, monkeypatch) -> None:
     proc = processes.start(
         "probe", [sys.executable, "-c", "import os; print(os.sched_getaffinity(0))"], core=1
     )
-    proc.popen.wait(10)
+    assert proc.finish(10) == 0
     processes.stop_all()
-    assert proc.popen.returncode == 0
     assert proc.log_path is not None and "{" in proc.log_path.read_text()

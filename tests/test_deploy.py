@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from tests.nginx import SITE_TEMPLATE, Nginx, nginx_binary, render_site_config
-from tests.processes import ManagePy
+from testsupport.processes import ManagePy
+from testsupport.system import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_VARIABLES = {"NGINX_PORT", "DAPHNE_1", "DAPHNE_2", "STATIC_ROOT"}
@@ -304,12 +305,6 @@ def test_nginx_accepts_the_rendered_config(tmp_path):
 
 
 # --- Live: the real nginx in front of two stand-in Daphnes --------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 
 from consumers.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
 from project.asgi import application
-from tests.processes import ManagePy, Process
+from testsupport.processes import ManagePy, Process
 
 
 @pytest.mark.django_db(transaction=True)

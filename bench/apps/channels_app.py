@@ -1,65 +1,13 @@
-"""The benchmark routes on Django Channels 4.3 (run in bench/.venv-channels).
-
-``apps.ours`` is the same file with this project's import paths.
-"""
+"""The benchmark's application on Django Channels 4.3 (run in bench/.venv-channels)."""
 
 import os
-import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apps.settings_channels")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_channels")
 
 from django.core.asgi import get_asgi_application
 
-django_asgi_app = get_asgi_application()
+django_asgi_app = get_asgi_application()  # sets Django up before the consumers are imported
 
-from channels.generic.websocket import (  # noqa: E402
-    AsyncJsonWebsocketConsumer,
-    AsyncWebsocketConsumer,
-    WebsocketConsumer,
-)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
+from bench.apps.routes import build  # noqa: E402
 
-GROUP = "bench"
-
-
-class AsyncEcho(AsyncWebsocketConsumer):
-    async def receive(self, text_data=None, bytes_data=None):
-        await self.send(text_data=text_data)
-
-
-class SyncEcho(WebsocketConsumer):
-    def receive(self, text_data=None, bytes_data=None):
-        if text_data.startswith("sleep"):
-            time.sleep(1)  # the isolation scenario's slow handler
-        self.send(text_data=text_data)
-
-
-class JsonEcho(AsyncJsonWebsocketConsumer):
-    async def receive_json(self, content, **kwargs):
-        await self.send_json(content)
-
-
-class Broadcast(AsyncWebsocketConsumer):
-    groups = [GROUP]
-
-    async def receive(self, text_data=None, bytes_data=None):
-        await self.channel_layer.group_send(GROUP, {"type": "bench.message", "text": text_data})
-
-    async def bench_message(self, event):
-        await self.send(text_data=event["text"])
-
-
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": URLRouter(
-            [
-                path("ws/echo/", AsyncEcho.as_asgi()),
-                path("ws/sync/", SyncEcho.as_asgi()),
-                path("ws/json/", JsonEcho.as_asgi()),
-                path("ws/broadcast/", Broadcast.as_asgi()),
-            ]
-        ),
-    }
-)
+application = build("channels", django_asgi_app)

@@ -2,7 +2,7 @@
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apps.settings_django")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_django")
 
 from django.core.asgi import get_asgi_application
 

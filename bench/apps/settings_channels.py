@@ -1,7 +1,7 @@
-"""Settings for ``apps.channels_app``: Django Channels and channels-redis."""
+"""Settings for ``bench.apps.channels_app``: Django Channels and channels-redis."""
 
-from apps.settings_common import *  # noqa: F403
-from apps.settings_common import layers
+from bench.apps.settings_common import *  # noqa: F403
+from bench.apps.settings_common import layers
 
 INSTALLED_APPS = ["channels"]
 CHANNEL_LAYERS = layers(

@@ -9,7 +9,7 @@ SECRET_KEY = "bench-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 DATABASES: dict[str, dict[str, str]] = {}
-ROOT_URLCONF = "apps.urls"
+ROOT_URLCONF = "bench.apps.urls"
 USE_TZ = True
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -1,5 +1,5 @@
-"""Settings for ``apps.django_only``: Django's ASGI handler with no consumer framework."""
+"""Settings for ``bench.apps.django_only``: Django's ASGI handler with no consumer framework."""
 
-from apps.settings_common import *  # noqa: F403
+from bench.apps.settings_common import *  # noqa: F403
 
 INSTALLED_APPS: list[str] = []

@@ -1,7 +1,7 @@
-"""Settings for ``apps.ours``: the project's packages."""
+"""Settings for ``bench.apps.ours``: the project's packages."""
 
-from apps.settings_common import *  # noqa: F403
-from apps.settings_common import layers
+from bench.apps.settings_common import *  # noqa: F403
+from bench.apps.settings_common import layers
 
 INSTALLED_APPS = ["consumers"]
 CHANNEL_LAYERS = layers(

@@ -19,13 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.procs import LOAD_CORE, SERVER_CORE, Proc, Processes, cpu_seconds, free_port
-from harness.procs import wait_for_port as _wait_for_port
+from bench.harness.procs import LOAD_CORE, SERVER_CORE, Processes
+from bench.loadgen import percentiles
+from testsupport.processes import Process, wait_for_port
+from testsupport.system import cpu_seconds, free_port
 
 BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 MIN_CPU_WINDOW = 0.5  # seconds
+# Where servers and layer workers run: not ROOT, whose consumers/ would come first on their
+# sys.path and shadow the snapshot ``ours`` runs from (``bench`` is found on PYTHONPATH).
+WORKDIR = BENCH
 
 
 @dataclass
@@ -115,18 +120,23 @@ def make_impls(
 ) -> dict[str, Impl]:
     """``ours_source``: the directory holding ``consumers`` and ``channels_layer`` (run.py
     passes a copy taken at start, so edits made during a run do not mix versions)."""
+    apps = "bench.apps"
     impls = {
         "ours": Impl(
-            "ours", project_python, [BENCH, ours_source], "apps.settings_ours", "apps.ours"
+            "ours", project_python, [ours_source, ROOT], f"{apps}.settings_ours", f"{apps}.ours"
         ),
-        "bare": Impl("bare", project_python, [BENCH], None, "apps.bare"),
+        "bare": Impl("bare", project_python, [ROOT], None, f"{apps}.bare"),
         "django": Impl(
-            "django", project_python, [BENCH], "apps.settings_django", "apps.django_only"
+            "django", project_python, [ROOT], f"{apps}.settings_django", f"{apps}.django_only"
         ),
     }
     if channels_python is not None:
         impls["channels"] = Impl(
-            "channels", channels_python, [BENCH], "apps.settings_channels", "apps.channels_app"
+            "channels",
+            channels_python,
+            [ROOT],
+            f"{apps}.settings_channels",
+            f"{apps}.channels_app",
         )
     return impls
 
@@ -157,7 +167,7 @@ def _env(impl: Impl, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def start_servers(
     ctx: Context, impl: Impl, count: int = 1, layer: str = "memory"
-) -> list[tuple[Proc, int]]:
+) -> list[tuple[Process, int]]:
     """``count`` Daphne processes for ``impl`` (all on the server core), once listening."""
     extra = {"BENCH_LAYER": layer}
     if layer == "redis":
@@ -171,20 +181,22 @@ def start_servers(
             [*argv, f"{impl.app}:application"],
             core=SERVER_CORE,
             env=_env(impl, extra),
-            cwd=BENCH,
+            cwd=WORKDIR,
         )
         servers.append((proc, port))
     for proc, port in servers:
-        _wait_for_port(proc, port)
+        wait_for_port(proc, port)
     return servers
 
 
-def stop(ctx: Context, procs: list[Proc]) -> None:
+def stop(ctx: Context, procs: list[Process]) -> None:
     for proc in procs:
         ctx.procs.stop(proc)
 
 
-def loadgen(ctx: Context, spec: dict[str, Any], servers: list[tuple[Proc, int]]) -> dict[str, Any]:
+def loadgen(
+    ctx: Context, spec: dict[str, Any], servers: list[tuple[Process, int]]
+) -> dict[str, Any]:
     """Run one load-generator measurement (pinned to the load core) and return its result."""
     spec = {
         **spec,
@@ -194,7 +206,7 @@ def loadgen(ctx: Context, spec: dict[str, Any], servers: list[tuple[Proc, int]])
     spec.setdefault("deadline", 180)
     proc = ctx.procs.start(
         f"loadgen-{spec['mode']}",
-        [sys.executable, str(BENCH / "loadgen.py"), json.dumps(spec)],
+        [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
         core=LOAD_CORE,
         pipe=True,
     )
@@ -204,7 +216,7 @@ def loadgen(ctx: Context, spec: dict[str, Any], servers: list[tuple[Proc, int]])
         ctx.procs.stop(proc)
     for proc_, _ in servers:
         if not proc_.alive():
-            raise RuntimeError(f"{proc_.name} died during the measurement:\n{proc_.log_tail()}")
+            raise RuntimeError(f"{proc_.name} died during the measurement:\n{proc_.tail()}")
     return result
 
 
@@ -279,18 +291,6 @@ def broadcast(ctx: Context, impl: Impl) -> dict[str, Any]:
 # 3. The channel layer alone, over Redis -----------------------------------------------------
 
 
-def _percentiles(samples: list[float]) -> dict[str, float | None]:
-    if not samples:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    ordered = sorted(samples)
-    last = len(ordered) - 1
-
-    def rank(q: float) -> float:
-        return round(1000 * ordered[min(last, int(q * len(ordered)))], 3)
-
-    return {"p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": round(1000 * ordered[-1], 3)}
-
-
 class _CpuMeter:
     """CPU of the layer processes (and Redis, when its pid is known) over a window."""
 
@@ -327,16 +327,16 @@ def layer(ctx: Context, impl: Impl) -> dict[str, Any]:
     with two fresh receiving processes (so no backlog or idle receiver of an earlier part
     weighs on a later one, and nothing has to be cancelled in between)."""
     prefix = ctx.fresh_prefix(impl.name)
-    argv = [str(impl.python), str(BENCH / "layer_worker.py"), impl.name, ctx.redis_url, prefix]
+    argv = [str(impl.python), "-m", "bench.layer_worker", impl.name, ctx.redis_url, prefix]
     env = _env(impl)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     redis = {"redis_cpu": [ctx.redis_pid]} if ctx.redis_pid else {}
-    everyone: list[Proc] = []
+    everyone: list[Process] = []
 
-    def start(*roles: tuple[str, int]) -> list[Proc]:
+    def start(*roles: tuple[str, int]) -> list[Process]:
         workers = [
             ctx.procs.start(
-                f"layer-{impl.name}-{role}", argv, core=core, env=env, cwd=BENCH, pipe=True
+                f"layer-{impl.name}-{role}", argv, core=core, env=env, cwd=WORKDIR, pipe=True
             )
             for role, core in roles
         ]
@@ -366,7 +366,7 @@ def layer(ctx: Context, impl: Impl) -> dict[str, Any]:
 
 
 def _point_to_point(
-    ctx: Context, receiver: Proc, sender: Proc, cpu_groups: dict[str, list[int]]
+    ctx: Context, receiver: Process, sender: Process, cpu_groups: dict[str, list[int]]
 ) -> dict[str, Any]:
     profile = ctx.profile
     metrics: dict[str, Any] = {}
@@ -397,7 +397,7 @@ def _point_to_point(
     metrics["p2p_rate.full"] = sent["full"]
     metrics["p2p_rate.send_errors"] = sent["errors"]
     metrics["p2p_rate.late_ticks"] = sent["late_ticks"]
-    metrics.update(_copy(_percentiles(stats["latencies"]), "p2p_rate", LATENCY))
+    metrics.update(_copy(percentiles(stats["latencies"]), "p2p_rate", LATENCY))
     metrics.update({f"p2p_rate.{k}": v for k, v in meter.result.items()})
     # Saturation (closed loop, many concurrent senders).
     with _CpuMeter(cpu_groups) as meter:
@@ -416,13 +416,13 @@ def _point_to_point(
     window = max(1e-9, until - since)
     metrics["p2p_sat.rps"] = round(stats["in_window"] / window, 1)
     metrics["p2p_sat.send_rps"] = round(sent["sent"] / (sent["end"] - sent["start"]), 1)
-    metrics.update(_copy(_percentiles(stats["latencies"]), "p2p_sat", LATENCY))
+    metrics.update(_copy(percentiles(stats["latencies"]), "p2p_sat", LATENCY))
     metrics.update({f"p2p_sat.{k}": v for k, v in meter.result.items()})
     return metrics
 
 
 def _group(
-    ctx: Context, size: int, receivers: list[Proc], sender: Proc, cpu: dict[str, list[int]]
+    ctx: Context, size: int, receivers: list[Process], sender: Process, cpu: dict[str, list[int]]
 ) -> dict[str, Any]:
     profile = ctx.profile
     group = f"g{size}"
@@ -449,20 +449,22 @@ def _group(
         f"{tag}.send_ms": round(1000 * statistics.median(send_times), 3),
         f"{tag}.lost": size * profile.group_sends - received,
     }
-    metrics.update(_copy(_percentiles(latencies), tag, LATENCY))
+    metrics.update(_copy(percentiles(latencies), tag, LATENCY))
     metrics.update({f"{tag}.{k}": v for k, v in meter.result.items()})
     return metrics
 
 
-def delete_keys(url: str, prefix: str) -> None:
-    """Remove this scenario's keys (never FLUSHDB: the database may be shared)."""
+def delete_keys(url: str, prefix: str) -> int:
+    """Remove the keys starting with ``prefix`` (never FLUSHDB: the database may be shared);
+    how many there were."""
     import redis
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=10)
     try:
         batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(batch), 500):
             client.unlink(*batch[start : start + 500])
+        return len(batch)
     finally:
         client.close()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from testsupport.processes import ROOT
 
 VERSION = "4.3.0"
 

@@ -12,14 +12,14 @@ import pytest
 from channels_layer import inbox_order
 from channels_layer.inbox_order import InboxProgress, split_entry, split_marks
 from channels_layer.pubsub import RedisPubSubChannelLayer
-from tests.processes import ROOT
 from tests.redis_servers import REDIS_URL
+from testsupport.processes import ROOT
 
 # The sender is another process, so its sends and publishes race the receiver's reads.
 SENDER = """
 import asyncio, json, sys
 from channels_layer.pubsub import RedisPubSubChannelLayer
-from tests.processes import ROOT
+from testsupport.processes import ROOT
 from tests.redis_servers import REDIS_URL
 from channels_layer.redis import RedisChannelLayer
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from channels_layer import LayerUnavailable
 from channels_layer.redis_hosts import parse_hosts
-from tests.redis_servers import free_port
+from testsupport.system import free_port
 
 
 async def round_trip(layer):

@@ -12,9 +12,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat.consumers import CLOSE_REVOKED, CLOSE_TOO_MANY_SOCKETS
-from tests.processes import ManagePy
 from tests.redis_servers import REDIS_URL
 from tests.reliability.cluster import chat_database, cluster, connect_chat, seed_chat
+from testsupport.chat import manage_seed_chat
+from testsupport.processes import ManagePy
 
 BURST = 10
 LIMITS = {
@@ -36,12 +37,8 @@ def manage_shell(env: dict[str, str], script: str) -> str:
 def site():
     with chat_database() as database_url:
         seed = seed_chat(database_url, room="duo", users=4)
-        manage_shell(
-            {"DATABASE_URL": database_url},
-            "from django.contrib.auth.models import User; from chat.models import Room; "
-            "Room.objects.create(name='secret', private=True).members.add("
-            f"*User.objects.filter(username__in={seed.users[2:4]!r}))",
-        )
+        database = {"DATABASE_URL": database_url}
+        manage_seed_chat(database, ["secret"], seed.users[2:4], private=True, sessions=False)
         with cluster(REDIS_URL, database_url, worker=False, env=LIMITS) as running:
             yield running, seed
 

@@ -11,8 +11,8 @@ from channels_layer.redis import RedisChannelLayer
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.routing import ChannelNameRouter
 from consumers.worker import Worker
-from tests.processes import ManagePy
 from tests.redis_servers import REDIS_URL
+from testsupport.processes import ManagePy
 
 
 class Jobs(SyncConsumer):

@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from tests.nginx import Nginx, nginx_binary
-from tests.processes import ROOT, ManagePy, Process
 from tests.redis_servers import REDIS_URL
+from testsupport.databases import temporary_database
+from testsupport.processes import ROOT, ManagePy, Process
+from testsupport.system import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-POSTGRES = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 OUTPUT = Path(os.environ.get("TEST_OUTPUT_DIR", ROOT / "test-output"))
 ROOM = "e2e"
 WAIT = 15  # seconds any one thing may take to show up in a page
@@ -37,25 +37,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def postgres_url():
     """A database of its own on the machine's PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"chat_e2e_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("chat_e2e") as url:
+        yield url
 
 
 @pytest.fixture

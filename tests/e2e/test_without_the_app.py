@@ -31,15 +31,15 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.processes import Process
 from tests.redis_servers import free_port
 from tests.reliability.test_slow_client import (
     connection_dropped,
     raw_websocket,
-    rss_mib,
     send_frame,
     stalled_client,
 )
+from testsupport.processes import Process
+from testsupport.system import rss_kib
 
 APP = "tests.e2e.bare_app:application"
 WITHOUT_CONSUMERS = "tests.e2e.settings_without_consumers"
@@ -263,7 +263,7 @@ async def drops_a_stalled_reader(server: Server) -> None:
     pid = server.process.process.pid
     async with server.connect("/json/") as healthy:
         disconnects = (await stats(healthy))["disconnects"]
-        before = rss_mib(pid)
+        before = rss_kib(pid) / 1024
         started = time.monotonic()
         stalled = await asyncio.to_thread(stalled_client, server.port, tls=server.tls)
         try:
@@ -271,7 +271,7 @@ async def drops_a_stalled_reader(server: Server) -> None:
                 assert time.monotonic() - started < 30, server.process.output
                 await asyncio.sleep(0.25)
             took = time.monotonic() - started
-            after = rss_mib(pid)
+            after = rss_kib(pid) / 1024
             assert await asyncio.to_thread(connection_dropped, stalled, TIMEOUT)
         finally:
             stalled.close()

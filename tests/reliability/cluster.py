@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -33,10 +31,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
-from tests.processes import ManagePy, Process
-from tests.redis_servers import free_port
+from testsupport.chat import ChatSeed, manage_seed_chat
+from testsupport.databases import temporary_database
+from testsupport.processes import ManagePy, Process, run_manage_py, stop_all
+from testsupport.system import free_port, rss_kib
 
-POSTGRES = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for a process to be ready (Django imports on 2 busy cores)
 STOP_TIMEOUT = 15.0  # SIGTERM drains sockets first (consumers/shutdown.py)
@@ -53,10 +52,9 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
     ``engine="postgres"`` (the default, safe for several processes writing at once) makes
     one on the machine's PostgreSQL (``E2E_POSTGRES_URL``); ``engine="sqlite"`` a file in
     ``directory``."""
-    name = f"reliability_{secrets.token_hex(4)}"
     if engine == "sqlite":
         assert directory is not None, "an SQLite database needs a directory"
-        path = directory / f"{name}.sqlite3"
+        path = directory / f"reliability_{secrets.token_hex(4)}.sqlite3"
         url = f"sqlite:///{path}"
         try:
             _migrate(url)
@@ -67,84 +65,20 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
         return
     if engine != "postgres":
         raise ValueError(f"engine must be 'postgres' or 'sqlite', not {engine!r}")
-    import psycopg
-
-    with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = POSTGRES.rsplit("/", 1)[0] + "/" + name
+    with temporary_database("reliability") as url:
         _migrate(url)
         yield url
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _migrate(database_url: str) -> None:
-    step = ManagePy("migrate", "--noinput", env={"DATABASE_URL": database_url})
-    try:
-        code = step.process.wait(60)
-    except subprocess.TimeoutExpired:
-        step.stop()
-        raise AssertionError(f"migrate took over 60 s:\n{step.output}") from None
-    assert code == 0, step.output
-
-
-@dataclass
-class ChatSeed:
-    """What ``seed_chat`` made: the room, its channel layer group and one session cookie
-    (``sessionid=...``) per user, in user order."""
-
-    room: str
-    group: str
-    users: list[str]
-    cookies: list[str]
-
-    def cookie(self, index: int) -> str:
-        """The cookie of user ``index % len(users)``: connections share accounts."""
-        return self.cookies[index % len(self.cookies)]
-
-    def user(self, index: int) -> str:
-        return self.users[index % len(self.users)]
-
-
-_SEED_SCRIPT = """
-import json
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.test import Client
-from chat.models import Room
-
-spec = json.loads({spec!r})
-room = Room.objects.create(name=spec["room"])
-users, cookies = [], []
-for name in spec["users"]:
-    user = get_user_model().objects.create_user(name)
-    client = Client()
-    client.force_login(user)
-    users.append(name)
-    cookie = settings.SESSION_COOKIE_NAME
-    cookies.append(cookie + "=" + client.cookies[cookie].value)
-print("SEED " + json.dumps({{"room": room.name, "group": room.group_name, "users": users,
-                              "cookies": cookies}}))
-"""
+    run_manage_py("migrate", "--noinput", env={"DATABASE_URL": database_url})
 
 
 def seed_chat(database_url: str, room: str = "drill", users: int = 20) -> ChatSeed:
-    """A public room and ``users`` users with a session each, made by ``manage.py shell``
-    against ``database_url`` (so the test process needs no database connection)."""
+    """A public room and ``users`` users (``ROOM-user-NN``) with a session each, made by
+    ``manage.py seed_chat`` (so the test process needs no database connection)."""
     names = [f"{room}-user-{n:02d}" for n in range(users)]
-    script = _SEED_SCRIPT.format(spec=json.dumps({"room": room, "users": names}))
-    shell = ManagePy("shell", "-c", script, env={"DATABASE_URL": database_url})
-    try:
-        code = shell.process.wait(60)
-    except subprocess.TimeoutExpired:
-        shell.stop()
-        raise AssertionError(f"seeding took over 60 s:\n{shell.output}") from None
-    assert code == 0, shell.output
-    line = next((line for line in shell.lines if line.startswith("SEED ")), None)
-    assert line is not None, shell.output
-    return ChatSeed(**json.loads(line.removeprefix("SEED ")))
+    return manage_seed_chat({"DATABASE_URL": database_url}, [room], names)
 
 
 # The processes --------------------------------------------------------------------------
@@ -183,7 +117,7 @@ class Node:
 
     def rss(self) -> int:
         """Resident memory in bytes (from /proc)."""
-        return rss_of(self.pid)
+        return rss_kib(self.pid) * 1024
 
 
 @dataclass
@@ -282,31 +216,7 @@ def cluster(
             worker_process.wait_for("Worker listening on", START_TIMEOUT)
         yield Cluster(nodes, worker_process, common, prefix, redis_url, started)
     finally:
-        stop_all(started)
-
-
-def stop_all(processes: Sequence[Process], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM every process still running at once, then wait; SIGKILL the late ones."""
-    running = [p for p in processes if p.process.poll() is None]
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            process.process.terminate()
-    deadline = time.monotonic() + timeout
-    for process in running:
-        try:
-            process.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.process.kill()
-            process.process.wait(10)
-
-
-def rss_of(pid: int) -> int:
-    """A process's resident memory in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
+        stop_all(started, STOP_TIMEOUT)
 
 
 def warning_lines(output: str) -> list[str]:
@@ -316,19 +226,6 @@ def warning_lines(output: str) -> list[str]:
 
 def tracebacks(output: str) -> int:
     return output.count("Traceback (most recent call last)")
-
-
-def raise_open_files_limit(needed: int) -> tuple[int, int]:
-    """Raise this process's soft RLIMIT_NOFILE to ``needed`` if the hard limit allows;
-    returns the (soft, hard) limits now in force."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft, hard
 
 
 # The clients ----------------------------------------------------------------------------

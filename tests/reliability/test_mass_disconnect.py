@@ -32,11 +32,11 @@ from tests.reliability.cluster import (
     cluster,
     merged_presence,
     open_chat_clients,
-    raise_open_files_limit,
     seed_chat,
     tracebacks,
     warning_lines,
 )
+from testsupport.system import raise_open_files_limit
 
 CLIENTS = 1000
 USERS = 20

@@ -11,8 +11,9 @@ import redis
 import websockets
 
 from channels_layer.redis import RedisChannelLayer
-from tests.processes import Process
-from tests.redis_servers import REDIS_URL, free_port
+from tests.redis_servers import REDIS_URL
+from testsupport.processes import Process
+from testsupport.system import free_port
 
 CLIENTS = 200
 

@@ -11,17 +11,10 @@ import time
 import websockets
 
 from tests.reliability.test_shutdown import start_daphne
+from testsupport.system import rss_kib
 
 MAX_BUFFER = 256 * 1024
 FLOOD_FRAMES, FRAME_SIZE = 2000, 64 * 1024  # 128 MiB offered to the stalled client
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def raw_websocket(
@@ -91,7 +84,7 @@ async def test_a_stalled_client_is_closed_while_others_keep_their_latency():
         for _ in range(50):  # warm up
             await healthy.send("ping")
             await healthy.recv()
-        before = rss_mib(daphne.process.pid)
+        before = rss_kib(daphne.process.pid) / 1024
         stalled = await asyncio.to_thread(stalled_client, port)
         latencies = []
         deadline = time.monotonic() + 3
@@ -100,7 +93,7 @@ async def test_a_stalled_client_is_closed_while_others_keep_their_latency():
             await healthy.send("ping")
             assert await healthy.recv() == "ping"
             latencies.append(time.perf_counter() - sent)
-        after = rss_mib(daphne.process.pid)
+        after = rss_kib(daphne.process.pid) / 1024
         p99 = statistics.quantiles(latencies, n=100)[98] * 1000
         print(
             f"stalled client offered {FLOOD_FRAMES * FRAME_SIZE >> 20} MiB: server RSS "

@@ -1,4 +1,4 @@
-"""The soak (bench/soak.py): many chat clients on two Daphnes over Redis for minutes.
+"""The soak (``python -m bench.soak``): many chat clients on two Daphnes over Redis for minutes.
 
 ``test_soak_two_minutes`` is the real one (500 clients, 2 minutes; ``pytest -m slow``): no
 message lost and resident memory growing under 5 % per process after the warm-up. The fast
@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
-SOAK = BENCH / "soak.py"
-sys.path.insert(0, str(BENCH))
+from bench import soak
+from testsupport.databases import POSTGRES_URL, database_exists
+from testsupport.processes import Process
 
-import soak  # noqa: E402
-
-POSTGRES = os.environ.get("E2E_POSTGRES_URL", soak.DEFAULT_POSTGRES)
 REDIS = os.environ.get("BENCH_REDIS_URL", soak.DEFAULT_REDIS)
 
 
@@ -33,9 +27,9 @@ def services_missing() -> str | None:
     try:
         import psycopg
 
-        psycopg.connect(POSTGRES, connect_timeout=3).close()
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
     except Exception as error:
-        return f"PostgreSQL at {POSTGRES} unreachable: {error}"
+        return f"PostgreSQL at {POSTGRES_URL} unreachable: {error}"
     try:
         import redis
 
@@ -53,33 +47,20 @@ def services() -> None:
 
 
 def run_soak(*args: str, timeout: float) -> tuple[int, str]:
-    """Run bench/soak.py as a user would; on timeout SIGTERM it (it cleans up) first."""
-    process = subprocess.Popen(
-        [sys.executable, str(SOAK), "--postgres-url", POSTGRES, "--redis-url", REDIS, *args],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        pytest.fail(f"the soak took over {timeout} s:\n{output}")
-    print(output)
-    return process.returncode, output
+    """Run the soak as a user would; on timeout SIGTERM it (it cleans up) first."""
+    argv = ["--postgres-url", POSTGRES_URL, "--redis-url", REDIS, *args]
+    process = Process(sys.executable, "-m", "bench.soak", *argv, settings=None)
+    code = process.finish(timeout)
+    print(process.output)
+    if code is None:
+        pytest.fail(f"the soak took over {timeout} s:\n{process.output}")
+    return code, process.output
 
 
 def assert_cleaned_up(report: dict[str, Any]) -> None:
     for pid in report["started_pids"]:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"process {pid} still runs"
-    assert not soak.database_exists(POSTGRES, report["database"]), "database not dropped"
+    assert not database_exists(POSTGRES_URL, report["database"]), "database not dropped"
     assert soak.count_keys(REDIS, report["run_id"]) == 0, "Redis keys left behind"
 
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from channels_layer.redis import RedisChannelLayer
-from tests.processes import ManagePy
 from tests.redis_servers import REDIS_URL
+from testsupport.processes import ManagePy
 
 LEASE = 2.0
 
