@@ -2,7 +2,9 @@
 
 The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"type":
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
-``presence``, ``typing`` and ``error`` events back. Every refused input is answered with an
+``presence`` (who is here, once: ``{"members": {name: {"metas": [...]}}}``),
+``presence_diff`` (``joins`` and ``leaves`` of the same shape), ``typing`` and ``error``
+events back. Every refused input is answered with an
 ``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
 reached: the post was not sent); the connection stays open unless the sender keeps
 flooding (close code 4029).
@@ -25,13 +27,14 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
 from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
-from chat import limits, presence
+from chat import limits
 from chat.conf import setting
 from chat.models import Message, Room
 from chat.moderation import MODERATION_CHANNEL, review
 from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
+from consumers.presence import PresenceMixin, tracker_for
 from consumers.revalidation import CLOSE_ACCESS_REVOKED, RevalidatingMixin, subject_of
 
 logger = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ def _forget(message_id: int) -> None:
 _review = database_sync_to_async(review)
 
 
-class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(PresenceMixin, RevalidatingMixin, AsyncJsonWebsocketConsumer):
     """A person in a room: posts, typing, presence; the ORM work runs in threads."""
 
     room: Room
@@ -140,9 +143,15 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             }
         )
         await self.send_json({"type": "history", "messages": history})
-        if self.user_name:
-            interval = setting("CHAT_PRESENCE_INTERVAL")
-            await presence.join(self.channel_layer, room.group_name, self.user_name, interval)
+        await self.enter_presence(room.group_name)
+
+    async def enter_presence(self, topic: str) -> None:
+        """Everyone sees who is here (consumers/presence.py): the list once, then diffs."""
+        tracker_for(self.channel_layer, topic, interval=setting("CHAT_PRESENCE_INTERVAL"))
+        await self.presence_subscribe(topic)
+        if self.user_name:  # anonymous visitors watch without being listed
+            await self.presence_track(topic, self.user_name)
+        await self.send_json({"type": "presence", "members": await self.presence_list(topic)})
 
     async def claim_slots(self, address: str) -> bool:
         """One socket slot of this user and one of this address, or neither."""
@@ -162,9 +171,8 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         self.slots = ()
 
     async def disconnect(self, code: int) -> None:
+        # The presence entry leaves by itself (PresenceMixin).
         await self.release_slots()
-        if getattr(self, "user_name", ""):
-            await presence.leave(self.room.group_name, self.user_name)
 
     async def still_allowed(self) -> bool:
         return await _still_admitted(self.room.pk, self.user)
@@ -264,8 +272,10 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         if event["channel"] != self.channel_name:
             await self.send_json({"type": "typing", "user": event["user"]})
 
-    async def presence_sync(self, event: dict) -> None:
-        await self.send_json({**event, "type": "presence"})
+    async def presence_diff(self, event: dict) -> None:
+        await self.send_json(
+            {"type": "presence_diff", "joins": event["joins"], "leaves": event["leaves"]}
+        )
 
 
 class ModerationWorker(SyncConsumer):

@@ -52,13 +52,14 @@ __all__ = [
 _trackers: dict[tuple[int, int, str], Tracker] = {}
 
 
-def tracker_for(layer: BaseChannelLayer, topic: str) -> Tracker:
-    """This process's tracker of ``topic`` on ``layer``, started if there is none."""
+def tracker_for(layer: BaseChannelLayer, topic: str, interval: float | None = None) -> Tracker:
+    """This process's tracker of ``topic`` on ``layer``, started if there is none (with a
+    heartbeat every ``interval`` seconds; default: ``CONSUMERS_PRESENCE_INTERVAL``)."""
     check_topic(topic)
     key = (id(asyncio.get_running_loop()), id(layer), topic)
     tracker = _trackers.get(key)
     if tracker is None:
-        tracker = _trackers[key] = Tracker(layer, topic)
+        tracker = _trackers[key] = Tracker(layer, topic, interval=interval)
         tracker.on_stop = lambda stopped: _trackers.pop(key, None)
     return tracker
 
