@@ -12,7 +12,9 @@ flooding (close code 4029).
 Limits hold per user (anonymous visitors: per client address) over all their sockets and
 every server process (chat/limits.py): the frame rate, and the number of open sockets (4030
 beyond it). Access is checked again whenever the room, its members or the account change
-(consumers/revalidation.py): a socket that lost it is closed with 4403 within moments.
+(consumers/revalidation.py): a socket that lost it is closed with 4403 within moments. A
+logged-in socket ends with its session (consumers/users.py): logging out in one tab, or
+changing the password, closes the others with 4401.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
 from consumers.presence import PresenceMixin, tracker_for
-from consumers.revalidation import CLOSE_ACCESS_REVOKED, RevalidatingMixin, subject_of
+from consumers.revalidation import CLOSE_ACCESS_REVOKED, subject_of
+from consumers.users import CLOSE_SESSION_ENDED, UserSocketMixin
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ CLOSE_NO_SUCH_ROOM = 4004  # no such room; also a private one, to anonymous visi
 CLOSE_RATE_LIMITED = 4029  # kept flooding after being told to slow down
 CLOSE_TOO_MANY_SOCKETS = 4030  # this user or address has CHAT_MAX_SOCKETS_* open already
 CLOSE_REVOKED = CLOSE_ACCESS_REVOKED  # 4403: removed from the room, room gone, account off
+CLOSE_LOGGED_OUT = CLOSE_SESSION_ENDED  # 4401: logged out (another tab), password changed
 TYPING_EVERY = 2.0  # seconds: at most one typing event per connection in that time
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -85,7 +89,7 @@ def _forget(message_id: int) -> None:
 _review = database_sync_to_async(review)
 
 
-class ChatConsumer(PresenceMixin, RevalidatingMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
     """A person in a room: posts, typing, presence; the ORM work runs in threads."""
 
     room: Room
@@ -124,10 +128,9 @@ class ChatConsumer(PresenceMixin, RevalidatingMixin, AsyncJsonWebsocketConsumer)
         self.listening = True
         self.groups = [room.group_name]
         await self.channel_layer.group_add(room.group_name, self.channel_name)
-        # Closed with 4403 when the room, its members or the account change against us.
+        # Closed with 4403 when the room, its members or the account change against us
+        # (UserSocketMixin watches the account, and closes with 4401 when the session ends).
         subjects = [subject_of(room)]
-        if self.user.is_authenticated:
-            subjects.append(subject_of(self.user))
         await self.watch(*subjects)
         await self.accept()
         # A change between the admission above and the watch would have gone unheard.
@@ -180,6 +183,10 @@ class ChatConsumer(PresenceMixin, RevalidatingMixin, AsyncJsonWebsocketConsumer)
     async def access_revoked(self, subject: str) -> None:
         self.listening = False
         await super().access_revoked(subject)
+
+    async def session_ended(self) -> None:
+        self.listening = False
+        await super().session_ended()
 
     # From the browser
 

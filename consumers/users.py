@@ -247,11 +247,13 @@ class UserSocketMixin(RevalidatingMixin):
         await self.close(self.session_ended_close_code, "session ended")  # type: ignore[attr-defined]
 
     async def revalidation_recheck(self, event: dict[str, Any]) -> None:
+        # Access first (a deactivated account is "access revoked"), then the session.
         if self._ended:
             return
+        if not await self.still_allowed():
+            return await self.access_revoked(event["subject"])
         if not await self.session_still_valid():
-            return await self.session_ended()
-        await super().revalidation_recheck(event)
+            await self.session_ended()
 
     async def users_session_ended(self, event: dict[str, Any]) -> None:
         ours = self.session_key is not None and event.get("session") == self._fingerprint

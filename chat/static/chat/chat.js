@@ -14,6 +14,7 @@
   const FINAL = {4003: "This room is private.", 4004: "There is no such room.",
                  4029: "Disconnected for sending too many messages.",
                  4030: "Too many open connections: close another tab and reload.",
+                 4401: "You were logged out (in another tab, or your password changed): log in again to rejoin.",
                  4403: "You no longer have access to this room."};
   const MIN_DELAY = 500, MAX_DELAY = 10000;
 
