@@ -36,6 +36,7 @@
     socket.onclose = (event) => {
       presence = {};
       renderMembers();
+      status.dataset.code = event.code;
       if (FINAL[event.code]) {
         setStatus(FINAL[event.code], "closed");
         return;
