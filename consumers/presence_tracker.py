@@ -133,6 +133,7 @@ class Tracker:
         self._diff = Changes()  # to this process's subscribers
         self._replies: set[str] = set()  # peers that asked for the full state
         self._asked: dict[str, float] = {}  # peers asked for theirs, and when
+        self._asks: set[str] = set()  # peers to ask, at the next flush
         self._discards: set[str] = set()  # subscribers gone, still in the local group
         self._wake = asyncio.Event()
         self._failing = False
@@ -219,6 +220,8 @@ class Tracker:
             next_beat = time.monotonic() + self.interval
             while True:
                 self._wake.clear()
+                if reader.done():
+                    await reader  # the layer failed under it: raise, and start over
                 await self._flush()
                 if self.idle:
                     self._retire()
@@ -254,6 +257,9 @@ class Tracker:
             )
         while self._replies:
             await self.layer.send(self._replies.pop(), self._state(ask=False))
+        while self._asks:  # a lost ask is repeated after the next heartbeat
+            ask = {"type": "presence.ask", "source": self.source}
+            await self.layer.send(self._asks.pop(), ask)
         if self._diff:
             joins, leaves = self._diff.take()
             await self.layer.group_send(
@@ -269,6 +275,8 @@ class Tracker:
             await self.layer.group_discard(self.local_group, self._discards.pop())
 
     async def _beat(self) -> None:
+        # Renewed, since a layer may expire memberships (Redis: group_expiry).
+        await self.layer.group_add(self.peers_group, self.source)  # type: ignore[arg-type]
         await self.layer.group_send(
             self.peers_group,
             {"type": "presence.beat", "source": self.source, "version": self.version},
@@ -291,7 +299,11 @@ class Tracker:
 
     async def _read(self, source: str) -> None:
         while True:
-            message = await self.layer.receive(source)
+            try:
+                message = await self.layer.receive(source)
+            except Exception:
+                self._wake.set()  # the loop sees this task done and starts over
+                raise
             if message.get("source") != source:
                 try:
                     self._handle(message)
@@ -329,11 +341,7 @@ class Tracker:
         now = time.monotonic()
         if now - self._asked.get(source, -self.interval) >= self.interval:
             self._asked[source] = now
-            asyncio.get_running_loop().create_task(self._send_ask(source))
-
-    async def _send_ask(self, source: str) -> None:
-        with contextlib.suppress(Exception):  # lost: the next heartbeat asks again
-            await self.layer.send(source, {"type": "presence.ask", "source": self.source})
+            self._asks.add(source)
 
     def _apply(self, source: str, peer: Peer, delta: dict[str, Any]) -> None:
         peer.version, peer.heard = delta["version"], time.monotonic()
@@ -352,6 +360,8 @@ class Tracker:
     def _replace(self, source: str, entries: Entries | None) -> None:
         """Make ``source``'s entries ``entries`` (None: forget the peer), telling the diff."""
         old = self.peers.pop(source).entries if source in self.peers else {}
+        if entries is None:
+            self._asked.pop(source, None)
         new = entries or {}
         for key, refs in old.items():
             for ref, meta in refs.items():

@@ -23,6 +23,7 @@ from tests.processes import Process
 from tests.redis_servers import REDIS_URL
 
 INTERVAL = 0.1
+SLACK = 0.5  # seconds of scheduling delay allowed on a loaded 2-core machine
 TOPIC = "room.1"
 
 
@@ -133,8 +134,8 @@ async def test_a_crashed_processs_members_leave_within_the_timeout(new_layer, tr
     started = time.monotonic()
     await diffs_until(here.layer, inbox, members, lambda m: not m)
     took = time.monotonic() - started
-    # The documented bound: the timeout (3 intervals) plus one interval.
-    assert took < here.timeout + here.interval + 0.3, took
+    # The documented bound: the timeout (3 intervals) plus one interval (plus SLACK).
+    assert took < here.timeout + here.interval + SLACK, took
     print(f"crashed tracker's member gone after {took:.2f} s (timeout {here.timeout:.1f} s)")
 
 
@@ -263,7 +264,7 @@ async def test_a_killed_process_members_leave_within_the_timeout(make_layer, tra
         took = time.monotonic() - started
     finally:
         child.stop()
-    assert took < here.timeout + here.interval + 0.3, took
+    assert took < here.timeout + here.interval + SLACK, took
     print(f"killed process's member gone after {took:.2f} s (timeout {here.timeout:.1f} s)")
 
 
@@ -346,3 +347,35 @@ async def test_untrack_leaves_but_keeps_the_subscription():
 def test_a_bad_topic_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="presence topic"):
         presence.check_topic("no spaces allowed")
+
+
+class FailsOnce(Partitionable):
+    """A layer whose first receive fails, as a dropped Redis connection would."""
+
+    failed = False
+
+    async def receive(self, channel):
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("connection reset")
+        return await self.layer.receive(channel)
+
+
+async def test_a_layer_failure_is_logged_once_and_the_tracker_starts_over(
+    new_layer, trackers, caplog
+):
+    here, flaky = trackers(new_layer()), FailsOnce(new_layer())
+    there = trackers(flaky)
+    inbox = await watch(here)
+    members: dict = {}
+    there.track("ada")
+    here.track("bob")
+    await diffs_until(here.layer, inbox, members, lambda m: names(m) == ["ada", "bob"])
+    deadline = time.monotonic() + 5
+    while names(there.members()) != ["ada", "bob"]:  # it hears the others again
+        assert time.monotonic() < deadline, there.members()
+        await asyncio.sleep(0.02)
+    assert flaky.failed
+    assert [r.message for r in caplog.records if "interrupted" in r.message] == [
+        "Presence of room.1 interrupted: ConnectionError('connection reset')"
+    ]
