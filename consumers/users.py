@@ -115,9 +115,7 @@ def logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any
         recheck(subject_of(user))
 
 
-def session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    if not isinstance(instance, AbstractBaseSession):
-        return
+def session_deleted(sender: Any, instance: AbstractBaseSession, **kwargs: Any) -> None:
     user_id = instance.get_decoded().get(SESSION_KEY)
     if user_id is not None:
         user_id = get_user_model()._meta.pk.to_python(user_id)
@@ -134,7 +132,14 @@ def user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any)
 def connect_signals() -> None:
     """Close sockets when their session ends; call once, from an ``AppConfig.ready()``."""
     user_logged_out.connect(logged_out, dispatch_uid="consumers.users.logged_out")
-    post_delete.connect(session_deleted, dispatch_uid="consumers.users.session_deleted")
+    # Only the session model: a receiver for every model would stop Django's fast deletes.
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if hasattr(store, "get_model_class"):  # the database engines
+        post_delete.connect(
+            session_deleted,
+            sender=store.get_model_class(),
+            dispatch_uid="consumers.users.session_deleted",
+        )
     post_save.connect(
         user_saved, sender=get_user_model(), dispatch_uid="consumers.users.user_saved"
     )

@@ -8,6 +8,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model, logout
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.http import HttpRequest
 from django.test import Client
 
@@ -44,14 +45,8 @@ def memory_layer(settings):
 
 @pytest.fixture
 def signals():
+    """The receivers on (the chat app turns them on too: connecting is idempotent)."""
     users.connect_signals()
-    yield
-    from django.contrib.auth import user_logged_out
-    from django.db.models.signals import post_delete, post_save
-
-    user_logged_out.disconnect(dispatch_uid="consumers.users.logged_out")
-    post_delete.disconnect(dispatch_uid="consumers.users.session_deleted")
-    post_save.disconnect(sender=get_user_model(), dispatch_uid="consumers.users.user_saved")
 
 
 @database_sync_to_async
@@ -184,11 +179,19 @@ async def test_a_login_elsewhere_closes_nothing():
     await socket.disconnect()
 
 
+@database_sync_to_async
+def delete_behind_djangos_back(session_key: str) -> None:
+    """Raw SQL: no signal tells anyone."""
+    with connection.cursor() as cursor:
+        table = Session._meta.db_table
+        cursor.execute(f"DELETE FROM {table} WHERE session_key = %s", [session_key])
+
+
 async def test_a_session_deleted_without_signals_is_caught_by_the_periodic_check(settings):
     settings.CONSUMERS_SESSION_CHECK_INTERVAL = 0.2
     _, (gone, kept) = await user_with_sessions("ada", 2)
     doomed, survivor = await open_socket(gone), await open_socket(kept)
-    await Session.objects.filter(session_key=gone).adelete()  # no receivers connected
+    await delete_behind_djangos_back(gone)
     close, took = await closed_within(doomed, 1)
     assert close[0] == CLOSE_SESSION_ENDED and took < 0.2 + 0.5
     assert await survivor.receive_nothing(0.5)
