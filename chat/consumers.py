@@ -2,9 +2,9 @@
 
 The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"type":
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
-``presence`` (who is here, once: ``{"members": {name: {"metas": [...]}}}``),
-``presence_diff`` (``joins`` and ``leaves`` of the same shape), ``typing`` and ``error``
-events back. Every refused input is answered with an
+``presence`` (who is here: ``{"members": {name: {"metas": [...]}}}`` on entering, then
+only changes, ``{"joins": ..., "leaves": ...}`` of the same shape), ``typing`` and
+``error`` events back. Every refused input is answered with an
 ``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
 reached: the post was not sent); the connection stays open unless the sender keeps
 flooding (close code 4029).
@@ -151,10 +151,10 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
     async def enter_presence(self, topic: str) -> None:
         """Everyone sees who is here (consumers/presence.py): the list once, then diffs."""
         tracker_for(self.channel_layer, topic, interval=setting("CHAT_PRESENCE_INTERVAL"))
-        await self.presence_subscribe(topic)
         if self.user_name:  # anonymous visitors watch without being listed
             await self.presence_track(topic, self.user_name)
-        await self.send_json({"type": "presence", "members": await self.presence_list(topic)})
+        members = await self.presence_subscribe(topic)  # with us, and no diff of our join
+        await self.send_json({"type": "presence", "members": members})
 
     async def claim_slots(self, address: str) -> bool:
         """One socket slot of this user and one of this address, or neither."""
@@ -281,7 +281,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
 
     async def presence_diff(self, event: dict) -> None:
         await self.send_json(
-            {"type": "presence_diff", "joins": event["joins"], "leaves": event["leaves"]}
+            {"type": "presence", "joins": event["joins"], "leaves": event["leaves"]}
         )
 
 

@@ -107,6 +107,9 @@ async def subscribe(consumer: Any, topic: str) -> Members:
     if "_presence_topics" not in vars(consumer):
         consumer._presence_topics = []
     consumer._presence_topics.append(tracker)
+    # Changes already in the listing are not sent again as diffs (but for a change made
+    # while joining the group: it may come both ways, and applying it twice is harmless).
+    await tracker.settled()
     await layer.group_add(tracker.local_group, consumer.channel_name)
     return tracker.members()
 

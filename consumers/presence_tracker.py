@@ -88,14 +88,17 @@ class Changes:
     def __init__(self) -> None:
         self.joins: dict[tuple[str, str], dict[str, Any]] = {}
         self.leaves: dict[tuple[str, str], dict[str, Any]] = {}
+        self.count = 0  # changes ever made: how far a sender got is told by this
 
     def __bool__(self) -> bool:
         return bool(self.joins or self.leaves)
 
     def join(self, key: str, ref: str, meta: dict[str, Any]) -> None:
+        self.count += 1
         self.joins[key, ref] = meta
 
     def leave(self, key: str, ref: str, meta: dict[str, Any]) -> None:
+        self.count += 1
         if self.joins.pop((key, ref), None) is None:
             self.leaves[key, ref] = meta
 
@@ -136,6 +139,8 @@ class Tracker:
         self._asks: set[str] = set()  # peers to ask, at the next flush
         self._discards: set[str] = set()  # subscribers gone, still in the local group
         self._wake = asyncio.Event()
+        self._diffs_sent = 0  # the diff's count when its last batch had gone out
+        self._sent = asyncio.Event()
         self._failing = False
         self.on_stop: Any = None
         self.retired = False
@@ -180,6 +185,16 @@ class Tracker:
             for key, refs in entries.items()
             for ref, meta in refs.items()
         )
+
+    async def settled(self) -> None:
+        """Wait until the changes made so far have gone out to this process's subscribers
+        (at most one interval): a subscriber added now gets only later ones."""
+        target = self._diff.count
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.interval):
+                while self._diffs_sent < target and not self.task.done():
+                    self._sent.clear()
+                    await self._sent.wait()
 
     @property
     def idle(self) -> bool:
@@ -261,6 +276,7 @@ class Tracker:
             ask = {"type": "presence.ask", "source": self.source}
             await self.layer.send(self._asks.pop(), ask)
         if self._diff:
+            upto = self._diff.count
             joins, leaves = self._diff.take()
             await self.layer.group_send(
                 self.local_group,
@@ -271,6 +287,8 @@ class Tracker:
                     "leaves": as_members((k, r, m) for (k, r), m in leaves.items()),
                 },
             )
+            self._diffs_sent = upto
+            self._sent.set()
         while self._discards:
             await self.layer.group_discard(self.local_group, self._discards.pop())
 

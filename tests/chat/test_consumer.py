@@ -45,7 +45,7 @@ async def listed(socket, members=None, until=None):
     if members is None:
         members = (await next_of(socket, "presence"))["members"]
     while until is not None and not until(sorted(members)):
-        apply_diff(members, await next_of(socket, "presence_diff"))
+        apply_diff(members, await next_of(socket, "presence"))
     return members
 
 
@@ -68,12 +68,12 @@ async def test_a_change_is_a_diff_not_the_whole_list(make_user, make_room):
     a = await enter(await make_user("ada"))
     await listed(a)
     b = await enter(await make_user("bob"))
-    diff = await next_of(a, "presence_diff")
+    diff = await next_of(a, "presence")
     while "bob" not in diff["joins"]:
-        diff = await next_of(a, "presence_diff")
+        diff = await next_of(a, "presence")
     assert list(diff["joins"]) == ["bob"] and diff["leaves"] == {}
     await b.disconnect()
-    diff = await next_of(a, "presence_diff")
+    diff = await next_of(a, "presence")
     assert list(diff["leaves"]) == ["bob"] and diff["joins"] == {}
     await a.disconnect()
 

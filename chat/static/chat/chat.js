@@ -68,12 +68,9 @@
         if (item) item.replaceWith(renderMessage(event));
         break;
       }
-      case "presence":
-        presence = event.members;
-        renderMembers();
-        break;
-      case "presence_diff":
-        applyDiff(event);
+      case "presence":  // the list on entering, then only joins and leaves
+        if (event.members) presence = event.members;
+        else applyDiff(event);
         renderMembers();
         break;
       case "typing":
