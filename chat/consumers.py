@@ -126,7 +126,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
         self.strikes = 0
         self.last_typing = 0.0
         self.listening = True
-        self.groups = [room.group_name]
+        self.groups = [*self.groups, room.group_name]  # UserSocketMixin's are there already
         await self.channel_layer.group_add(room.group_name, self.channel_name)
         # Closed with 4403 when the room, its members or the account change against us
         # (UserSocketMixin watches the account, and closes with 4401 when the session ends).

@@ -205,7 +205,9 @@ def _unregister(layer: BaseChannelLayer, channel: str) -> None:
 class UserSocketMixin(RevalidatingMixin):
     """For async WebSocket consumers: the user's group, and a socket bound to its session.
 
-    Override ``session_ended()`` to tell the client more before it closes.
+    Override ``session_ended()`` to tell the client more before it closes. The user's
+    groups are added to ``self.groups`` before ``connect()`` runs: extend that list there,
+    do not replace it, or the groups are not left when the socket closes.
     """
 
     session_ended_close_code = CLOSE_SESSION_ENDED
