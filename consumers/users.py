@@ -37,7 +37,7 @@ from django.utils.crypto import salted_hmac
 from channels_layer import BaseChannelLayer, LayerUnavailable, get_channel_layer
 from consumers.auth import _user_from_session
 from consumers.db import database_sync_to_async
-from consumers.revalidation import RevalidatingMixin, recheck, subject_of
+from consumers.revalidation import RevalidatingMixin, group_for, recheck, subject_of
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +202,8 @@ def _unregister(layer: BaseChannelLayer, channel: str) -> None:
             check.sockets.pop(channel, None)
 
 
-class UserSocketMixin(RevalidatingMixin):
-    """For async WebSocket consumers: the user's group, and a socket bound to its session.
-
-    Override ``session_ended()`` to tell the client more before it closes. The user's
-    groups are added to ``self.groups`` before ``connect()`` runs: extend that list there,
-    do not replace it, or the groups are not left when the socket closes.
-    """
+class _SessionBound:
+    """What the async and sync mixins share: who and which session, and the cleanup."""
 
     session_ended_close_code = CLOSE_SESSION_ENDED
     session_key: str | None = None
@@ -222,26 +217,52 @@ class UserSocketMixin(RevalidatingMixin):
             if self.session_key is not None:
                 _unregister(self.channel_layer, self.channel_name)  # type: ignore[attr-defined]
 
+    def _user(self) -> Any:
+        """The authenticated user of the scope, or None."""
+        user = self.scope.get("user")  # type: ignore[attr-defined]
+        return user if user is not None and user.is_authenticated else None
+
+    def _bind(self, user: Any) -> list[str]:
+        """Note the user and session; the groups to join."""
+        self.user_id = user.pk
+        session = self.scope.get("session")  # type: ignore[attr-defined]
+        if session is not None and session.session_key:
+            self.session_key = session.session_key
+            self._fingerprint = session_fingerprint(session.session_key)
+        return [user_group(user.pk), group_for(subject_of(user))]
+
+    def _register(self) -> None:
+        if self.session_key is not None:
+            layer, channel = self.channel_layer, self.channel_name  # type: ignore[attr-defined]
+            _register(layer, channel, self.session_key, self.user_id)
+
+    def _ours(self, event: dict[str, Any]) -> bool:
+        ours = self.session_key is not None and event.get("session") == self._fingerprint
+        return ours and not self._ended
+
+
+class UserSocketMixin(_SessionBound, RevalidatingMixin):
+    """For async WebSocket consumers: the user's group, and a socket bound to its session.
+
+    Override ``session_ended()`` to tell the client more before it closes. The user's
+    groups are added to ``self.groups`` before ``connect()`` runs: extend that list there,
+    do not replace it, or the groups are not left when the socket closes.
+    """
+
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         await self.bind_user()
         await super().websocket_connect(message)  # type: ignore[misc]
 
     async def bind_user(self) -> None:
         """Join the user's group and watch the user's session (authenticated users)."""
-        user = self.scope.get("user")  # type: ignore[attr-defined]
-        if user is None or not user.is_authenticated:
+        user = self._user()
+        if user is None:
             return
-        layer, channel = self.channel_layer, self.channel_name  # type: ignore[attr-defined]
-        self.user_id = user.pk
-        group = user_group(user.pk)
-        await layer.group_add(group, channel)
-        self.groups = [*self.groups, group]
-        await self.watch(subject_of(user))
-        session = self.scope.get("session")  # type: ignore[attr-defined]
-        if session is not None and session.session_key:
-            self.session_key = session.session_key
-            self._fingerprint = session_fingerprint(session.session_key)
-            _register(layer, channel, session.session_key, user.pk)
+        groups = self._bind(user)
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)  # type: ignore[attr-defined]
+        self.groups = [*self.groups, *groups]
+        self._register()
 
     async def session_still_valid(self) -> bool:
         if self.session_key is None:
@@ -263,10 +284,48 @@ class UserSocketMixin(RevalidatingMixin):
             await self.session_ended()
 
     async def users_session_ended(self, event: dict[str, Any]) -> None:
-        ours = self.session_key is not None and event.get("session") == self._fingerprint
-        if ours and not self._ended:
+        if self._ours(event):
             await self.session_ended()
 
     async def users_disconnect(self, event: dict[str, Any]) -> None:
         code, reason = event.get("code", CLOSE_SESSION_ENDED), event.get("reason") or None
         await self.close(code, reason)  # type: ignore[attr-defined]
+
+
+class SyncUserSocketMixin(_SessionBound):
+    """The same for sync WebSocket consumers (``WebsocketConsumer``), with plain methods;
+    a re-check of the session runs in the handler's thread (there is no ``still_allowed``:
+    ``RevalidatingMixin`` is for async consumers)."""
+
+    def websocket_connect(self, message: dict[str, Any]) -> None:
+        user = self._user()
+        if user is not None:
+            groups = self._bind(user)
+            for group in groups:
+                async_to_sync(self.channel_layer.group_add)(group, self.channel_name)  # type: ignore[attr-defined]
+            self.groups = [*self.groups, *groups]  # type: ignore[has-type]
+            async_to_sync(self._aregister)()
+        super().websocket_connect(message)  # type: ignore[misc]
+
+    async def _aregister(self) -> None:
+        self._register()
+
+    def session_still_valid(self) -> bool:
+        return self.session_key is None or session_belongs_to(self.session_key, self.user_id)
+
+    def session_ended(self) -> None:
+        """Close the socket; override to say more first (call this to close)."""
+        self._ended = True
+        self.close(self.session_ended_close_code, "session ended")  # type: ignore[attr-defined]
+
+    def revalidation_recheck(self, event: dict[str, Any]) -> None:
+        if not self._ended and not self.session_still_valid():
+            self.session_ended()
+
+    def users_session_ended(self, event: dict[str, Any]) -> None:
+        if self._ours(event):
+            self.session_ended()
+
+    def users_disconnect(self, event: dict[str, Any]) -> None:
+        code, reason = event.get("code", CLOSE_SESSION_ENDED), event.get("reason") or None
+        self.close(code, reason)  # type: ignore[attr-defined]

@@ -16,9 +16,14 @@ from channels_layer import channel_layers
 from consumers import users
 from consumers.auth import AuthMiddlewareStack
 from consumers.db import database_sync_to_async
-from consumers.generic.websocket import AsyncWebsocketConsumer
+from consumers.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from consumers.testing import WebsocketCommunicator
-from consumers.users import CLOSE_SESSION_ENDED, UserSocketMixin, user_group
+from consumers.users import (
+    CLOSE_SESSION_ENDED,
+    SyncUserSocketMixin,
+    UserSocketMixin,
+    user_group,
+)
 from tests.consumers.session_store import store
 from tests.redis_servers import REDIS_URL
 
@@ -33,7 +38,16 @@ class Me(UserSocketMixin, AsyncWebsocketConsumer):
         await self.send(text_data=event["text"])
 
 
+class SyncMe(SyncUserSocketMixin, WebsocketConsumer):
+    def connect(self):
+        self.accept()
+
+    def notify(self, event):
+        self.send(text_data=event["text"])
+
+
 application = AuthMiddlewareStack(Me.as_asgi())
+sync_application = AuthMiddlewareStack(SyncMe.as_asgi())
 
 
 @pytest.fixture(autouse=True)
@@ -61,9 +75,9 @@ def user_with_sessions(name: str, count: int) -> tuple:
     return user, keys
 
 
-async def open_socket(session_key: str | None) -> WebsocketCommunicator:
+async def open_socket(session_key: str | None, app=application) -> WebsocketCommunicator:
     headers = [(b"cookie", f"sessionid={session_key}".encode())] if session_key else []
-    socket = WebsocketCommunicator(application, "/", headers=headers)
+    socket = WebsocketCommunicator(app, "/", headers=headers)
     assert (await socket.connect())[0]
     return socket
 
@@ -201,3 +215,28 @@ async def test_a_session_deleted_without_signals_is_caught_by_the_periodic_check
     check = users._checks[id(asyncio.get_running_loop()), id(channel_layers["default"])]
     assert not check.sockets
     await asyncio.wait_for(check.task, 1)
+
+
+@pytest.mark.usefixtures("signals")
+async def test_sync_consumers_get_the_same_per_user_delivery_and_session_binding():
+    ada, (leaving, staying) = await user_with_sessions("ada", 2)
+    tab, other = (
+        await open_socket(leaving, sync_application),
+        await open_socket(staying, sync_application),
+    )
+    await users.asend_to_user(ada.pk, {"type": "notify", "text": "hi"})
+    assert [await tab.receive_from(), await other.receive_from()] == ["hi", "hi"]
+    await django_logout(ada, leaving)
+    close, took = await closed_within(tab, 1)
+    assert close == (CLOSE_SESSION_ENDED, "session ended") and took < 1
+    assert await other.receive_nothing(0.3)
+
+    @database_sync_to_async
+    def change_password():
+        ada.set_password("new")
+        ada.save()
+
+    await change_password()
+    assert (await closed_within(other, 1))[0][0] == CLOSE_SESSION_ENDED
+    for socket in (tab, other):
+        await socket.disconnect()
