@@ -364,9 +364,12 @@ class Tracker:
     def _apply(self, source: str, peer: Peer, delta: dict[str, Any]) -> None:
         peer.version, peer.heard = delta["version"], time.monotonic()
         for key, refs in delta["joins"].items():
+            held = peer.entries.setdefault(key, {})
             for ref, meta in refs.items():
-                peer.entries.setdefault(key, {})[ref] = meta
-                self._diff.join(key, ref, meta)
+                # A state sent just before this delta may have carried the entry already.
+                if held.get(ref) != meta:
+                    held[ref] = meta
+                    self._diff.join(key, ref, meta)
         for key, refs in delta["leaves"].items():
             held = peer.entries.get(key, {})
             for ref in refs:
