@@ -7,5 +7,8 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import signals
+        from consumers import users
 
         signals.connect()
+        # Sockets close when their session ends (logout, flush, password change).
+        users.connect_signals()

@@ -2,7 +2,9 @@
 
 The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"type":
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
-``presence``, ``typing`` and ``error`` events back. Every refused input is answered with an
+``presence`` (who is here: ``{"members": {name: {"metas": [...]}}}`` on entering, then
+only changes, ``{"joins": ..., "leaves": ...}`` of the same shape), ``typing`` and
+``error`` events back. Every refused input is answered with an
 ``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
 reached: the post was not sent); the connection stays open unless the sender keeps
 flooding (close code 4029).
@@ -10,7 +12,9 @@ flooding (close code 4029).
 Limits hold per user (anonymous visitors: per client address) over all their sockets and
 every server process (chat/limits.py): the frame rate, and the number of open sockets (4030
 beyond it). Access is checked again whenever the room, its members or the account change
-(consumers/revalidation.py): a socket that lost it is closed with 4403 within moments.
+(consumers/revalidation.py): a socket that lost it is closed with 4403 within moments. A
+logged-in socket ends with its session (consumers/users.py): logging out in one tab, or
+changing the password, closes the others with 4401.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
 from channels_layer.base import BaseChannelLayer
-from chat import limits, presence
+from chat import limits
 from chat.conf import setting
 from chat.models import Message, Room
 from chat.moderation import MODERATION_CHANNEL, review
 from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
-from consumers.revalidation import CLOSE_ACCESS_REVOKED, RevalidatingMixin, subject_of
+from consumers.presence import PresenceMixin, tracker_for
+from consumers.revalidation import CLOSE_ACCESS_REVOKED, subject_of
+from consumers.users import CLOSE_SESSION_ENDED, UserSocketMixin
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ CLOSE_NO_SUCH_ROOM = 4004  # no such room; also a private one, to anonymous visi
 CLOSE_RATE_LIMITED = 4029  # kept flooding after being told to slow down
 CLOSE_TOO_MANY_SOCKETS = 4030  # this user or address has CHAT_MAX_SOCKETS_* open already
 CLOSE_REVOKED = CLOSE_ACCESS_REVOKED  # 4403: removed from the room, room gone, account off
+CLOSE_LOGGED_OUT = CLOSE_SESSION_ENDED  # 4401: logged out (another tab), password changed
 TYPING_EVERY = 2.0  # seconds: at most one typing event per connection in that time
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -94,7 +101,7 @@ def required(layer: BaseChannelLayer | None) -> BaseChannelLayer:
     return layer
 
 
-class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
     """A person in a room: posts, typing, presence; the ORM work runs in threads."""
 
     room: Room
@@ -142,12 +149,11 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         self.strikes = 0
         self.last_typing = 0.0
         self.listening = True
-        self.groups = [room.group_name]
+        self.groups = [*self.groups, room.group_name]  # UserSocketMixin's are there already
         await self.layer.group_add(room.group_name, self.own_channel)
-        # Closed with 4403 when the room, its members or the account change against us.
+        # Closed with 4403 when the room, its members or the account change against us
+        # (UserSocketMixin watches the account, and closes with 4401 when the session ends).
         subjects = [subject_of(room)]
-        if self.user.is_authenticated:
-            subjects.append(subject_of(self.user))
         await self.watch(*subjects)
         await self.accept()
         # A change between the admission above and the watch would have gone unheard.
@@ -163,9 +169,15 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
             }
         )
         await self.send_json({"type": "history", "messages": history})
-        if self.user_name:
-            interval = setting("CHAT_PRESENCE_INTERVAL")
-            await presence.join(self.layer, room.group_name, self.user_name, interval)
+        await self.enter_presence(room.group_name)
+
+    async def enter_presence(self, topic: str) -> None:
+        """Everyone sees who is here (consumers/presence.py): the list once, then diffs."""
+        tracker_for(self.layer, topic, interval=setting("CHAT_PRESENCE_INTERVAL"))
+        if self.user_name:  # anonymous visitors watch without being listed
+            await self.presence_track(topic, self.user_name)
+        members = await self.presence_subscribe(topic)  # with us, and no diff of our join
+        await self.send_json({"type": "presence", "members": members})
 
     async def claim_slots(self, address: str) -> bool:
         """One socket slot of this user and one of this address, or neither."""
@@ -185,9 +197,8 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         self.slots = ()
 
     async def disconnect(self, code: int) -> None:
+        # The presence entry leaves by itself (PresenceMixin).
         await self.release_slots()
-        if getattr(self, "user_name", ""):
-            await presence.leave(self.room.group_name, self.user_name)
 
     async def still_allowed(self) -> bool:
         return await _still_admitted(self.room.pk, self.user)
@@ -195,6 +206,10 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
     async def access_revoked(self, subject: str) -> None:
         self.listening = False
         await super().access_revoked(subject)
+
+    async def session_ended(self) -> None:
+        self.listening = False
+        await super().session_ended()
 
     # From the browser
 
@@ -285,8 +300,10 @@ class ChatConsumer(RevalidatingMixin, AsyncJsonWebsocketConsumer):
         if event["channel"] != self.channel_name:
             await self.send_json({"type": "typing", "user": event["user"]})
 
-    async def presence_sync(self, event: dict) -> None:
-        await self.send_json({**event, "type": "presence"})
+    async def presence_diff(self, event: dict) -> None:
+        await self.send_json(
+            {"type": "presence", "joins": event["joins"], "leaves": event["leaves"]}
+        )
 
 
 class ModerationWorker(SyncConsumer):

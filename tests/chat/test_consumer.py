@@ -6,6 +6,7 @@ import pytest
 
 from chat.consumers import CLOSE_FORBIDDEN, CLOSE_NO_SUCH_ROOM, CLOSE_RATE_LIMITED
 from chat.models import Message
+from consumers.presence import apply_diff
 from consumers.testing import WebsocketCommunicator
 from project.asgi import application
 
@@ -38,39 +39,69 @@ async def test_joining_shows_the_last_fifty_messages_oldest_first(make_user, mak
     await socket.disconnect()
 
 
+async def listed(socket, members=None, until=None):
+    """The member names ``socket``'s page shows: the list on entering (when ``members`` is
+    None), then each diff applied, until ``until(names)``."""
+    if members is None:
+        members = (await next_of(socket, "presence"))["members"]
+    while until is not None and not until(sorted(members)):
+        apply_diff(members, await next_of(socket, "presence"))
+    return members
+
+
 async def test_the_member_list_follows_joins_and_leaves(make_user, make_room):
     await make_room()
     a = await enter(await make_user("ada"))
-    assert (await next_of(a, "presence"))["members"] == ["ada"]
+    ada_sees = await listed(a)
+    assert sorted(ada_sees) == ["ada"]
     b = await enter(await make_user("bob"))
-    for socket in (a, b):
-        while (await next_of(socket, "presence"))["members"] != ["ada", "bob"]:
-            pass
+    bob_sees = await listed(b)
+    assert sorted(bob_sees) == ["ada", "bob"]
+    await listed(a, ada_sees, until=lambda names: names == ["ada", "bob"])
     await b.disconnect()
-    while (await next_of(a, "presence"))["members"] != ["ada"]:
-        pass
+    await listed(a, ada_sees, until=lambda names: names == ["ada"])
+    await a.disconnect()
+
+
+async def test_a_change_is_a_diff_not_the_whole_list(make_user, make_room):
+    await make_room()
+    a = await enter(await make_user("ada"))
+    await listed(a)
+    b = await enter(await make_user("bob"))
+    diff = await next_of(a, "presence")
+    while "bob" not in diff["joins"]:
+        diff = await next_of(a, "presence")
+    assert list(diff["joins"]) == ["bob"] and diff["leaves"] == {}
+    await b.disconnect()
+    diff = await next_of(a, "presence")
+    assert list(diff["leaves"]) == ["bob"] and diff["joins"] == {}
     await a.disconnect()
 
 
 async def test_two_tabs_of_one_user_count_once_until_both_close(make_user, make_room):
     await make_room()
-    ada = await make_user("ada")
+    ada, bob = await make_user("ada"), await make_user("bob")
+    watcher = await enter(bob)
+    seen = await listed(watcher)
     first, second = await enter(ada), await enter(ada)
+    tabs = lambda: len(seen.get("ada", {"metas": []})["metas"])  # noqa: E731
+    await listed(watcher, seen, until=lambda names: tabs() == 2)
+    assert sorted(seen) == ["ada", "bob"]
     await second.disconnect()
-    # Heartbeats keep coming; ada stays listed while one tab is open.
-    for _ in range(3):
-        assert (await next_of(first, "presence"))["members"] == ["ada"]
+    await listed(watcher, seen, until=lambda names: tabs() == 1)
+    assert sorted(seen) == ["ada", "bob"]  # one tab still open
     await first.disconnect()
+    await listed(watcher, seen, until=lambda names: names == ["bob"])
+    await watcher.disconnect()
 
 
-async def test_presence_is_a_heartbeat_with_a_time_to_live(make_user, make_room, settings):
+async def test_anonymous_visitors_see_the_list_without_being_on_it(make_user, make_room):
     await make_room()
-    socket = await enter(await make_user("ada"))
-    first = await next_of(socket, "presence")
-    second = await next_of(socket, "presence", timeout=1)
-    assert first["source"] == second["source"]
-    assert first["ttl"] == pytest.approx(3 * settings.CHAT_PRESENCE_INTERVAL)
-    await socket.disconnect()
+    ada = await enter(await make_user("ada"))
+    visitor = await enter(None)
+    assert sorted(await listed(visitor)) == ["ada"]
+    await visitor.disconnect()
+    await ada.disconnect()
 
 
 async def test_typing_reaches_the_others_but_not_the_typist(make_user, make_room):

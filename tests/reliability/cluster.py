@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import secrets
@@ -31,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
+from consumers.presence import apply_diff
 from testsupport.chat import ChatSeed, manage_seed_chat
 from testsupport.databases import temporary_database
 from testsupport.processes import ManagePy, Process, run_manage_py, stop_all
@@ -360,15 +362,14 @@ async def close_all(clients: Sequence[ChatClient], timeout: float = 30) -> None:
 
 
 def merged_presence(client: ChatClient, at: float) -> set[str]:
-    """The members a browser shows at ``at`` (monotonic), merging the presence events this
-    client received as chat.js does: each source's latest list, dropped once its ``ttl``
-    has passed, an empty list removing the source."""
-    latest: dict[str, tuple[float, list[str]]] = {}
+    """The members a browser shows at ``at`` (monotonic), from the presence events this
+    client received, as chat.js merges them: the list on entering, then joins and leaves."""
+    members: dict = {}
     for received, event in client.presence:
         if received > at:
             break
-        if event["members"]:
-            latest[event["source"]] = (received + event["ttl"], event["members"])
+        if "members" in event:
+            members = copy.deepcopy(event["members"])
         else:
-            latest.pop(event["source"], None)
-    return {name for expires, names in latest.values() if expires >= at for name in names}
+            apply_diff(members, event)
+    return set(members)

@@ -78,7 +78,7 @@ def test_a_thousand_clients_leaving_at_once_leave_no_members_and_no_tracebacks()
 
 async def crowd_drill(site: Cluster, seed: ChatSeed) -> None:
     [server] = site.daphnes
-    asks = f"{seed.group}.presence"  # chat/presence.py: where processes ask for lists
+    asks = f"presence-peers.{seed.group}"  # consumers.presence: one tracker per process
     rss_idle = server.rss()
     started = time.monotonic()
     clients = await open_chat_clients(

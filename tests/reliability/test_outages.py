@@ -498,7 +498,7 @@ async def kill_drill(site: Cluster, seed: ChatSeed) -> None:
         victim_users = {c.user for c in on_victim}
         everyone = victim_users | {c.user for c in on_survivor}
         observer = on_survivor[0]
-        asks = f"{seed.group}.presence"  # chat/presence.py: where processes ask for lists
+        asks = f"presence-peers.{seed.group}"  # consumers.presence: one tracker per process
         await wait_until(lambda: merged_presence(observer, time.monotonic()) == everyone, 15)
         await wait_until(lambda: site.subscribers(seed.group) == 2, 10)
         assert site.subscribers(asks) == 2

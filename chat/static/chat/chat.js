@@ -14,12 +14,14 @@
   const FINAL = {4003: "This room is private.", 4004: "There is no such room.",
                  4029: "Disconnected for sending too many messages.",
                  4030: "Too many open connections: close another tab and reload.",
+                 4401: "You were logged out (in another tab, or your password changed): log in again to rejoin.",
                  4403: "You no longer have access to this room."};
   const MIN_DELAY = 500, MAX_DELAY = 10000;
 
   let socket = null, delay = MIN_DELAY, lastTyping = 0, typingTimer = null;
-  // Presence: each server process publishes its own list; show the union of fresh ones.
-  let presence = new Map();
+  // Presence: who is here, by name, with one meta per open connection (each with its ref);
+  // the server sends the whole list on joining, then only joins and leaves.
+  let presence = {};
 
   function setStatus(text, state) {
     status.textContent = text;
@@ -32,8 +34,9 @@
     socket.onopen = () => { delay = MIN_DELAY; };
     socket.onmessage = (event) => handle(JSON.parse(event.data));
     socket.onclose = (event) => {
-      presence = new Map();
+      presence = {};
       renderMembers();
+      status.dataset.code = event.code;
       if (FINAL[event.code]) {
         setStatus(FINAL[event.code], "closed");
         return;
@@ -65,12 +68,9 @@
         if (item) item.replaceWith(renderMessage(event));
         break;
       }
-      case "presence":
-        if (event.members.length) {
-          presence.set(event.source, {members: event.members, expires: Date.now() + event.ttl * 1000});
-        } else {
-          presence.delete(event.source);
-        }
+      case "presence":  // the list on entering, then only joins and leaves
+        if (event.members) presence = event.members;
+        else applyDiff(event);
         renderMembers();
         break;
       case "typing":
@@ -101,13 +101,24 @@
     return item;
   }
 
-  function renderMembers() {
-    const now = Date.now(), names = new Set();
-    for (const [source, entry] of presence) {
-      if (entry.expires < now) presence.delete(source);
-      else entry.members.forEach((name) => names.add(name));
+  // Joins, then leaves, by ref: applying a diff twice changes nothing.
+  function applyDiff(diff) {
+    for (const [name, entry] of Object.entries(diff.joins)) {
+      const refs = new Set(entry.metas.map((meta) => meta.ref));
+      const kept = (presence[name] ? presence[name].metas : []).filter((meta) => !refs.has(meta.ref));
+      presence[name] = {metas: kept.concat(entry.metas)};
     }
-    members.replaceChildren(...[...names].sort().map((name) => {
+    for (const [name, entry] of Object.entries(diff.leaves)) {
+      if (!presence[name]) continue;
+      const gone = new Set(entry.metas.map((meta) => meta.ref));
+      const metas = presence[name].metas.filter((meta) => !gone.has(meta.ref));
+      if (metas.length) presence[name] = {metas};
+      else delete presence[name];
+    }
+  }
+
+  function renderMembers() {
+    members.replaceChildren(...Object.keys(presence).sort().map((name) => {
       const item = document.createElement("li");
       item.textContent = name;
       return item;
@@ -136,6 +147,5 @@
     }
   });
   window.addEventListener("offline", () => setStatus("The network is offline; waiting…", "reconnecting"));
-  setInterval(renderMembers, 1000);
   connect();
 })();
