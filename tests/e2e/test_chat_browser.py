@@ -174,12 +174,16 @@ def sign_up_and_enter(browser, base: str, name: str) -> str:
 
 
 def enter_room(browser, base: str) -> str:
-    """Open the room with the lobby's form (the first one creates it), wait for its socket."""
+    """Open the room with the lobby's form (the first one creates it), wait for its socket.
+
+    The room's page is waited for first: a loaded machine may still show the lobby, which
+    has no status to read."""
     from selenium.webdriver.common.by import By
 
     browser.get(f"{base}/")
     browser.find_element(By.ID, "id_name").send_keys(ROOM)
     browser.find_element(By.ID, "open-room").click()
+    wait_until(browser, lambda: browser.find_elements(By.ID, "status"), "the room's page")
     return wait_until(browser, lambda: connected_to(browser), "the room's socket connecting")
 
 

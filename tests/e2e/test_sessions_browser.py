@@ -12,7 +12,7 @@ import time
 from tests.e2e.test_chat_browser import (  # noqa: F401 (fixtures)
     ROOM,
     browsers,
-    connected_to,
+    enter_room,
     members,
     page_state,
     postgres_url,
@@ -31,18 +31,6 @@ const snapshot = () => window.memberLists.push(
 snapshot();
 new MutationObserver(snapshot).observe(list, {childList: true});
 """
-
-
-def open_room(browser, base: str) -> str:
-    """Open the room from the lobby; unlike ``enter_room``, waits for the room's page
-    before reading its status (a loaded machine may still show the lobby)."""
-    from selenium.webdriver.common.by import By
-
-    browser.get(f"{base}/")
-    browser.find_element(By.ID, "id_name").send_keys(ROOM)
-    browser.find_element(By.ID, "open-room").click()
-    wait_until(browser, lambda: browser.find_elements(By.ID, "status"), "the room's page")
-    return wait_until(browser, lambda: connected_to(browser), "the room's socket connecting")
 
 
 def sign_up(browser, base: str, name: str) -> None:
@@ -69,13 +57,13 @@ def test_logging_out_in_one_tab_closes_the_room_in_the_other(site, browsers):  #
     base, _, _ = site
     alice, bob = browsers(), browsers()
     sign_up(alice, base, "alice")
-    open_room(alice, base)
+    enter_room(alice, base)
     first_tab = alice.current_window_handle
     alice.switch_to.new_window("tab")
     second_tab = alice.current_window_handle
-    open_room(alice, base)
+    enter_room(alice, base)
     sign_up(bob, base, "bob")
-    open_room(bob, base)
+    enter_room(bob, base)
     wait_until(bob, lambda: members(bob) == ["alice", "bob"], "both on bob's list")
     bob.execute_script(RECORD_MEMBERS)
 
