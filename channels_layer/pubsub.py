@@ -14,8 +14,7 @@ import logging
 import time
 from typing import Any
 
-import msgpack
-
+from . import redis_envelopes as envelopes
 from .redis import RedisChannelLayer
 
 logger = logging.getLogger(__name__)
@@ -33,21 +32,23 @@ class RedisPubSubChannelLayer(RedisChannelLayer):
     async def _send_to_process(self, channel: str, payload: bytes) -> bool:
         owner = self._owner(channel)
         topic = self._key("process", owner)
-        envelope = msgpack.packb([channel, time.time(), payload])
+        entry = envelopes.process_entry(channel, payload)
         shard = self._ring.shard(owner)
-        await self._call(shard, lambda state: state.clients[shard].publish(topic, envelope))
+        await self._connections.call(
+            shard, lambda state: state.clients[shard].publish(topic, entry)
+        )
         return True
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A consumer channel; the process subscribes to its topic first, so nothing sent to
         the channel can be missed."""
         channel = await super().new_channel(prefix)
-        await self._home.run(self._start_process_reader)
+        await self._connections.run(self._start_process_reader)
         return channel
 
     async def _start_process_reader(self) -> None:
         self._process_topic_needed = True
-        await self._home.subscribe(self._key("process", self.client_prefix))
+        await self._connections.subscribe(self._key("process", self.client_prefix))
 
     def _topics(self) -> list[str]:
         topics = super()._topics()
@@ -59,7 +60,7 @@ class RedisPubSubChannelLayer(RedisChannelLayer):
         if topic != self._key("process", self.client_prefix):
             super()._deliver(topic, data)
             return
-        channel, sent_at, payload = msgpack.unpackb(data)
+        channel, sent_at, payload = envelopes.read_process_entry(data)
         remaining = self.expiry - (time.time() - sent_at)
         capacity = self.get_capacity(channel)
         if remaining > 0 and not self._mailboxes.put(channel, payload, remaining, capacity):
