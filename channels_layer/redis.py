@@ -40,21 +40,18 @@ process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import secrets
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from . import redis_envelopes as envelopes
 from . import serializers
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .exceptions import ChannelFull
-from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
+from .inbox_order import SEQUENCE_LUA
 from .mailbox import GroupMembers, Mailboxes
 from .redis_connections import (
     BACKOFF_FIRST,
@@ -67,6 +64,7 @@ from .redis_connections import (
     RedisConnections,
     quietly,
 )
+from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_hosts import ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 
@@ -76,44 +74,6 @@ logger = logging.getLogger(__name__)
 
 # Each script takes its ARGV as consecutive groups, one per batched call (see
 # script_batcher), and returns one result per group.
-
-# Queue messages for process-local channels, refusing any whose channel already has its
-# capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. Each entry carries a sequence number (see inbox_order).
-# ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
-SEND_TO_PROCESS = (
-    SEQUENCE_LUA
-    + """
-local results = {}
-for i = 1, #ARGV, 4 do
-  local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
-  if pending >= tonumber(ARGV[i + 2]) then
-    results[#results + 1] = 0
-  else
-    redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
-    redis.call('RPUSH', KEYS[1], next_entry(KEYS[2], ARGV[i + 1]))
-    redis.call('EXPIRE', KEYS[1], ARGV[i + 3])
-    redis.call('EXPIRE', KEYS[2], ARGV[i + 3])
-    results[#results + 1] = 1
-  end
-end
-save_seq(KEYS[2])
-return results
-"""
-)
-
-# Forget messages a process has taken out of its inbox (delivered or expired).
-# ARGV groups: channel, count.
-TAKEN_BY_PROCESS = """
-local results = {}
-for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-  results[#results + 1] = 0
-end
-return results
-"""
 
 # Queue messages on a named channel unless it holds its capacity already.
 # ARGV groups: envelope, capacity, ttl. Result: 1 queued, 0 full.
@@ -173,8 +133,6 @@ return results
 SCRIPTS = {
     "add_member": ADD_MEMBER,
     "discard_member": DISCARD_MEMBER,
-    "send_to_process": SEND_TO_PROCESS,
-    "taken_by_process": TAKEN_BY_PROCESS,
     "send_to_named": SEND_TO_NAMED,
     "group_send": GROUP_SEND,
     **LEASE_SCRIPTS,
@@ -199,6 +157,8 @@ class RedisChannelLayer(BaseChannelLayer):
     """
 
     extensions = ["groups", "flush"]
+    # How a message reaches a consumer channel's process (see redis_delivery).
+    delivery: ClassVar[type[ProcessDelivery]] = InboxDelivery
 
     def __init__(
         self,
@@ -230,7 +190,10 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
-        self._mailboxes = Mailboxes(on_discard=self._taken)
+        # Set below; the mailboxes report what left them to the delivery strategy.
+        self._mailboxes = Mailboxes(
+            on_discard=lambda channel, receipt: self._delivery.taken(channel, receipt)
+        )
         self._members = GroupMembers()
         inbox = ProcessInbox(
             owner=self.client_prefix,
@@ -243,16 +206,33 @@ class RedisChannelLayer(BaseChannelLayer):
         callbacks = LayerCallbacks(
             topics=self._topics,
             deliver=self._deliver,
-            deliver_from_inbox=self._deliver_from_inbox,
+            deliver_from_inbox=lambda entry, progress: self._delivery.deliver_from_inbox(
+                entry, progress
+            ),
             sweep=self._mailboxes.sweep,
             # Looked up at each call, so a test may watch the layer's retries.
             unavailable=lambda shard, error: self._unavailable(shard, error),
         )
         self._connections = RedisConnections(
-            self.hosts, self._ring, self.connection_name, retry_timeout, SCRIPTS, inbox, callbacks
+            self.hosts,
+            self._ring,
+            self.connection_name,
+            retry_timeout,
+            {**SCRIPTS, **self.delivery.scripts},
+            inbox,
+            callbacks,
         )
         self._health = self._connections.health
-        self._taken_counts = _TakenCounts(self._connections, self._flush_taken)
+        self._delivery: ProcessDelivery = self.delivery(
+            DeliveryContext(
+                self._connections,
+                self._mailboxes,
+                self._key,
+                self.client_prefix,
+                self.expiry,
+                self.get_capacity,
+            )
+        )
         self._leases = Leases(
             self._connections,
             channel_key=functools.partial(self._key, "channel"),
@@ -293,9 +273,9 @@ class RedisChannelLayer(BaseChannelLayer):
             )
         while True:
             if local:
-                await self._connections.run(self._start_process_reader)
+                await self._connections.run(self._delivery.start_reading)
                 payload, counted = await self._mailboxes.get(channel)
-                self._taken(channel, counted)
+                self._delivery.taken(channel, counted)
             else:
                 payload = await self._connections.run(self._receive_named, channel)
             try:
@@ -307,12 +287,15 @@ class RedisChannelLayer(BaseChannelLayer):
         """See ``BaseChannelLayer.when_ready``: for this process's own channels."""
         if not self._is_local(channel):
             return None
-        await self._connections.run(self._start_process_reader)
+        await self._connections.run(self._delivery.start_reading)
         return self._mailboxes.when_ready(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """``{prefix}.{client_prefix}!{random}``: a channel only this process receives."""
-        return self._new_channel_name(prefix, self.client_prefix)
+        channel = self._new_channel_name(prefix, self.client_prefix)
+        if self._delivery.reads_from_new_channel:  # else nothing sent before can be missed
+            await self._connections.run(self._delivery.start_reading)
+        return channel
 
     def lease_timeout(self, channel: str) -> float | None:
         """The visibility timeout of an ``at_least_once`` channel; None for the others."""
@@ -342,7 +325,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._is_local(channel):
             self._members.add(group, channel, self.group_expiry)
             # Its inbox is read from now on, and broadcasts bring its mark (inbox_order).
-            await self._connections.run(self._start_process_reader)
+            await self._connections.run(self._delivery.start_reading)
             args = [self.client_prefix, time.time(), int(self.group_expiry) + 1]
             key, shard = self._key("procs", group), self._ring.shard(group)
             await self._connections.run(self._connections.script, shard, "add_member", [key], args)
@@ -398,7 +381,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def _send(self, channel: str, payload: bytes) -> bool:
         if "!" in channel:
-            return await self._send_to_process(channel, payload)
+            return await self._delivery.send(channel, self._owner(channel), payload)
         # The token keeps equal messages apart in an at_least_once channel's leases.
         keys = [self._key("channel", channel)]
         args = [
@@ -413,22 +396,6 @@ class RedisChannelLayer(BaseChannelLayer):
     def _named_ttl(self, channel: str) -> int:
         kept = self.group_expiry if self.lease_timeout(channel) is not None else self.expiry
         return int(kept) + 1
-
-    async def _send_to_process(self, channel: str, payload: bytes) -> bool:
-        owner = self._owner(channel)
-        keys = [self._key("inbox", owner), self._key("pending", owner)]
-        args = [
-            channel,
-            envelopes.process_entry(channel, payload),
-            self.get_capacity(channel),
-            int(self.expiry) + 1,
-        ]
-        return bool(
-            await self._connections.script(self._ring.shard(owner), "send_to_process", keys, args)
-        )
-
-    async def _start_process_reader(self) -> None:
-        await self._connections.start_inbox_reader()
 
     async def _receive_named(self, channel: str) -> bytes:
         key, shard = self._key("channel", channel), self._ring.shard(channel)
@@ -491,29 +458,14 @@ class RedisChannelLayer(BaseChannelLayer):
     # Process inbox and broadcasts (called by the home loop's readers) --------------------
 
     def _deliver(self, topic: str, data: bytes) -> None:
-        """Handle a pub/sub message: a group broadcast (or, for the pub/sub layer, a
-        message for one of this process's channels)."""
+        """Handle a pub/sub message: the delivery strategy's, or a group broadcast."""
+        if self._delivery.deliver(topic, data):
+            return
         group = topic.removeprefix(self._key("broadcast", ""))
         if not self._deliver_broadcast(group, data):
             self._connections.state().spawn(
                 self._connections.unsubscribe(topic)
             )  # its members all expired
-
-    def _deliver_from_inbox(self, entry: bytes, progress: InboxProgress) -> None:
-        """Deliver an inbox entry to its mailbox, in order with held broadcasts."""
-        try:
-            seq, envelope = split_entry(entry)
-            channel, sent_at, payload = envelopes.read_process_entry(envelope)
-        except (ValueError, TypeError) as error:
-            logger.error("Dropped a malformed entry in this process's inbox: %s", error)
-            return
-        progress.before(seq)
-        remaining = self.expiry - (time.time() - sent_at)
-        if remaining <= 0:
-            self._taken(channel, 1)
-        else:
-            self._mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
-        progress.advanced(seq)
 
     def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
         """Fan a broadcast out to the local members; False if the group has none left."""
@@ -530,24 +482,10 @@ class RedisChannelLayer(BaseChannelLayer):
         return bool(members)
 
     def _topics(self) -> list[str]:
-        """The pub/sub topics this process needs: one per group with local members."""
-        return [self._key("broadcast", group) for group in self._members.groups()]
-
-    def _taken(self, channel: str, receipt: Any) -> None:
-        """A counted message left this process's inbox: lower its channel's count."""
-        if receipt:
-            self._taken_counts.add(channel)
-
-    async def _flush_taken(self, taken: dict[str, int]) -> None:
-        owner = self.client_prefix
-        shard, keys = self._ring.shard(owner), [self._key("pending", owner)]
-        with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
-            await asyncio.gather(
-                *(
-                    self._connections.script(shard, "taken_by_process", keys, [channel, count])
-                    for channel, count in taken.items()
-                )
-            )
+        """The pub/sub topics this process needs: one per group with local members, and
+        the delivery strategy's."""
+        groups = [self._key("broadcast", group) for group in self._members.groups()]
+        return groups + self._delivery.topics()
 
     @property
     def _home(self) -> RedisConnections:
@@ -573,36 +511,6 @@ class RedisChannelLayer(BaseChannelLayer):
     def deserialize(self, data: bytes) -> Message:
         """Decode ``serialize`` output; ``ValueError`` for anything else."""
         return serializers.decode(self._serializer, data)
-
-
-class _TakenCounts:
-    """Counts of messages taken from this process's inbox, from any thread, flushed to
-    Redis in one batch per turn of the home loop."""
-
-    def __init__(
-        self,
-        connections: RedisConnections,
-        flush: Callable[[dict[str, int]], Coroutine[Any, Any, None]],
-    ) -> None:
-        self._connections = connections
-        self._flush = flush
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = defaultdict(int)
-        self._scheduled = False
-
-    def add(self, channel: str) -> None:
-        with self._lock:
-            self._counts[channel] += 1
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._connections.spawn_soon(self._flush_all)
-
-    async def _flush_all(self) -> None:
-        with self._lock:
-            counts, self._counts = self._counts, defaultdict(int)
-            self._scheduled = False
-        await self._flush(counts)
 
 
 def _requeue(state: LoopState, shard: int, key: str, done: asyncio.Future[Any]) -> None:
