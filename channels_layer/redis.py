@@ -2,23 +2,21 @@
 
 How it works, in the Phoenix.PubSub manner:
 
-- Every process has an id (``client_prefix``). Its consumers' channels
-  (``specific.<id>!<suffix>``) share one Redis list, the process inbox, which one reader
-  task drains in batches into in-memory mailboxes. Capacity still holds per channel: a Lua
-  script counts each channel's pending messages in a hash and refuses a send at capacity,
-  and the count drops when the consumer takes the message.
+- Every process has an id (``client_prefix``). A message for one of its consumers'
+  channels (``specific.<id>!<suffix>``) reaches it by the layer's delivery strategy
+  (``redis_delivery``): its inbox, one Redis list drained in batches into in-memory
+  mailboxes, with capacity counted per channel; or, for ``RedisPubSubChannelLayer``, its
+  pub/sub topic.
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
-  process may receive from them; each message goes to one receiver.
-- A group is a Redis pub/sub channel. A process subscribes while it has members in the
-  group and fans each broadcast out to them in memory, so ``group_send`` is one PUBLISH,
-  encoded once, whatever the number of members. A process that dies loses its
-  subscriptions with its connection: its members leave the group at once, not after
-  ``group_expiry``. Channels added to a group by a process that does not own them (a worker
-  channel, say) are kept in a sorted set and sent to one by one, as channels_redis does.
+  process may receive from them; each message goes to one receiver. ``at_least_once``
+  ones keep a message under a lease until its job is done (``redis_leases``).
+- A group is a Redis pub/sub topic, fanned out in memory by each member process
+  (``redis_groups``), so ``group_send`` is one PUBLISH whatever the number of members.
 - Keys are spread over several hosts by consistent hashing of the channel, process or group.
-- All Redis I/O runs on one event loop, with retries while Redis is away: see
-  ``redis_connections``. ``at_least_once`` channels: see ``redis_leases``. The entries
-  around each payload: see ``redis_envelopes``. ARCHITECTURE.md follows one message.
+- All Redis I/O runs on one event loop, with retries while Redis is away
+  (``redis_connections``, ``redis_health``); scripts of one loop turn go out together
+  (``script_batcher``). The entries around each payload: ``redis_envelopes``.
+  ARCHITECTURE.md follows one message from a consumer to a socket.
 
 The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``_key``):
 
@@ -51,13 +49,9 @@ from . import redis_envelopes as envelopes
 from . import serializers
 from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
 from .exceptions import ChannelFull
-from .inbox_order import SEQUENCE_LUA
-from .mailbox import GroupMembers, Mailboxes
+from .mailbox import Mailboxes
 from .redis_connections import (
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
     BLOCK_SECONDS,
-    UNAVAILABLE,
     LayerCallbacks,
     LoopState,
     ProcessInbox,
@@ -65,6 +59,8 @@ from .redis_connections import (
     quietly,
 )
 from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
+from .redis_groups import GROUP_SCRIPTS, RedisGroups
+from .redis_health import BACKOFF_FIRST, BACKOFF_MAX, UNAVAILABLE
 from .redis_hosts import ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 
@@ -91,50 +87,9 @@ end
 return results
 """
 
-# Broadcast to the subscribed processes, with the marks of their inboxes (see
-# inbox_order), drop expired direct members and processes, and return the live members.
-# KEYS: direct members, topic, member processes.
-# ARGV groups: envelope, oldest live membership time, the pending hashes' key prefix.
-GROUP_SEND = (
-    SEQUENCE_LUA
-    + """
-local results = {}
-for i = 1, #ARGV, 3 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[i + 1])
-  redis.call('PUBLISH', KEYS[2], marks(KEYS[3], ARGV[i + 2]) .. ARGV[i])
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
-  results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
-end
-return results
-"""
-)
-
-# A channel this process does not own joins a group directly, for group_expiry seconds.
-# ARGV groups: channel, now, ttl.
-ADD_MEMBER = """
-local results = {}
-for i = 1, #ARGV, 3 do
-  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-  redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
-  results[#results + 1] = 0
-end
-return results
-"""
-
-# A channel leaves a group's direct members. ARGV groups: channel.
-DISCARD_MEMBER = """
-local results = {}
-for i = 1, #ARGV do
-  results[#results + 1] = redis.call('ZREM', KEYS[1], ARGV[i])
-end
-return results
-"""
-
 SCRIPTS = {
-    "add_member": ADD_MEMBER,
-    "discard_member": DISCARD_MEMBER,
     "send_to_named": SEND_TO_NAMED,
-    "group_send": GROUP_SEND,
+    **GROUP_SCRIPTS,
     **LEASE_SCRIPTS,
 }
 
@@ -194,7 +149,6 @@ class RedisChannelLayer(BaseChannelLayer):
         self._mailboxes = Mailboxes(
             on_discard=lambda channel, receipt: self._delivery.taken(channel, receipt)
         )
-        self._members = GroupMembers()
         inbox = ProcessInbox(
             owner=self.client_prefix,
             key=self._key("inbox", self.client_prefix),
@@ -232,6 +186,17 @@ class RedisChannelLayer(BaseChannelLayer):
                 self.expiry,
                 self.get_capacity,
             )
+        )
+        self._groups = RedisGroups(
+            self._connections,
+            self._key,
+            self.client_prefix,
+            self._mailboxes,
+            self.get_capacity,
+            self.skipped_members,
+            send=self._send,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
         )
         self._leases = Leases(
             self._connections,
@@ -323,48 +288,30 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
-            self._members.add(group, channel, self.group_expiry)
+            self._groups.members.add(group, channel, self.group_expiry)
             # Its inbox is read from now on, and broadcasts bring its mark (inbox_order).
             await self._connections.run(self._delivery.start_reading)
-            args = [self.client_prefix, time.time(), int(self.group_expiry) + 1]
-            key, shard = self._key("procs", group), self._ring.shard(group)
-            await self._connections.run(self._connections.script, shard, "add_member", [key], args)
-            await self._connections.run(self._connections.subscribe, self._key("broadcast", group))
+            await self._connections.run(self._groups.join_here, group)
         else:
-            key, args = (
-                self._key("group", group),
-                [channel, time.time(), int(self.group_expiry) + 1],
-            )
-            await self._connections.run(
-                self._connections.script, self._ring.shard(group), "add_member", [key], args
-            )
+            await self._connections.run(self._groups.join_directly, group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; not an error if it was not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        key, shard = self._key("group", group), self._ring.shard(group)
-        if self._is_local(channel) and self._members.discard(group, channel):
-            await self._connections.run(
-                self._connections.unsubscribe, self._key("broadcast", group)
-            )
-            procs = [self._key("procs", group)]
-            await self._connections.run(
-                self._connections.script, shard, "discard_member", procs, [self.client_prefix]
-            )
-        await self._connections.run(
-            self._connections.script, shard, "discard_member", [key], [channel]
-        )
+        if self._is_local(channel) and self._groups.members.discard(group, channel):
+            await self._connections.run(self._groups.leave_here, group)
+        await self._connections.run(self._groups.leave_directly, group, channel)
 
     async def group_send(self, group: str, message: Message) -> None:
         """Broadcast ``message`` to every member; full members miss it, without an error."""
         self.require_valid_group_name(group)
         payload = self.serialize(message)
-        await self._connections.run(self._group_send, group, payload)
+        await self._connections.run(self._groups.send, group, payload)
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix, on every host, and local state."""
-        self._members.clear()
+        self._groups.members.clear()
         self._mailboxes.clear()
         await self._connections.run(self._flush)
 
@@ -424,20 +371,6 @@ class RedisChannelLayer(BaseChannelLayer):
             if time.time() - sent_at < self.expiry:
                 return payload
 
-    async def _group_send(self, group: str, payload: bytes) -> None:
-        keys = [self._key("group", group), self._key("broadcast", group)]
-        keys.append(self._key("procs", group))
-        args = [
-            envelopes.broadcast(payload),
-            time.time() - self.group_expiry,
-            self._key("pending", ""),
-        ]
-        direct = await self._connections.script(self._ring.shard(group), "group_send", keys, args)
-        for member in direct:
-            channel = member.decode() if isinstance(member, bytes) else member
-            if not await self._send(channel, payload):
-                self.skipped_members.skipped(group, channel)
-
     async def _flush(self) -> None:
         for topic in self._connections.topics():
             await self._connections.unsubscribe(topic)
@@ -461,31 +394,12 @@ class RedisChannelLayer(BaseChannelLayer):
         """Handle a pub/sub message: the delivery strategy's, or a group broadcast."""
         if self._delivery.deliver(topic, data):
             return
-        group = topic.removeprefix(self._key("broadcast", ""))
-        if not self._deliver_broadcast(group, data):
-            self._connections.state().spawn(
-                self._connections.unsubscribe(topic)
-            )  # its members all expired
-
-    def _deliver_broadcast(self, group: str, envelope: bytes) -> bool:
-        """Fan a broadcast out to the local members; False if the group has none left."""
-        try:
-            sent_at, payload = envelopes.read_broadcast(envelope)
-        except (ValueError, TypeError) as error:
-            logger.error("Dropped a malformed broadcast to group %r: %s", group, error)
-            return True
-        remaining = self.expiry - (time.time() - sent_at)
-        members = self._members.live_members(group)
-        for channel in members if remaining > 0 else ():
-            if not self._mailboxes.put(channel, payload, remaining, self.get_capacity(channel)):
-                self.skipped_members.skipped(group, channel)
-        return bool(members)
+        self._groups.deliver(topic, data)
 
     def _topics(self) -> list[str]:
         """The pub/sub topics this process needs: one per group with local members, and
         the delivery strategy's."""
-        groups = [self._key("broadcast", group) for group in self._members.groups()]
-        return groups + self._delivery.topics()
+        return self._groups.topics() + self._delivery.topics()
 
     @property
     def _home(self) -> RedisConnections:

@@ -10,7 +10,7 @@ shut on its own loop, and the readers resubscribe before any work runs.
 
 The readers (this process's inbox, one pub/sub connection per host) hand what they read
 back to the layer through ``LayerCallbacks``; nothing here knows the layer's class.
-A Redis that goes away is retried with backoff; each outage is logged once per host.
+A Redis that goes away is retried with backoff (see ``redis_health``).
 """
 
 from __future__ import annotations
@@ -27,24 +27,18 @@ from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
-from .mailbox import resolve
+from .redis_health import UNAVAILABLE, Health
 from .redis_hosts import RedisHost, ShardRing
 from .script_batcher import ScriptBatcher
 
-# The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
 
 T = TypeVar("T")
 
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-# Retries back off up to half a second, and all wake as soon as one gets through.
-BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
 INBOX_BATCH = 500
 BLOCK_SECONDS = 1
 
@@ -70,48 +64,6 @@ class LayerCallbacks:
     deliver_from_inbox: Callable[[bytes, InboxProgress], None]  # an inbox entry
     sweep: Callable[[], None]  # drop expired messages from the mailboxes
     unavailable: Callable[[int, BaseException], Awaitable[None]]  # wait before a retry
-
-
-class Health:
-    """Logs one line when a host becomes unreachable and one when it is back."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.down_since: float | None = None
-        self.backoff = BACKOFF_FIRST
-        self._waiting: set[asyncio.Future[None]] = set()
-
-    async def wait(self, error: BaseException) -> None:
-        """Record a failure and sleep the backoff, or until ``up()``."""
-        back = asyncio.get_running_loop().create_future()
-        self._waiting.add(back)
-        try:
-            # Not asyncio.wait_for, which can swallow a cancellation on Python 3.11.
-            await asyncio.wait([back], timeout=self.down(error))
-        finally:
-            self._waiting.discard(back)
-
-    def down(self, error: BaseException) -> float:
-        """Record a failure; the seconds to wait before trying again."""
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            self.backoff = BACKOFF_FIRST
-            logger.warning("Redis %s is unreachable (%s); retrying", self.label, error)
-        wait = self.backoff
-        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-        return wait
-
-    def up(self) -> None:
-        if self.down_since is not None:
-            logger.warning(
-                "Redis %s is reachable again after %.1f s",
-                self.label,
-                time.monotonic() - self.down_since,
-            )
-            self.down_since = None
-            for back in self._waiting:
-                if not back.done():
-                    back.get_loop().call_soon_threadsafe(resolve, back)
 
 
 class LoopState:

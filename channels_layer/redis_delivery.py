@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Protocol
 from . import redis_envelopes as envelopes
 from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
 from .mailbox import Mailboxes
-from .redis_connections import UNAVAILABLE, RedisConnections
+from .redis_connections import RedisConnections
+from .redis_health import UNAVAILABLE
 
 logger = logging.getLogger("channels_layer.redis")
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 
 from . import stopping
-from .redis_connections import BLOCK_SECONDS, UNAVAILABLE, RedisConnections
+from .redis_connections import BLOCK_SECONDS, RedisConnections
+from .redis_health import UNAVAILABLE
 
 logger = logging.getLogger("channels_layer.redis")
 

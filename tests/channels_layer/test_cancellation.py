@@ -14,7 +14,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels_layer.redis import RedisChannelLayer
-from channels_layer.redis_connections import Health
+from channels_layer.redis_health import Health
 from channels_layer.redis_leases import Leases
 from tests.redis_servers import REDIS_URL
 
