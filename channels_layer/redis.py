@@ -47,7 +47,15 @@ from typing import Any, ClassVar
 
 from . import redis_envelopes as envelopes
 from . import serializers
-from .base import MAX_MESSAGE_SIZE, BaseChannelLayer, CapacityPattern, Message
+from .base import (
+    AT_LEAST_ONCE,
+    CROSS_PROCESS,
+    MAX_MESSAGE_SIZE,
+    WHEN_READY,
+    BaseChannelLayer,
+    CapacityPattern,
+    Message,
+)
 from .exceptions import ChannelFull
 from .mailbox import Mailboxes
 from .redis_connections import (
@@ -111,7 +119,7 @@ class RedisChannelLayer(BaseChannelLayer):
     (they are kept for ``group_expiry``). Off by default: the spec is at-most-once.
     """
 
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS]
     # How a message reaches a consumer channel's process (see redis_delivery).
     delivery: ClassVar[type[ProcessDelivery]] = InboxDelivery
 
