@@ -246,7 +246,8 @@ class RedisChannelLayer(BaseChannelLayer):
             )
         while True:
             if local:
-                await self._connections.run(self._delivery.start_reading)
+                if not self._delivery.reading():
+                    await self._connections.run(self._delivery.start_reading)
                 payload, counted = await self._mailboxes.get(channel)
                 self._delivery.taken(channel, counted)
             else:

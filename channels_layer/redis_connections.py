@@ -258,6 +258,22 @@ class RedisConnections:
 
     # The process inbox ---------------------------------------------------------------
 
+    def inbox_reader_runs_here(self) -> bool:
+        """Whether the calling loop is the home loop and its inbox reader runs, so
+        ``start_inbox_reader`` would do nothing."""
+        state = self._state
+        if state is None or state.closing or state.loop is not asyncio.get_running_loop():
+            return False
+        return state.inbox_reader is not None and not state.inbox_reader.done()
+
+    def subscribed_here(self, topic: str) -> bool:
+        """Whether the calling loop is the home loop and Redis confirmed ``topic``."""
+        state = self._state
+        if state is None or state.closing or state.loop is not asyncio.get_running_loop():
+            return False
+        confirmed = state.subscribed.get(topic)
+        return confirmed is not None and confirmed.done() and not confirmed.cancelled()
+
     async def start_inbox_reader(self) -> None:
         state = self.state()
         if state.inbox_reader is None or state.inbox_reader.done():

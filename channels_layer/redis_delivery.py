@@ -57,6 +57,11 @@ class ProcessDelivery(Protocol):
         """Make sure messages for this process's channels reach its mailboxes."""
         ...
 
+    def reading(self) -> bool:
+        """True if ``start_reading`` would do nothing now (seen from the calling loop), so
+        a ``receive`` need not hop to the home loop to call it."""
+        ...
+
     def topics(self) -> list[str]:
         """The pub/sub topics it needs subscribed."""
         ...
@@ -140,6 +145,9 @@ class InboxDelivery:
     async def start_reading(self) -> None:
         await self.context.connections.start_inbox_reader()
 
+    def reading(self) -> bool:
+        return self.context.connections.inbox_reader_runs_here()
+
     def topics(self) -> list[str]:
         return []
 
@@ -205,6 +213,9 @@ class PubSubDelivery:
     async def start_reading(self) -> None:
         self._needed = True
         await self.context.connections.subscribe(self.topic)
+
+    def reading(self) -> bool:
+        return self._needed and self.context.connections.subscribed_here(self.topic)
 
     def topics(self) -> list[str]:
         return [self.topic] if self._needed else []
