@@ -15,7 +15,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
@@ -31,6 +31,39 @@ MAX_MESSAGE_SIZE = 1024 * 1024
 
 Message = dict[str, Any]
 CapacityPattern = str | re.Pattern[str]
+
+# Optional capabilities ------------------------------------------------------------------
+#
+# Channels' spec names two optional capabilities in ``extensions``: "groups" (group_add,
+# group_discard, group_send) and "flush". Ours adds these; a layer lists the ones it has,
+# and the methods below keep safe defaults for layers that do not:
+#
+# - WHEN_READY: ``when_ready(channel)``, a future resolved once ``receive`` would return at
+#   once. Called by ``consumers.consumer`` so an idle consumer parks no ``receive()`` task.
+# - AT_LEAST_ONCE: ``lease_timeout(channel)`` and ``receive_leased(channel)``, which returns a
+#   ``Lease``. Called by ``consumers.worker`` (``runworker``) for the channels configured so.
+# - CROSS_PROCESS: other processes reach this layer's channels and groups (Redis), unlike
+#   the in-memory layer; for code that must know whether a separate worker can hear it.
+WHEN_READY = "when_ready"
+AT_LEAST_ONCE = "at_least_once"
+CROSS_PROCESS = "cross_process"
+
+
+class Lease(Protocol):
+    """A message held by one worker until its job ends (the AT_LEAST_ONCE capability)."""
+
+    async def finish(self) -> None:
+        """The job is done: the message is gone for good."""
+        ...
+
+    async def give_back(self) -> None:
+        """The job did not run: another worker may take the message now."""
+        ...
+
+    def abandon(self) -> None:
+        """Let go as if the holder had died: the message returns when the lease runs out."""
+        ...
+
 
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 # A process-local channel adds "!" plus a suffix the owning process chose.
@@ -250,7 +283,7 @@ class BaseChannelLayer:
         option, see ``RedisChannelLayer``); None: at most once, as the spec says."""
         return None
 
-    async def receive_leased(self, channel: str) -> tuple[Message, Any]:
+    async def receive_leased(self, channel: str) -> tuple[Message, Lease]:
         """The next message of an at-least-once channel and its lease (backends that
         offer them); see ``RedisChannelLayer``."""
         raise ValueError(f"{type(self).__name__} has no at_least_once channels")

@@ -40,7 +40,7 @@ MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed mark
 HOLD_LIMIT = 2.0
 
 # Lua for the scripts, which run once per batch of calls with the same keys (see
-# redis_scripts): ``next_entry(pending, env)`` is the inbox entry to RPUSH for envelope
+# script_batcher): ``next_entry(pending, env)`` is the inbox entry to RPUSH for envelope
 # ``env``, and ``save_seq(pending)`` keeps the last number given, in hash ``pending``;
 # ``marks(procs, pending_prefix)`` is what goes in front of a broadcast. Redis runs a
 # script alone, so one clock reading and one set of marks serve the whole batch.

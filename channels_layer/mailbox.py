@@ -188,13 +188,14 @@ def _wake_one(queue: _Queue) -> None:
             waiter.set_result(None)
             return
         try:
-            loop.call_soon_threadsafe(_resolve, waiter)
+            loop.call_soon_threadsafe(resolve, waiter)
         except RuntimeError:  # the loop closed since we checked
             continue
         return
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
+def resolve(waiter: asyncio.Future[None]) -> None:
+    """Wake ``waiter`` (run on its loop); shared by every waker in this package."""
     if not waiter.done():  # it may have been cancelled while the wake-up was in flight
         waiter.set_result(None)
 

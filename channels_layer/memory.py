@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .base import BaseChannelLayer, Message
+from .base import WHEN_READY, BaseChannelLayer, Message
 from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class InMemoryChannelLayer(BaseChannelLayer):
     """Channel layer for one process; see the module docstring for thread/loop safety."""
 
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", WHEN_READY]
 
     def __init__(self, **config: Any) -> None:
         """Takes ``BaseChannelLayer``'s keywords: expiry, group_expiry, capacity,

@@ -13,17 +13,19 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from channels_layer import redis as redis_layer
 from channels_layer.redis import RedisChannelLayer
+from channels_layer.redis_health import Health
+from channels_layer.redis_leases import Leases
 from tests.redis_servers import REDIS_URL
 
-INBOX, SUBSCRIPTIONS, LEASE = "_Home._read_inbox", "_Home._read_subscriptions", "Lease._renew"
+INBOX, SUBSCRIPTIONS = "RedisConnections._read_inbox", "RedisConnections._read_subscriptions"
+LEASE = "Lease._renew"
 
 # (what, the reader, the awaited call it is cancelled in, a call made to fail first so
 # the reader reaches an error path)
 POINTS = [
     ("inbox: BLMPOP", INBOX, (Redis, "blmpop"), None),
-    ("inbox: backoff after an error", INBOX, (redis_layer._Health, "wait"), (Redis, "blmpop")),
+    ("inbox: backoff after an error", INBOX, (Health, "wait"), (Redis, "blmpop")),
     ("pub/sub: subscribing", SUBSCRIPTIONS, (PubSub, "subscribe"), None),
     ("pub/sub: reading", SUBSCRIPTIONS, (PubSub, "get_message"), None),
     # Reached for a broadcast that brings no mark of this process's inbox (inbox_order).
@@ -31,12 +33,12 @@ POINTS = [
     (
         "pub/sub: backoff after an error",
         SUBSCRIPTIONS,
-        (redis_layer._Health, "wait"),
+        (Health, "wait"),
         (PubSub, "get_message"),
     ),
     ("pub/sub: closing its connection", SUBSCRIPTIONS, (PubSub, "aclose"), (PubSub, "get_message")),
     ("lease: sleeping", LEASE, (asyncio, "sleep"), None),
-    ("lease: renewing", LEASE, (RedisChannelLayer, "_renew_lease"), None),
+    ("lease: renewing", LEASE, (Leases, "renew"), None),
 ]
 
 

@@ -20,8 +20,9 @@ async def wait_until_waiting(layer: InMemoryChannelLayer, channel: str, count: i
     raise AssertionError(f"{count} receivers never started waiting on {channel!r}")
 
 
-async def test_extensions_are_groups_and_flush():
-    assert InMemoryChannelLayer.extensions == ["groups", "flush"]
+async def test_extensions_are_channels_ones_and_when_ready():
+    """Channels' "groups" and "flush", and ours that this layer has (base.py lists them)."""
+    assert InMemoryChannelLayer.extensions == ["groups", "flush", "when_ready"]
 
 
 # Send / receive ------------------------------------------------------------------

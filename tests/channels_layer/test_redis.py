@@ -12,6 +12,7 @@ import redis
 from asgiref.sync import async_to_sync
 
 from channels_layer import ChannelFull
+from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
 from channels_layer.serializers import SerializerDoesNotExist
 from tests.redis_servers import REDIS_URL
@@ -25,6 +26,14 @@ async def nothing_arrives(layer, channel, timeout=0.3):
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(layer.receive(channel), timeout)
     return True
+
+
+def test_extensions_announce_what_the_redis_layers_offer():
+    """Channels' "groups" and "flush", then ours (see base.py): when_ready, leases, and
+    channels other processes reach; the pub/sub layer offers the same."""
+    expected = ["groups", "flush", "when_ready", "at_least_once", "cross_process"]
+    assert RedisChannelLayer.extensions == expected
+    assert RedisPubSubChannelLayer.extensions == expected
 
 
 async def test_a_process_local_channel_receives_from_another_process(make_layer):

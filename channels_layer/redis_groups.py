@@ -1,0 +1,156 @@
+"""Groups on Redis: a group is a pub/sub topic, plus the members Redis must send to.
+
+A process subscribes to a group's topic while it has members in the group and fans each
+broadcast out to them in memory, so ``group_send`` is one PUBLISH, encoded once, whatever
+the number of members. A process that dies loses its subscriptions with its connection:
+its members leave the group at once, not after ``group_expiry``. Channels added to a group
+by a process that does not own them (a worker channel, say) are kept in a sorted set and
+sent to one by one, as channels_redis does. Every method runs on the home loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import redis_envelopes as envelopes
+from .base import SkippedMembers
+from .inbox_order import SEQUENCE_LUA
+from .mailbox import GroupMembers, Mailboxes
+from .redis_connections import RedisConnections
+
+logger = logging.getLogger("channels_layer.redis")
+
+# Each script takes its ARGV as consecutive groups, one per batched call (see
+# script_batcher), and returns one result per group.
+
+# Broadcast to the subscribed processes, with the marks of their inboxes (see
+# inbox_order), drop expired direct members and processes, and return the live members.
+# KEYS: direct members, topic, member processes.
+# ARGV groups: envelope, oldest live membership time, the pending hashes' key prefix.
+GROUP_SEND = (
+    SEQUENCE_LUA
+    + """
+local results = {}
+for i = 1, #ARGV, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[i + 1])
+  redis.call('PUBLISH', KEYS[2], marks(KEYS[3], ARGV[i + 2]) .. ARGV[i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
+  results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
+end
+return results
+"""
+)
+
+# A channel this process does not own joins a group directly, for group_expiry seconds.
+# ARGV groups: channel, now, ttl.
+ADD_MEMBER = """
+local results = {}
+for i = 1, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
+  results[#results + 1] = 0
+end
+return results
+"""
+
+# A channel leaves a group's direct members. ARGV groups: channel.
+DISCARD_MEMBER = """
+local results = {}
+for i = 1, #ARGV do
+  results[#results + 1] = redis.call('ZREM', KEYS[1], ARGV[i])
+end
+return results
+"""
+
+
+GROUP_SCRIPTS = {
+    "add_member": ADD_MEMBER,
+    "discard_member": DISCARD_MEMBER,
+    "group_send": GROUP_SEND,
+}
+
+
+class RedisGroups:
+    """This process's group memberships, kept in Redis, and the broadcasts they bring."""
+
+    def __init__(
+        self,
+        connections: RedisConnections,
+        key: Callable[[str, str], str],
+        owner: str,
+        mailboxes: Mailboxes,
+        capacity: Callable[[str], int],
+        skipped: SkippedMembers,
+        send: Callable[[str, bytes], Awaitable[bool]],
+        expiry: float,
+        group_expiry: float,
+    ) -> None:
+        self.connections = connections
+        self.key = key
+        self.owner = owner
+        self.mailboxes = mailboxes
+        self.capacity = capacity
+        self.skipped = skipped
+        self.send_to_channel = send  # a direct member's send, False when it is full
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.members = GroupMembers()  # this process's channels, by group
+
+    async def join_here(self, group: str) -> None:
+        """This process has a member in ``group``: list it and subscribe to the topic."""
+        args = [self.owner, time.time(), int(self.group_expiry) + 1]
+        await self._script(group, "add_member", [self.key("procs", group)], args)
+        await self.connections.subscribe(self.key("broadcast", group))
+
+    async def join_directly(self, group: str, channel: str) -> None:
+        """Another process's channel (or a named one) joins ``group`` by name."""
+        args = [channel, time.time(), int(self.group_expiry) + 1]
+        await self._script(group, "add_member", [self.key("group", group)], args)
+
+    async def leave_here(self, group: str) -> None:
+        """This process's last member of ``group`` left."""
+        await self.connections.unsubscribe(self.key("broadcast", group))
+        await self._script(group, "discard_member", [self.key("procs", group)], [self.owner])
+
+    async def leave_directly(self, group: str, channel: str) -> None:
+        await self._script(group, "discard_member", [self.key("group", group)], [channel])
+
+    async def send(self, group: str, payload: bytes) -> None:
+        """Publish to the member processes and send to each direct member."""
+        keys = [self.key("group", group), self.key("broadcast", group), self.key("procs", group)]
+        args = [
+            envelopes.broadcast(payload),
+            time.time() - self.group_expiry,
+            self.key("pending", ""),
+        ]
+        direct = await self._script(group, "group_send", keys, args)
+        for member in direct:
+            channel = member.decode() if isinstance(member, bytes) else member
+            if not await self.send_to_channel(channel, payload):
+                self.skipped.skipped(group, channel)
+
+    def topics(self) -> list[str]:
+        """One topic per group with members here."""
+        return [self.key("broadcast", group) for group in self.members.groups()]
+
+    def deliver(self, topic: str, data: bytes) -> None:
+        """Fan a broadcast out to the members here; unsubscribe if none is left."""
+        group = topic.removeprefix(self.key("broadcast", ""))
+        try:
+            sent_at, payload = envelopes.read_broadcast(data)
+        except (ValueError, TypeError) as error:
+            logger.error("Dropped a malformed broadcast to group %r: %s", group, error)
+            return
+        remaining = self.expiry - (time.time() - sent_at)
+        members = self.members.live_members(group)
+        for channel in members if remaining > 0 else ():
+            if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel)):
+                self.skipped.skipped(group, channel)
+        if not members:  # they all expired
+            self.connections.state().spawn(self.connections.unsubscribe(topic))
+
+    async def _script(self, group: str, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.connections.script(self.connections.ring.shard(group), name, keys, args)

@@ -1,0 +1,63 @@
+"""Whether each Redis host answers: one log line when it stops, one when it is back, and
+the backoff of everyone waiting to retry (all wake as soon as one call gets through)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .mailbox import resolve
+
+# The outage lines are the layer's: operators filter on this logger's name.
+logger = logging.getLogger("channels_layer.redis")
+
+# What a Redis that is away raises.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# Retries back off up to half a second, and all wake as soon as one gets through.
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
+
+
+class Health:
+    """Logs one line when a host becomes unreachable and one when it is back."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.down_since: float | None = None
+        self.backoff = BACKOFF_FIRST
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    async def wait(self, error: BaseException) -> None:
+        """Record a failure and sleep the backoff, or until ``up()``."""
+        back = asyncio.get_running_loop().create_future()
+        self._waiting.add(back)
+        try:
+            # Not asyncio.wait_for, which can swallow a cancellation on Python 3.11.
+            await asyncio.wait([back], timeout=self.down(error))
+        finally:
+            self._waiting.discard(back)
+
+    def down(self, error: BaseException) -> float:
+        """Record a failure; the seconds to wait before trying again."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.backoff = BACKOFF_FIRST
+            logger.warning("Redis %s is unreachable (%s); retrying", self.label, error)
+        wait = self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return wait
+
+    def up(self) -> None:
+        if self.down_since is not None:
+            logger.warning(
+                "Redis %s is reachable again after %.1f s",
+                self.label,
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None
+            for back in self._waiting:
+                if not back.done():
+                    back.get_loop().call_soon_threadsafe(resolve, back)
