@@ -160,8 +160,8 @@ def page_state(browser) -> dict:
     )
 
 
-def sign_up_and_enter(browser, base: str, name: str) -> str:
-    """Sign up through the form, open the room, wait for the socket; the server reached."""
+def sign_up(browser, base: str, name: str) -> None:
+    """Sign up through the form and wait until the page says who is logged in."""
     from selenium.webdriver.common.by import By
 
     browser.get(f"{base}/accounts/signup/")
@@ -170,6 +170,11 @@ def sign_up_and_enter(browser, base: str, name: str) -> str:
         browser.find_element(By.ID, field).send_keys("a-long-e2e-password")
     browser.find_element(By.ID, "signup").click()
     wait_until(browser, lambda: browser.find_elements(By.ID, "me"), f"{name} logged in")
+
+
+def sign_up_and_enter(browser, base: str, name: str) -> str:
+    """Sign up through the form, open the room, wait for the socket; the server reached."""
+    sign_up(browser, base, name)
     return enter_room(browser, base)
 
 

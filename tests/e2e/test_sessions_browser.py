@@ -16,6 +16,7 @@ from tests.e2e.test_chat_browser import (  # noqa: F401 (fixtures)
     members,
     page_state,
     postgres_url,
+    sign_up,
     site,
     wait_until,
 )
@@ -31,17 +32,6 @@ const snapshot = () => window.memberLists.push(
 snapshot();
 new MutationObserver(snapshot).observe(list, {childList: true});
 """
-
-
-def sign_up(browser, base: str, name: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.get(f"{base}/accounts/signup/")
-    browser.find_element(By.ID, "id_username").send_keys(name)
-    for field in ("id_password1", "id_password2"):
-        browser.find_element(By.ID, field).send_keys("a-long-e2e-password")
-    browser.find_element(By.ID, "signup").click()
-    wait_until(browser, lambda: browser.find_elements(By.ID, "me"), f"{name} logged in")
 
 
 def close_state(browser) -> dict:
