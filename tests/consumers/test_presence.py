@@ -55,8 +55,21 @@ async def trackers():
     await asyncio.gather(*ours, return_exceptions=True)
 
 
+async def watched(make, layer, **options) -> tuple[Tracker, str]:
+    """A new tracker with one subscriber channel of its process.
+
+    A tracker with no member and no subscriber stops at its first turn, so nothing may be
+    awaited between making one and giving it either: the channel is made first.
+    """
+    channel = await layer.new_channel()
+    tracker = make(layer, **options)
+    tracker.subscribers.add(channel)
+    await layer.group_add(tracker.local_group, channel)
+    return tracker, channel
+
+
 async def watch(tracker: Tracker) -> str:
-    """A subscriber channel of ``tracker``'s process."""
+    """One more subscriber channel of a running tracker's process."""
     channel = await tracker.layer.new_channel()
     tracker.subscribers.add(channel)
     await tracker.layer.group_add(tracker.local_group, channel)
@@ -81,10 +94,10 @@ def names(members):
 
 
 async def test_joins_and_leaves_reach_other_processes_as_diffs_in_order(new_layer, trackers):
-    here, there = trackers(new_layer()), trackers(new_layer())
-    inbox = await watch(here)
+    here, inbox = await watched(trackers, new_layer())
     members: dict = {}
     events = []
+    there = trackers(new_layer())
     there.track("anchor")  # the tracker stops when its last member leaves
     for number in range(20):
         there.track(f"user{number}", {"n": number})
@@ -121,16 +134,15 @@ async def test_a_newcomer_gets_everyones_state_at_once(new_layer, trackers):
     first = trackers(new_layer(), interval=30)  # no heartbeat within the test
     first.track("ada")
     await asyncio.sleep(0.05)
-    late = trackers(new_layer(), interval=30)
-    inbox = await watch(late)
+    late, inbox = await watched(trackers, new_layer(), interval=30)
     members = late.members()
     await diffs_until(late.layer, inbox, members, lambda m: "ada" in m, timeout=2)
 
 
 async def test_a_crashed_processs_members_leave_within_the_timeout(new_layer, trackers):
-    here, doomed = trackers(new_layer()), trackers(new_layer())
-    inbox = await watch(here)
+    here, inbox = await watched(trackers, new_layer())
     members: dict = {}
+    doomed = trackers(new_layer())
     doomed.track("zed")
     await diffs_until(here.layer, inbox, members, lambda m: "zed" in m)
     doomed.task.cancel()  # no goodbye: as a kill would
@@ -143,9 +155,9 @@ async def test_a_crashed_processs_members_leave_within_the_timeout(new_layer, tr
 
 
 async def test_the_last_leave_stops_the_tracker_and_says_goodbye(new_layer, trackers):
-    here, there = trackers(new_layer(), interval=30), trackers(new_layer(), interval=30)
-    inbox = await watch(here)
+    here, inbox = await watched(trackers, new_layer(), interval=30)
     members: dict = {}
+    there = trackers(new_layer(), interval=30)
     ref = there.track("ada")
     await diffs_until(here.layer, inbox, members, lambda m: "ada" in m)
     there.untrack("ada", ref)
@@ -180,11 +192,11 @@ class Partitionable:
 
 
 async def test_a_healed_partition_leaves_no_ghosts_and_loses_nobody(new_layer, trackers):
-    left, cut_off = trackers(new_layer()), Partitionable(new_layer())
-    right = trackers(cut_off)
-    inbox = await watch(left)
+    left, inbox = await watched(trackers, new_layer())
     members: dict = {}
     left.track("ada")
+    cut_off = Partitionable(new_layer())
+    right = trackers(cut_off)
     gone = right.track("bob")
     await diffs_until(left.layer, inbox, members, lambda m: names(m) == ["ada", "bob"])
     cut_off.cut = True
@@ -200,8 +212,8 @@ async def test_a_healed_partition_leaves_no_ghosts_and_loses_nobody(new_layer, t
 
 
 async def test_ten_thousand_members_a_join_costs_one_small_diff(new_layer, trackers):
-    here = trackers(new_layer(), interval=30)
-    subscribers = [await watch(here) for _ in range(50)]
+    here, first = await watched(trackers, new_layer(), interval=30)
+    subscribers = [first] + [await watch(here) for _ in range(49)]
     there = trackers(new_layer(), interval=30)
     for number in range(10_000):
         there.track(f"user{number}", {"name": f"user{number}"})
@@ -236,8 +248,7 @@ async def test_ten_thousand_members_a_join_costs_one_small_diff(new_layer, track
 
 async def test_a_killed_process_members_leave_within_the_timeout(make_layer, trackers):
     layer = make_layer()
-    here = trackers(layer, interval=0.2)
-    inbox = await watch(here)
+    here, inbox = await watched(trackers, layer, interval=0.2)
     script = textwrap.dedent(
         f"""
         import asyncio, django
@@ -368,10 +379,10 @@ async def test_a_layer_failure_is_logged_once_and_the_tracker_starts_over(tracke
     # The failure is the wrapper's, so one layer shows it. (On Redis this test sometimes
     # hung for 60 s in the layer fixture's teardown, with the trackers already stopped.)
     layer = InMemoryChannelLayer()
-    here, flaky = trackers(layer), FailsOnce(layer)
-    there = trackers(flaky)
-    inbox = await watch(here)
+    here, inbox = await watched(trackers, layer)
     members: dict = {}
+    there = trackers(FailsOnce(layer))
+    flaky = there.layer
     there.track("ada")
     here.track("bob")
     await diffs_until(here.layer, inbox, members, lambda m: names(m) == ["ada", "bob"])
