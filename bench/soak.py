@@ -646,10 +646,10 @@ class Backlog:
 
     def length(self) -> int | None:
         try:
-            kind = self.client.type(self.key).decode()
-            if kind == "none":
+            kind = self.client.type(self.key)
+            if kind == b"none":
                 count = 0
-            elif kind == "zset":
+            elif kind == b"zset":
                 count = int(self.client.zcard(self.key))
             else:
                 count = int(self.client.llen(self.key))
