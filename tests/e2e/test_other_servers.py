@@ -16,11 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,9 +34,9 @@ from websockets.typing import Origin
 
 from chat.models import Message, Room
 from consumers.presence import apply_diff
+from testsupport.processes import Process, wait_for_port
 from testsupport.system import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0  # seconds for the server to accept connections (imports Django first)
 STOP_TIMEOUT = 5.0
@@ -68,8 +64,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class Server:
     name: str
     port: int
-    process: subprocess.Popen[bytes]
-    log: Path
+    process: Process
 
     @property
     def url(self) -> str:
@@ -81,7 +76,7 @@ class Server:
 
     @property
     def output(self) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        text = self.process.output
         return f"--- {self.name} output ---\n{text or '(nothing)'}\n--- end ---"
 
 
@@ -106,71 +101,29 @@ def database_url() -> str:
     return f"{schemes[engine]}://{credentials}@{address}/{quote(db['NAME'], safe='')}"
 
 
-def wait_until_listening(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"{server.name} exited with code {server.process.returncode} before "
-                f"listening\n{server.output}"
-            )
-        try:
-            socket.create_connection((HOST, server.port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{server.name} did not listen within {START_TIMEOUT} s\n{server.output}"
-                )
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait(STOP_TIMEOUT)
-
-
 @pytest.fixture
-def server(
-    request: pytest.FixtureRequest, transactional_db: None, tmp_path: Path
-) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[Server]:
     """The server named by the (indirect) parameter, on a free port, sharing the test database.
 
     It depends on ``transactional_db`` so that it stops before the tables are flushed.
     """
     name = request.param
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": database_url(),
         "SERVER_NAME": f"e2e-{name}",
         "PYTHONUNBUFFERED": "1",
+        # The in-memory layer: everyone in one process, nothing shared on Redis.
+        "REDIS_URL": None,
+        "REDIS_PREFIX": None,
     }
-    # The in-memory layer: everyone in one process, nothing shared on Redis.
-    env.pop("REDIS_URL", None)
-    env.pop("REDIS_PREFIX", None)
     port = free_port()
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, *SERVERS[name](port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    running = Server(name, port, process, log)
+    process = Process(sys.executable, *SERVERS[name](port), env=env, name=name)
+    running = Server(name, port, process)
     try:
-        wait_until_listening(running)
+        wait_for_port(process, port, START_TIMEOUT)
         yield running
     finally:
-        stop(process)
+        process.stop(STOP_TIMEOUT)
         # pytest shows this with a failing test only.
         sys.stderr.write(running.output + "\n")
 
