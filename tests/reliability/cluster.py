@@ -361,6 +361,14 @@ async def close_all(clients: Sequence[ChatClient], timeout: float = 30) -> None:
             await client.abort()
 
 
+async def wait_until(condition, timeout: float, step: float = 0.02) -> float:
+    """Poll ``condition`` (sync) until true; the monotonic time it became true."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(step)
+    return time.monotonic()
+
+
 def merged_presence(client: ChatClient, at: float) -> set[str]:
     """The members a browser shows at ``at`` (monotonic), from the presence events this
     client received, as chat.js merges them: the list on entering, then joins and leaves."""
