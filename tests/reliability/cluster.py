@@ -88,7 +88,7 @@ def seed_chat(database_url: str, room: str = "drill", users: int = 20) -> ChatSe
 
 @dataclass
 class Node:
-    """One Daphne process of a cluster."""
+    """One server process: a Daphne of a cluster, or another ASGI server (tests/e2e)."""
 
     name: str
     port: int
