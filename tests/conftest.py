@@ -11,7 +11,6 @@ import redis
 
 from channels_layer import channel_layers
 from channels_layer.redis import RedisChannelLayer
-from tests.fuzzing import SENT
 from tests.redis_servers import REDIS_URL, RedisServer
 
 
@@ -60,6 +59,10 @@ def redis_servers():
         server.kill()
 
 
+# What each fuzz test sent (node id: counts), for the summary at the end of the run.
+SENT: dict[str, Counter[str]] = {}
+
+
 @pytest.fixture
 def tally(request, caplog):
     """What a fuzz test sends, counted over all its Hypothesis examples (a fixture lives for
@@ -92,8 +95,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("fuzzing")
         for nodeid, counts in SENT.items():
             terminalreporter.write_line(f"{nodeid}: {dict(counts)}")
-        frames = sum(counts["frames"] for counts in SENT.values())
-        terminalreporter.write_line(f"frames sent to consumers in all: {frames}")
+        if frames := sum(counts["frames"] for counts in SENT.values()):
+            terminalreporter.write_line(f"frames sent to consumers in all: {frames}")
     if _figures:
         terminalreporter.section("figures measured")
         for nodeid, output in _figures:

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import string
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,8 +36,6 @@ MAX_LENGTH = DEFAULTS["CHAT_MAX_MESSAGE_LENGTH"]
 CHAT_FRAMES, JSON_FRAMES, TEXT_FRAMES = 3500, 3000, 3500
 assert CHAT_FRAMES + JSON_FRAMES + TEXT_FRAMES >= 10_000
 LAYER_OPERATIONS = 360  # at least, per layer backend
-# What each fuzz test sent (node id: counts), for the summary at the end of the run.
-SENT: dict[str, Counter[str]] = {}
 
 # No shrinking: an example drives long-lived connections and shrinking a batch of frames
 # takes minutes; a failure reports the whole batch, and its assertion names the frame.
