@@ -96,6 +96,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"consumers-test-{os.getpid()}.db")
     }
 
+# A consumer's channel (``specific.*``) holds what reaches it while the consumer is busy
+# with its own work, and drops the room's broadcasts beyond that. A chat socket that posts
+# is busy for a few round trips per post (limits, save, broadcast, moderation job), each
+# slower on a loaded server, and may have several posts queued (a burst of 10 frames, or
+# what piled up while Redis was away): 500 is ten seconds of a room carrying 50
+# broadcasts a second (a post is two: the message, then its verdict). The Redis outage
+# drill measured up to 130 queued for a poster. Named channels (the moderation worker's)
+# keep the default 100: there a full channel is backpressure for the sender.
+consumer_channel_capacity = 500
+consumer_channels = {"specific.*": consumer_channel_capacity}
 if redis_url:
     CHANNEL_LAYERS = {
         "default": {
@@ -103,11 +113,17 @@ if redis_url:
             "CONFIG": {
                 "hosts": [redis_url],
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
+                "channel_capacity": consumer_channels,
             },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_layer.memory.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_layer.memory.InMemoryChannelLayer",
+            "CONFIG": {"channel_capacity": consumer_channels},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}

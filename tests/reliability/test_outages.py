@@ -28,6 +28,7 @@ and its users leave the other processes' presence lists after the presence TTL.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import re
@@ -133,6 +134,15 @@ class OutageReport:
 
     def reached_nobody(self, posts: list[Post]) -> list[Post]:
         return [p for p in posts if not any(p.text in c.received for c in self.clients)]
+
+    def peak_rate_after_restart(self) -> int:
+        """The most chat messages a listener received in one second after the restart:
+        the room's traffic that every consumer's channel must absorb while it is busy."""
+        if not self.listeners:
+            return 0
+        received = self.listeners[0].received.values()
+        times = sorted(t for t in received if t >= self.restarted_at)
+        return max((bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
 
 
 async def chatter(posters: list[ChatClient], posts: list[Post], stop: asyncio.Event) -> None:
@@ -361,7 +371,11 @@ def test_redis_outage_leaves_no_tracebacks_or_other_errors(outage: OutageReport)
         name: [line for line in warning_lines(output) if not OUTAGE_LINE.search(line)]
         for name, output in outage.after_kill.items()
     }
-    print(f"tracebacks per process: {found}; other warning/error lines: {others}")
+    print(
+        f"tracebacks per process: {found}; other warning/error lines: {others}; room "
+        f"traffic after the restart: up to {outage.peak_rate_after_restart()} messages/s "
+        "reached a listener (each followed by its moderation verdict)"
+    )
     assert found == dict.fromkeys(found, 0), outage.outputs
     assert all(not lines for lines in others.values()), others
 
