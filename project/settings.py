@@ -96,6 +96,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"consumers-test-{os.getpid()}.db")
     }
 
+# Each chat room's group keeps its last 500 messages for 10 minutes, so a page that
+# reconnects gets what it missed (consumers/history); typing notices have a group of their own.
+history = {"chat.room.*": {"size": 500, "ttl": 600}}
 if redis_url:
     CHANNEL_LAYERS = {
         "default": {
@@ -107,7 +110,12 @@ if redis_url:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_layer.memory.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_layer.memory.InMemoryChannelLayer",
+            "CONFIG": {"history": history},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}
