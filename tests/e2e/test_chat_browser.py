@@ -45,12 +45,18 @@ def postgres_url():
 
 
 @pytest.fixture
-def site(postgres_url, tmp_path):
+def redis_url():
+    """The Redis of the deployment: the machine's (a test module may give its own)."""
+    return REDIS_URL
+
+
+@pytest.fixture
+def site(postgres_url, redis_url, tmp_path):
     """The deployment: returns nginx's URL and the Daphne processes by server name."""
     static_root = tmp_path / "static"
     env = {
         "DATABASE_URL": postgres_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "REDIS_PREFIX": f"e2e-{secrets.token_hex(4)}",
         "STATIC_ROOT": str(static_root),
         "DJANGO_DEBUG": "0",
