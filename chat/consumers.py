@@ -4,10 +4,12 @@ The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"ty
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
 ``presence`` (who is here: ``{"members": {name: {"metas": [...]}}}`` on entering, then
 only changes, ``{"joins": ..., "leaves": ...}`` of the same shape), ``typing`` and
-``error`` events back. Every refused input is answered with an
-``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
-reached: the post was not sent); the connection stays open unless the sender keeps
-flooding (close code 4029).
+``error`` events back, and the recovery frames of consumers/history (``consumers.joined``,
+``consumers.recovered``, ``consumers.recovery_failed``, ``consumers.ping``): a page that
+reconnects with its last position gets the posts and verdicts it missed instead of
+``history``. Every refused input is answered with an ``error`` event naming what was wrong
+(``unavailable`` when the channel layer cannot be reached: the post was not sent); the
+connection stays open unless the sender keeps flooding (close code 4029).
 
 Limits hold per user (anonymous visitors: per client address) over all their sockets and
 every server process (chat/limits.py): the frame rate, and the number of open sockets (4030
