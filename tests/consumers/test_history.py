@@ -270,3 +270,33 @@ async def test_a_group_without_history_is_joined_live(layer, caplog):
     await layer.group_send("lobby", {"type": "note", "n": 1})
     assert await socket.receive_json_from() == {"type": "note", "n": 1}
     await socket.disconnect()
+
+
+class TellsItsChannel(Room):
+    async def connect(self):
+        await super().connect()
+        await self.send_json({"type": "channel", "name": self.channel_name})
+
+
+async def test_a_live_message_of_a_new_epoch_fails_recovery_first_then_arrives(layer):
+    await send_notes(layer, 1, 3)
+    socket = connect_to(TellsItsChannel)
+    assert (await socket.connect())[0]
+    assert (await socket.receive_json_from())["type"] == "consumers.joined"
+    channel = (await socket.receive_json_from())["name"]
+    old = await layer.group_position(GROUP)
+    await layer.flush()  # the history is gone: new epochs (and the membership, given back)
+    await layer.group_add(GROUP, channel)
+    [new] = await send_notes(layer, 4, 1)
+    assert new.epoch != old.epoch and new.offset == 1
+    failed = await socket.receive_json_from()
+    assert failed == {
+        "type": "consumers.recovery_failed",
+        "group": GROUP,
+        "position": {"epoch": new.epoch, "offset": 0},
+    }
+    live = await socket.receive_json_from()
+    assert live["n"] == 4 and live["__position__"]["epoch"] == new.epoch
+    await send_notes(layer, 5, 1)
+    assert notes([await socket.receive_json_from()]) == [5]
+    await socket.disconnect()
