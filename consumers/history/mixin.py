@@ -149,18 +149,19 @@ class _History:
     async def _fill_gap(self, group: str, cursor: Cursor, until: int) -> None:
         """Deliver the messages between the cursor and offset ``until`` from the history."""
         asked = asyncio.get_running_loop().time()  # after every message before ``until``
-        try:
-            done = False
-            while not done:
+        done = False
+        while not done:
+            try:
                 batch, done = await self._batch(group, cursor, asked, until)
-                for missed in batch:
-                    cursor.offset = _offset(missed)
-                    await super().dispatch(missed)  # type: ignore[misc]
-        except HistoryLost as lost:
-            await self._recovery_failed_in_turn(group, cursor, lost.current)
-        except Exception as error:  # an outage: those messages cannot be had now
-            logger.warning("Could not read the history of %s to fill a gap: %r", group, error)
-            await self._recovery_failed_in_turn(group, cursor, Position(cursor.epoch, until - 1))
+            except HistoryLost as lost:
+                return await self._recovery_failed_in_turn(group, cursor, lost.current)
+            except Exception as error:  # an outage: those messages cannot be had now
+                logger.warning("Could not read the history of %s to fill a gap: %r", group, error)
+                missing = Position(cursor.epoch, until - 1)
+                return await self._recovery_failed_in_turn(group, cursor, missing)
+            for missed in batch:
+                cursor.offset = _offset(missed)
+                await super().dispatch(missed)  # type: ignore[misc]
 
     async def _recovery_failed_in_turn(self, group: str, cursor: Cursor, current: Position) -> None:
         cursor.move(current)
