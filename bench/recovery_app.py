@@ -2,8 +2,9 @@
 ``/ws/recover/``, whose consumer joins the group ``bench.recovery`` from the position the
 client gives in its handshake and forwards every message with its position.
 
-Settings are made here from the environment (``BENCH_REDIS_URL``, ``BENCH_PREFIX``), like
-``bench.apps.settings_common``'s Redis layer, plus the group's history.
+Settings are made here from the environment as ``bench.apps.settings_common`` makes them
+(``BENCH_LAYER=redis`` with ``BENCH_REDIS_URL`` and ``BENCH_PREFIX``, or the in-memory
+layer), plus the group's history.
 """
 
 import os
@@ -27,6 +28,11 @@ settings.configure(
                 "prefix": os.environ["BENCH_PREFIX"],
                 "history": HISTORY,
             },
+        }
+        if os.environ.get("BENCH_LAYER") == "redis"
+        else {
+            "BACKEND": "channels_layer.memory.InMemoryChannelLayer",
+            "CONFIG": {"history": HISTORY},
         }
     },
     LOGGING={
