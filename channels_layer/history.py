@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 POSITION_KEY = "__position__"
 # Groups whose rule lookup is remembered; beyond that the cache starts over.
@@ -147,6 +147,19 @@ def check_kept(group: str, since: Position, current: Position, first_kept: int |
 def position_of(group: str, position: Position) -> dict[str, Any]:
     """What ``message["__position__"]`` holds for a message at ``position`` of ``group``."""
     return {"group": group, "epoch": position.epoch, "offset": position.offset}
+
+
+class Stamp(NamedTuple):
+    """A message's place in its group's history, carried beside its payload where the
+    payload was encoded before the offset was known (the Redis layers)."""
+
+    group: str
+    epoch: str
+    offset: int
+
+    def add_to(self, message: dict[str, Any]) -> dict[str, Any]:
+        message[POSITION_KEY] = {"group": self.group, "epoch": self.epoch, "offset": self.offset}
+        return message
 
 
 def _compile(pattern: Any) -> re.Pattern[str]:

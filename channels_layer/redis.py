@@ -57,6 +57,7 @@ from .base import (
     Message,
 )
 from .exceptions import ChannelFull
+from .history import Stamp
 from .mailbox import Mailboxes
 from .redis_connections import (
     BLOCK_SECONDS,
@@ -245,17 +246,21 @@ class RedisChannelLayer(BaseChannelLayer):
                 "made it with new_channel() can receive from it"
             )
         while True:
+            receipt = None
             if local:
                 if not self._delivery.reading():
                     await self._connections.run(self._delivery.start_reading)
-                payload, counted = await self._mailboxes.get(channel)
-                self._delivery.taken(channel, counted)
+                payload, receipt = await self._mailboxes.get(channel)
+                self._delivery.taken(channel, receipt)
             else:
                 payload = await self._connections.run(self._receive_named, channel)
             try:
-                return self.deserialize(payload)
+                message = self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
+                continue
+            # A broadcast to a group with history: its position (see redis_groups).
+            return receipt.add_to(message) if isinstance(receipt, Stamp) else message
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``: for this process's own channels."""
