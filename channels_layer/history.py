@@ -44,6 +44,7 @@ class HistoryLost(Exception):
         self.group = group
         self.since = since
         self.current = current
+        self.reason = reason
 
 
 @dataclass(frozen=True)

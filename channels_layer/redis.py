@@ -31,6 +31,8 @@ leases:<name>       zset: leased entries by lease deadline           group_expir
 group:<group>       zset: direct members (other processes' chans)    group_expiry
 procs:<group>       zset: processes with local members, by time      group_expiry
 broadcast:<group>   pub/sub topic: the group's broadcasts            (not stored)
+history:{<group>}   stream: a history group's last messages          ttl after last send
+position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
 process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
 ==================  ===============================================  ======================
 """
@@ -50,6 +52,7 @@ from . import serializers
 from .base import (
     AT_LEAST_ONCE,
     CROSS_PROCESS,
+    HISTORY,
     MAX_MESSAGE_SIZE,
     WHEN_READY,
     BaseChannelLayer,
@@ -57,7 +60,7 @@ from .base import (
     Message,
 )
 from .exceptions import ChannelFull
-from .history import Stamp
+from .history import HistoryConfig, Position, Stamp, require_limit, require_position
 from .mailbox import Mailboxes
 from .redis_connections import (
     BLOCK_SECONDS,
@@ -70,6 +73,7 @@ from .redis_connections import (
 from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_groups import GROUP_SCRIPTS, RedisGroups
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX, UNAVAILABLE
+from .redis_history import HISTORY_SCRIPTS, RedisHistory
 from .redis_hosts import ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 
@@ -100,6 +104,7 @@ SCRIPTS = {
     "send_to_named": SEND_TO_NAMED,
     **GROUP_SCRIPTS,
     **LEASE_SCRIPTS,
+    **HISTORY_SCRIPTS,
 }
 
 
@@ -118,9 +123,12 @@ class RedisChannelLayer(BaseChannelLayer):
     job never runs twice at once, and a message whose worker died goes back to the channel
     after ``visibility_timeout`` seconds, for another worker. Such messages do not expire
     (they are kept for ``group_expiry``). Off by default: the spec is at-most-once.
+
+    ``history``: ``{group pattern: {"size": messages, "ttl": seconds}}``, the groups that
+    keep their last messages in a Redis stream (``channels_layer.history``, ``redis_history``).
     """
 
-    extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS]
+    extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS, HISTORY]
     # How a message reaches a consumer channel's process (see redis_delivery).
     delivery: ClassVar[type[ProcessDelivery]] = InboxDelivery
 
@@ -138,6 +146,7 @@ class RedisChannelLayer(BaseChannelLayer):
         retry_timeout: float = 5.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
         at_least_once: Mapping[CapacityPattern, float] | None = None,
+        history: Mapping[Any, Any] | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -216,13 +225,18 @@ class RedisChannelLayer(BaseChannelLayer):
         self._leased = self.compile_patterns(
             at_least_once or {}, "at_least_once", self._require_seconds
         )
+        self.history = HistoryConfig(history)
+        self._history = RedisHistory(
+            self._connections, self._key, self._groups, self.serialize, self.deserialize
+        )
         # Envelopes keep messages apart, so no random prefix; an encrypted message is
-        # refused once older than the longest a message may wait here.
+        # refused once older than the longest a message may wait here (or be kept).
+        kept = self.group_expiry if self._leased else self.expiry
         self._serializer = serializers.registry.get_serializer(
             serializer_format,
             symmetric_encryption_keys=symmetric_encryption_keys,
             random_prefix_length=0,
-            expiry=self.group_expiry if self._leased else self.expiry,
+            expiry=max(kept, self.history.longest_ttl),
         )
 
     # The spec -------------------------------------------------------------------------
@@ -317,11 +331,33 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._connections.run(self._groups.leave_here, group)
         await self._connections.run(self._groups.leave_directly, group, channel)
 
-    async def group_send(self, group: str, message: Message) -> None:
-        """Broadcast ``message`` to every member; full members miss it, without an error."""
+    async def group_send(self, group: str, message: Message) -> Position | None:
+        """Broadcast ``message`` to every member; full members miss it, without an error.
+        A group with history also keeps it, and its ``Position`` is returned (else None)."""
         self.require_valid_group_name(group)
         payload = self.serialize(message)
-        await self._connections.run(self._groups.send, group, payload)
+        rule = self.history.rule(group)
+        if rule is None:
+            await self._connections.run(self._groups.send, group, payload)
+            return None
+        return await self._connections.run(self._history.send, group, rule, message, payload)
+
+    async def group_position(self, group: str) -> Position:
+        """The epoch of ``group`` and its last offset; ``ValueError`` if it keeps no history."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        return await self._connections.run(self._history.position, group, rule)
+
+    async def group_history(
+        self, group: str, since: Position, limit: int | None = None
+    ) -> list[Message]:
+        """The kept messages of ``group`` after ``since``, oldest first (at most ``limit``);
+        ``HistoryLost`` if ``since`` is of another epoch or some of them are gone."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        since, limit = require_position(since), require_limit(limit)
+        entries = await self._connections.run(self._history.read, group, rule, since, limit)
+        return self._history.decode(group, since, entries)  # each caller its own copies
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix, on every host, and local state."""

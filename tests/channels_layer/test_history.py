@@ -3,13 +3,21 @@ size and age, ``HistoryLost``, and recovery exactly once across the switch from 
 live delivery while others keep sending."""
 
 import asyncio
+import json
+import sys
 
 import pytest
+import redis
 
 from channels_layer import InMemoryChannelLayer
 from channels_layer.history import HistoryLost, Position
+from channels_layer.pubsub import RedisPubSubChannelLayer
+from channels_layer.redis import RedisChannelLayer
+from tests.redis_servers import REDIS_URL
+from testsupport.processes import ROOT
 
-KINDS = ["memory"]
+KINDS = ["memory", "redis", "pubsub"]
+LAYERS = {"redis": RedisChannelLayer, "pubsub": RedisPubSubChannelLayer}
 HISTORY = {"chat.*": {"size": 50, "ttl": 60}, "short.*": {"size": 3, "ttl": 60}}
 
 
@@ -19,14 +27,16 @@ def kind(request):
 
 
 @pytest.fixture
-def make_pair(kind):
+def make_pair(kind, make_layer):
     """``make_pair(**config)``: a sending and a receiving layer, as two processes of one
     site (for the in-memory layer, one instance plays both)."""
 
     def make(**config):
         config.setdefault("history", HISTORY)
-        layer = InMemoryChannelLayer(**config)
-        return layer, layer
+        if kind == "memory":
+            layer = InMemoryChannelLayer(**config)
+            return layer, layer
+        return make_layer(LAYERS[kind], **config), make_layer(LAYERS[kind], **config)
 
     return make
 
@@ -36,9 +46,9 @@ async def receive(layer, channel, timeout=3):
 
 
 async def member(layer, group):
+    """A consumer channel in ``group``; broadcasts reach it once ``group_add`` returns."""
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
-    await layer.when_ready(channel)
     return channel
 
 
@@ -90,6 +100,18 @@ async def test_a_group_without_history_behaves_as_before(make_pair):
         await sender.group_position("other")
     with pytest.raises(ValueError, match="keeps no history"):
         await sender.group_history("other", Position("x", 0))
+
+
+async def test_a_channel_added_by_name_gets_the_position_too(make_pair):
+    sender, receiver = make_pair()
+    await receiver.group_add("chat.room", "jobs")
+    position = await sender.group_send("chat.room", {"type": "post"})
+    message = await receive(receiver, "jobs")
+    assert message["__position__"] == {
+        "group": "chat.room",
+        "epoch": position.epoch,
+        "offset": position.offset,
+    }
 
 
 async def test_groups_count_their_offsets_apart(make_pair):
@@ -225,9 +247,9 @@ async def test_flush_starts_new_epochs(make_pair):
         ({"chat.*": {"size": 1, "ttl": float("inf")}}, "positive number"),
     ],
 )
-def test_a_bad_history_option_is_refused_with_what_was_wrong(kind, history, error):
+def test_a_bad_history_option_is_refused_with_what_was_wrong(make_pair, history, error):
     with pytest.raises(ValueError, match=error):
-        InMemoryChannelLayer(history=history)
+        make_pair(history=history)
 
 
 async def test_the_first_matching_pattern_wins(make_pair):
@@ -258,3 +280,169 @@ async def test_a_message_too_large_takes_no_offset(make_pair):
 
 def test_extensions_announce_history():
     assert "history" in InMemoryChannelLayer.extensions
+
+
+# Redis: several processes, restarts, space, encryption, shared reads ------------------
+
+# Another process sending to one group; prints the offsets its group_sends got.
+SENDER = """
+import asyncio, json, sys
+from channels_layer.pubsub import RedisPubSubChannelLayer
+from channels_layer.redis import RedisChannelLayer
+
+async def main(kind, url, prefix, count):
+    layer_class = RedisPubSubChannelLayer if kind == "pubsub" else RedisChannelLayer
+    layer = layer_class(hosts=[url], prefix=prefix, history={"chat.*": {"size": 5000, "ttl": 60}})
+    sends = [layer.group_send("chat.room", {"type": "post", "pid": sys.argv[1]})
+             for _ in range(int(count))]
+    print(json.dumps([position.offset for position in await asyncio.gather(*sends)]))
+    await layer.close()
+
+asyncio.run(main(*sys.argv[2:]))
+"""
+
+
+async def start_senders(kind, prefix, processes, count):
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SENDER,
+            str(n),
+            kind,
+            REDIS_URL,
+            prefix,
+            str(count),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for n in range(processes)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["redis", "pubsub"])
+async def test_senders_in_several_processes_get_consecutive_offsets_in_live_order(kind, make_pair):
+    _, receiver = make_pair(capacity=10000, history={"chat.*": {"size": 5000, "ttl": 60}})
+    channel = await member(receiver, "chat.room")
+    senders = await start_senders(kind, receiver.prefix, processes=3, count=200)
+    got = [await receive(receiver, channel, timeout=20) for _ in range(600)]
+    returned = []
+    for sender in senders:
+        out, _ = await asyncio.wait_for(sender.communicate(), 20)
+        assert sender.returncode == 0
+        returned += json.loads(out)
+    assert sorted(returned) == list(range(1, 601))  # distinct and consecutive
+    assert offsets(got) == list(range(1, 601))  # members see them in the order of offsets
+    assert {m["pid"] for m in got} == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_recovery_is_exactly_once_while_other_processes_send(kind, make_pair):
+    _, receiver = make_pair(capacity=10000, history={"chat.*": {"size": 5000, "ttl": 60}})
+    for _ in range(30):
+        since = await receiver.group_send("chat.room", {"type": "post", "pid": "me"})
+    channel = await member(receiver, "chat.room")
+    senders = await start_senders("redis", receiver.prefix, processes=2, count=300)
+    missed_from = Position(since.epoch, 5)
+    got = await join(receiver, channel, "chat.room", missed_from, expected=625)
+    for sender in senders:
+        await asyncio.wait_for(sender.communicate(), 20)
+    assert offsets(got) == list(range(6, 631))
+
+
+@pytest.mark.parametrize("kind", ["redis", "pubsub"])
+async def test_an_empty_restarted_redis_means_a_new_epoch(kind, make_pair, redis_servers):
+    [server] = redis_servers(1)
+    sender, receiver = make_pair(hosts=[server.url], retry_timeout=10)
+    channel = await member(receiver, "chat.room")
+    before = await sender.group_send("chat.room", {"type": "post"})
+    assert (await receive(receiver, channel))["__position__"]["offset"] == 1
+    server.kill()
+    server.start()  # same port, no data
+    after = await sender.group_position("chat.room")
+    assert after.epoch != before.epoch and after.offset == 0
+    with pytest.raises(HistoryLost, match="epoch") as lost:
+        await receiver.group_history("chat.room", before)
+    assert lost.value.current == after
+    assert (await sender.group_send("chat.room", {"type": "post"})) == Position(after.epoch, 1)
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_losing_only_the_position_key_starts_a_new_epoch_without_old_entries(kind, make_pair):
+    sender, receiver = make_pair()
+    for _ in range(3):
+        before = await sender.group_send("chat.room", {"type": "post"})
+    raw = redis.Redis.from_url(REDIS_URL)
+    raw.delete(f"{sender.prefix}:position:{{chat.room}}")  # as an eviction would
+    after = await sender.group_send("chat.room", {"type": "post"})
+    assert after.epoch != before.epoch and after.offset == 1
+    assert offsets(await receiver.group_history("chat.room", Position(after.epoch, 0))) == [1]
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_losing_only_the_stream_is_a_gap_not_a_silence(kind, make_pair):
+    sender, receiver = make_pair()
+    for _ in range(3):
+        before = await sender.group_send("chat.room", {"type": "post"})
+    redis.Redis.from_url(REDIS_URL).delete(f"{sender.prefix}:history:{{chat.room}}")
+    with pytest.raises(HistoryLost, match="trimmed"):
+        await receiver.group_history("chat.room", Position(before.epoch, 1))
+    assert await receiver.group_history("chat.room", before) == []
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_redis_space_is_bounded_by_size_ttl_and_expiry(kind, make_pair):
+    sender, _ = make_pair(history={"chat.*": {"size": 3, "ttl": 0.5}}, group_expiry=30)
+    stream = f"{sender.prefix}:history:{{chat.room}}"
+    position = f"{sender.prefix}:position:{{chat.room}}"
+    raw = redis.Redis.from_url(REDIS_URL)
+    await asyncio.gather(*(sender.group_send("chat.room", {"type": "x"}) for _ in range(500)))
+    # MAXLEN ~ trims whole stream nodes (100 entries by default).
+    assert raw.xlen(stream) <= 3 + 100
+    assert 0 < raw.pttl(stream) <= 500
+    assert 25 < raw.ttl(position) <= 31
+    await asyncio.sleep(0.7)
+    await sender.group_send("chat.room", {"type": "x"})
+    assert raw.xlen(stream) == 1  # what aged out is gone from Redis, not only hidden
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_history_is_encrypted_in_redis(kind, make_pair):
+    sender, receiver = make_pair(symmetric_encryption_keys=["secret"])
+    position = await sender.group_send("chat.room", {"type": "post", "text": "attack at dawn"})
+    [(_, fields)] = redis.Redis.from_url(REDIS_URL).xrange(f"{sender.prefix}:history:{{chat.room}}")
+    assert b"attack at dawn" not in fields[b"m"] and b"post" not in fields[b"m"]
+    [message] = await receiver.group_history("chat.room", Position(position.epoch, 0))
+    assert message["text"] == "attack at dawn"
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_an_entry_no_key_opens_is_history_lost(kind, make_pair, make_layer, caplog):
+    sender, _ = make_pair(symmetric_encryption_keys=["secret"])
+    position = await sender.group_send("chat.room", {"type": "post"})
+    stranger = make_layer(history=HISTORY, symmetric_encryption_keys=["other"])
+    with pytest.raises(HistoryLost, match="unreadable"):
+        await stranger.group_history("chat.room", Position(position.epoch, 0))
+    assert "Unreadable history entry 1 of group 'chat.room'" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_concurrent_reads_of_the_same_history_cost_redis_one_read(
+    kind, make_pair, redis_servers
+):
+    [server] = redis_servers(1)
+    sender, receiver = make_pair(hosts=[server.url], history={"chat.*": {"size": 500, "ttl": 60}})
+    for n in range(150):
+        last = await sender.group_send("chat.room", {"type": "post", "n": n})
+    since = Position(last.epoch, 50)
+    await receiver.group_position("chat.room")  # connected, scripts loaded
+    raw = server.client()
+    raw.config_resetstat()
+    results = await asyncio.gather(
+        *(receiver.group_history("chat.room", since) for _ in range(1000))
+    )
+    assert all(offsets(got) == list(range(51, 151)) for got in results)
+    # One batch of 100 entries: one XRANGE in Redis for all 1,000 callers.
+    assert raw.info("commandstats")["cmdstat_xrange"]["calls"] == 1
+    results[0][0]["n"] = "changed"
+    assert results[1][0]["n"] == 50  # each caller has its own copies

@@ -29,9 +29,9 @@ async def nothing_arrives(layer, channel, timeout=0.3):
 
 
 def test_extensions_announce_what_the_redis_layers_offer():
-    """Channels' "groups" and "flush", then ours (see base.py): when_ready, leases, and
-    channels other processes reach; the pub/sub layer offers the same."""
-    expected = ["groups", "flush", "when_ready", "at_least_once", "cross_process"]
+    """Channels' "groups" and "flush", then ours (see base.py): when_ready, leases,
+    channels other processes reach, and group history; the pub/sub layer offers the same."""
+    expected = ["groups", "flush", "when_ready", "at_least_once", "cross_process", "history"]
     assert RedisChannelLayer.extensions == expected
     assert RedisPubSubChannelLayer.extensions == expected
 
