@@ -106,6 +106,7 @@ if redis_url:
             "CONFIG": {
                 "hosts": [redis_url],
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
+                "history": history,
             },
         }
     }

@@ -1,8 +1,8 @@
 """Consumers that join history groups: what was missed, in order and once, then live.
 
-Driven through the testing communicators against real layers (in memory, and Redis where
-its history exists), with the recovery protocol of consumers/static/consumers/socket.js:
-the positions ride in the handshake's ``?recover=``, the server answers ``consumers.joined``,
+Driven through the testing communicators against real layers (in memory and on Redis),
+with the recovery protocol of consumers/static/consumers/socket.js: the positions ride in
+the handshake's ``?recover=``, the server answers ``consumers.joined``,
 ``consumers.recovered`` or ``consumers.recovery_failed``.
 """
 
@@ -54,10 +54,13 @@ class PingingRoom(Room):
 CONSUMERS = {"async": Room, "sync": SyncRoom}
 
 
-@pytest.fixture(params=["memory"])
-def layer(request, settings):
+@pytest.fixture(params=["memory", "redis"])
+def layer(request, settings, make_layer):
     settings.CHANNEL_LAYERS = {}  # the layer below, nothing from the project's settings
-    layer = InMemoryChannelLayer(history=HISTORY)
+    if request.param == "memory":
+        layer = InMemoryChannelLayer(history=HISTORY)
+    else:
+        layer = make_layer(history=HISTORY)
     channel_layers.set("default", layer)
     return layer
 
