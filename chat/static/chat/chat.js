@@ -43,8 +43,9 @@
   // What the page missed while away came first, each post marked; now it is caught up.
   socket.on("recovered", ({count}) => {
     root.dataset.recovery = "recovered";
-    root.dataset.recovered = count;
-    setStatus(`${status.textContent}; caught up (${count} missed)`, "connected");
+    root.dataset.recovered = count;  // posts and verdicts
+    const posts = messages.querySelectorAll(".caught-up").length;
+    setStatus(`${status.textContent}; caught up: ${posts} new post${posts === 1 ? "" : "s"}`, "connected");
   });
   // Too long away (or the server lost the room's history): the history event that comes
   // with this reloads the room from the database.
