@@ -189,7 +189,7 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
         "redis_cpu_s": round(cpu_after - cpu_before, 3),
         "redis_cpu_pct": round(100 * (cpu_after - cpu_before) / window, 1) if window else None,
         "redis_commands": sum(commands.values()),
-        "commands": dict(commands.most_common(6)),
+        "commands": dict(commands.most_common()),
     }
 
 
