@@ -80,6 +80,7 @@ class _Protocol:
     ping_interval: ClassVar[float | None] = None
     _client_positions: dict[str, Position] | None = None
     _ping: asyncio.TimerHandle | None = None
+    _pinging: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     def client_position(self, group: str) -> Position | None:
         """Where the client asked to resume ``group`` from (None: it did not ask)."""
@@ -106,7 +107,7 @@ class _Protocol:
 
     def _ping_now(self) -> None:
         self._ping = None
-        asyncio.get_running_loop().create_task(self._send_ping())
+        self._pinging = asyncio.get_running_loop().create_task(self._send_ping())
         self._keep_pinging()
 
     async def _send_ping(self) -> None:
