@@ -330,7 +330,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, ResumableJsonMixin, AsyncJson
     # From the room's group
 
     async def chat_message(self, event: dict) -> None:
-        if event["id"] not in self.loaded:  # its __position__ goes with it, for the page
+        if event.get("id") not in self.loaded:  # its __position__ goes with it, for the page
             await self.send_json({**event, "type": "message"})
 
     async def chat_moderated(self, event: dict) -> None:

@@ -91,12 +91,12 @@ class _History:
         if group not in groups:  # left with the others when the consumer ends
             self.groups = [*groups, group]
         if "history" not in getattr(layer, "extensions", ()):
-            _warn_no_history(layer, group, "its channel layer keeps no history")
+            _tell_no_history(layer, group, "its channel layer keeps no history")
             return None, subscribed, None
         try:
             current = await layer.group_position(group)
         except ValueError:
-            _warn_no_history(layer, group, "no pattern of the layer's 'history' config matches it")
+            _tell_no_history(layer, group, "no pattern of the layer's 'history' config matches it")
             return None, subscribed, None
         # Another epoch, or an offset not reached yet (a forged or confused client), cannot
         # be resumed from: the cursor starts at the current position instead.
@@ -173,14 +173,15 @@ def _fields(position: Position) -> dict[str, Any]:
     return {"epoch": position.epoch, "offset": position.offset}
 
 
-_warned: set[tuple[int, str]] = set()
+_told: set[tuple[int, str]] = set()
 
 
-def _warn_no_history(layer: Any, group: str, why: str) -> None:
-    """Once per layer and group: a config that forgot the group's pattern."""
-    if (id(layer), group) not in _warned:
-        _warned.add((id(layer), group))
-        logger.warning("%s has no history (%s): joined live, nothing to recover", group, why)
+def _tell_no_history(layer: Any, group: str, why: str) -> None:
+    """Once per layer and group: a deployment may run without history (recovery then
+    always fails over to the application's reload), or its config forgot the pattern."""
+    if (id(layer), group) not in _told:
+        _told.add((id(layer), group))
+        logger.info("%s has no history (%s): joined live, nothing to recover", group, why)
 
 
 class HistoryMixin(_History):

@@ -265,7 +265,7 @@ async def test_a_group_without_history_is_joined_live(layer, caplog):
             await self.history_join("lobby", self.client_position("lobby"))
 
     socket = connect_to(Plain)
-    with caplog.at_level(logging.WARNING, "consumers.history"):
+    with caplog.at_level(logging.INFO, "consumers.history"):
         assert (await socket.connect())[0]
         joined = await socket.receive_json_from()
     assert joined == {"type": "consumers.joined", "group": "lobby", "position": None}
