@@ -21,6 +21,7 @@ changing the password, closes the others with 4401.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -40,7 +41,7 @@ from chat.moderation import MODERATION_CHANNEL, review
 from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
-from consumers.history import Position, ResumableJsonMixin
+from consumers.history import Position, ResumableJsonMixin, SharedReads
 from consumers.presence import PresenceMixin, tracker_for
 from consumers.revalidation import CLOSE_ACCESS_REVOKED, subject_of
 from consumers.users import CLOSE_SESSION_ENDED, UserSocketMixin
@@ -95,6 +96,7 @@ def _forget(message_id: int) -> None:
 
 
 _review = database_sync_to_async(review)
+_recent_posts: SharedReads[list[dict]] = SharedReads()
 
 
 NO_LAYER = "the chat needs a channel layer: set CHANNEL_LAYERS"
@@ -205,8 +207,13 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, ResumableJsonMixin, AsyncJson
         await super().recovery_failed(group, current)
 
     async def send_history(self) -> None:
-        """The room's last posts from the database, as on entering."""
-        history = await _recent(self.room)
+        """The room's last posts from the database, as on entering. Read once for the
+        consumers of this process that ask at the same moment (after a Redis restart, all
+        of a room's consumers reload together), but never a read begun before this
+        consumer's position was fixed: it could miss a post sent in between."""
+        asked = asyncio.get_running_loop().time()
+        room = self.room
+        history = await _recent_posts.read(room.pk, lambda: _recent(room), asked)
         self.loaded = frozenset(event["id"] for event in history)
         await self.send_json({"type": "history", "messages": history})
 

@@ -21,7 +21,8 @@ changed) it is told, reloads its state another way, and is subscribed live anywa
 - ``HistoryMixin`` / ``SyncHistoryMixin``: any async / sync consumer (mixin.py).
 - ``ResumableJsonMixin`` / ``SyncResumableJsonMixin``: JSON WebSocket consumers that speak
   the protocol of ``consumers/static/consumers/socket.js`` (protocol.py).
-- Consumers of one process recovering the same group share its reads (reads.py).
+- Consumers of one process recovering the same group share its reads, and
+  ``SharedReads`` lets them share a reload of the same state too (reads.py).
 """
 
 from channels_layer.history import HistoryLost, Position
@@ -31,6 +32,7 @@ from consumers.history.protocol import (
     SyncResumableJsonMixin,
     requested_positions,
 )
+from consumers.history.reads import SharedReads
 
 __all__ = [
     "POSITION",
@@ -38,6 +40,7 @@ __all__ = [
     "HistoryMixin",
     "Position",
     "ResumableJsonMixin",
+    "SharedReads",
     "SyncHistoryMixin",
     "SyncResumableJsonMixin",
     "position_of",
