@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from tests.nginx import Nginx, nginx_binary
-from tests.redis_servers import REDIS_URL
 from testsupport.databases import temporary_database
 from testsupport.processes import ROOT, ManagePy, Process
 from testsupport.system import free_port
@@ -42,12 +41,6 @@ def postgres_url():
     """A database of its own on the machine's PostgreSQL, dropped afterwards."""
     with temporary_database("chat_e2e") as url:
         yield url
-
-
-@pytest.fixture
-def redis_url():
-    """The Redis of the deployment: the machine's (a test module may give its own)."""
-    return REDIS_URL
 
 
 @pytest.fixture
