@@ -18,7 +18,12 @@ import pytest
 from channels_layer import channel_layers
 from channels_layer.memory import InMemoryChannelLayer
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
-from consumers.history import Position, ResumableJsonMixin, SyncResumableJsonMixin
+from consumers.history import (
+    Position,
+    ResumableJsonMixin,
+    SharedReads,
+    SyncResumableJsonMixin,
+)
 from consumers.testing import WebsocketCommunicator
 
 GROUP = "room.1"
@@ -303,3 +308,25 @@ async def test_a_live_message_of_a_new_epoch_fails_recovery_first_then_arrives(l
     await send_notes(layer, 5, 1)
     assert notes([await socket.receive_json_from()]) == [5]
     await socket.disconnect()
+
+
+async def test_a_shared_read_is_only_shared_with_callers_that_asked_before_it_began():
+    shared: SharedReads[int] = SharedReads()
+    began: list[float] = []
+    release = asyncio.Event()
+
+    async def make() -> int:
+        began.append(asyncio.get_running_loop().time())
+        await release.wait()
+        return len(began)
+
+    loop = asyncio.get_running_loop()
+    early = [asyncio.create_task(shared.read("k", make, loop.time())) for _ in range(5)]
+    await asyncio.sleep(0.01)  # the first read is running
+    late = [asyncio.create_task(shared.read("k", make, loop.time())) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert len(began) == 1  # the late callers wait for the next read, not a read each
+    release.set()
+    assert await asyncio.gather(*early) == [1] * 5
+    assert await asyncio.gather(*late) == [2] * 5  # one more read, begun after they asked
+    assert len(began) == 2 and began[1] >= began[0]
