@@ -226,9 +226,6 @@ class RedisChannelLayer(BaseChannelLayer):
             at_least_once or {}, "at_least_once", self._require_seconds
         )
         self.history = HistoryConfig(history)
-        self._history = RedisHistory(
-            self._connections, self._key, self._groups, self.serialize, self.deserialize
-        )
         # Envelopes keep messages apart, so no random prefix; an encrypted message is
         # refused once older than the longest a message may wait here (or be kept).
         kept = self.group_expiry if self._leased else self.expiry
@@ -237,6 +234,14 @@ class RedisChannelLayer(BaseChannelLayer):
             symmetric_encryption_keys=symmetric_encryption_keys,
             random_prefix_length=0,
             expiry=max(kept, self.history.longest_ttl),
+        )
+        self._history = RedisHistory(
+            self._connections,
+            self._key,
+            self._groups,
+            self.serialize,
+            functools.partial(serializers.unseal, self._serializer),
+            functools.partial(serializers.decode, self._serializer, unsealed=True),
         )
 
     # The spec -------------------------------------------------------------------------
