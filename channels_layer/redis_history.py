@@ -26,7 +26,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .base import Message
 from .history import HistoryLost, HistoryRule, Position, Stamp, check_kept
@@ -145,7 +145,7 @@ HISTORY_SCRIPTS = {
     "history_read": HISTORY_READ,
 }
 
-# A history entry as read: (offset, payload).
+# A history entry as read: (offset, payload decrypted).
 Entry = tuple[int, bytes]
 
 
@@ -158,13 +158,15 @@ class RedisHistory:
         key: Callable[[str, str], str],
         groups: RedisGroups,
         serialize: Callable[[Message], bytes],
-        deserialize: Callable[[bytes], Message],
+        unseal: Callable[[bytes], bytes],
+        decode: Callable[[bytes], Message],
     ) -> None:
         self.connections = connections
         self.key = key
         self.groups = groups
         self.serialize = serialize
-        self.deserialize = deserialize
+        self.unseal = unseal  # decryption: once per read, whoever shares it
+        self.decode_unsealed = decode  # once per caller, so each has its own copies
         # (group, since, limit) -> the read in flight that callers of the same share.
         self._reads: dict[tuple[str, Position, int | None], asyncio.Future[list[Entry]]] = {}
 
@@ -211,16 +213,13 @@ class RedisHistory:
             raise HistoryLost(lost.group, lost.since, lost.current, lost.reason) from None
 
     def decode(self, group: str, since: Position, entries: list[Entry]) -> list[Message]:
-        """The messages of ``entries``, each with its ``__position__``; an entry that cannot
-        be read is a ``HistoryLost`` (the consumer must hear of the gap, not skip it)."""
+        """The messages of ``entries`` (from ``read``), each with its ``__position__``."""
         messages = []
         for offset, payload in entries:
             try:
-                message = self.deserialize(payload)
+                message = self.decode_unsealed(payload)
             except ValueError as error:
-                logger.error("Unreadable history entry %d of group %r: %s", offset, group, error)
-                current = Position(since.epoch, entries[-1][0])
-                raise HistoryLost(group, since, current, f"entry {offset} is unreadable") from None
+                _unreadable(group, since, Position(since.epoch, entries[-1][0]), offset, error)
             messages.append(Stamp(group, since.epoch, offset).add_to(message))
         return messages
 
@@ -247,7 +246,10 @@ class RedisHistory:
             for offset, payload in batch:  # consecutive offsets, from after + 1
                 if offset > end:
                     break
-                entries.append((offset, payload))
+                try:
+                    entries.append((offset, self.unseal(payload)))
+                except ValueError as error:
+                    _unreadable(group, since, current, offset, error)
                 after = offset
         return entries[:limit]
 
@@ -260,6 +262,14 @@ class RedisHistory:
 
     async def _script(self, group: str, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self.connections.script(self.connections.ring.shard(group), name, keys, args)
+
+
+def _unreadable(
+    group: str, since: Position, current: Position, offset: int, error: ValueError
+) -> NoReturn:
+    """An entry that cannot be read is a gap the consumer must hear of, not skip."""
+    logger.error("Unreadable history entry %d of group %r: %s", offset, group, error)
+    raise HistoryLost(group, since, current, f"entry {offset} is unreadable") from None
 
 
 def _entry(data: bytes) -> Entry:

@@ -53,3 +53,21 @@ async def test_a_named_channel_entry_in_redis_holds_the_serializer_bytes(make_la
     [raw] = redis.Redis.from_url(REDIS_URL).lrange(f"{layer.prefix}:channel:jobs", 0, -1)
     assert split(raw)[1] == msgpack.packb(message, use_bin_type=True)
     assert await asyncio.wait_for(layer.receive("jobs"), 2) == message
+
+
+def test_headers_msgpack_made_elsewhere_are_read_too():
+    """Python builds its headers byte by byte; one packed by msgpack (or by Lua's cmsgpack,
+    as history broadcasts are) reads the same."""
+
+    def framed(header):
+        packed = msgpack.packb(header)
+        return bytes((len(packed),)) + packed + PAYLOAD
+
+    assert envelopes.read_process_entry(framed(["specific.a!b", 1.5])) == (
+        "specific.a!b",
+        1.5,
+        PAYLOAD,
+    )
+    assert envelopes.read_named_entry(framed([1.5, b"12345678"])) == (1.5, PAYLOAD)
+    assert envelopes.read_broadcast(framed([1.5])) == (1.5, PAYLOAD, None)
+    assert envelopes.read_broadcast(framed([1.5, 7, "e1"])) == (1.5, PAYLOAD, (7, "e1"))
