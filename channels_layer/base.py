@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgpack
 
 from .exceptions import MessageTooLarge
+from .history import Position
 
 T = TypeVar("T")
 
@@ -47,6 +48,14 @@ CapacityPattern = str | re.Pattern[str]
 WHEN_READY = "when_ready"
 AT_LEAST_ONCE = "at_least_once"
 CROSS_PROCESS = "cross_process"
+
+# Group history (issue 16) ----------------------------------------------------------------
+#
+# - HISTORY: groups matching the layer's ``history`` option keep their last messages
+#   (``channels_layer.history``): ``group_send`` returns the message's ``Position`` (None
+#   for other groups), ``group_position(group)`` and ``group_history(group, since, limit)``.
+#   Called by ``consumers`` to recover what a reconnecting client missed.
+HISTORY = "history"
 
 
 class Lease(Protocol):
@@ -370,8 +379,9 @@ class BaseChannelLayer:
         """Remove ``channel`` from ``group``; not an error if it is not a member."""
         raise NotImplementedError
 
-    async def group_send(self, group: str, message: Message) -> None:
-        """Send ``message`` to every current member, silently skipping full channels."""
+    async def group_send(self, group: str, message: Message) -> Position | None:
+        """Send ``message`` to every current member, silently skipping full channels; a
+        group with history (the HISTORY capability) returns the message's position."""
         raise NotImplementedError
 
     async def flush(self) -> None:

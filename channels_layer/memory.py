@@ -2,18 +2,36 @@
 
 Messages are stored msgpack-encoded, exactly as the Redis layer sends them, so a message
 that works here works there and every receiver decodes its own copy. Safe to use from
-several threads and event loops at once (see ``channels_layer.mailbox``).
+several threads and event loops at once (see ``channels_layer.mailbox``). Groups configured
+for history keep their last messages here too (``channels_layer.history``), in an epoch
+drawn when the group is first used, so a restarted process starts new epochs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
+import threading
 import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from .base import WHEN_READY, BaseChannelLayer, Message
+from .base import HISTORY, WHEN_READY, BaseChannelLayer, Message
 from .exceptions import ChannelFull
+from .history import (
+    POSITION_KEY,
+    HistoryConfig,
+    HistoryRule,
+    Position,
+    check_kept,
+    position_of,
+    require_limit,
+    require_position,
+)
 from .mailbox import GroupMembers, Mailboxes
 
 logger = logging.getLogger(__name__)
@@ -24,15 +42,18 @@ SWEEP_EVERY = 1.0  # seconds
 class InMemoryChannelLayer(BaseChannelLayer):
     """Channel layer for one process; see the module docstring for thread/loop safety."""
 
-    extensions = ["groups", "flush", WHEN_READY]
+    extensions = ["groups", "flush", WHEN_READY, HISTORY]
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, history: Mapping[Any, Any] | None = None, **config: Any) -> None:
         """Takes ``BaseChannelLayer``'s keywords: expiry, group_expiry, capacity,
-        channel_capacity, max_message_size."""
+        channel_capacity, max_message_size; and ``history``, ``{group pattern: {"size":
+        messages, "ttl": seconds}}`` (see ``channels_layer.history``)."""
         super().__init__(**config)
+        self.history = HistoryConfig(history)
         self._mailboxes = Mailboxes()
         self._groups = GroupMembers()
         self._next_sweep = 0.0
+        self._kept = _KeptHistories(self.group_expiry)
 
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
@@ -78,10 +99,50 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         self._groups.discard(group, channel)
 
-    async def group_send(self, group: str, message: Message) -> None:
-        """Deliver ``message`` to every live member; a full member misses it, no error."""
+    async def group_send(self, group: str, message: Message) -> Position | None:
+        """Deliver ``message`` to every live member; a full member misses it, no error.
+        For a group with history: keep it, and return its ``Position`` (None otherwise)."""
         self.require_valid_group_name(group)
-        payload = self.serialize(message)  # once: every member gets the same bytes
+        rule = self.history.rule(group)
+        if rule is None:
+            self._deliver(group, self.serialize(message))
+            return None
+        with self._kept.lock:  # so members get a group's messages in the order of offsets
+            kept = self._kept.of(group, rule)
+            position = Position(kept.epoch, kept.offset + 1)
+            # Once: every member, and the history, get the same bytes.
+            payload = self.serialize({**message, POSITION_KEY: position_of(group, position)})
+            kept.add(payload)
+            self._deliver(group, payload)
+        return position
+
+    async def group_position(self, group: str) -> Position:
+        """The epoch of ``group`` and its last offset; ``ValueError`` if it keeps no history."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        with self._kept.lock:
+            kept = self._kept.of(group, rule)
+            return Position(kept.epoch, kept.offset)
+
+    async def group_history(
+        self, group: str, since: Position, limit: int | None = None
+    ) -> list[Message]:
+        """The kept messages of ``group`` after ``since``, oldest first (at most ``limit``);
+        ``HistoryLost`` if ``since`` is of another epoch or some of them are gone."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        since, limit = require_position(since), require_limit(limit)
+        with self._kept.lock:
+            kept = self._kept.of(group, rule)
+            kept.trim()
+            first = kept.entries[0][0] if kept.entries else None
+            check_kept(group, since, Position(kept.epoch, kept.offset), first)
+            start = since.offset + 1 - first if first is not None else 0
+            stop = None if limit is None else start + limit
+            payloads = [payload for _, _, payload in itertools.islice(kept.entries, start, stop)]
+        return [self.deserialize(payload) for payload in payloads]
+
+    def _deliver(self, group: str, payload: bytes) -> None:
         for channel in self._groups.live_members(group):
             if not self._mailboxes.put(channel, payload, self.expiry, self.get_capacity(channel)):
                 self.skipped_members.skipped(group, channel)
@@ -90,6 +151,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Drop every queued message and group; receivers already waiting keep waiting."""
         self._groups.clear()
         self._mailboxes.clear()
+        self._kept.clear()
 
     # Channels' in-memory layer keeps these as public dicts, and tests look inside them.
 
@@ -108,3 +170,60 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Do nothing: there is no connection to release, and the registry shares this
         instance across the process, so emptying it here would lose other consumers' messages.
         """
+
+
+@dataclass(slots=True)
+class _Kept:
+    """One group's history: its epoch, last offset and kept messages."""
+
+    epoch: str
+    rule: HistoryRule
+    offset: int = 0
+    last_send: float = field(default_factory=time.monotonic)
+    # (offset, time.monotonic() when sent, payload), consecutive offsets, oldest first.
+    entries: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+
+    def add(self, payload: bytes) -> None:
+        self.offset += 1
+        self.last_send = time.monotonic()
+        self.entries.append((self.offset, self.last_send, payload))
+        if len(self.entries) > self.rule.size:
+            self.entries.popleft()
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop what is older than the rule's ttl."""
+        oldest = time.monotonic() - self.rule.ttl
+        while self.entries and self.entries[0][1] < oldest:
+            self.entries.popleft()
+
+
+class _KeptHistories:
+    """Every group's history, under one lock. A group's epoch and offset are forgotten
+    ``group_expiry`` seconds after its last send (as the Redis layer's expire), which
+    starts a new epoch, so memory is bounded by the groups in use."""
+
+    def __init__(self, group_expiry: float) -> None:
+        self.lock = threading.Lock()
+        self.group_expiry = group_expiry
+        self._groups: dict[str, _Kept] = {}
+        self._next_sweep = time.monotonic() + group_expiry
+
+    def of(self, group: str, rule: HistoryRule) -> _Kept:
+        """``group``'s history, begun in a new epoch if there is none; call under ``lock``."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(self.group_expiry, 60.0)
+            for name, other in list(self._groups.items()):
+                other.trim()
+                if now - other.last_send > self.group_expiry:
+                    del self._groups[name]
+        kept = self._groups.get(group)
+        if kept is None or now - kept.last_send > self.group_expiry:
+            kept = _Kept(secrets.token_hex(8), rule)
+            self._groups[group] = kept
+        return kept
+
+    def clear(self) -> None:
+        with self.lock:
+            self._groups.clear()

@@ -8,10 +8,12 @@ How it works, in the Phoenix.PubSub manner:
   mailboxes, with capacity counted per channel; or, for ``RedisPubSubChannelLayer``, its
   pub/sub topic.
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
-  process may receive from them; each message goes to one receiver. ``at_least_once``
-  ones keep a message under a lease until its job is done (``redis_leases``).
+  process may receive from them; each message goes to one receiver (``redis_named``).
+  ``at_least_once`` ones keep a message under a lease until its job is done
+  (``redis_leases``).
 - A group is a Redis pub/sub topic, fanned out in memory by each member process
   (``redis_groups``), so ``group_send`` is one PUBLISH whatever the number of members.
+  A group with history also keeps its last messages in a stream (``redis_history``).
 - Keys are spread over several hosts by consistent hashing of the channel, process or group.
 - All Redis I/O runs on one event loop, with retries while Redis is away
   (``redis_connections``, ``redis_health``); scripts of one loop turn go out together
@@ -31,6 +33,8 @@ leases:<name>       zset: leased entries by lease deadline           group_expir
 group:<group>       zset: direct members (other processes' chans)    group_expiry
 procs:<group>       zset: processes with local members, by time      group_expiry
 broadcast:<group>   pub/sub topic: the group's broadcasts            (not stored)
+history:{<group>}   stream: a history group's last messages          ttl after last send
+position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
 process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
 ==================  ===============================================  ======================
 """
@@ -41,7 +45,6 @@ import asyncio
 import functools
 import logging
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -50,6 +53,7 @@ from . import serializers
 from .base import (
     AT_LEAST_ONCE,
     CROSS_PROCESS,
+    HISTORY,
     MAX_MESSAGE_SIZE,
     WHEN_READY,
     BaseChannelLayer,
@@ -57,48 +61,31 @@ from .base import (
     Message,
 )
 from .exceptions import ChannelFull
+from .history import HistoryConfig, Position, Stamp, require_limit, require_position
 from .mailbox import Mailboxes
 from .redis_connections import (
-    BLOCK_SECONDS,
     LayerCallbacks,
     LoopState,
     ProcessInbox,
     RedisConnections,
-    quietly,
 )
 from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_groups import GROUP_SCRIPTS, RedisGroups
-from .redis_health import BACKOFF_FIRST, BACKOFF_MAX, UNAVAILABLE
+from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
+from .redis_history import HISTORY_SCRIPTS, RedisHistory
 from .redis_hosts import ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
+from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
 
 logger = logging.getLogger(__name__)
 
-# Each script takes its ARGV as consecutive groups, one per batched call (see
-# script_batcher), and returns one result per group.
-
-# Queue messages on a named channel unless it holds its capacity already.
-# ARGV groups: envelope, capacity, ttl. Result: 1 queued, 0 full.
-SEND_TO_NAMED = """
-local results = {}
-for i = 1, #ARGV, 3 do
-  if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[i + 1]) then
-    results[#results + 1] = 0
-  else
-    redis.call('RPUSH', KEYS[1], ARGV[i])
-    redis.call('EXPIRE', KEYS[1], ARGV[i + 2])
-    results[#results + 1] = 1
-  end
-end
-return results
-"""
-
 SCRIPTS = {
-    "send_to_named": SEND_TO_NAMED,
+    **NAMED_SCRIPTS,
     **GROUP_SCRIPTS,
     **LEASE_SCRIPTS,
+    **HISTORY_SCRIPTS,
 }
 
 
@@ -117,9 +104,12 @@ class RedisChannelLayer(BaseChannelLayer):
     job never runs twice at once, and a message whose worker died goes back to the channel
     after ``visibility_timeout`` seconds, for another worker. Such messages do not expire
     (they are kept for ``group_expiry``). Off by default: the spec is at-most-once.
+
+    ``history``: ``{group pattern: {"size": messages, "ttl": seconds}}``, the groups that
+    keep their last messages in a Redis stream (``channels_layer.history``, ``redis_history``).
     """
 
-    extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS]
+    extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS, HISTORY]
     # How a message reaches a consumer channel's process (see redis_delivery).
     delivery: ClassVar[type[ProcessDelivery]] = InboxDelivery
 
@@ -137,6 +127,7 @@ class RedisChannelLayer(BaseChannelLayer):
         retry_timeout: float = 5.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
         at_least_once: Mapping[CapacityPattern, float] | None = None,
+        history: Mapping[Any, Any] | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -206,6 +197,14 @@ class RedisChannelLayer(BaseChannelLayer):
             expiry=self.expiry,
             group_expiry=self.group_expiry,
         )
+        self._named = NamedChannels(
+            self._connections,
+            functools.partial(self._key, "channel"),
+            self.get_capacity,
+            self._named_ttl,
+            self.expiry,
+            unavailable=lambda shard, error: self._unavailable(shard, error),
+        )
         self._leases = Leases(
             self._connections,
             channel_key=functools.partial(self._key, "channel"),
@@ -215,13 +214,23 @@ class RedisChannelLayer(BaseChannelLayer):
         self._leased = self.compile_patterns(
             at_least_once or {}, "at_least_once", self._require_seconds
         )
+        self.history = HistoryConfig(history)
         # Envelopes keep messages apart, so no random prefix; an encrypted message is
-        # refused once older than the longest a message may wait here.
+        # refused once older than the longest a message may wait here (or be kept).
+        kept = self.group_expiry if self._leased else self.expiry
         self._serializer = serializers.registry.get_serializer(
             serializer_format,
             symmetric_encryption_keys=symmetric_encryption_keys,
             random_prefix_length=0,
-            expiry=self.group_expiry if self._leased else self.expiry,
+            expiry=max(kept, self.history.longest_ttl),
+        )
+        self._history = RedisHistory(
+            self._connections,
+            self._key,
+            self._groups,
+            self.serialize,
+            functools.partial(serializers.unseal, self._serializer),
+            functools.partial(serializers.decode, self._serializer, unsealed=True),
         )
 
     # The spec -------------------------------------------------------------------------
@@ -245,17 +254,21 @@ class RedisChannelLayer(BaseChannelLayer):
                 "made it with new_channel() can receive from it"
             )
         while True:
+            receipt = None
             if local:
                 if not self._delivery.reading():
                     await self._connections.run(self._delivery.start_reading)
-                payload, counted = await self._mailboxes.get(channel)
-                self._delivery.taken(channel, counted)
+                payload, receipt = await self._mailboxes.get(channel)
+                self._delivery.taken(channel, receipt)
             else:
-                payload = await self._connections.run(self._receive_named, channel)
+                payload = await self._connections.run(self._named.receive, channel)
             try:
-                return self.deserialize(payload)
+                message = self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
+                continue
+            # A broadcast to a group with history: its position (see redis_groups).
+            return receipt.add_to(message) if isinstance(receipt, Stamp) else message
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``: for this process's own channels."""
@@ -312,11 +325,33 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._connections.run(self._groups.leave_here, group)
         await self._connections.run(self._groups.leave_directly, group, channel)
 
-    async def group_send(self, group: str, message: Message) -> None:
-        """Broadcast ``message`` to every member; full members miss it, without an error."""
+    async def group_send(self, group: str, message: Message) -> Position | None:
+        """Broadcast ``message`` to every member; full members miss it, without an error.
+        A group with history also keeps it, and its ``Position`` is returned (else None)."""
         self.require_valid_group_name(group)
         payload = self.serialize(message)
-        await self._connections.run(self._groups.send, group, payload)
+        rule = self.history.rule(group)
+        if rule is None:
+            await self._connections.run(self._groups.send, group, payload)
+            return None
+        return await self._connections.run(self._history.send, group, rule, message, payload)
+
+    async def group_position(self, group: str) -> Position:
+        """The epoch of ``group`` and its last offset; ``ValueError`` if it keeps no history."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        return await self._connections.run(self._history.position, group, rule)
+
+    async def group_history(
+        self, group: str, since: Position, limit: int | None = None
+    ) -> list[Message]:
+        """The kept messages of ``group`` after ``since``, oldest first (at most ``limit``);
+        ``HistoryLost`` if ``since`` is of another epoch or some of them are gone."""
+        self.require_valid_group_name(group)
+        rule = self.history.require(group)
+        since, limit = require_position(since), require_limit(limit)
+        entries = await self._connections.run(self._history.read, group, rule, since, limit)
+        return self._history.decode(group, since, entries)  # each caller its own copies
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix, on every host, and local state."""
@@ -338,47 +373,11 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _send(self, channel: str, payload: bytes) -> bool:
         if "!" in channel:
             return await self._delivery.send(channel, self._owner(channel), payload)
-        # The token keeps equal messages apart in an at_least_once channel's leases.
-        keys = [self._key("channel", channel)]
-        args = [
-            envelopes.named_entry(payload),
-            self.get_capacity(channel),
-            self._named_ttl(channel),
-        ]
-        return bool(
-            await self._connections.script(self._ring.shard(channel), "send_to_named", keys, args)
-        )
+        return await self._named.send(channel, payload)
 
     def _named_ttl(self, channel: str) -> int:
         kept = self.group_expiry if self.lease_timeout(channel) is not None else self.expiry
         return int(kept) + 1
-
-    async def _receive_named(self, channel: str) -> bytes:
-        key, shard = self._key("channel", channel), self._ring.shard(channel)
-        while True:
-            state = self._connections.state()
-            popping = asyncio.ensure_future(
-                state.clients[shard].blpop([key], timeout=BLOCK_SECONDS)
-            )
-            try:
-                popped = await asyncio.shield(popping)
-            except asyncio.CancelledError:
-                # The pop may still succeed after we stop waiting: put it back in front.
-                popping.add_done_callback(functools.partial(_requeue, state, shard, key))
-                raise
-            except UNAVAILABLE as error:
-                await self._unavailable(shard, error)
-                continue
-            self._health[shard].up()
-            if popped is None:
-                continue
-            try:
-                sent_at, payload = envelopes.read_named_entry(popped[1])
-            except ValueError as error:
-                logger.error("Dropped a malformed entry on %r: %s", channel, error)
-                continue
-            if time.time() - sent_at < self.expiry:
-                return payload
 
     async def _flush(self) -> None:
         for topic in self._connections.topics():
@@ -434,10 +433,3 @@ class RedisChannelLayer(BaseChannelLayer):
     def deserialize(self, data: bytes) -> Message:
         """Decode ``serialize`` output; ``ValueError`` for anything else."""
         return serializers.decode(self._serializer, data)
-
-
-def _requeue(state: LoopState, shard: int, key: str, done: asyncio.Future[Any]) -> None:
-    """A named channel's pop that succeeded after its receiver was cancelled: put the
-    entry back in front."""
-    if not done.cancelled() and done.exception() is None and done.result() is not None:
-        state.spawn(quietly(state.clients[shard].lpush(key, done.result()[1])))

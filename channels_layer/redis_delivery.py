@@ -27,6 +27,9 @@ from .redis_health import UNAVAILABLE
 
 logger = logging.getLogger("channels_layer.redis")
 
+# The mailbox receipt of a message counted in its process's pending hash.
+COUNTED = 1
+
 
 @dataclass(frozen=True)
 class DeliveryContext:
@@ -165,14 +168,14 @@ class InboxDelivery:
         progress.before(seq)
         remaining = self.context.expiry - (time.time() - sent_at)
         if remaining <= 0:
-            self.taken(channel, 1)
+            self.taken(channel, COUNTED)
         else:
-            self.context.mailboxes.put(channel, payload, remaining, capacity=None, receipt=1)
+            self.context.mailboxes.put(channel, payload, remaining, capacity=None, receipt=COUNTED)
         progress.advanced(seq)
 
     def taken(self, channel: str, receipt: Any) -> None:
         """A counted message left this process's inbox: lower its channel's count."""
-        if receipt:
+        if receipt == COUNTED:
             self._taken_counts.add(channel)
 
     async def _flush_taken(self, taken: dict[str, int]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import redis_envelopes as envelopes
 from .base import SkippedMembers
+from .history import Stamp
 from .inbox_order import SEQUENCE_LUA
 from .mailbox import GroupMembers, Mailboxes
 from .redis_connections import RedisConnections
@@ -26,19 +27,29 @@ logger = logging.getLogger("channels_layer.redis")
 # Each script takes its ARGV as consecutive groups, one per batched call (see
 # script_batcher), and returns one result per group.
 
-# Broadcast to the subscribed processes, with the marks of their inboxes (see
-# inbox_order), drop expired direct members and processes, and return the live members.
+# Lua's ``broadcast(members, topic, procs, data, oldest, pending_prefix)``: publish ``data``
+# to the subscribed processes, with the marks of their inboxes (see inbox_order), drop
+# expired direct members and processes, and return the live direct members.
+BROADCAST_LUA = (
+    SEQUENCE_LUA
+    + """
+local function broadcast(members, topic, procs, data, oldest, pending_prefix)
+  redis.call('ZREMRANGEBYSCORE', procs, '-inf', oldest)
+  redis.call('PUBLISH', topic, marks(procs, pending_prefix) .. data)
+  redis.call('ZREMRANGEBYSCORE', members, '-inf', oldest)
+  return redis.call('ZRANGE', members, 0, -1)
+end
+"""
+)
+
 # KEYS: direct members, topic, member processes.
 # ARGV groups: envelope, oldest live membership time, the pending hashes' key prefix.
 GROUP_SEND = (
-    SEQUENCE_LUA
+    BROADCAST_LUA
     + """
 local results = {}
 for i = 1, #ARGV, 3 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[i + 1])
-  redis.call('PUBLISH', KEYS[2], marks(KEYS[3], ARGV[i + 2]) .. ARGV[i])
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[i + 1])
-  results[#results + 1] = redis.call('ZRANGE', KEYS[1], 0, -1)
+  results[#results + 1] = broadcast(KEYS[1], KEYS[2], KEYS[3], ARGV[i], ARGV[i + 1], ARGV[i + 2])
 end
 return results
 """
@@ -120,14 +131,22 @@ class RedisGroups:
 
     async def send(self, group: str, payload: bytes) -> None:
         """Publish to the member processes and send to each direct member."""
-        keys = [self.key("group", group), self.key("broadcast", group), self.key("procs", group)]
-        args = [
-            envelopes.broadcast(payload),
-            time.time() - self.group_expiry,
-            self.key("pending", ""),
-        ]
-        direct = await self._script(group, "group_send", keys, args)
-        for member in direct:
+        args = [envelopes.broadcast(payload), *self.broadcast_args()]
+        direct = await self._script(group, "group_send", self.broadcast_keys(group), args)
+        await self.send_directly(group, direct, payload)
+
+    def broadcast_keys(self, group: str) -> list[str]:
+        """The KEYS of Lua's ``broadcast``: direct members, topic, member processes."""
+        return [self.key("group", group), self.key("broadcast", group), self.key("procs", group)]
+
+    def broadcast_args(self) -> list[Any]:
+        """Lua ``broadcast``'s arguments after the data: oldest live membership, the
+        pending hashes' key prefix."""
+        return [time.time() - self.group_expiry, self.key("pending", "")]
+
+    async def send_directly(self, group: str, members: list[Any], payload: bytes) -> None:
+        """Send to each of the direct ``members`` the script returned."""
+        for member in members:
             channel = member.decode() if isinstance(member, bytes) else member
             if not await self.send_to_channel(channel, payload):
                 self.skipped.skipped(group, channel)
@@ -140,14 +159,16 @@ class RedisGroups:
         """Fan a broadcast out to the members here; unsubscribe if none is left."""
         group = topic.removeprefix(self.key("broadcast", ""))
         try:
-            sent_at, payload = envelopes.read_broadcast(data)
+            sent_at, payload, position = envelopes.read_broadcast(data)
         except (ValueError, TypeError) as error:
             logger.error("Dropped a malformed broadcast to group %r: %s", group, error)
             return
+        # A history group's position travels beside the payload; receive() adds it.
+        stamp = None if position is None else Stamp(group, position[1], position[0])
         remaining = self.expiry - (time.time() - sent_at)
         members = self.members.live_members(group)
         for channel in members if remaining > 0 else ():
-            if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel)):
+            if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel), stamp):
                 self.skipped.skipped(group, channel)
         if not members:  # they all expired
             self.connections.state().spawn(self.connections.unsubscribe(topic))

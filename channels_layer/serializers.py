@@ -175,11 +175,22 @@ def encode(layer: BaseChannelLayer, serializer: Any, message: Message) -> bytes:
     return layer.check_size(message, data)
 
 
-def decode(serializer: Any, data: bytes) -> Message:
-    """The message in ``data``; ``ValueError`` (which receivers log and skip) for anything
-    that cannot be read, whatever the serializer raised."""
+def unseal(serializer: Any, data: bytes) -> bytes:
+    """``data`` decrypted, for a ``BaseMessageSerializer`` (other serializers' as it is), so
+    that many readers of the same bytes decrypt once and each decodes its own copy with
+    ``decode(..., unsealed=True)``. ``ValueError`` if no key opens it."""
+    return serializer.unseal(data) if isinstance(serializer, BaseMessageSerializer) else data
+
+
+def decode(serializer: Any, data: bytes, unsealed: bool = False) -> Message:
+    """The message in ``data`` (already through ``unseal`` if ``unsealed``); ``ValueError``
+    (which receivers log and skip) for anything that cannot be read, whatever the
+    serializer raised."""
     try:
-        message = serializer.deserialize(data)
+        if unsealed and isinstance(serializer, BaseMessageSerializer):
+            message = serializer.from_bytes(data)
+        else:
+            message = serializer.deserialize(data)
     except ValueError:
         raise
     except Exception as error:

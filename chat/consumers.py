@@ -4,10 +4,12 @@ The browser speaks JSON: ``{"type": "message", "text": ...}`` to post and ``{"ty
 "typing"}`` while typing. It gets ``welcome``, ``history``, ``message``, ``moderated``,
 ``presence`` (who is here: ``{"members": {name: {"metas": [...]}}}`` on entering, then
 only changes, ``{"joins": ..., "leaves": ...}`` of the same shape), ``typing`` and
-``error`` events back. Every refused input is answered with an
-``error`` event naming what was wrong (``unavailable`` when the channel layer cannot be
-reached: the post was not sent); the connection stays open unless the sender keeps
-flooding (close code 4029).
+``error`` events back, and the recovery frames of consumers/history (``consumers.joined``,
+``consumers.recovered``, ``consumers.recovery_failed``, ``consumers.ping``): a page that
+reconnects with its last position gets the posts and verdicts it missed instead of
+``history``. Every refused input is answered with an ``error`` event naming what was wrong
+(``unavailable`` when the channel layer cannot be reached: the post was not sent); the
+connection stays open unless the sender keeps flooding (close code 4029).
 
 Limits hold per user (anonymous visitors: per client address) over all their sockets and
 every server process (chat/limits.py): the frame rate, and the number of open sockets (4030
@@ -19,6 +21,7 @@ changing the password, closes the others with 4401.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -38,6 +41,7 @@ from chat.moderation import MODERATION_CHANNEL, review
 from consumers.consumer import SyncConsumer
 from consumers.db import database_sync_to_async
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer
+from consumers.history import Position, ResumableJsonMixin, SharedReads
 from consumers.presence import PresenceMixin, tracker_for
 from consumers.revalidation import CLOSE_ACCESS_REVOKED, subject_of
 from consumers.users import CLOSE_SESSION_ENDED, UserSocketMixin
@@ -55,14 +59,17 @@ UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 @database_sync_to_async
-def _enter(name: str, user: Any) -> tuple[Room | None, bool, list[dict]]:
-    """The room, whether ``user`` may be in it, and its recent history if so."""
+def _enter(name: str, user: Any) -> tuple[Room | None, bool]:
+    """The room, and whether ``user`` may be in it."""
     room = Room.objects.filter(name=name).first()
-    if room is None or not room.admits(user):
-        return room, False, []
+    return room, room is not None and room.admits(user)
+
+
+@database_sync_to_async
+def _recent(room: Room) -> list[dict]:
+    """The room's last ``CHAT_HISTORY`` messages, oldest first."""
     recent = room.messages.select_related("author").order_by("-created", "-pk")
-    history = [message.as_event() for message in recent[: setting("CHAT_HISTORY")]]
-    return room, True, history[::-1]
+    return [message.as_event() for message in recent[: setting("CHAT_HISTORY")]][::-1]
 
 
 @database_sync_to_async
@@ -89,9 +96,16 @@ def _forget(message_id: int) -> None:
 
 
 _review = database_sync_to_async(review)
+_recent_posts: SharedReads[list[dict]] = SharedReads()
 
 
 NO_LAYER = "the chat needs a channel layer: set CHANNEL_LAYERS"
+
+
+def typing_group(room: Room) -> str:
+    """Typing notices go to a group of their own: the room's group keeps a history, and a
+    notice is worth nothing a moment later."""
+    return f"chat.typing.{room.pk}"
 
 
 def required(layer: BaseChannelLayer | None) -> BaseChannelLayer:
@@ -101,8 +115,15 @@ def required(layer: BaseChannelLayer | None) -> BaseChannelLayer:
     return layer
 
 
-class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
-    """A person in a room: posts, typing, presence; the ORM work runs in threads."""
+class ChatConsumer(PresenceMixin, UserSocketMixin, ResumableJsonMixin, AsyncJsonWebsocketConsumer):
+    """A person in a room: posts, typing, presence; the ORM work runs in threads.
+
+    The room's group keeps a history (``CHANNEL_LAYERS``' ``history`` config): a page that
+    reconnects gets the posts and verdicts it missed instead of the last posts from the
+    database, and the database only when they are no longer kept (consumers/history).
+    """
+
+    ping_interval = 20.0  # under nginx's 60 s proxy_read_timeout, for quiet rooms
 
     room: Room
     user_name: str
@@ -111,6 +132,9 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
     listening = False
     # The socket slots this connection holds (released when it closes).
     slots: tuple[str, ...] = ()
+    # Ids of the posts last loaded from the database: the same post arriving live too (it
+    # was saved before it was sent) is not shown twice.
+    loaded: frozenset[int] = frozenset()
 
     @property
     def layer(self) -> BaseChannelLayer:
@@ -129,7 +153,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
         # Whose frames these are, for the shared rate limit.
         self.sender = f"user:{self.user.pk}" if self.user.is_authenticated else f"address:{address}"
         name = self.scope["url_route"]["kwargs"]["room"]
-        room, admitted, history = await _enter(name, self.user)
+        room, admitted = await _enter(name, self.user)
         if room is None or not admitted:
             # Accept so that the close code reaches the browser, which then stops retrying.
             await self.accept()
@@ -149,8 +173,8 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
         self.strikes = 0
         self.last_typing = 0.0
         self.listening = True
-        self.groups = [*self.groups, room.group_name]  # UserSocketMixin's are there already
-        await self.layer.group_add(room.group_name, self.own_channel)
+        self.groups = [*self.groups, typing_group(room)]  # UserSocketMixin's are there already
+        await self.layer.group_add(typing_group(room), self.own_channel)
         # Closed with 4403 when the room, its members or the account change against us
         # (UserSocketMixin watches the account, and closes with 4401 when the session ends).
         subjects = [subject_of(room)]
@@ -168,8 +192,30 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
                 "server": setting("CHAT_SERVER_NAME") or None,
             }
         )
+        # The posts missed since the position the page gave, or (a first visit, or
+        # recovery failed) the last ones from the database: joined(), recovery_failed().
+        group = room.group_name
+        await self.history_join(group, self.client_position(group))
+        await self.enter_presence(group)
+
+    async def joined(self, group: str, position: Position | None) -> None:
+        await self.send_history()
+        await super().joined(group, position)
+
+    async def recovery_failed(self, group: str, current: Position) -> None:
+        await self.send_history()
+        await super().recovery_failed(group, current)
+
+    async def send_history(self) -> None:
+        """The room's last posts from the database, as on entering. Read once for the
+        consumers of this process that ask at the same moment (after a Redis restart, all
+        of a room's consumers reload together), but never a read begun before this
+        consumer's position was fixed: it could miss a post sent in between."""
+        asked = asyncio.get_running_loop().time()
+        room = self.room
+        history = await _recent_posts.read(room.pk, lambda: _recent(room), asked)
+        self.loaded = frozenset(event["id"] for event in history)
         await self.send_json({"type": "history", "messages": history})
-        await self.enter_presence(room.group_name)
 
     async def enter_presence(self, topic: str) -> None:
         """Everyone sees who is here (consumers/presence.py): the list once, then diffs."""
@@ -273,7 +319,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
         self.last_typing = now
         with contextlib.suppress(LayerUnavailable):  # a typing notice is not worth an error
             await self.layer.group_send(
-                self.room.group_name,
+                typing_group(self.room),
                 {"type": "chat.typing", "user": self.user_name, "channel": self.own_channel},
             )
 
@@ -291,7 +337,8 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, AsyncJsonWebsocketConsumer):
     # From the room's group
 
     async def chat_message(self, event: dict) -> None:
-        await self.send_json({**event, "type": "message"})
+        if event.get("id") not in self.loaded:  # its __position__ goes with it, for the page
+            await self.send_json({**event, "type": "message"})
 
     async def chat_moderated(self, event: dict) -> None:
         await self.send_json({**event, "type": "moderated"})

@@ -106,6 +106,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # keep the default 100: there a full channel is backpressure for the sender.
 consumer_channel_capacity = 500
 consumer_channels = {"specific.*": consumer_channel_capacity}
+# Each chat room's group keeps its last 500 messages for 10 minutes, so a page that
+# reconnects gets what it missed (consumers/history); typing notices have a group of their own.
+history = {"chat.room.*": {"size": 500, "ttl": 600}}
 if redis_url:
     CHANNEL_LAYERS = {
         "default": {
@@ -114,6 +117,7 @@ if redis_url:
                 "hosts": [redis_url],
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
                 "channel_capacity": consumer_channels,
+                "history": history,
             },
         }
     }
@@ -121,7 +125,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_layer.memory.InMemoryChannelLayer",
-            "CONFIG": {"channel_capacity": consumer_channels},
+            "CONFIG": {"channel_capacity": consumer_channels, "history": history},
         }
     }
 

@@ -546,6 +546,8 @@ def isolation(ctx: Context, impl: Impl) -> dict[str, Any]:
     return metrics
 
 
+from bench.recovery import recovery  # noqa: E402  (it uses this module's helpers)
+
 SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "layer": layer,
     "echo": echo,
@@ -553,4 +555,5 @@ SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "isolation": isolation,
     "http": http,
     "memory": memory,
+    "recovery": recovery,
 }

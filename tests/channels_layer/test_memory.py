@@ -22,7 +22,7 @@ async def wait_until_waiting(layer: InMemoryChannelLayer, channel: str, count: i
 
 async def test_extensions_are_channels_ones_and_when_ready():
     """Channels' "groups" and "flush", and ours that this layer has (base.py lists them)."""
-    assert InMemoryChannelLayer.extensions == ["groups", "flush", "when_ready"]
+    assert InMemoryChannelLayer.extensions == ["groups", "flush", "when_ready", "history"]
 
 
 # Send / receive ------------------------------------------------------------------

@@ -5,7 +5,6 @@ import asyncio
 import pathlib
 import pickle  # noqa: TID251  makes the payloads deserialize() must refuse
 import re
-import time
 
 import msgpack
 import pytest
@@ -13,6 +12,7 @@ import redis
 from django.test import override_settings
 
 from channels_layer import InMemoryChannelLayer, InvalidChannelLayerError, channel_layers
+from channels_layer import redis_envelopes as envelopes
 from channels_layer.exceptions import MessageTooLarge
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
@@ -247,7 +247,7 @@ def test_deserialize_refuses_anything_but_a_msgpack_dict(payload, error):
 async def test_a_redis_receiver_drops_a_pickle_and_gets_the_next_message(make_layer, caplog):
     layer = make_layer()
     # As if another program pushed a pickle onto the named channel's list.
-    envelope = msgpack.packb([time.time(), pickle.dumps(Exploit())])
+    envelope = envelopes.named_entry(pickle.dumps(Exploit()))
     redis.Redis.from_url(REDIS_URL).rpush(layer._key("channel", "size-intruded"), envelope)
     await layer.send("size-intruded", {"type": "real"})
     assert await receive(layer, "size-intruded") == {"type": "real"}

@@ -6,7 +6,6 @@ import logging
 import re
 import threading
 
-import msgpack
 import pytest
 import redis
 from asgiref.sync import async_to_sync
@@ -14,6 +13,7 @@ from asgiref.sync import async_to_sync
 from channels_layer import ChannelFull
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
+from channels_layer.redis_envelopes import read_named_entry
 from channels_layer.serializers import SerializerDoesNotExist
 from tests.redis_servers import REDIS_URL
 
@@ -29,9 +29,9 @@ async def nothing_arrives(layer, channel, timeout=0.3):
 
 
 def test_extensions_announce_what_the_redis_layers_offer():
-    """Channels' "groups" and "flush", then ours (see base.py): when_ready, leases, and
-    channels other processes reach; the pub/sub layer offers the same."""
-    expected = ["groups", "flush", "when_ready", "at_least_once", "cross_process"]
+    """Channels' "groups" and "flush", then ours (see base.py): when_ready, leases,
+    channels other processes reach, and group history; the pub/sub layer offers the same."""
+    expected = ["groups", "flush", "when_ready", "at_least_once", "cross_process", "history"]
     assert RedisChannelLayer.extensions == expected
     assert RedisPubSubChannelLayer.extensions == expected
 
@@ -226,7 +226,7 @@ async def test_encrypted_payloads_hold_no_plaintext_and_keys_rotate(make_layer):
     raw = redis.Redis.from_url(REDIS_URL).lrange(f"{old.prefix}:channel:vault", 0, -1)
     assert len(raw) == 1
     assert b"attack at dawn" not in raw[0]
-    assert b"secret" not in msgpack.unpackb(raw[0])[1]
+    assert b"secret" not in read_named_entry(raw[0])[1]
     rotated = make_layer(symmetric_encryption_keys=["new-secret", "old-secret"])
     assert (await receive(rotated, "vault"))["text"] == "attack at dawn"
 

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from channels_layer import MessageTooLarge
+from channels_layer.redis_envelopes import read_named_entry
 from channels_layer.serializers import (
     BaseMessageSerializer,
     JSONSerializer,
@@ -108,7 +109,7 @@ async def test_the_layer_uses_the_chosen_format_on_the_wire(make_layer):
     layer = make_layer(serializer_format="json")
     await layer.send("json.jobs", MESSAGE)
     [raw] = redis.Redis.from_url(REDIS_URL).lrange(f"{layer.prefix}:channel:json.jobs", 0, -1)
-    assert json.loads(msgpack.unpackb(raw)[1]) == MESSAGE
+    assert json.loads(read_named_entry(raw)[1]) == MESSAGE
     assert await asyncio.wait_for(layer.receive("json.jobs"), 2) == MESSAGE
     local = await layer.new_channel()
     await layer.group_add("room", local)

@@ -69,7 +69,8 @@ def chat_answer(frame: str | bytes, logged_in: bool) -> Any:
 
 
 ROOM = "fuzz"
-ROOM_TRAFFIC = {"presence", "typing", "moderated"}
+# Room traffic, not answers to a client's own frames (consumers.*: the recovery protocol).
+ROOM_TRAFFIC = {"presence", "typing", "moderated", "consumers.joined", "consumers.ping"}
 
 
 class ChatClient:

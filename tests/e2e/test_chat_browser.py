@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from tests.nginx import Nginx, nginx_binary
-from tests.redis_servers import REDIS_URL
 from testsupport.databases import temporary_database
 from testsupport.processes import ROOT, ManagePy, Process
 from testsupport.system import free_port
@@ -45,12 +44,12 @@ def postgres_url():
 
 
 @pytest.fixture
-def site(postgres_url, tmp_path):
+def site(postgres_url, redis_url, tmp_path):
     """The deployment: returns nginx's URL and the Daphne processes by server name."""
     static_root = tmp_path / "static"
     env = {
         "DATABASE_URL": postgres_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "REDIS_PREFIX": f"e2e-{secrets.token_hex(4)}",
         "STATIC_ROOT": str(static_root),
         "DJANGO_DEBUG": "0",

@@ -1,6 +1,9 @@
-// The chat page's client: no build step, no library. It keeps one WebSocket open to the
-// room, reconnecting with backoff when the server or the network goes away, and renders
-// everything as text, never as HTML.
+// The chat page's client: no build step, no library. Its socket (ConsumersSocket, from
+// consumers/static/consumers/socket.js) reconnects with backoff when the server or the
+// network goes away and resumes the room where it left off: the posts missed meanwhile
+// arrive once each, in order, and are marked as caught up; when they are no longer kept
+// the server sends the room's last posts from the database instead. Everything is
+// rendered as text, never as HTML.
 "use strict";
 
 (function () {
@@ -16,9 +19,8 @@
                  4030: "Too many open connections: close another tab and reload.",
                  4401: "You were logged out (in another tab, or your password changed): log in again to rejoin.",
                  4403: "You no longer have access to this room."};
-  const MIN_DELAY = 500, MAX_DELAY = 10000;
 
-  let socket = null, delay = MIN_DELAY, lastTyping = 0, typingTimer = null;
+  let lastTyping = 0, typingTimer = null;
   // Presence: who is here, by name, with one meta per open connection (each with its ref);
   // the server sends the whole list on joining, then only joins and leaves.
   let presence = {};
@@ -28,44 +30,47 @@
     status.dataset.state = state;
   }
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${room}/`);
-    socket.onopen = () => { delay = MIN_DELAY; };
-    socket.onmessage = (event) => handle(JSON.parse(event.data));
-    socket.onclose = (event) => {
-      presence = {};
-      renderMembers();
-      status.dataset.code = event.code;
-      if (FINAL[event.code]) {
-        setStatus(FINAL[event.code], "closed");
-        return;
-      }
-      const wait = Math.round(delay * (0.75 + Math.random() / 2));
-      setStatus(`Disconnected; reconnecting in ${(wait / 1000).toFixed(1)} s…`, "reconnecting");
-      delay = Math.min(delay * 2, MAX_DELAY);
-      setTimeout(connect, wait);
-    };
-  }
+  const socket = new ConsumersSocket(`/ws/chat/${room}/`, {finalCodes: Object.keys(FINAL), connect: false});
+  socket.on("state", (state, detail) => {
+    if (state !== "reconnecting" && state !== "closed") return;
+    presence = {};
+    renderMembers();
+    status.dataset.code = detail.code;
+    if (state === "closed") setStatus(FINAL[detail.code] || "Disconnected.", "closed");
+    else setStatus(`Disconnected; reconnecting in ${(detail.delay / 1000).toFixed(1)} s…`, "reconnecting");
+  });
+  socket.on("message", handle);
+  // What the page missed while away came first, each post marked; now it is caught up.
+  socket.on("recovered", ({count}) => {
+    root.dataset.recovery = "recovered";
+    root.dataset.recovered = count;  // posts and verdicts
+    const posts = messages.querySelectorAll(".caught-up").length;
+    setStatus(`${status.textContent}; caught up: ${posts} new post${posts === 1 ? "" : "s"}`, "connected");
+  });
+  // Too long away (or the server lost the room's history): the history event that comes
+  // with this reloads the room from the database.
+  socket.on("recovery_failed", () => { root.dataset.recovery = "reloaded"; });
+  socket.on("joined", () => { root.dataset.recovery = "fresh"; });
 
-  function handle(event) {
+  function handle(event, info) {
     switch (event.type) {
       case "welcome":
         setStatus(event.server ? `Connected to ${event.server}` : "Connected", "connected");
         root.dataset.server = event.server || "";
         input.disabled = !event.can_post;
+        for (const item of messages.querySelectorAll(".caught-up")) item.classList.remove("caught-up");
         break;
       case "history":
-        messages.replaceChildren(...event.messages.map(renderMessage));
+        messages.replaceChildren(...event.messages.map((message) => renderMessage(message)));
         scrollDown();
         break;
       case "message":
-        messages.appendChild(renderMessage(event));
+        messages.appendChild(renderMessage(event, info.recovered));
         scrollDown();
         break;
       case "moderated": {
         const item = document.getElementById(`message-${event.id}`);
-        if (item) item.replaceWith(renderMessage(event));
+        if (item) item.replaceWith(renderMessage(event, item.classList.contains("caught-up")));
         break;
       }
       case "presence":  // the list on entering, then only joins and leaves
@@ -85,10 +90,10 @@
     }
   }
 
-  function renderMessage(event) {
+  function renderMessage(event, caughtUp = false) {
     const item = document.createElement("li");
     item.id = `message-${event.id}`;
-    item.className = `message ${event.status}`;
+    item.className = `message ${event.status}${caughtUp ? " caught-up" : ""}`;
     const author = document.createElement("b");
     author.textContent = event.user;
     const text = document.createElement("span");
@@ -128,10 +133,7 @@
   function scrollDown() { messages.scrollTop = messages.scrollHeight; }
 
   function send(payload) {
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify(payload));
-      return true;
-    }
+    if (socket.send(payload)) return true;
     errorLine.textContent = "Not connected; try again in a moment.";
     return false;
   }
@@ -141,11 +143,9 @@
     if (input.value.trim() && send({type: "message", text: input.value})) input.value = "";
   });
   input.addEventListener("input", () => {
-    if (Date.now() - lastTyping > 2000 && socket && socket.readyState === WebSocket.OPEN) {
-      lastTyping = Date.now();
-      socket.send(JSON.stringify({type: "typing"}));
-    }
+    if (Date.now() - lastTyping > 2000 && socket.send({type: "typing"})) lastTyping = Date.now();
   });
   window.addEventListener("offline", () => setStatus("The network is offline; waiting…", "reconnecting"));
-  connect();
+  window.addEventListener("online", () => socket.reconnectNow());
+  socket.connect();
 })();
