@@ -147,7 +147,7 @@ def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop | None) -> None:
     The one place that touches asgiref's private state: the ``main_event_loop``,
     ``main_event_loop_pid`` and ``task_context`` attributes of ``SyncToAsync.threadlocal``,
     as ``SyncToAsync.thread_handler`` sets them and ``AsyncToSync.__call__`` reads them in
-    asgiref 3.13 (requirements.txt pins asgiref>=3.13,<3.14 for this; a test in
+    asgiref 3.13 (hence the pin asgiref>=3.13,<3.14; a test in
     tests/consumers/test_threads.py fails if a release changes them).
     """
     local = SyncToAsync.threadlocal
