@@ -44,7 +44,8 @@ CapacityPattern = str | re.Pattern[str]
 # - AT_LEAST_ONCE: ``lease_timeout(channel)`` and ``receive_leased(channel)``, which returns a
 #   ``Lease``. Called by ``consumers.worker`` (``runworker``) for the channels configured so.
 # - CROSS_PROCESS: other processes reach this layer's channels and groups (Redis), unlike
-#   the in-memory layer; for code that must know whether a separate worker can hear it.
+#   the in-memory layer. Read by ``runworker`` (it warns without it) and by the chat (which
+#   reviews posts in the web process without it): ask the layer, not its class.
 WHEN_READY = "when_ready"
 AT_LEAST_ONCE = "at_least_once"
 CROSS_PROCESS = "cross_process"

@@ -1,13 +1,23 @@
-"""Channel queues and group memberships held in this process's memory.
+"""Channel queues and group memberships held in this process's memory, and the one way
+the layer wakes code on another thread's event loop.
 
 The in-memory layer is just these two pieces; the Redis layer uses them for the channels and
 group members that live in this process, so that a broadcast crosses Redis once per process
-and is fanned out here (the Phoenix.PubSub model).
+and is fanned out here (the Phoenix.PubSub model). The layer side's concurrency lives here;
+the consumer side's is in ``consumers.threads``.
 
-Both are safe to use from several threads and event loops at once (for example
-``async_to_sync(layer.send)`` from a worker thread): state is guarded by a
-``threading.Lock`` that is never held across an ``await``, and a receiver waiting on another
-loop is woken with ``call_soon_threadsafe``.
+Invariants:
+
+- Any thread and any event loop may call these at once (``async_to_sync(layer.send)`` from
+  a worker thread, a consumer on the server's loop, the Redis layer's own loop). State is
+  guarded by a ``threading.Lock`` that is never held across an ``await``.
+- Each message reaches exactly one receiver, in the order it was queued. A wake-up only
+  says "try again": the message stays queued until a receiver pops it, so a receiver
+  cancelled after it was woken loses nothing, and its wake-up passes to the next one.
+- A future belongs to the loop that made it and is resolved only on that loop:
+  from elsewhere through ``call_soon_on`` (``wake`` for futures), which every module of the
+  layer uses and which gives up quietly on a loop that has closed or a future already
+  done (a receiver that has gone).
 """
 
 from __future__ import annotations
@@ -185,27 +195,42 @@ def _wake_one(queue: _Queue) -> None:
     """Wake the longest-waiting live receiver if a message is queued. Hold the lock."""
     if not queue.messages:
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
     while queue.waiters:
-        waiter = queue.waiters.pop(0)
-        loop = waiter.get_loop()
-        if waiter.done() or loop.is_closed():
-            continue  # its receiver is gone (cancelled, or its loop ended)
-        if loop is running:
-            waiter.set_result(None)
+        if wake(queue.waiters.pop(0)):
             return
-        try:
-            loop.call_soon_threadsafe(resolve, waiter)
-        except RuntimeError:  # the loop closed since we checked
-            continue
-        return
+        # else its receiver is gone (cancelled, or its loop ended): try the next
 
 
-def resolve(waiter: asyncio.Future[None]) -> None:
-    """Wake ``waiter`` (run on its loop); shared by every waker in this package."""
+def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
+    """Run ``callback(*args)`` on ``loop`` soon, from any thread; False if the loop has
+    closed, so nothing will ever run there (its waiters are gone with it)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+def wake(waiter: asyncio.Future[None]) -> bool:
+    """Resolve ``waiter`` on its own loop, from any thread; False if nobody will see it
+    (it is done already, or its loop has closed)."""
+    loop = waiter.get_loop()
+    if waiter.done() or loop.is_closed():
+        return False
+    if loop is _running_loop():
+        waiter.set_result(None)
+        return True
+    return call_soon_on(loop, _resolve, waiter)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():  # it may have been cancelled while the wake-up was in flight
         waiter.set_result(None)
 

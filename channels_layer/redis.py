@@ -163,8 +163,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 entry, progress
             ),
             sweep=self._mailboxes.sweep,
-            # Looked up at each call, so a test may watch the layer's retries.
-            unavailable=lambda shard, error: self._unavailable(shard, error),
+            unavailable=self._unavailable,
         )
         self._connections = RedisConnections(
             self.hosts,
@@ -408,11 +407,6 @@ class RedisChannelLayer(BaseChannelLayer):
         """The pub/sub topics this process needs: one per group with local members, and
         the delivery strategy's."""
         return self._groups.topics() + self._delivery.topics()
-
-    @property
-    def _home(self) -> RedisConnections:
-        """The old name of ``_connections``, which tests/reliability still reads."""
-        return self._connections
 
     # Helpers ---------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from redis.asyncio.client import PubSub
 from . import stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
+from .mailbox import call_soon_on
 from .redis_health import UNAVAILABLE, Health
 from .redis_hosts import RedisHost, ShardRing
 from .script_batcher import ScriptBatcher
@@ -233,8 +234,7 @@ class RedisConnections:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
-        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs there
-            old.loop.call_soon_threadsafe(shut)
+        call_soon_on(old.loop, shut)  # a loop that has closed runs nothing more anyway
 
     async def call(self, shard: int, operation: Callable[[LoopState], Awaitable[T]]) -> T:
         """Run ``operation`` against one shard, retrying with backoff while it is
@@ -321,7 +321,7 @@ class RedisConnections:
             self._spawned.add(task)
             task.add_done_callback(self._spawned.discard)
 
-        self._home_loop().call_soon_threadsafe(start)
+        call_soon_on(self._home_loop(), start)
 
     # Broadcast subscriptions ---------------------------------------------------------
 

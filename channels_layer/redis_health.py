@@ -10,7 +10,7 @@ import time
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .mailbox import resolve
+from .mailbox import wake
 
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
@@ -59,5 +59,4 @@ class Health:
             )
             self.down_since = None
             for back in self._waiting:
-                if not back.done():
-                    back.get_loop().call_soon_threadsafe(resolve, back)
+                wake(back)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from . import stopping
+from .mailbox import call_soon_on
 from .redis_connections import BLOCK_SECONDS, RedisConnections
 from .redis_health import UNAVAILABLE
 
@@ -156,8 +157,9 @@ class Lease:
 
     def abandon(self) -> None:
         """Stop renewing, as if the holder had died: another worker gets the message once
-        the lease runs out (after a crash, that spaces out the retries)."""
-        self._renewing.get_loop().call_soon_threadsafe(self._renewing.cancel)
+        the lease runs out (after a crash, that spaces out the retries). Any thread may
+        call it; once the worker's loop has closed, nothing renews the lease anyway."""
+        call_soon_on(self._renewing.get_loop(), self._renewing.cancel)
 
     def stop_renewing(self) -> None:
         self._renewing.cancel()

@@ -32,8 +32,8 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 
-from channels_layer import ChannelFull, InMemoryChannelLayer, LayerUnavailable
-from channels_layer.base import BaseChannelLayer
+from channels_layer import ChannelFull, LayerUnavailable
+from channels_layer.base import CROSS_PROCESS, BaseChannelLayer
 from chat import limits
 from chat.conf import setting
 from chat.models import Message, Room
@@ -300,7 +300,7 @@ class ChatConsumer(PresenceMixin, UserSocketMixin, ResumableJsonMixin, AsyncJson
     async def moderate(self, message_id: int) -> None:
         inline = setting("CHAT_MODERATION_INLINE")
         if inline is None:
-            inline = isinstance(self.channel_layer, InMemoryChannelLayer)
+            inline = CROSS_PROCESS not in self.layer.extensions  # no worker can hear it
         if not inline:
             job = {"type": "moderate", "id": message_id}
             try:

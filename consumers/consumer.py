@@ -13,8 +13,6 @@ import contextlib
 import functools
 import logging
 import sys
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, cast
 
@@ -22,7 +20,7 @@ from django.db import close_old_connections
 
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers.exceptions import ClientGone, StopConsumer
-from consumers.threads import in_pool
+from consumers.threads import Outbox, in_pool
 from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
@@ -276,69 +274,3 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""
         self._outbox.put(message)
-
-
-class Outbox:
-    """The messages sync handler code sends, delivered in order on the event loop.
-
-    A handler thread only queues a message and wakes the loop once per batch, instead of
-    blocking on a round trip to the loop for every message (``async_to_sync``); that
-    round trip was most of the cost of a sync consumer. A failed send is logged, once;
-    once the client has gone (``OSError`` from the server), later messages are dropped.
-    """
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self._loop = asyncio.get_running_loop()
-        self._lock = threading.Lock()
-        self._queued: deque[Message] = deque()
-        self._draining: asyncio.Task[None] | None = None
-        self._wake_scheduled = False
-        self.gone = False
-
-    def put(self, message: Message) -> None:
-        """Queue a message from any thread."""
-        with self._lock:
-            if self.gone:
-                return
-            self._queued.append(message)
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        self._loop.call_soon_threadsafe(self._start_draining)
-
-    async def send_now(self, message: Message) -> None:
-        """Send from the event loop, after everything already queued."""
-        await self.flush()
-        await self._send(message)
-
-    async def flush(self) -> None:
-        """Return once every queued message has been sent."""
-        while self._queued or self._draining is not None:
-            if self._draining is None:
-                self._start_draining()
-            assert self._draining is not None  # noqa: S101  for mypy: set just above
-            await self._draining
-
-    def _start_draining(self) -> None:
-        if self._draining is None:
-            self._draining = self._loop.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    if not self._queued:
-                        self._wake_scheduled = False
-                        return
-                    message = self._queued.popleft()
-                try:
-                    await self._send(message)
-                except OSError:
-                    with self._lock:
-                        self.gone = True
-                        self._queued.clear()
-                except Exception:
-                    logger.exception("Could not send %r to the client", message.get("type"))
-        finally:
-            self._draining = None

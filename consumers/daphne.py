@@ -213,7 +213,7 @@ class WebSocketProtocol(_DaphneWebSocketProtocol):
         elif kind == "websocket.close" and self.state != self.STATE_CONNECTING:
             self._close(message)
         elif kind == "websocket.send" and self.state != self.STATE_CONNECTING:
-            self._send(message)
+            self._send_frame(message)
         else:
             super().handle_reply(message)
 
@@ -232,7 +232,7 @@ class WebSocketProtocol(_DaphneWebSocketProtocol):
         reason = (message.get("reason") or "").encode()[:123] or None
         self.sendCloseFrame(code=code, reasonUtf8=reason)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send_frame(self, message: dict[str, Any]) -> None:
         text, data = message.get("text"), message.get("bytes")
         if (text is None) == (data is None):
             raise ValueError("websocket.send needs exactly one of 'text' and 'bytes'")

@@ -1,33 +1,61 @@
-"""The bounded thread pool that runs sync consumer code, and the helper that hops onto it.
+"""Where sync consumer code runs, and how what it does gets back to the event loop.
+
+The consumer side's hard concurrency is in this module (the layer side's is in
+``channels_layer.mailbox``): ``SyncPool``, the bounded threads that run sync handlers and
+``database_sync_to_async`` calls, and ``Outbox``, which carries what a sync handler sends
+back to the loop.
+
+Invariants:
+
+- A connection never has two handlers running at once: its consumer awaits each handler
+  (``SyncPool.run``) before it takes the next message. Different connections run in
+  parallel, up to the pool size.
+- The messages a handler sends reach the client in the order it sent them, and all of
+  them are out before its consumer handles the next message (``Outbox.flush``).
+- Handler code runs on a pool thread; everything that touches a future, a task or the
+  ASGI ``send`` runs on the consumer's event loop. A pool thread only puts into
+  lock-guarded queues and schedules a wake-up of that loop with
+  ``channels_layer.mailbox.call_soon_on``, which gives up on a loop that has closed.
+- Wake-ups are batched: while the loop is busy, the results and sends that pile up cost
+  one wake-up together, not one each.
+- Code in a pool thread sees the caller's context variables, and its changes flow back;
+  ``async_to_sync`` there runs its coroutine on the caller's loop, as under
+  ``sync_to_async`` (``lend_loop_to_async_to_sync``, the one place that touches asgiref's
+  private state).
 
 Django Channels runs every sync handler of a process on one shared thread (asgiref's
 thread-sensitive mode), so one slow ORM call stalls every connection. Here sync code runs on
-a pool of ``CONSUMERS_SYNC_THREADS`` threads (default 20). A connection never has two
-handlers running at once, because its consumer awaits each handler before it takes the next
-message; different connections run in parallel, up to the pool size.
+a pool of ``CONSUMERS_SYNC_THREADS`` threads (default 20).
 
 Why not ``asgiref.sync_to_async`` on a ``ThreadPoolExecutor``: the hop there and back is
 most of what a sync handler costs. Every call wraps its function in several layers, and
 every result wakes the event loop through its self-pipe on its own. ``SyncPool`` queues
-calls to its threads directly and hands results back in batches: while the loop is busy,
-the results that pile up cost one wake-up together (about six times the hops per second
-of asgiref's path with 50 connections on one core). What code in the thread relies on is
-kept: context variables flow in and changes flow back, and ``async_to_sync`` inside a
-handler runs on the calling event loop, as under ``sync_to_async``.
+calls to its threads directly and hands results back in batches (about six times the hops
+per second of asgiref's path with 50 connections on one core). Likewise a handler's
+``send`` only queues the message, instead of blocking on a round trip to the loop for every
+message (``async_to_sync``); that round trip was most of the cost of a sync consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
+
+from channels_layer.mailbox import call_soon_on
+from consumers.types import Message, Send
+
+# A failed send is the consumer's: it logs under the consumer's name.
+logger = logging.getLogger("consumers.consumer")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,7 +100,6 @@ class SyncPool:
             _restore(context)
 
     def _work(self) -> None:
-        local = SyncToAsync.threadlocal
         while True:
             with self._lock:
                 self._idle += 1
@@ -81,15 +108,13 @@ class SyncPool:
                 self._idle -= 1
                 self._queued -= 1
             loop = done.get_loop()
-            # What async_to_sync looks for to run coroutines on the calling loop.
-            local.main_event_loop, local.main_event_loop_pid = loop, os.getpid()
-            local.task_context = None
+            lend_loop_to_async_to_sync(loop)
             try:
                 outcome: Any = (True, context.run(func, *args, **kwargs))
             except BaseException as error:
                 outcome = (False, error)
             finally:
-                local.main_event_loop = None
+                lend_loop_to_async_to_sync(None)
             self._finish(loop, done, outcome)
             del done, context, func, args, kwargs, outcome
 
@@ -99,10 +124,8 @@ class SyncPool:
             batch.append((done, outcome))
             if len(batch) > 1:
                 return  # a hand-back to this loop is already on its way
-        try:
-            loop.call_soon_threadsafe(self._hand_back, loop)
-        except RuntimeError:  # the loop has closed: nobody waits for these any more
-            with self._lock:
+        if not call_soon_on(loop, self._hand_back, loop):
+            with self._lock:  # the loop has closed: nobody waits for these any more
                 self._finished.pop(loop, None)
 
     def _hand_back(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -115,6 +138,24 @@ class SyncPool:
                 done.set_result(value)
             else:
                 done.set_exception(value)
+
+
+def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Make ``async_to_sync`` in this thread run its coroutines on ``loop`` (None: stop),
+    as it does in a thread of asgiref's ``sync_to_async``.
+
+    The one place that touches asgiref's private state: the ``main_event_loop``,
+    ``main_event_loop_pid`` and ``task_context`` attributes of ``SyncToAsync.threadlocal``,
+    as ``SyncToAsync.thread_handler`` sets them and ``AsyncToSync.__call__`` reads them in
+    asgiref 3.13 (hence the pin asgiref>=3.13,<3.14; a test in
+    tests/consumers/test_threads.py fails if a release changes them).
+    """
+    local = SyncToAsync.threadlocal
+    if loop is None:
+        local.main_event_loop = None
+        return
+    local.main_event_loop, local.main_event_loop_pid = loop, os.getpid()
+    local.task_context = None
 
 
 def _restore(context: contextvars.Context) -> None:
@@ -152,3 +193,71 @@ def in_pool(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         return await pool.run(func, *args, **kwargs)
 
     return run_in_pool
+
+
+class Outbox:
+    """The messages sync handler code sends, delivered in order on the event loop.
+
+    A handler thread only queues a message and wakes the loop once per batch. A failed
+    send is logged, once; once the client has gone (``OSError`` from the server), or the
+    loop has closed, later messages are dropped.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._queued: deque[Message] = deque()
+        self._draining: asyncio.Task[None] | None = None
+        self._wake_scheduled = False
+        self.gone = False
+
+    def put(self, message: Message) -> None:
+        """Queue a message from any thread."""
+        with self._lock:
+            if self.gone:
+                return
+            self._queued.append(message)
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        if not call_soon_on(self._loop, self._start_draining):
+            with self._lock:  # the loop has closed: nothing will ever send these
+                self.gone = True
+                self._queued.clear()
+
+    async def send_now(self, message: Message) -> None:
+        """Send from the event loop, after everything already queued."""
+        await self.flush()
+        await self._send(message)
+
+    async def flush(self) -> None:
+        """Return once every queued message has been sent."""
+        while self._queued or self._draining is not None:
+            if self._draining is None:
+                self._start_draining()
+            assert self._draining is not None  # noqa: S101  for mypy: set just above
+            await self._draining
+
+    def _start_draining(self) -> None:
+        if self._draining is None:
+            self._draining = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._queued:
+                        self._wake_scheduled = False
+                        return
+                    message = self._queued.popleft()
+                try:
+                    await self._send(message)
+                except OSError:
+                    with self._lock:
+                        self.gone = True
+                        self._queued.clear()
+                except Exception:
+                    logger.exception("Could not send %r to the client", message.get("type"))
+        finally:
+            self._draining = None

@@ -428,8 +428,9 @@ async def test_one_outage_is_reported_once_even_with_idle_pooled_connections(cap
 
 async def test_subscriptions_resume_within_1_s_of_redis_returning():
     """The worst moment for Redis to come back: just as the process's subscription reader
-    has begun its longest backoff sleep. (White-box: a spy on the layer's ``_unavailable``
-    tells when the reader starts that sleep; nothing else is changed.)"""
+    has begun its longest backoff sleep. (White-box: a spy on the server's ``Health.wait``,
+    where every retry sleeps, tells when the reader starts that sleep; nothing else is
+    changed.)"""
     server = RedisServer().start()
     prefix = f"backoff-{secrets.token_hex(4)}"
     listener = RedisChannelLayer(hosts=[server.url], prefix=prefix)
@@ -437,17 +438,18 @@ async def test_subscriptions_resume_within_1_s_of_redis_returning():
     channel = await listener.new_channel()
     await listener.group_add("room", channel)
     long_sleeps: list[float] = []
-    unavailable = listener._unavailable
+    connections = listener._connections
+    health = connections.health[0]  # one server, one shard
+    wait = health.wait
 
-    async def spy(shard: int, error: BaseException) -> None:
-        health = listener._health[shard]
-        wait = health.backoff if health.down_since is not None else BACKOFF_FIRST
-        readers = listener._home.state().subscription_readers.values()
-        if wait >= BACKOFF_MAX and asyncio.current_task() in readers:
+    async def spy(error: BaseException) -> None:
+        backoff = health.backoff if health.down_since is not None else BACKOFF_FIRST
+        readers = connections.state().subscription_readers.values()
+        if backoff >= BACKOFF_MAX and asyncio.current_task() in readers:
             long_sleeps.append(time.monotonic())
-        await unavailable(shard, error)
+        await wait(error)
 
-    listener._unavailable = spy  # type: ignore[method-assign]
+    health.wait = spy  # type: ignore[method-assign]
     try:
         server.kill()
         async with asyncio.timeout(20):

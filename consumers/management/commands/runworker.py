@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from channels_layer import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, get_channel_layer
+from channels_layer import DEFAULT_CHANNEL_LAYER, get_channel_layer
+from channels_layer.base import CROSS_PROCESS
 from consumers.routing import get_default_application
 from consumers.worker import Worker
 
@@ -37,10 +38,14 @@ class Command(BaseCommand):
                 f"Cannot run a worker: no channel layer {alias!r} is configured. "
                 "Add it to CHANNEL_LAYERS in your settings."
             )
-        if isinstance(layer, InMemoryChannelLayer):
+        if CROSS_PROCESS not in layer.extensions:
             logger.warning(
-                "runworker is using the in-memory channel layer: it only sees messages sent "
-                "from inside this process. Use the Redis layer to reach it from others."
+                "runworker's channel layer %r (%s) does not declare %r in its extensions, "
+                "so other processes may not reach it (the in-memory layer only sees messages "
+                "sent from inside this process). Use the Redis layer to reach it from others.",
+                alias,
+                type(layer).__name__,
+                CROSS_PROCESS,
             )
         application = get_default_application()
         try:

@@ -1,0 +1,78 @@
+"""The layer's one cross-thread wake-up (``channels_layer.mailbox``): a future is resolved on
+its own loop, from any thread, and a closed loop or a receiver that has gone is skipped
+without an error, so the sender carries on."""
+
+import asyncio
+import threading
+
+from channels_layer.mailbox import Mailboxes, call_soon_on, wake
+
+
+def in_a_thread(function, *args):
+    """``function(*args)`` run on a thread of its own; its result."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(function(*args)))
+    thread.start()
+    thread.join(5)
+    return results[0]
+
+
+async def test_a_future_is_resolved_on_its_own_loop_from_another_thread():
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    resolved_on = []
+    waiter.add_done_callback(lambda _: resolved_on.append(threading.current_thread()))
+    assert in_a_thread(wake, waiter)
+    await asyncio.wait_for(waiter, 2)
+    assert resolved_on == [threading.current_thread()]
+
+
+async def test_a_future_of_the_calling_loop_is_resolved_at_once():
+    waiter = asyncio.get_running_loop().create_future()
+    assert wake(waiter)
+    assert waiter.done()
+
+
+async def test_a_cancelled_future_is_skipped():
+    waiter = asyncio.get_running_loop().create_future()
+    waiter.cancel()
+    assert not wake(waiter)
+    assert not in_a_thread(wake, waiter)
+
+
+def test_a_future_whose_loop_has_closed_is_skipped_from_any_thread():
+    loop = asyncio.new_event_loop()
+    waiter = loop.create_future()
+    loop.close()
+    assert not wake(waiter)
+    assert not in_a_thread(wake, waiter)
+    assert not in_a_thread(call_soon_on, loop, print, "never")
+
+
+async def test_a_wake_up_still_in_flight_when_its_receiver_is_cancelled_is_harmless():
+    waiter = asyncio.get_running_loop().create_future()
+    assert in_a_thread(wake, waiter)  # scheduled on this loop, not yet run
+    waiter.cancel()
+    await asyncio.sleep(0)  # the wake-up runs now, on a cancelled future
+    assert waiter.cancelled()
+
+
+def test_a_message_for_a_receiver_whose_loop_has_closed_goes_to_the_next_one():
+    mailboxes = Mailboxes()
+    gone = asyncio.new_event_loop()
+
+    async def park():
+        return mailboxes.when_ready("chan")
+
+    gone_receiver = gone.run_until_complete(park())
+    gone.close()  # its receiver will never run again
+
+    async def receive_after_a_put_from_another_thread():
+        getter = asyncio.ensure_future(mailboxes.get("chan"))
+        while mailboxes.waiting("chan") < 2:
+            await asyncio.sleep(0)
+        await asyncio.to_thread(mailboxes.put, "chan", b"payload", 60, None)
+        return await asyncio.wait_for(getter, 2)
+
+    assert asyncio.run(receive_after_a_put_from_another_thread()) == (b"payload", None)
+    assert not gone_receiver.done()
