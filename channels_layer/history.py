@@ -128,17 +128,25 @@ def require_limit(limit: Any) -> int | None:
     return limit
 
 
-def check_kept(group: str, since: Position, current: Position, first_kept: int | None) -> None:
-    """Raise ``HistoryLost`` unless every message after ``since`` is still kept.
+def check_kept(
+    group: str,
+    since: Position,
+    current: Position,
+    first_kept: int | None,
+    after: int | None = None,
+) -> None:
+    """Raise ``HistoryLost`` unless every message after ``since`` (or after offset
+    ``after`` of its epoch, for a read under way) is still kept.
 
     ``first_kept``: the offset of the oldest message kept (None: none is)."""
+    after = since.offset if after is None else after
     if since.epoch != current.epoch:
         raise HistoryLost(group, since, current, f"the group is now in epoch {current.epoch!r}")
-    if since.offset > current.offset:
+    if after > current.offset:
         raise HistoryLost(
             group, since, current, f"the group's last offset is {current.offset}, before it"
         )
-    if since.offset < current.offset and (first_kept is None or first_kept > since.offset + 1):
+    if after < current.offset and (first_kept is None or first_kept > after + 1):
         oldest = "none is" if first_kept is None else f"the oldest kept is {first_kept}"
         raise HistoryLost(
             group, since, current, f"messages after it were trimmed by size or age ({oldest})"

@@ -240,7 +240,7 @@ class RedisHistory:
             epoch, last, kept = await self._script(group, "history_read", self._keys(group), args)
             batch = [_entry(data) for data in kept]
             current = Position(_text(epoch), int(last))
-            check_kept(group, Position(since.epoch, after), current, batch[0][0] if batch else None)
+            check_kept(group, since, current, batch[0][0] if batch else None, after)
             if end == math.inf:
                 end = current.offset  # later messages come live
             for offset, payload in batch:  # consecutive offsets, from after + 1

@@ -164,8 +164,9 @@ async def test_history_is_trimmed_by_size(make_pair):
         4,
         5,
     ]
-    with pytest.raises(HistoryLost, match="trimmed"):
+    with pytest.raises(HistoryLost, match="trimmed") as lost:
         await receiver.group_history("short.room", Position(last.epoch, 1))
+    assert (lost.value.since, lost.value.current) == (Position(last.epoch, 1), last)
 
 
 async def test_history_is_trimmed_by_age(make_pair):
