@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 from typing import Any, ClassVar
@@ -113,10 +114,11 @@ class _Protocol:
     async def _send_ping(self) -> None:
         frame = {"type": PING, "interval": self.ping_interval}
         with contextlib.suppress(ClientGone, OSError):  # the disconnect ends the pings
-            await self._send_frame(frame)
-
-    async def _send_frame(self, frame: Message) -> None:
-        raise NotImplementedError
+            # The async consumers' send_json is a coroutine; the sync consumers' queues
+            # the frame, which is safe from the loop.
+            sent = self.send_json(frame)  # type: ignore[attr-defined]
+            if inspect.isawaitable(sent):
+                await sent
 
 
 def _frame(kind: str, group: str, position: Position | None, **extra: Any) -> Message:
@@ -145,9 +147,6 @@ class ResumableJsonMixin(_Protocol, HistoryMixin):
         await self.send_json(_frame(FAILED, group, current))  # type: ignore[attr-defined]
         self._keep_pinging()
 
-    async def _send_frame(self, frame: Message) -> None:
-        await self.send_json(frame)  # type: ignore[attr-defined]
-
 
 class SyncResumableJsonMixin(_Protocol, SyncHistoryMixin):
     """The same for ``JsonWebsocketConsumer``."""
@@ -168,9 +167,6 @@ class SyncResumableJsonMixin(_Protocol, SyncHistoryMixin):
     def recovery_failed(self, group: str, current: Position) -> None:
         self.send_json(_frame(FAILED, group, current))  # type: ignore[attr-defined]
         async_to_loop(self._keep_pinging)
-
-    async def _send_frame(self, frame: Message) -> None:
-        self.send_json(frame)  # type: ignore[attr-defined]  # queued: safe from the loop
 
 
 def async_to_loop(function: Any) -> None:
