@@ -56,6 +56,10 @@ class PingingRoom(Room):
     ping_interval = 0.1
 
 
+class SyncPingingRoom(SyncRoom):
+    ping_interval = 0.1
+
+
 CONSUMERS = {"async": Room, "sync": SyncRoom}
 
 
@@ -253,8 +257,9 @@ async def test_positions_for_groups_the_consumer_does_not_join_are_ignored(layer
     await socket.disconnect()
 
 
-async def test_pings_go_out_and_pongs_never_reach_the_handlers(layer):
-    socket = connect_to(PingingRoom)
+@pytest.mark.parametrize("pinging", [PingingRoom, SyncPingingRoom])
+async def test_pings_go_out_and_pongs_never_reach_the_handlers(layer, pinging):
+    socket = connect_to(pinging)
     assert (await socket.connect())[0]
     assert (await socket.receive_json_from())["type"] == "consumers.joined"
     assert await socket.receive_json_from(timeout=1) == {"type": "consumers.ping", "interval": 0.1}
