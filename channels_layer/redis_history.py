@@ -200,11 +200,13 @@ class RedisHistory:
         self, group: str, rule: HistoryRule, since: Position, limit: int | None
     ) -> list[Entry]:
         """The entries after ``since`` (at most ``limit``); ``HistoryLost`` if some are gone.
-        Callers asking the same at the same time share one read."""
+        Callers asking the same before the read goes to Redis share it; a caller after
+        that gets a read of its own, which sees whatever was sent before it asked (so
+        "group_add, then group_history, then live" leaves no gap)."""
         flight_key = (group, since, limit)
         flight = self._reads.get(flight_key)
         if flight is None:
-            flight = asyncio.ensure_future(self._read(group, rule, since, limit))
+            flight = asyncio.ensure_future(self._read(flight_key, rule))
             self._reads[flight_key] = flight
             flight.add_done_callback(lambda done: self._landed(flight_key, done))
         try:
@@ -224,13 +226,16 @@ class RedisHistory:
         return messages
 
     def _landed(self, flight_key: Any, flight: asyncio.Future[list[Entry]]) -> None:
-        self._reads.pop(flight_key, None)
+        if self._reads.get(flight_key) is flight:  # cancelled before it started
+            del self._reads[flight_key]
         if not flight.cancelled():
             flight.exception()  # retrieved, even if every caller had gone
 
     async def _read(
-        self, group: str, rule: HistoryRule, since: Position, limit: int | None
+        self, flight_key: tuple[str, Position, int | None], rule: HistoryRule
     ) -> list[Entry]:
+        del self._reads[flight_key]  # closed to later callers: see read()
+        group, since, limit = flight_key
         entries: list[Entry] = []
         after, end = since.offset, math.inf
         while after < end and (limit is None or len(entries) < limit):

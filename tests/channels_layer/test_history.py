@@ -447,3 +447,26 @@ async def test_concurrent_reads_of_the_same_history_cost_redis_one_read(
     assert raw.info("commandstats")["cmdstat_xrange"]["calls"] == 1
     results[0][0]["n"] = "changed"
     assert results[1][0]["n"] == 50  # each caller has its own copies
+
+
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_a_read_already_sent_is_not_shared_with_a_later_caller(kind, make_pair):
+    sender, receiver = make_pair(history={"chat.*": {"size": 2000, "ttl": 60}})
+    caught_in_flight = 0
+    for attempt in range(20):
+        group = f"chat.room{attempt}"
+        sent = await asyncio.gather(
+            *(sender.group_send(group, {"type": "post"}) for _ in range(1000))
+        )  # ten batches to read: the early read takes a while
+        since = Position(sent[0].epoch, 0)
+        early = asyncio.ensure_future(receiver.group_history(group, since))
+        await asyncio.sleep(0.002)  # its first batch has gone to Redis
+        await sender.group_send(group, {"type": "post"})  # offset 1001
+        # Asked after that send returned, so it must see it (a subscriber's catch-up).
+        later = await receiver.group_history(group, since)
+        assert offsets(later) == list(range(1, 1002))
+        if offsets(await early) == list(range(1, 1001)):  # the case this test is about
+            caught_in_flight += 1
+            if caught_in_flight == 3:
+                break
+    assert caught_in_flight, "the early read never ran across the later send"
