@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from . import metrics
 from .base import WHEN_READY, BaseChannelLayer, Message
 from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
@@ -27,15 +28,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Takes ``BaseChannelLayer``'s keywords: expiry, group_expiry, capacity,
         channel_capacity, max_message_size."""
         super().__init__(**config)
-        self._mailboxes = Mailboxes()
+        self._mailboxes = Mailboxes(on_discard=metrics.counting_expiries("memory"))
         self._groups = GroupMembers()
+        metrics.watch_layer("memory", self._mailboxes, self._groups)
 
+    @metrics.timed("memory", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
         self.require_valid_channel_name(channel)
         payload = self.serialize(message)
         capacity = self.get_capacity(channel)
         if not self._mailboxes.put(channel, payload, self.expiry, capacity):
+            metrics.dropped_full["memory"]()
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
 
     async def receive(self, channel: str) -> Message:
@@ -65,6 +69,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         self._groups.discard(group, channel)
 
+    @metrics.timed("memory", "group_send")
     async def group_send(self, group: str, message: Message) -> None:
         """Deliver ``message`` to every live member; a full member misses it, no error."""
         self.require_valid_group_name(group)
@@ -72,6 +77,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         for channel in self._groups.live_members(group):
             if not self._mailboxes.put(channel, payload, self.expiry, self.get_capacity(channel)):
                 self.skipped_members.skipped(group, channel)
+                metrics.dropped_full["memory"]()
 
     async def flush(self) -> None:
         """Drop every queued message and group; receivers already waiting keep waiting."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import metrics
 from . import redis_envelopes as envelopes
 from .base import SkippedMembers
 from .inbox_order import SEQUENCE_LUA
@@ -131,6 +132,7 @@ class RedisGroups:
             channel = member.decode() if isinstance(member, bytes) else member
             if not await self.send_to_channel(channel, payload):
                 self.skipped.skipped(group, channel)
+                metrics.dropped_full["redis"]()
 
     def topics(self) -> list[str]:
         """One topic per group with members here."""
@@ -146,9 +148,11 @@ class RedisGroups:
             return
         remaining = self.expiry - (time.time() - sent_at)
         members = self.members.live_members(group)
+        metrics.received("redis", sent_at)
         for channel in members if remaining > 0 else ():
             if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel)):
                 self.skipped.skipped(group, channel)
+                metrics.dropped_full["redis"]()
         if not members:  # they all expired
             self.connections.state().spawn(self.connections.unsubscribe(topic))
 

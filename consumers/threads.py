@@ -29,12 +29,14 @@ from typing import Any, ParamSpec, TypeVar
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 
+from consumers import metrics
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_SYNC_THREADS = 20
 
-_Call = tuple[asyncio.Future[Any], contextvars.Context, Callable[..., Any], tuple, dict]
+_Call = tuple[asyncio.Future[Any], contextvars.Context, Callable[..., Any], tuple, dict, float]
 
 
 class SyncPool:
@@ -63,7 +65,7 @@ class SyncPool:
             if start:
                 self._threads += 1
                 name = f"consumers-sync-{self._threads}"
-        self._calls.put((done, context, func, args, kwargs))
+        self._calls.put((done, context, func, args, kwargs, metrics.queued_at()))
         if start:
             threading.Thread(target=self._work, name=name, daemon=True).start()
         try:
@@ -76,7 +78,8 @@ class SyncPool:
         while True:
             with self._lock:
                 self._idle += 1
-            done, context, func, args, kwargs = self._calls.get()
+            done, context, func, args, kwargs, queued = self._calls.get()
+            metrics.queue_waited(queued)
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
@@ -141,6 +144,7 @@ def sync_pool() -> SyncPool:
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"CONSUMERS_SYNC_THREADS must be a positive int, got {size!r}")
             _pool = SyncPool(size)
+            metrics.watch_pool(_pool)
         return _pool
 
 
