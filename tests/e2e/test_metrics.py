@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.redis_servers import RedisServer
 from tests.reliability.test_slow_client import connection_dropped, send_frame
-from testsupport.processes import Process
+from testsupport.processes import ManagePy, Process
 from testsupport.system import free_port
 
 ECHO = "tests.e2e.metrics_app.Echo"
@@ -247,3 +247,23 @@ def test_scrapes_are_refused_to_other_networks(daphne):
     samples = scrape(port)
     assert value(samples, "consumers_websocket_connections") >= 0
     assert ("process_resident_memory_bytes", frozenset()) in samples
+
+
+async def test_consumers_top_shows_each_process_live(daphne):
+    _, port = daphne
+    dead = free_port()
+    async with connect(port, "room/") as client:
+        top = ManagePy("consumers_top", f"127.0.0.1:{port}", f"127.0.0.1:{dead}", "--once")
+        deadline = time.monotonic() + 30
+        while top.alive() and time.monotonic() < deadline:  # frames between its two scrapes
+            await client.send("ping")
+            assert await client.recv() == "ping"
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(top.finish, 5) == 0, top.output
+    header, alive, unreachable = top.output.strip().splitlines()
+    assert header.split()[:4] == ["process", "conns", "groups", "in/s"]
+    cells = alive.split()
+    assert cells[:3] == [f"127.0.0.1:{port}", "1", "1"]
+    assert float(cells[3]) > 0 and float(cells[4]) > 0  # frames in and out per second
+    assert cells[-1] == "ok"
+    assert unreachable.startswith(f"127.0.0.1:{dead}") and "unreachable" in unreachable
