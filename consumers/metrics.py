@@ -320,7 +320,7 @@ class ConsumersCollector:
         )
 
     def _presence(self) -> Iterator[Metric]:
-        trackers = [tracker for tracker in list(_trackers) if not tracker.retired]
+        trackers = [t for t in list(_trackers) if not t.retired and not t.task.done()]
         yield GaugeMetricFamily(
             "consumers_presence_topics",
             "Presence topics tracked in this process",

@@ -1,4 +1,4 @@
-"""Worker jobs in the metrics: done, failed, and redelivered on an at-least-once channel."""
+"""Worker jobs and presence in the metrics, read from the process's registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 
 from channels_layer.memory import InMemoryChannelLayer
 from consumers.consumer import AsyncConsumer
+from consumers.presence_tracker import Tracker
 from consumers.worker import Worker, _LeasedReceive
 
 
@@ -53,3 +54,24 @@ async def test_jobs_handed_back_are_counted_as_redelivered(make_layer):
     receive.abandon()  # a crash: back once the lease runs out
     await receive.give_back()  # nothing held any more: nothing counted
     assert jobs("redelivered") - before == 2
+
+
+def presence(name: str) -> float:
+    return REGISTRY.get_sample_value(f"consumers_presence_{name}") or 0.0
+
+
+async def test_presence_figures_follow_the_trackers():
+    layer = InMemoryChannelLayer()
+    before = {name: presence(name) for name in ("topics", "local_entries")}
+    tracker = Tracker(layer, "metrics-room", interval=0.1)
+    try:
+        tracker.track("ada", {})
+        tracker.track("ada", {})
+        tracker.track("bob", {})
+        assert presence("topics") - before["topics"] == 1
+        assert presence("local_entries") - before["local_entries"] == 3
+    finally:
+        tracker.task.cancel()
+        await asyncio.gather(tracker.task, return_exceptions=True)
+    assert presence("topics") == before["topics"]
+    assert presence("local_entries") == before["local_entries"]
