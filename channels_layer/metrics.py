@@ -18,18 +18,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .timings import TimingsCollector, TimingsFamily
 
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
-
-# From 100 us (an in-memory send) to 10 s (a Redis outage being retried).
-LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)  # fmt: skip
 
 _enabled: bool | None = None
 
@@ -48,17 +44,15 @@ def enabled() -> bool:
     return _enabled
 
 
-CALL_SECONDS = Histogram(
+CALL_SECONDS = TimingsFamily(
     "consumers_layer_call_seconds",
     "Time a send or group_send call took, from the call to its return",
     ["backend", "call"],
-    buckets=LATENCY_BUCKETS,
 )
-RECEIVE_SECONDS = Histogram(
+RECEIVE_SECONDS = TimingsFamily(
     "consumers_layer_receive_seconds",
     "Time from a send (in any process) to the message reaching this process (Redis layers)",
     ["backend"],
-    buckets=LATENCY_BUCKETS,
 )
 DROPPED = Counter(
     "consumers_layer_messages_dropped",
@@ -206,3 +200,4 @@ class LayerCollector:
 
 
 REGISTRY.register(LayerCollector())
+REGISTRY.register(TimingsCollector())

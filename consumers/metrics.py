@@ -25,10 +25,11 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from channels_layer.metrics import LATENCY_BUCKETS, enabled
+from channels_layer.metrics import enabled
+from channels_layer.timings import TimingsFamily
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,20 +40,18 @@ REFUSAL_REASONS = ("origin", "route", "auth", "application")
 # chooses is "other" (the server's own codes come from code, so they stay few).
 STANDARD_CLOSE_CODES = frozenset(range(1000, 1016))
 
-HANDLER_SECONDS = Histogram(
+HANDLER_SECONDS = TimingsFamily(
     "consumers_handler_seconds",
     "Time a consumer's handler took for one message (sync: on its pool thread)",
     ["consumer"],
-    buckets=LATENCY_BUCKETS,
 )
 HANDLER_ERRORS = Counter(
     "consumers_handler_errors", "Handlers that raised (the connection or job failed)", ["consumer"]
 )
-QUEUE_WAIT_SECONDS = Histogram(
-    "consumers_sync_queue_wait_seconds",
-    "Time a sync call waited for a pool thread",
-    buckets=LATENCY_BUCKETS,
+QUEUE_WAIT_SECONDS = TimingsFamily(
+    "consumers_sync_queue_wait_seconds", "Time a sync call waited for a pool thread"
 )
+_queue_waited = QUEUE_WAIT_SECONDS.labels().observe
 WORKER_JOBS = Counter(
     "consumers_worker_jobs",
     "Worker messages: handled (done), raised (failed), handed back for another try "
@@ -171,20 +170,10 @@ def slow_client_dropped() -> None:
 class _Handling:
     """Times one handler call; counts its failure (and a worker job's outcome)."""
 
-    __slots__ = ("errors", "job", "observe", "started")
+    __slots__ = ("consumer", "started")
 
     def __init__(self, consumer: Any) -> None:
-        cls = type(consumer)
-        bound = _by_class.get(cls)
-        if bound is None:
-            name = f"{cls.__module__}.{cls.__qualname__}"
-            bound = _by_class[cls] = (
-                HANDLER_SECONDS.labels(name).observe,
-                HANDLER_ERRORS.labels(name).inc,
-            )
-        self.observe, self.errors = bound
-        scope = getattr(consumer, "scope", None)
-        self.job = scope is not None and scope.get("type") == "channel"
+        self.consumer = consumer
 
     def __enter__(self) -> None:
         self.started = time.perf_counter()
@@ -195,11 +184,15 @@ class _Handling:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.observe(time.perf_counter() - self.started)
+        elapsed = time.perf_counter() - self.started
+        cls = type(self.consumer)
+        bound = _by_class.get(cls) or _bind(cls)
+        bound[0](elapsed)
         failed = kind is not None and not issubclass(kind, _NOT_FAILURES)
         if failed:
-            self.errors()
-        if self.job:
+            bound[1]()
+        scope = getattr(self.consumer, "scope", None)
+        if scope is not None and scope.get("type") == "channel":
             (_jobs_failed if failed else _jobs_done).inc()
 
 
@@ -215,6 +208,12 @@ _by_class: dict[type, tuple[Callable[[float], None], Callable[[], None]]] = {}
 _not_measured = _NotMeasured()
 # How handlers end a connection or a job normally.
 _NOT_FAILURES = (StopConsumer, ClientGone, asyncio.CancelledError)
+
+
+def _bind(cls: type) -> tuple[Callable[[float], None], Callable[[], None]]:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    bound = _by_class[cls] = (HANDLER_SECONDS.labels(name).observe, HANDLER_ERRORS.labels(name).inc)
+    return bound
 
 
 def handling(consumer: Any) -> _Handling | _NotMeasured:
@@ -234,7 +233,7 @@ def queued_at() -> float:
 
 def queue_waited(queued: float) -> None:
     if enabled():
-        QUEUE_WAIT_SECONDS.observe(time.perf_counter() - queued)
+        _queue_waited(time.perf_counter() - queued)
 
 
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
