@@ -1,8 +1,8 @@
 """Prometheus metrics of the channel layer, per process (``prometheus_client``'s registry).
 
 Bounded labels only: ``backend`` (``memory`` or ``redis``, the pub/sub layer included),
-``call`` and ``reason``; never a channel or group name. Histograms and counters are bound
-to their labels once, when a layer module is imported; what describes state (messages
+``call`` and ``reason``; never a channel or group name. Histograms (``timings``) and
+counters are bound to their labels once, when a layer module is imported; state (messages
 waiting, groups, Redis hosts unreachable) is read when Prometheus scrapes, so the layer
 pays nothing for it between scrapes. ``CONSUMERS_METRICS = False`` in the settings (read
 once, at the first use) turns the hooks into no-ops. README's Metrics section lists every

@@ -240,13 +240,13 @@ async def test_a_redis_restart_is_counted_with_its_downtime(daphne, redis_server
             await client.close()
 
 
-def test_scrapes_are_refused_to_other_networks(daphne):
-    """The server's allow-list holds 127.0.0.1 only by default; other addresses 404 (see
-    tests/test_metrics_view.py for the token and staff)."""
+def test_the_scrape_carries_the_process_figures_too(daphne):
+    """prometheus_client's own process metrics come with ours (tests/test_metrics_view.py
+    checks who may read them)."""
     _, port = daphne
     samples = scrape(port)
-    assert value(samples, "consumers_websocket_connections") >= 0
-    assert ("process_resident_memory_bytes", frozenset()) in samples
+    assert value(samples, "process_resident_memory_bytes") > 10 * 1024 * 1024
+    assert value(samples, "consumers_sync_threads_max") == 20
 
 
 async def test_consumers_top_shows_each_process_live(daphne):
