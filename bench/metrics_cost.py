@@ -2,14 +2,15 @@
 
     .venv/bin/python -m bench.metrics_cost [--frames 20000] [--rounds 15]
 
-Drives the benchmark's echo consumers (async, sync, JSON; ``bench/apps/routes.py``) behind
-the same ``ProtocolTypeRouter`` through their ASGI callables, with metrics on and off in
-alternation (``channels_layer.metrics._enabled``), and prints the median time per frame
-(a frame in, its echo out) of each and the difference. On a shared machine the echo
-benchmark's throughput swings by more than the metrics cost; CPU time per frame measured
-this way, in alternating rounds, does not. The server's own cost per round trip (Daphne,
-Twisted, the socket) comes on top of these figures, so the ratio here is an upper bound
-of the slowdown a real server sees.
+Drives the benchmark's consumers (``bench/apps/routes.py``: the broadcast to 200 members
+of an in-memory group, then the async, sync and JSON echoes) behind the same
+``ProtocolTypeRouter`` through their ASGI callables, with metrics on and off in
+alternation (``channels_layer.metrics._enabled``), and prints the median CPU time per
+message (an echo: a frame in and its echo out; a broadcast: one delivery sent out) and the
+difference. On a shared machine the echo benchmark's throughput swings by more than the
+metrics cost; CPU time measured this way, in alternating rounds, swings much less. The
+server's own cost (Daphne, Twisted, the socket) comes on top of these figures, so the
+percentages here are upper bounds of the slowdown a real server sees.
 """
 
 from __future__ import annotations
@@ -71,8 +72,64 @@ async def one_connection(application: Any, path: str, text: str, frames: int) ->
     return time.process_time() - started
 
 
+async def broadcast(application: Any, members: int, messages: int) -> float:
+    """Seconds of CPU time for ``messages`` broadcasts to ``members`` connections of the
+    in-memory layer's group (``/ws/broadcast/``), each delivered and sent out."""
+    delivered = [0]
+    everyone = asyncio.Event()
+    inboxes: list[asyncio.Queue[dict[str, Any]]] = []
+    accepted = asyncio.Semaphore(0)
+
+    async def connection() -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inboxes.append(inbox)
+        inbox.put_nowait({"type": "websocket.connect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.accept":
+                accepted.release()
+            elif message["type"] == "websocket.send":
+                delivered[0] += 1
+                if delivered[0] % members == 0:
+                    everyone.set()
+
+        scope = {
+            "type": "websocket",
+            "path": "/ws/broadcast/",
+            "headers": [(b"origin", b"http://127.0.0.1")],
+            "query_string": b"",
+            "subprotocols": [],
+        }
+        await application(scope, inbox.get, send)
+
+    tasks = [asyncio.ensure_future(connection()) for _ in range(members)]
+    for _ in range(members):
+        await accepted.acquire()
+    started = time.process_time()
+    for _ in range(messages):
+        everyone.clear()
+        inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})
+        await everyone.wait()
+    spent = time.process_time() - started
+    for inbox in inboxes:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.gather(*tasks)
+    return spent
+
+
 async def main(frames: int, rounds: int) -> None:
     application = build("consumers", None)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for enabled in (True, False):
+            layer_metrics._enabled = enabled
+            seconds = await broadcast(application, 200, 50)
+            times[enabled].append(seconds / (200 * 50) * 1e6)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"broadcast to 200, per delivery: metrics on {on:6.2f} us, off {off:6.2f} us, "
+        f"cost {on - off:5.2f} us ({(on - off) / off:+.1%} of the consumer side)"
+    )
     for variant, (path, text) in VARIANTS.items():
         times: dict[bool, list[float]] = {True: [], False: []}
         await one_connection(application, path, text, 200)  # warm-up
