@@ -169,12 +169,18 @@ def slow_client_dropped() -> None:
 
 
 class _Handling:
-    """Times one handler call; counts its failure (and a worker job's outcome)."""
+    """Times a consumer's handler calls (one at a time: a consumer handles one message
+    after the other); counts failures, and a worker's job outcomes. Made once per
+    consumer, at its first message."""
 
-    __slots__ = ("consumer", "started")
+    __slots__ = ("errors", "job", "observe", "started")
 
     def __init__(self, consumer: Any) -> None:
-        self.consumer = consumer
+        cls = type(consumer)
+        bound = _by_class.get(cls) or _bind(cls)
+        self.observe, self.errors = bound
+        scope = getattr(consumer, "scope", None)
+        self.job = scope is not None and scope.get("type") == "channel"
 
     def __enter__(self) -> None:
         self.started = time.perf_counter()
@@ -185,15 +191,11 @@ class _Handling:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        elapsed = time.perf_counter() - self.started
-        cls = type(self.consumer)
-        bound = _by_class.get(cls) or _bind(cls)
-        bound[0](elapsed)
+        self.observe(time.perf_counter() - self.started)
         failed = kind is not None and not issubclass(kind, _NOT_FAILURES)
         if failed:
-            bound[1]()
-        scope = getattr(self.consumer, "scope", None)
-        if scope is not None and scope.get("type") == "channel":
+            self.errors()
+        if self.job:
             (_jobs_failed if failed else _jobs_done).inc()
 
 
@@ -219,7 +221,15 @@ def _bind(cls: type) -> tuple[Callable[[float], None], Callable[[], None]]:
 
 def handling(consumer: Any) -> _Handling | _NotMeasured:
     """``with handling(consumer):`` around one handler call."""
-    return _Handling(consumer) if enabled() else _not_measured
+    if not enabled():
+        return _not_measured
+    try:
+        return consumer._consumers_handling
+    except AttributeError:
+        timer = _Handling(consumer)
+        if consumer is not None:
+            consumer._consumers_handling = timer
+        return timer
 
 
 def job_redelivered() -> None:
