@@ -207,7 +207,9 @@ class _NotMeasured:
         pass
 
 
-_by_class: dict[type, tuple[Callable[[float], None], Callable[[], None]]] = {}
+# Weak: a consumer class (one made in a test, say) must not outlive its use because of us.
+_by_class: weakref.WeakKeyDictionary[type, tuple[Callable[[float], None], Callable[[], None]]]
+_by_class = weakref.WeakKeyDictionary()
 _not_measured = _NotMeasured()
 # How handlers end a connection or a job normally.
 _NOT_FAILURES = (StopConsumer, ClientGone, asyncio.CancelledError)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from prometheus_client import REGISTRY
 
 from channels_layer.memory import InMemoryChannelLayer
+from consumers import metrics
 from consumers.consumer import AsyncConsumer
 from consumers.presence_tracker import Tracker
 from consumers.worker import Worker, _LeasedReceive
@@ -75,3 +78,26 @@ async def test_presence_figures_follow_the_trackers():
         await asyncio.gather(tracker.task, return_exceptions=True)
     assert presence("topics") == before["topics"]
     assert presence("local_entries") == before["local_entries"]
+
+
+def test_a_measured_consumer_class_is_not_kept_alive_by_the_metrics():
+    """Classes made at run time (tests, DCRF's observers) must go when nothing uses them:
+    kept alive, djangochannelsrestframework's model observers stayed subscribed to
+    signals and sent stale updates."""
+
+    def consumer_class():
+        class Passing(AsyncConsumer):
+            async def thing_done(self, message):
+                pass
+
+        return Passing
+
+    cls = consumer_class()
+    consumer = cls()
+    consumer.scope = {"type": "websocket"}
+    with metrics.handling(consumer):
+        pass
+    gone = weakref.ref(cls)
+    del cls, consumer
+    gc.collect()
+    assert gone() is None
