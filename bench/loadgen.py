@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
 from testsupport.system import cpu_seconds, raise_open_files_limit, rss_kib
 
@@ -30,6 +30,15 @@ HOST = "127.0.0.1"
 
 
 # Measurement helpers ----------------------------------------------------------------------
+
+
+class CpuFigures(TypedDict):
+    """CPU use (% of one core) of the load generator and the servers over a window of
+    ``window_s`` seconds; None when the window was too short to say."""
+
+    lg_cpu: float | None
+    srv_cpu: float | None
+    window_s: float
 
 
 class CpuWindow:
@@ -45,7 +54,7 @@ class CpuWindow:
     def start(self) -> None:
         self._start = self._sample()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> CpuFigures:
         end = self._sample()
         wall = end[0] - self._start[0]
         if wall < 0.5:  # /proc counts 10 ms ticks: a shorter window would be mostly rounding
@@ -67,7 +76,7 @@ class ClosedLoop:
 
     async def run(
         self, warmup: float, duration: float, busy: Callable[[], bool], drain: float
-    ) -> dict[str, float | None]:
+    ) -> CpuFigures:
         """Warm up, measure for ``duration`` seconds, then stop and wait (at most ``drain``
         seconds) until nothing is ``busy``; the CPU window of the measurement."""
         await asyncio.sleep(warmup)
@@ -121,7 +130,8 @@ class WebSocket(asyncio.Protocol):
         self.received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP connection's transport (create_connection) is always a Transport.
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
         self.transport.write(
             (
@@ -225,6 +235,14 @@ def _xor(payload: bytes, key: bytes) -> bytes:
     )
 
 
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+def protocol_factory(protocol: P) -> Callable[[], P]:
+    """For ``create_connection``: a factory handing over a protocol made beforehand."""
+    return lambda: protocol
+
+
 async def connect_all(
     ports: list[int], path: str, count: int, on_message: OnMessage, concurrency: int = 50
 ) -> list[WebSocket]:
@@ -236,7 +254,7 @@ async def connect_all(
         port = ports[index % len(ports)]
         async with gate:
             client = WebSocket(path, port, on_message)
-            await loop.create_connection(lambda: client, HOST, port)
+            await loop.create_connection(protocol_factory(client), HOST, port)
             return await asyncio.wait_for(client.opened, 30)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
@@ -404,7 +422,7 @@ class HttpClient(asyncio.Protocol):
         self.ready = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.ready.set_result(None)
 
     def send(self) -> None:
@@ -458,7 +476,7 @@ async def http(spec: dict[str, Any]) -> dict[str, Any]:
     for index in range(spec["connections"]):
         client = HttpClient(request, on_response)
         port = spec["ports"][index % len(spec["ports"])]
-        await asyncio.get_running_loop().create_connection(lambda client=client: client, HOST, port)
+        await asyncio.get_running_loop().create_connection(protocol_factory(client), HOST, port)
         clients.append(client)
     try:
         for client in clients:

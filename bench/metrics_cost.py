@@ -131,7 +131,7 @@ async def main(frames: int, rounds: int) -> None:
         f"cost {on - off:5.2f} us ({(on - off) / off:+.1%} of the consumer side)"
     )
     for variant, (path, text) in VARIANTS.items():
-        times: dict[bool, list[float]] = {True: [], False: []}
+        times = {True: [], False: []}
         await one_connection(application, path, text, 200)  # warm-up
         for _ in range(rounds):
             for enabled in (True, False):

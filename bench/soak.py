@@ -646,10 +646,10 @@ class Backlog:
 
     def length(self) -> int | None:
         try:
-            kind = self.client.type(self.key).decode()
-            if kind == "none":
+            kind = self.client.type(self.key)
+            if kind == b"none":
                 count = 0
-            elif kind == "zset":
+            elif kind == b"zset":
                 count = int(self.client.zcard(self.key))
             else:
                 count = int(self.client.llen(self.key))
@@ -735,7 +735,7 @@ async def soak_clients(spec: dict[str, Any]) -> dict[str, Any]:
     members = Counter(c.room for c in clients)
     rate, duration, warmup = spec["rate"], spec["duration"], spec["warmup"]
     order = list(clients)
-    random.Random(1).shuffle(order)
+    random.Random(1).shuffle(order)  # noqa: S311  a repeatable order, not a secret
     interval = 1.0 / rate
     start = time.monotonic()
     cpu_start: dict[str, float | None] = {}

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,16 @@ class Mailboxes:
     def __len__(self) -> int:
         return len(self._channels)
 
+    # Enough of a read-only mapping for tests looking into Channels' ``layer.channels``.
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def keys(self) -> list[str]:
+        """The channels with messages or receivers (a snapshot)."""
+        with self._lock:
+            return list(self._channels)
+
     def waiting(self, channel: str) -> int:
         """How many receivers are parked on ``channel`` (for tests and diagnostics)."""
         queue = self._channels.get(channel)
@@ -245,6 +255,11 @@ class GroupMembers:
     def groups(self) -> list[str]:
         with self._lock:
             return list(self._groups)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """``{group: {channel: membership deadline on time.monotonic()}}``, copied."""
+        with self._lock:
+            return {group: dict(members) for group, members in self._groups.items()}
 
     def clear(self) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from . import metrics
@@ -17,6 +18,8 @@ from .exceptions import ChannelFull
 from .mailbox import GroupMembers, Mailboxes
 
 logger = logging.getLogger(__name__)
+
+SWEEP_EVERY = 1.0  # seconds
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
@@ -30,6 +33,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         super().__init__(**config)
         self._mailboxes = Mailboxes(on_discard=metrics.counting_expiries("memory"))
         self._groups = GroupMembers()
+        self._next_sweep = 0.0
         metrics.watch_layer("memory", self._mailboxes, self._groups)
 
     @metrics.timed("memory", "send")
@@ -45,8 +49,17 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def receive(self, channel: str) -> Message:
         """Wait for the next unexpired message on ``channel``; each message reaches one receiver."""
         self.require_valid_channel_name(channel)
+        self._sweep_now_and_then()
         payload, _ = await self._mailboxes.get(channel)
         return self.deserialize(payload)
+
+    def _sweep_now_and_then(self) -> None:
+        """Drop expired messages of every channel, at most once per ``SWEEP_EVERY`` (or
+        ``expiry``): a channel nobody reads any more would otherwise keep them for ever."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(SWEEP_EVERY, self.expiry)
+            self._mailboxes.sweep()
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``."""
@@ -83,6 +96,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Drop every queued message and group; receivers already waiting keep waiting."""
         self._groups.clear()
         self._mailboxes.clear()
+
+    # Channels' in-memory layer keeps these as public dicts, and tests look inside them.
+
+    @property
+    def channels(self) -> Mailboxes:
+        """The channels holding messages or receivers: ``in``, ``len``, iteration and
+        ``keys()`` work as on Channels' dict (read-only: ``flush()`` empties it)."""
+        return self._mailboxes
+
+    @property
+    def groups(self) -> dict[str, dict[str, float]]:
+        """A copy of ``{group: {channel: membership deadline}}``; empty groups are gone."""
+        return self._groups.snapshot()
 
     async def close(self) -> None:
         """Do nothing: there is no connection to release, and the registry shares this

@@ -149,6 +149,7 @@ class RedisConnections:
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._state: LoopState | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._spawned: set[asyncio.Task[Any]] = set()
 
     # Choosing the loop -------------------------------------------------------------
 
@@ -199,7 +200,8 @@ class RedisConnections:
             return self._thread_loop
 
     def state(self) -> LoopState:
-        """This loop's state, made anew when the home loop changed (a new test's loop)."""
+        """This loop's state, made anew when the home loop changed (a new test's loop).
+        Call it on the home loop only (``run`` and ``call`` get there)."""
         loop = asyncio.get_running_loop()
         state = self._state
         if state is None or state.loop is not loop:
@@ -237,6 +239,10 @@ class RedisConnections:
     async def call(self, shard: int, operation: Callable[[LoopState], Awaitable[T]]) -> T:
         """Run ``operation`` against one shard, retrying with backoff while it is
         unreachable, for at most ``retry_timeout`` seconds."""
+        if asyncio.get_running_loop() is not self._home_loop():
+            # Work begun on a loop that has stopped being home (a task left on a loop
+            # that runs again later) goes home: here, state() would take the readers away.
+            return await self.run(self.call, shard, operation)
         deadline = time.monotonic() + self.retry_timeout
         while True:
             try:
@@ -307,8 +313,15 @@ class RedisConnections:
                 next_sweep = time.monotonic() + inbox.sweep_every
 
     def spawn_soon(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-        """Start ``work()`` on the home loop, from any thread, without waiting for it."""
-        self._home_loop().call_soon_threadsafe(lambda: self.state().spawn(work()))
+        """Start ``work()`` on the home loop, from any thread, without waiting for it
+        (through ``run``, in case that loop is no longer home when it gets to it)."""
+
+        def start() -> None:
+            task = asyncio.ensure_future(self.run(work))
+            self._spawned.add(task)
+            task.add_done_callback(self._spawned.discard)
+
+        self._home_loop().call_soon_threadsafe(start)
 
     # Broadcast subscriptions ---------------------------------------------------------
 

@@ -60,7 +60,7 @@ class RedisHost:
                 self.address, max_connections=max_connections, timeout=POOL_TIMEOUT, **options
             )
         else:
-            assert self.address is not None
+            assert self.address is not None  # noqa: S101  for mypy: no URL means an address
             host, port = self.address
             pool = BlockingConnectionPool(
                 host=host,

@@ -25,7 +25,8 @@ class ChannelLayerManager:
     def __init__(self) -> None:
         # Building a layer is guarded so two threads asking at once share one instance.
         self._lock = threading.Lock()
-        self._layers: dict[str, BaseChannelLayer] = {}
+        # The layers built so far, by alias; Channels' name, which tests look at.
+        self.backends: dict[str, BaseChannelLayer] = {}
 
     @property
     def configs(self) -> dict[str, Any]:
@@ -35,9 +36,9 @@ class ChannelLayerManager:
     def __getitem__(self, alias: str) -> BaseChannelLayer:
         """The shared layer for ``alias``; ``KeyError`` if the alias is not configured."""
         with self._lock:
-            if alias not in self._layers:
-                self._layers[alias] = self.make_backend(alias)
-            return self._layers[alias]
+            if alias not in self.backends:
+                self.backends[alias] = self.make_backend(alias)
+            return self.backends[alias]
 
     def __contains__(self, alias: object) -> bool:
         return alias in self.configs
@@ -46,8 +47,8 @@ class ChannelLayerManager:
         """Use ``layer`` for ``alias`` (a test swapping the backend) and return the layer
         it replaces, if one was built; as Channels' ``channel_layers.set``."""
         with self._lock:
-            old = self._layers.get(alias)
-            self._layers[alias] = layer
+            old = self.backends.get(alias)
+            self.backends[alias] = layer
             return old
 
     def make_backend(self, alias: str) -> BaseChannelLayer:
@@ -107,7 +108,7 @@ class ChannelLayerManager:
     def reset(self) -> None:
         """Forget the cached layers so the next lookup rebuilds them from settings."""
         with self._lock:
-            self._layers.clear()
+            self.backends.clear()
 
 
 channel_layers = ChannelLayerManager()
@@ -116,7 +117,7 @@ channel_layers = ChannelLayerManager()
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
     """The layer for ``alias`` (configured, or given with ``channel_layers.set``), or None,
     so consumers can run without."""
-    if alias not in channel_layers.configs and alias not in channel_layers._layers:
+    if alias not in channel_layers.configs and alias not in channel_layers.backends:
         return None
     return channel_layers[alias]
 

@@ -94,4 +94,5 @@ def _fail(calls: list[_Call], error: BaseException) -> None:
 
 
 def _sha(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()
+    # The name Redis gives a script (EVALSHA), not a security hash.
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()

@@ -54,7 +54,7 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.floor(math.min(86400, burst / rate + 1)))
 return allowed
-"""
+"""  # noqa: S105  a Lua script that takes a rate-limit token, not a secret
 
 # KEYS[1]: the slots (a sorted set, scored by expiry). ARGV: member, cap, ttl.
 CLAIM_SLOT = """

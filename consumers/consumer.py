@@ -154,7 +154,7 @@ class AsyncConsumer:
                 await self.dispatch(await receive())
         self._turn = asyncio.Lock()
         connection_side = asyncio.current_task()
-        assert connection_side is not None
+        assert connection_side is not None  # noqa: S101  for mypy: called from a task
         self._connection_side = connection_side
         self._reading: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -195,7 +195,8 @@ class AsyncConsumer:
 
     async def _idle(self) -> bool:
         """Wait for the first layer message without a task; False if the layer can't."""
-        assert self.channel_layer is not None and self.channel_name is not None
+        # For mypy: only called once the consumer has a layer and a channel.
+        assert self.channel_layer is not None and self.channel_name is not None  # noqa: S101
         self._ready = await self.channel_layer.when_ready(self.channel_name)
         if self._ready is None:
             return False
@@ -207,7 +208,8 @@ class AsyncConsumer:
             self._reading = asyncio.ensure_future(self._read_layer())
 
     async def _read_layer(self) -> None:
-        assert self.channel_layer is not None and self.channel_name is not None
+        # For mypy: only started once the consumer has a layer and a channel.
+        assert self.channel_layer is not None and self.channel_name is not None  # noqa: S101
         try:
             while True:
                 message = await self.channel_layer.receive(self.channel_name)
@@ -319,7 +321,7 @@ class Outbox:
         while self._queued or self._draining is not None:
             if self._draining is None:
                 self._start_draining()
-            assert self._draining is not None
+            assert self._draining is not None  # noqa: S101  for mypy: set just above
             await self._draining
 
     def _start_draining(self) -> None:

@@ -14,7 +14,8 @@ from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
-from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.exceptions import SessionInterrupted as DjangoSessionInterrupted
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpResponse
 from django.http.cookie import parse_cookie
 from django.utils.http import http_date
@@ -23,11 +24,22 @@ from consumers.db import database_sync_to_async
 from consumers.middleware import BaseMiddleware
 from consumers.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CookieMiddleware", "SessionMiddleware", "SessionMiddlewareStack", "save_session"]
+__all__ = [
+    "CookieMiddleware",
+    "SessionInterrupted",
+    "SessionMiddleware",
+    "SessionMiddlewareStack",
+    "save_session",
+]
 
 _SameSite = Literal["Lax", "Strict", "None"]
 # After a handshake no header reaches the browser, so these are the last sensible save points.
 _WEBSOCKET_SAVE_POINTS = ("websocket.accept", "websocket.close")
+
+
+class SessionInterrupted(DjangoSessionInterrupted, SuspiciousOperation):
+    """The session was deleted while in use: what Django's ``SessionMiddleware`` raises,
+    and the ``SuspiciousOperation`` Channels raises, so code catching either still does."""
 
 
 class CookieMiddleware(BaseMiddleware):
@@ -90,7 +102,8 @@ def _samesite(value: str | None) -> _SameSite | None:
         return None
     if value.lower() not in ("lax", "strict", "none"):
         raise ValueError(f'samesite must be "lax", "strict", "none" or None, got {value!r}')
-    return cast(_SameSite, value.capitalize())
+    # Written as given, as Channels and Django write it ("lax" by default here).
+    return cast(_SameSite, value)
 
 
 def _add_set_cookie(message: Message, response: HttpResponse, key: str) -> None:

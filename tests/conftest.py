@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import logging
 import secrets
+from collections import Counter
 
 import pytest
 import redis
@@ -57,6 +59,27 @@ def redis_servers():
         server.kill()
 
 
+# What each fuzz test sent (node id: counts), for the summary at the end of the run.
+SENT: dict[str, Counter[str]] = {}
+
+
+@pytest.fixture
+def tally(request, caplog):
+    """What a fuzz test sends, counted over all its Hypothesis examples (a fixture lives for
+    the whole test). The test states the least it must send, ``@pytest.mark.sends(frames=N)``
+    (any counter: ``operations=N``...); afterwards that is asserted, and that nothing was
+    logged at ERROR or above."""
+    marker = request.node.get_closest_marker("sends")
+    assert marker is not None and marker.kwargs, "a fuzz test says what it sends at least"
+    counts: Counter[str] = Counter()
+    yield counts
+    SENT[request.node.nodeid] = counts
+    errors = [record for record in caplog.get_records("call") if record.levelno >= logging.ERROR]
+    assert not errors, [record.getMessage() for record in errors]
+    for counter, least in marker.kwargs.items():
+        assert counts[counter] >= least, (counter, least, dict(counts))
+
+
 # Figures the drills measure (recovery times, losses, memory) are printed by their tests;
 # pytest hides a passing test's output, so they are gathered into one section at the end.
 _figures: list[tuple[str, str]] = []
@@ -68,6 +91,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if SENT:
+        terminalreporter.section("fuzzing")
+        for nodeid, counts in SENT.items():
+            terminalreporter.write_line(f"{nodeid}: {dict(counts)}")
+        if frames := sum(counts["frames"] for counts in SENT.values()):
+            terminalreporter.write_line(f"frames sent to consumers in all: {frames}")
     if _figures:
         terminalreporter.section("figures measured")
         for nodeid, output in _figures:

@@ -369,8 +369,9 @@ class StandIn:
                 headers[name.strip().lower()] = value.strip()
             self.requests.append(Request(line, headers))
             if headers.get("upgrade", "").lower() == "websocket":
-                digest = hashlib.sha1(
-                    headers["sec-websocket-key"].encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+                digest = hashlib.sha1(  # RFC 6455's accept key, not a security hash
+                    headers["sec-websocket-key"].encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11",
+                    usedforsecurity=False,
                 ).digest()
                 writer.write(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

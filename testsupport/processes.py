@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,8 +29,9 @@ PROJECT_SETTINGS = "project.settings"
 class Process:
     """One program, from ``cwd`` (the project directory by default).
 
-    ``settings``: the DJANGO_SETTINGS_MODULE it gets unless ``env`` names one (None: whatever
-    the environment has). ``own_group``: start it in a process group of its own, stopped as
+    ``env``: variables over this process's environment (None removes one). ``settings``: the
+    DJANGO_SETTINGS_MODULE it gets unless ``env`` names one (None: whatever the environment
+    has). ``own_group``: start it in a process group of its own, stopped as
     a whole. ``stdin``: keep a pipe to it open for ``request``. ``log_path``: also write its
     output there. ``preexec_fn`` runs in the child before exec (e.g. to raise a limit).
     """
@@ -38,7 +39,7 @@ class Process:
     def __init__(
         self,
         *argv: str,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         cwd: Path = ROOT,
         settings: str | None = PROJECT_SETTINGS,
         name: str = "",
@@ -47,16 +48,17 @@ class Process:
         own_group: bool = False,
         preexec_fn: Callable[[], Any] | None = None,
     ) -> None:
-        base = {**os.environ}
+        base: dict[str, str | None] = {**os.environ}
         if settings is not None:
             base["DJANGO_SETTINGS_MODULE"] = settings
+        merged = {**base, **(env or {})}
         self.name = name or Path(argv[0]).name
         self.log_path = log_path
         self.own_group = own_group
         self.process = subprocess.Popen(
             argv,
             cwd=cwd,
-            env={**base, **(env or {})},
+            env={name: value for name, value in merged.items() if value is not None},
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -18,8 +18,9 @@ GROUP = "bench"
 
 def build(package: str, http: Any) -> Any:
     """The ASGI application: ``http`` for HTTP, the four WebSocket routes of the scenarios."""
-    websocket = import_module(f"{package}.generic.websocket")
-    routing = import_module(f"{package}.routing")
+    # Any: the base classes come from whichever package is named, known only at run time.
+    websocket: Any = import_module(f"{package}.generic.websocket")
+    routing: Any = import_module(f"{package}.routing")
 
     class AsyncEcho(websocket.AsyncWebsocketConsumer):
         async def receive(self, text_data=None, bytes_data=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-SECRET_KEY = "bench-only-not-secret"
+SECRET_KEY = "bench-only-not-secret"  # noqa: S105  benchmark apps only: no users, no sessions
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 DATABASES: dict[str, dict[str, str]] = {}

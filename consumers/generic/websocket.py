@@ -163,7 +163,7 @@ class WebsocketProtocol(AsyncConsumer):
                 f"{type(self).__name__}.groups needs a channel layer with groups; "
                 f"CHANNEL_LAYERS[{self.channel_layer_alias!r}] is missing or has no groups"
             )
-        assert self.channel_name is not None
+        assert self.channel_name is not None  # noqa: S101  for mypy: a layer gives a channel
         for group in self.groups:
             await layer.group_add(group, self.channel_name)
 

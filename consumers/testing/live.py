@@ -91,7 +91,8 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
             command.append("--static")
         # stderr is inherited so that server errors show up with the test output; stdin is
         # only there to be closed, which stops the server even if this process is killed.
-        process = subprocess.Popen(
+        # Our own command line (this Python, consumers.testing.serve), no shell.
+        process = subprocess.Popen(  # noqa: S603
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
         )
         # A class cleanup runs even if setUpClass fails from here on.
@@ -117,7 +118,7 @@ def _wait_for_port(process: subprocess.Popen[str], timeout: float) -> int:
     items: queue.Queue[str | int] = queue.Queue()
 
     def pump() -> None:
-        assert process.stdout is not None
+        assert process.stdout is not None  # noqa: S101  for mypy: started with stdout=PIPE
         with process.stdout:
             for line in process.stdout:
                 items.put(line)

@@ -1,5 +1,8 @@
 """Parts of Channels' layer API a project moving over may call: the deprecated name checks,
-``invalid_name_error``, and ``channel_layers.make_test_backend``/``set``/``in``."""
+``invalid_name_error``, ``channel_layers.make_test_backend``/``set``/``in``/``backends``, and the
+in-memory layer's ``channels`` and ``groups`` that tests look into."""
+
+import asyncio
 
 import pytest
 from django.test import override_settings
@@ -79,3 +82,33 @@ def test_set_swaps_the_layer_of_an_alias_and_returns_the_old_one():
         spare = InMemoryChannelLayer()
         assert channel_layers.set("spare", spare) is None
         assert get_channel_layer("spare") is spare
+
+
+def test_backends_holds_the_layers_built_and_empties_when_the_setting_changes():
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": MEMORY}}):
+        assert channel_layers.backends == {}
+        layer = get_channel_layer()
+        assert channel_layers.backends == {"default": layer}
+    assert channel_layers.backends == {}
+
+
+async def test_the_in_memory_layers_channels_and_groups_can_be_looked_into_as_in_channels():
+    layer = InMemoryChannelLayer()
+    await layer.send("inbox", {"type": "one"})
+    await layer.send("outbox", {"type": "two"})
+    assert "inbox" in layer.channels and len(layer.channels) == 2
+    assert sorted(layer.channels.keys()) == sorted(layer.channels) == ["inbox", "outbox"]
+    assert (await layer.receive("inbox"))["type"] == "one"
+    assert "inbox" not in layer.channels  # read empty and nobody waiting: gone
+    waiting = asyncio.create_task(layer.receive("idle"))
+    await asyncio.sleep(0.01)
+    assert sorted(layer.channels) == ["idle", "outbox"]  # a receiver waits on "idle"
+    waiting.cancel()
+
+    assert layer.groups == {}
+    await layer.group_add("room", "inbox")
+    assert list(layer.groups) == ["room"] and list(layer.groups["room"]) == ["inbox"]
+    layer.groups.clear()  # a copy: the layer's own memberships stay
+    assert "room" in layer.groups
+    await layer.group_discard("room", "inbox")
+    assert layer.groups == {}

@@ -3,7 +3,6 @@ uses it (async_to_sync), and again after close()."""
 
 import asyncio
 import secrets
-import sys
 import threading
 import time
 
@@ -46,13 +45,6 @@ def subscribers(topic):
     return redis.Redis.from_url(REDIS_URL).pubsub_numsub(topic)[0][1]
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 13),
-    reason="known race, open: a message the stopped loop's reader has already taken from "
-    "Redis waits for that loop to run again, so the other loop's receive can time out "
-    "(seen once in three CI runs on 3.13; never on 3.11 or 3.12)",
-    strict=False,
-)
 def test_async_and_sync_turns_neither_duplicate_nor_reorder_messages():
     # The layer of one process: its consumers receive, its views and commands send.
     prefix = f"test-{secrets.token_hex(6)}"

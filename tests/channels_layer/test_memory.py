@@ -166,7 +166,20 @@ async def test_messages_older_than_expiry_are_never_delivered():
     await asyncio.sleep(0.1)
     await layer.send("exp", {"type": "new"})
     assert await layer.receive("exp") == {"type": "new"}
-    assert "exp" not in layer._mailboxes
+    assert "exp" not in layer.channels
+
+
+async def test_channels_nobody_reads_lose_their_expired_messages_when_others_receive():
+    layer = InMemoryChannelLayer(expiry=0.05)
+    for number in range(100):  # consumers that went away without reading
+        await layer.send(f"gone{number}", {"type": "lost"})
+    await layer.send("busy", {"type": "first"})
+    assert await layer.receive("busy") == {"type": "first"}  # none expired yet
+    assert len(layer.channels) == 100
+    await asyncio.sleep(0.1)
+    await layer.send("busy", {"type": "later"})
+    assert await layer.receive("busy") == {"type": "later"}
+    assert len(layer.channels) == 0
 
 
 async def test_expired_messages_do_not_count_against_capacity():

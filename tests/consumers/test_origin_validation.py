@@ -2,10 +2,12 @@
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
-from django.test import override_settings
+from django.core.exceptions import DisallowedHost
+from django.test import RequestFactory, override_settings
 
 from consumers.security.websocket import (
     AllowedHostsOriginValidator,
@@ -200,6 +202,68 @@ async def test_allowed_hosts_star_allows_everything():
     with override_settings(ALLOWED_HOSTS=["*"], DEBUG=False):
         validator = AllowedHostsOriginValidator(AcceptingApp())
     assert await handshake(validator) == ACCEPT
+
+
+ALLOWED_HOSTS_CASES = [
+    (False, ["localhost", "127.0.0.1", "[::1]"]),  # the project's default
+    (False, [".example.com"]),
+    (False, ["example.com", "chat.example.org"]),
+    (False, ["*"]),
+    (True, []),  # DEBUG without ALLOWED_HOSTS: Django allows .localhost, 127.0.0.1, [::1]
+]
+WELL_FORMED_ORIGINS = [
+    "http://localhost",
+    "http://localhost:8000",
+    "https://localhost:443",
+    "http://LocalHost",
+    "http://localhost.",
+    "http://app.localhost:3000",
+    "http://localhost.evil.com",
+    "http://evil-localhost",
+    "http://127.0.0.1:3000",
+    "http://127.0.0.2",
+    "http://127.0.0.1.evil.com",
+    "http://[::1]:8000",
+    "http://[::2]",
+    "http://[::ffff:127.0.0.1]",
+    "https://example.com",
+    "https://www.example.com:8443",
+    "https://example.com.evil.com",
+    "https://badexample.com",
+    "https://chat.example.org",
+    "https://www.chat.example.org",
+    "https://example.org",
+    "http://xn--lcalhost-nbh",
+]
+
+
+def django_allows_host(netloc: str) -> bool:
+    """Whether Django itself would serve a request whose Host header is ``netloc``."""
+    try:
+        RequestFactory().get("/", HTTP_HOST=netloc).get_host()
+    except DisallowedHost:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("debug", "allowed_hosts"), ALLOWED_HOSTS_CASES)
+async def test_the_origin_check_follows_djangos_allowed_hosts(debug, allowed_hosts):
+    """AllowedHostsOriginValidator admits an Origin exactly when Django would serve its
+    host[:port] as a Host header (scheme and port ignored, ".domain" for subdomains, exact
+    names otherwise, case-insensitive, trailing dot ignored, DEBUG's localhost default);
+    whatever is not a browser's scheme://host[:port] is refused unless "*" is allowed."""
+    with override_settings(DEBUG=debug, ALLOWED_HOSTS=allowed_hosts):
+        validator = AllowedHostsOriginValidator(AcceptingApp())
+        mismatches = []
+        for origin in WELL_FORMED_ORIGINS:
+            expected = django_allows_host(urlsplit(origin).netloc)
+            if (await handshake(validator, origin) == ACCEPT) != expected:
+                mismatches.append((origin, expected))
+    assert mismatches == []
+    malformed = [None, "null", "http://evil.com/localhost", "http://localhost@evil.com", "x"]
+    for origin in malformed:
+        origins = [] if origin is None else [origin]
+        assert (await handshake(validator, *origins) == ACCEPT) is (allowed_hosts == ["*"]), origin
 
 
 # --- WebsocketDenier --------------------------------------------------------------------

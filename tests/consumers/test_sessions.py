@@ -4,6 +4,8 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.contrib.sessions.exceptions import SessionInterrupted as DjangoSessionInterrupted
+from django.core.exceptions import SuspiciousOperation
 from django.test import override_settings
 
 from consumers.db import database_sync_to_async
@@ -97,7 +99,7 @@ def test_set_cookie_appends_a_set_cookie_header_with_all_attributes():
     for part in ("Max-Age=60", "Path=/", "Domain=example.com", "Secure", "HttpOnly"):
         assert part in header
     assert "expires=" in header
-    assert "SameSite=Lax" in header
+    assert "; SameSite=lax;" in header  # Channels' default, written as given
 
 
 def test_set_cookie_does_not_modify_the_callers_header_tuple():
@@ -109,9 +111,9 @@ def test_set_cookie_does_not_modify_the_callers_header_tuple():
 
 
 @pytest.mark.parametrize(
-    ("samesite", "expected"), [("strict", "SameSite=Strict"), ("None", "SameSite=None")]
+    ("samesite", "expected"), [("strict", "SameSite=strict"), ("None", "SameSite=None")]
 )
-def test_set_cookie_accepts_samesite_in_any_case(samesite, expected):
+def test_set_cookie_accepts_samesite_in_any_case_and_writes_it_as_given(samesite, expected):
     message = response_start()
     CookieMiddleware.set_cookie(message, "k", "v", samesite=samesite)
     assert expected in set_cookie_headers(message)[0]
@@ -349,6 +351,21 @@ async def test_save_session_saves_once_and_repeated_calls_do_nothing():
     await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
     await communicator.wait()
     assert seen == {"stored_after_first_save": {"score": 3}, "saves": 1, "modified": False}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_session_deleted_meanwhile_raises_what_django_and_channels_raise():
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        session = scope["session"]
+        await database_sync_to_async(session.__setitem__)("score", 3)
+        await database_sync_to_async(store(session.session_key).flush)()  # another tab
+        await send({"type": "websocket.close"})  # a save point
+
+    communicator = await websocket_session(app, cookie=await saved_session(score=1))
+    with pytest.raises(SuspiciousOperation, match="deleted") as raised:  # as in Channels
+        await communicator.wait()
+    assert isinstance(raised.value, DjangoSessionInterrupted)  # as in Django
 
 
 async def test_save_session_without_a_session_names_the_middleware():

@@ -150,6 +150,17 @@ async def test_response_headers_are_the_accept_headers_as_sent():
     await socket.disconnect()
 
 
+async def test_accept_headers_reach_the_communicator_in_the_form_they_were_given():
+    class Lists(AsyncWebsocketConsumer):
+        async def connect(self):
+            await self.accept(headers=[[b"x-a", b"1"], (b"x-b", b"2"), ("x-c", "3")])
+
+    socket = WebsocketCommunicator(Lists.as_asgi(), "/ws/")
+    await socket.connect()
+    assert socket.response_headers == [[b"x-a", b"1"], (b"x-b", b"2"), (b"x-c", b"3")]
+    await socket.disconnect()
+
+
 async def test_response_headers_default_to_an_empty_list():
     async def bare_accept(scope, receive, send):
         await receive()

@@ -304,15 +304,18 @@ async def test_disconnect_runs_and_groups_are_left_when_the_server_refuses_the_c
     """A server that raises on websocket.close (as Daphne does for 1007 unadapted): the
     consumer still runs disconnect() and leaves its groups, and ends."""
     inbox: asyncio.Queue = asyncio.Queue()
+    accepted = asyncio.Event()
 
     async def send(message):
+        if message["type"] == "websocket.accept":
+            accepted.set()
         if message["type"] == "websocket.close":
             raise RuntimeError(f"close code {message['code']} refused")
 
     scope = {"type": "websocket", "path": "/ws/", "headers": [], "subprotocols": []}
     running = asyncio.ensure_future(RefusedClose.as_asgi()(scope, inbox.get, send))
     await inbox.put({"type": "websocket.connect"})
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(accepted.wait(), 2)  # its groups are joined before it accepts
     layer = get_channel_layer()
     assert len(layer._groups.live_members("refused")) == 1
     with caplog.at_level(logging.WARNING, logger="consumers"):

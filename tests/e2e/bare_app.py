@@ -5,11 +5,8 @@ environment: ``tests.e2e.settings_without_consumers`` or ``tests.e2e.settings_mi
   ``disconnect()`` calls ran and how many channels are still in the group;
 - ``/json-64k/``: the same with ``max_frame_size`` 64 KiB;
 - ``/sink-64k/``: decodes JSON frames of up to 64 KiB and does nothing with them;
-- ``/flood/``: ``"count size"`` sends ``count`` binary frames of ``size`` bytes; anything
-  else is echoed; its ``disconnect()`` is counted too.
+- ``/flood/``: tests/flood_consumer.py's ``Flood``, with its ``disconnect()`` counted too.
 """
-
-import asyncio
 
 from django.core.asgi import get_asgi_application
 
@@ -17,11 +14,9 @@ django_asgi_app = get_asgi_application()  # sets Django up
 
 from django.urls import path  # noqa: E402
 
-from consumers.generic.websocket import (  # noqa: E402
-    AsyncJsonWebsocketConsumer,
-    AsyncWebsocketConsumer,
-)
+from consumers.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from consumers.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from tests.flood_consumer import Flood  # noqa: E402
 
 DISCONNECTS = [0]
 
@@ -46,17 +41,7 @@ class Sink(AsyncJsonWebsocketConsumer):
         pass
 
 
-class Flood(AsyncWebsocketConsumer):
-    async def receive(self, text_data=None, bytes_data=None):
-        count, _, size = (text_data or "").partition(" ")
-        if count.isdigit() and size.isdigit():
-            frame = b"x" * int(size)
-            for _ in range(int(count)):
-                await self.send(bytes_data=frame)
-                await asyncio.sleep(0)  # a real producer yields between messages
-        else:
-            await self.send(text_data=text_data, bytes_data=bytes_data)
-
+class CountedFlood(Flood):
     async def disconnect(self, code):
         DISCONNECTS[0] += 1
 
@@ -69,7 +54,7 @@ application = ProtocolTypeRouter(
                 path("json/", JsonEcho.as_asgi()),
                 path("json-64k/", JsonEcho.as_asgi(max_frame_size=64 * 1024)),
                 path("sink-64k/", Sink.as_asgi()),
-                path("flood/", Flood.as_asgi()),
+                path("flood/", CountedFlood.as_asgi()),
             ]
         ),
     }

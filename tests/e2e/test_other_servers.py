@@ -16,14 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,14 +28,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Origin
+from websockets.asyncio.client import ClientConnection
 
 from chat.models import Message, Room
 from consumers.presence import apply_diff
+from tests.reliability.cluster import Node, connect_chat
+from testsupport.processes import Process, wait_for_port
 from testsupport.system import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0  # seconds for the server to accept connections (imports Django first)
 STOP_TIMEOUT = 5.0
@@ -64,27 +59,6 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}"
-
-    @property
-    def output(self) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} output ---\n{text or '(nothing)'}\n--- end ---"
-
-
 def database_url() -> str:
     """A DATABASE_URL naming the test database this process uses, for the server process."""
     db = connection.settings_dict
@@ -106,73 +80,31 @@ def database_url() -> str:
     return f"{schemes[engine]}://{credentials}@{address}/{quote(db['NAME'], safe='')}"
 
 
-def wait_until_listening(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"{server.name} exited with code {server.process.returncode} before "
-                f"listening\n{server.output}"
-            )
-        try:
-            socket.create_connection((HOST, server.port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{server.name} did not listen within {START_TIMEOUT} s\n{server.output}"
-                )
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait(STOP_TIMEOUT)
-
-
 @pytest.fixture
-def server(
-    request: pytest.FixtureRequest, transactional_db: None, tmp_path: Path
-) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[Node]:
     """The server named by the (indirect) parameter, on a free port, sharing the test database.
 
     It depends on ``transactional_db`` so that it stops before the tables are flushed.
     """
     name = request.param
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": database_url(),
         "SERVER_NAME": f"e2e-{name}",
         "PYTHONUNBUFFERED": "1",
+        # The in-memory layer: everyone in one process, nothing shared on Redis.
+        "REDIS_URL": None,
+        "REDIS_PREFIX": None,
     }
-    # The in-memory layer: everyone in one process, nothing shared on Redis.
-    env.pop("REDIS_URL", None)
-    env.pop("REDIS_PREFIX", None)
     port = free_port()
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, *SERVERS[name](port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    running = Server(name, port, process, log)
+    process = Process(sys.executable, *SERVERS[name](port), env=env, name=name)
+    running = Node(name, port, process)
     try:
-        wait_until_listening(running)
+        wait_for_port(process, port, START_TIMEOUT)
         yield running
     finally:
-        stop(process)
+        process.stop(STOP_TIMEOUT)
         # pytest shows this with a failing test only.
-        sys.stderr.write(running.output + "\n")
+        sys.stderr.write(f"--- {name} output ---\n{running.output or '(nothing)'}\n--- end ---\n")
 
 
 def session_cookie(username: str) -> str:
@@ -183,7 +115,7 @@ def session_cookie(username: str) -> str:
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS), indirect=True)
-def test_serves_a_django_view_over_http(server: Server) -> None:
+def test_serves_a_django_view_over_http(server: Node) -> None:
     try:
         with http.open(server.url + "/accounts/login/", timeout=TIMEOUT) as response:
             status = response.status
@@ -197,7 +129,7 @@ def test_serves_a_django_view_over_http(server: Server) -> None:
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS), indirect=True)
-def test_two_users_chat_over_websockets(server: Server) -> None:
+def test_two_users_chat_over_websockets(server: Node) -> None:
     room = Room.objects.create(name="lobby")
     cookies = {"ada": session_cookie("ada"), "bob": session_cookie("bob")}
     text = f"hello from ada via {server.name}"
@@ -221,15 +153,15 @@ def test_two_users_chat_over_websockets(server: Server) -> None:
 
 
 async def chat_exchange(
-    server: Server, room: str, cookies: dict[str, str], text: str
+    server: Node, room: str, cookies: dict[str, str], text: str
 ) -> dict[str, dict[str, Any]]:
     """Ada and Bob join ``room``; Ada posts ``text``; each one's welcome, the message and
     its moderation verdict (waited for, so nothing is still on its way when they leave)."""
     seen: dict[str, dict[str, Any]] = {"ada": {}, "bob": {}}
     async with asyncio.timeout(3 * TIMEOUT):
-        async with connect_to(server, room, cookies["ada"]) as ada:
+        async with connect_chat(server, room, cookies["ada"]) as ada:
             seen["ada"]["welcome"] = await joined(ada)
-            async with connect_to(server, room, cookies["bob"]) as bob:
+            async with connect_chat(server, room, cookies["bob"]) as bob:
                 seen["bob"]["welcome"] = await joined(bob)
                 await ada.send(json.dumps({"type": "message", "text": text}))
                 for user, websocket in (("bob", bob), ("ada", ada)):
@@ -244,7 +176,7 @@ async def chat_exchange(
     indirect=True,
 )
 def test_a_member_leaving_with_a_message_in_flight_leaves_the_presence_list(
-    server: Server,
+    server: Node,
 ) -> None:
     room = Room.objects.create(name="lobby")
     cookies = {"ada": session_cookie("ada"), "bob": session_cookie("bob")}
@@ -253,9 +185,9 @@ def test_a_member_leaving_with_a_message_in_flight_leaves_the_presence_list(
         """The presence lists Bob sees after Ada posts and leaves before her own message
         comes back to her (so her consumer has a group message to send to a closed socket)."""
         async with asyncio.timeout(3 * TIMEOUT):
-            async with connect_to(server, room.name, cookies["bob"]) as bob:
+            async with connect_chat(server, room.name, cookies["bob"]) as bob:
                 await joined(bob)
-                async with connect_to(server, room.name, cookies["ada"]) as ada:
+                async with connect_chat(server, room.name, cookies["ada"]) as ada:
                     await joined(ada)
                     await ada.send(json.dumps({"type": "message", "text": "bye"}))
                 lists: list[list[str]] = []
@@ -269,18 +201,6 @@ def test_a_member_leaving_with_a_message_in_flight_leaves_the_presence_list(
 
     lists = asyncio.run(leave_mid_message())
     assert lists and lists[-1] == ["bob"], f"presence lists Bob saw: {lists}\n{server.output}"
-
-
-def connect_to(server: Server, room: str, cookie: str) -> connect:
-    """A WebSocket to ``room`` with a session cookie, from a page of the server's origin."""
-    return connect(
-        f"{server.ws_url}/ws/chat/{room}/",
-        origin=Origin(server.url),
-        additional_headers={"Cookie": cookie},
-        open_timeout=TIMEOUT,
-        close_timeout=TIMEOUT,
-        proxy=None,
-    )
 
 
 async def joined(websocket: ClientConnection) -> dict[str, Any]:

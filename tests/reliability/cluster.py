@@ -88,7 +88,7 @@ def seed_chat(database_url: str, room: str = "drill", users: int = 20) -> ChatSe
 
 @dataclass
 class Node:
-    """One Daphne process of a cluster."""
+    """One server process: a Daphne of a cluster, or another ASGI server (tests/e2e)."""
 
     name: str
     port: int
@@ -359,6 +359,14 @@ async def close_all(clients: Sequence[ChatClient], timeout: float = 30) -> None:
     for client in clients:
         if client.open:
             await client.abort()
+
+
+async def wait_until(condition, timeout: float, step: float = 0.02) -> float:
+    """Poll ``condition`` (sync) until true; the monotonic time it became true."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(step)
+    return time.monotonic()
 
 
 def merged_presence(client: ChatClient, at: float) -> set[str]:

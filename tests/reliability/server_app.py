@@ -2,8 +2,7 @@
 
 - ``/drain/``: sockets in a group that report over the Redis layer that ``disconnect()``
   ran (``/drain/stuck/`` ones never finish it);
-- ``/flood/``: sends ``count`` frames of ``size`` bytes when asked (``"count size"``) and
-  echoes anything else, for the slow-client drill.
+- ``/flood/``: tests/flood_consumer.py's ``Flood``, for the slow-client drill.
 """
 
 import asyncio
@@ -27,6 +26,7 @@ from django.urls import path  # noqa: E402
 
 from consumers.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from consumers.routing import URLRouter  # noqa: E402
+from tests.flood_consumer import Flood  # noqa: E402
 
 
 class Draining(AsyncWebsocketConsumer):
@@ -38,18 +38,6 @@ class Draining(AsyncWebsocketConsumer):
             await asyncio.sleep(3600)
         await asyncio.sleep(0.05)  # a little work, such as saving state
         await self.channel_layer.send("drain-probe", {"type": "gone", "code": code})
-
-
-class Flood(AsyncWebsocketConsumer):
-    async def receive(self, text_data=None, bytes_data=None):
-        count, _, size = (text_data or "").partition(" ")
-        if count.isdigit() and size.isdigit():
-            frame = b"x" * int(size)
-            for _ in range(int(count)):
-                await self.send(bytes_data=frame)
-                await asyncio.sleep(0)  # a real producer yields between messages
-        else:
-            await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
 application = URLRouter(

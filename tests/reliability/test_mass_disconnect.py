@@ -34,6 +34,7 @@ from tests.reliability.cluster import (
     open_chat_clients,
     seed_chat,
     tracebacks,
+    wait_until,
     warning_lines,
 )
 from testsupport.system import raise_open_files_limit
@@ -43,14 +44,6 @@ USERS = 20
 CONCURRENCY = 50
 EMPTY_WITHIN = 10.0  # seconds for the membership to reach 0 after the last client left
 MiB = 1024 * 1024
-
-
-async def wait_until(condition, timeout: float, step: float = 0.02) -> float:
-    """Poll ``condition`` (sync) until true; the monotonic time it became true."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(step)
-    return time.monotonic()
 
 
 @pytest.mark.timeout(120)

@@ -1,5 +1,6 @@
-"""SIGTERM drains a Daphne process: sockets closed with 1012 in batches, disconnect() run
-for each, groups left, and the process gone within the shutdown timeout."""
+"""SIGTERM drains a Daphne process: sockets closed with 1012, disconnect() run for each,
+groups left, and the process gone within the shutdown timeout. How the closes are batched is
+decided in-process and tested there (tests/consumers/test_shutdown.py)."""
 
 import asyncio
 import secrets
@@ -81,7 +82,9 @@ async def test_sigterm_closes_every_socket_with_1012_and_runs_disconnect():
         )
         assert {code for code, _ in closed} == {1012}, daphne.output
         assert sorted(disconnects) == [1012] * CLIENTS
-        assert spread > 0.1  # four batches of 50, 50 ms apart: not all at once
+        # What the drain decided (its batches: tests/consumers/test_shutdown.py); the spread
+        # of the closes above is how long this machine took, so it is printed, not asserted.
+        assert f"Shutting down: closing {CLIENTS} WebSockets with 1012" in daphne.output
         assert exited < 10
         assert subscribers(prefix) == 0
         assert "Traceback" not in daphne.output, daphne.output
