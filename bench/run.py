@@ -37,7 +37,7 @@ from bench.harness.scenarios import (
 )
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/10"
-ALL_IMPLS = ("ours", "channels", "bare")
+ALL_IMPLS = ("ours", "channels", "bare", "ours-nometrics")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {','.join(SCENARIOS)}"
     )
     parser.add_argument(
-        "--impls", default=",".join(ALL_IMPLS), help="comma list of ours,channels,bare"
+        "--impls", default="ours,channels,bare", help="comma list of " + ",".join(ALL_IMPLS)
     )
     parser.add_argument("--output", type=Path, default=BENCH / "results")
     parser.add_argument(

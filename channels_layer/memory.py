@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .base import HISTORY, WHEN_READY, BaseChannelLayer, Message
 from .exceptions import ChannelFull
 from .history import (
@@ -50,17 +51,20 @@ class InMemoryChannelLayer(BaseChannelLayer):
         messages, "ttl": seconds}}`` (see ``channels_layer.history``)."""
         super().__init__(**config)
         self.history = HistoryConfig(history)
-        self._mailboxes = Mailboxes()
+        self._mailboxes = Mailboxes(on_discard=metrics.counting_expiries("memory"))
         self._groups = GroupMembers()
         self._next_sweep = 0.0
         self._kept = _KeptHistories(self.group_expiry)
+        metrics.watch_layer("memory", self._mailboxes, self._groups)
 
+    @metrics.timed("memory", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
         self.require_valid_channel_name(channel)
         payload = self.serialize(message)
         capacity = self.get_capacity(channel)
         if not self._mailboxes.put(channel, payload, self.expiry, capacity):
+            metrics.dropped_full["memory"]()
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
 
     async def receive(self, channel: str) -> Message:
@@ -99,6 +103,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         self._groups.discard(group, channel)
 
+    @metrics.timed("memory", "group_send")
     async def group_send(self, group: str, message: Message) -> Position | None:
         """Deliver ``message`` to every live member; a full member misses it, no error.
         For a group with history: keep it, and return its ``Position`` (None otherwise)."""
@@ -146,6 +151,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         for channel in self._groups.live_members(group):
             if not self._mailboxes.put(channel, payload, self.expiry, self.get_capacity(channel)):
                 self.skipped_members.skipped(group, channel)
+                metrics.dropped_full["memory"]()
 
     async def flush(self) -> None:
         """Drop every queued message and group; receivers already waiting keep waiting."""

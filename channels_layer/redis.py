@@ -48,8 +48,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from . import metrics, serializers
 from . import redis_envelopes as envelopes
-from . import serializers
 from .base import (
     AT_LEAST_ONCE,
     CROSS_PROCESS,
@@ -146,7 +146,9 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ring = ShardRing(len(self.hosts))
         # Set below; the mailboxes report what left them to the delivery strategy.
         self._mailboxes = Mailboxes(
-            on_discard=lambda channel, receipt: self._delivery.taken(channel, receipt)
+            on_discard=metrics.counting_expiries(
+                "redis", lambda channel, receipt: self._delivery.taken(channel, receipt)
+            )
         )
         inbox = ProcessInbox(
             owner=self.client_prefix,
@@ -204,6 +206,7 @@ class RedisChannelLayer(BaseChannelLayer):
             self.expiry,
             unavailable=lambda shard, error: self._unavailable(shard, error),
         )
+        metrics.watch_layer("redis", self._mailboxes, self._groups.members)
         self._leases = Leases(
             self._connections,
             channel_key=functools.partial(self._key, "channel"),
@@ -234,11 +237,13 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # The spec -------------------------------------------------------------------------
 
+    @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
         self.require_valid_channel_name(channel)
         payload = self.serialize(message)
         if not await self._connections.run(self._send, channel, payload):
+            metrics.dropped_full["redis"]()
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
 
@@ -324,6 +329,7 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._connections.run(self._groups.leave_here, group)
         await self._connections.run(self._groups.leave_directly, group, channel)
 
+    @metrics.timed("redis", "group_send")
     async def group_send(self, group: str, message: Message) -> Position | None:
         """Broadcast ``message`` to every member; full members miss it, without an error.
         A group with history also keeps it, and its ``Position`` is returned (else None)."""

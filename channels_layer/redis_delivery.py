@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from . import metrics
 from . import redis_envelopes as envelopes
 from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
 from .mailbox import Mailboxes
@@ -167,7 +168,9 @@ class InboxDelivery:
             return
         progress.before(seq)
         remaining = self.context.expiry - (time.time() - sent_at)
+        metrics.received("redis", sent_at)
         if remaining <= 0:
+            metrics.dropped_expired["redis"]()
             self.taken(channel, COUNTED)
         else:
             self.context.mailboxes.put(channel, payload, remaining, capacity=None, receipt=COUNTED)
@@ -230,7 +233,9 @@ class PubSubDelivery:
         channel, sent_at, payload = envelopes.read_process_entry(data)
         remaining = context.expiry - (time.time() - sent_at)
         capacity = context.capacity(channel)
+        metrics.received("redis", sent_at)
         if remaining > 0 and not context.mailboxes.put(channel, payload, remaining, capacity):
+            metrics.dropped_full["redis"]()
             pubsub_logger.warning(
                 "Dropped a message for %r: its queue holds its capacity of %d", channel, capacity
             )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import metrics
 from . import redis_envelopes as envelopes
 from .base import SkippedMembers
 from .history import Stamp
@@ -150,6 +151,7 @@ class RedisGroups:
             channel = member.decode() if isinstance(member, bytes) else member
             if not await self.send_to_channel(channel, payload):
                 self.skipped.skipped(group, channel)
+                metrics.dropped_full["redis"]()
 
     def topics(self) -> list[str]:
         """One topic per group with members here."""
@@ -167,9 +169,11 @@ class RedisGroups:
         stamp = None if position is None else Stamp(group, position[1], position[0])
         remaining = self.expiry - (time.time() - sent_at)
         members = self.members.live_members(group)
+        metrics.received("redis", sent_at)
         for channel in members if remaining > 0 else ():
             if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel), stamp):
                 self.skipped.skipped(group, channel)
+                metrics.dropped_full["redis"]()
         if not members:  # they all expired
             self.connections.state().spawn(self.connections.unsubscribe(topic))
 

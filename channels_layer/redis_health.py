@@ -10,6 +10,7 @@ import time
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import metrics
 from .mailbox import wake
 
 # The outage lines are the layer's: operators filter on this logger's name.
@@ -29,6 +30,7 @@ class Health:
         self.down_since: float | None = None
         self.backoff = BACKOFF_FIRST
         self._waiting: set[asyncio.Future[None]] = set()
+        metrics.watch_redis_host(self)
 
     async def wait(self, error: BaseException) -> None:
         """Record a failure and sleep the backoff, or until ``up()``."""
@@ -52,6 +54,7 @@ class Health:
 
     def up(self) -> None:
         if self.down_since is not None:
+            metrics.redis_back(time.monotonic() - self.down_since)
             logger.warning(
                 "Redis %s is reachable again after %.1f s",
                 self.label,

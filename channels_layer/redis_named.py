@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import metrics
 from . import redis_envelopes as envelopes
 from .redis_connections import BLOCK_SECONDS, LoopState, RedisConnections, quietly
 from .redis_health import UNAVAILABLE
@@ -93,8 +94,10 @@ class NamedChannels:
             except ValueError as error:
                 logger.error("Dropped a malformed entry on %r: %s", channel, error)
                 continue
+            metrics.received("redis", sent_at)
             if time.time() - sent_at < self.expiry:
                 return payload
+            metrics.dropped_expired["redis"]()
 
 
 def _requeue(state: LoopState, shard: int, key: str, done: asyncio.Future[Any]) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, cast
 from django.db import close_old_connections
 
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
+from consumers import metrics
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.threads import Outbox, in_pool
 from consumers.types import Message, Receive, Scope, Send
@@ -72,6 +73,7 @@ def _send_within_deadline(send: Send, scope: Scope) -> Send:
             async with asyncio.timeout(timeout):
                 await send(message)
         except TimeoutError:
+            metrics.slow_client_dropped()
             logger.warning(
                 "Giving up on the WebSocket of %s on %s: it stopped reading (a send waited "
                 "over CONSUMERS_WEBSOCKET_SEND_TIMEOUT, %s s)",
@@ -217,7 +219,8 @@ class AsyncConsumer:
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
-        await self._handler(message)(message)
+        with metrics.handling(self):
+            await self._handler(message)(message)
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
         name = get_handler_name(message)
@@ -267,7 +270,8 @@ class SyncConsumer(AsyncConsumer):
     def _run_handler(handler: Handler, message: Message) -> None:
         close_old_connections()
         try:
-            handler(message)
+            with metrics.handling(getattr(handler, "__self__", None)):
+                handler(message)
         finally:
             close_old_connections()
 

@@ -264,6 +264,9 @@ class WebSocketProtocol(_DaphneWebSocketProtocol):
                 unsent,
                 limit,
             )
+            from consumers.metrics import slow_client_dropped
+
+            slow_client_dropped()
             self.consumers_closing = True
             self.sendCloseFrame(code=CLOSE_SLOW_CLIENT, reasonUtf8=b"too slow: buffer full")
             self.dropConnection(abort=True)

@@ -27,6 +27,7 @@ from typing import Any
 from django.conf import settings
 
 from channels_layer import BaseChannelLayer
+from consumers import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class Tracker:
         self.on_stop: Any = None
         self.retired = False
         self.task = asyncio.get_running_loop().create_task(self._run())
+        metrics.watch_presence(self)
 
     # Changes from this process (synchronous: safe in a ``finally`` while cancelled)
 

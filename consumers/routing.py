@@ -13,6 +13,7 @@ from django.urls import URLPattern, URLResolver
 from django.urls.resolvers import RegexPattern, RoutePattern
 from django.utils.module_loading import import_string
 
+from consumers import metrics
 from consumers.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.routing")
@@ -71,7 +72,7 @@ class ProtocolTypeRouter:
             return await application(scope, receive, send)
         token = _outermost_router.set(True)
         try:
-            return await application(scope, receive, send)
+            return await metrics.serve(application, scope, receive, send)
         except NoRouteFound:
             await _refuse(scope, receive, send)
             return None
@@ -182,6 +183,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a connection no route matched: a refused handshake or a 404."""
     logger.warning("No route for %s path %r", scope["type"], scope.get("path"))
     if scope["type"] == "websocket":
+        metrics.refused_route()
         message = await receive()
         if message["type"] == "websocket.connect":
             await send({"type": "websocket.close", "code": 1000})

@@ -52,6 +52,7 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 
 from channels_layer.mailbox import call_soon_on
+from consumers import metrics
 from consumers.types import Message, Send
 
 # A failed send is the consumer's: it logs under the consumer's name.
@@ -62,7 +63,7 @@ R = TypeVar("R")
 
 DEFAULT_SYNC_THREADS = 20
 
-_Call = tuple[asyncio.Future[Any], contextvars.Context, Callable[..., Any], tuple, dict]
+_Call = tuple[asyncio.Future[Any], contextvars.Context, Callable[..., Any], tuple, dict, float]
 
 
 class SyncPool:
@@ -91,7 +92,7 @@ class SyncPool:
             if start:
                 self._threads += 1
                 name = f"consumers-sync-{self._threads}"
-        self._calls.put((done, context, func, args, kwargs))
+        self._calls.put((done, context, func, args, kwargs, metrics.queued_at()))
         if start:
             threading.Thread(target=self._work, name=name, daemon=True).start()
         try:
@@ -103,7 +104,8 @@ class SyncPool:
         while True:
             with self._lock:
                 self._idle += 1
-            done, context, func, args, kwargs = self._calls.get()
+            done, context, func, args, kwargs, queued = self._calls.get()
+            metrics.queue_waited(queued)
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
@@ -182,6 +184,7 @@ def sync_pool() -> SyncPool:
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"CONSUMERS_SYNC_THREADS must be a positive int, got {size!r}")
             _pool = SyncPool(size)
+            metrics.watch_pool(_pool)
         return _pool
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels_layer import BaseChannelLayer
+from consumers import metrics
 from consumers.types import ASGIApp, Message
 
 logger = logging.getLogger("consumers.worker")
@@ -49,6 +50,7 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGINT or SIGTERM."""
+        metrics.serve_from_thread()
         asyncio.run(self._run_until_signalled())
 
     async def _run_until_signalled(self) -> None:
@@ -115,11 +117,13 @@ class _LeasedReceive:
 
     async def give_back(self) -> None:
         if self.held is not None:
+            metrics.job_redelivered()
             lease, self.held = self.held, None
             await lease.give_back()
 
     def abandon(self) -> None:
         if self.held is not None:
+            metrics.job_redelivered()
             self.held.abandon()
             self.held = None
 

@@ -182,6 +182,16 @@ for name, kind in (
         globals()[name] = kind(os.environ[name])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Metrics (README, Metrics): /metrics answers these networks (comma-separated CIDR; the
+# address Daphne reports, so keep Daphne's own port private), a bearer token and staff.
+# METRICS_PORT: runworker serves its metrics there (0: not at all).
+METRICS_ALLOWED_NETWORKS = os.environ.get("METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128").split(
+    ","
+)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+CONSUMERS_METRICS_PORT = int(os.environ.get("METRICS_PORT", "0"))
+CONSUMERS_METRICS_ADDRESS = os.environ.get("METRICS_ADDRESS", "127.0.0.1")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 
 from chat.views import ThrottledLoginView
+from project.metrics import metrics
 
 urlpatterns = [
     path("", include("chat.urls")),
@@ -11,4 +12,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("echo/", TemplateView.as_view(template_name="project/echo.html"), name="echo"),
     path("admin/", admin.site.urls),
+    # This process's Prometheus metrics; for allowed networks, a token or staff only.
+    path("metrics", metrics, name="metrics"),
 ]

@@ -126,6 +126,13 @@ def make_impls(
             "ours", project_python, [ours_source, ROOT], f"{apps}.settings_ours", f"{apps}.ours"
         ),
         "bare": Impl("bare", project_python, [ROOT], None, f"{apps}.bare"),
+        "ours-nometrics": Impl(
+            "ours-nometrics",
+            project_python,
+            [ours_source, ROOT],
+            f"{apps}.settings_ours_nometrics",
+            f"{apps}.ours",
+        ),
         "django": Impl(
             "django", project_python, [ROOT], f"{apps}.settings_django", f"{apps}.django_only"
         ),

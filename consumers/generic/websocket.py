@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
+from consumers import metrics
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.exceptions import (
     AcceptConnection,
@@ -173,6 +174,8 @@ class WebsocketProtocol(AsyncConsumer):
 
     @staticmethod
     def _connect_outcome(error: Exception) -> Message:
+        if isinstance(error, DenyConnection):
+            metrics.refusing("auth")
         return accept_message() if isinstance(error, AcceptConnection) else close_message()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.http import is_same_domain
 
+from consumers import metrics
 from consumers.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["AllowedHostsOriginValidator", "OriginValidator", "WebsocketDenier"]
@@ -143,6 +144,7 @@ class OriginValidator:
         if scope["type"] == "websocket":
             origin = _origin_header(scope)
             if not self._allows(origin):
+                metrics.refusing("origin")
                 logger.warning(
                     "WebSocket handshake refused: origin %r not allowed for path %r",
                     origin,

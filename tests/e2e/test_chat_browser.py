@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_metrics import scrape, value
 from tests.nginx import Nginx, nginx_binary
 from testsupport.databases import temporary_database
 from testsupport.processes import ROOT, ManagePy, Process
@@ -243,6 +244,10 @@ def test_two_browsers_chat_through_nginx_across_two_daphnes_and_survive_a_kill(s
     # Presence is correct across processes: each page lists both.
     for browser in (alice, bob):
         wait_until(browser, lambda b=browser: members(b) == ["alice", "bob"], "both members")
+    # Scraped from each Daphne behind nginx: their open sockets add up to the two browsers.
+    ports = [int(d.process.args[d.process.args.index("-p") + 1]) for d in daphnes.values()]
+    sockets = lambda: sum(value(scrape(p), "consumers_websocket_connections") for p in ports)  # noqa: E731
+    wait_until(alice, lambda: sockets() == 2, "each browser's socket counted once")
 
     # Typing shows on the other page; a message crosses processes through Redis.
     from selenium.webdriver.common.by import By

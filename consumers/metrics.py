@@ -1,0 +1,366 @@
+"""Prometheus metrics of the consumer side of a process: WebSockets, handlers, the sync pool,
+workers and presence (the layer's own are in ``channels_layer.metrics``).
+
+What changes on every frame is counted in plain integers on the event loop, the only place
+ASGI ``receive`` and ``send`` run, and handed to ``prometheus_client`` as counters when it
+scrapes: a frame costs an attribute increment, not a lock. Histograms are
+``channels_layer.timings`` (one bucket list under one lock, exported as histograms), the
+rarer counters ``prometheus_client``'s, all bound to their labels once. State (open
+connections, threads busy, presence) is read at scrape time. Labels are bounded: a consumer
+class, a close code the server sent or a standard one, a refusal reason; never a user, room
+or channel name. ``CONSUMERS_METRICS = False`` (read once) makes every hook a no-op.
+
+How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` serves it through ``serve``,
+which watches its ASGI messages (``WebSocketWatch``); the origin check, the router and
+``DenyConnection`` name the reason when a handshake is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from channels_layer.metrics import enabled
+from channels_layer.timings import TimingsFamily
+from consumers.exceptions import ClientGone, StopConsumer
+from consumers.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("consumers.metrics")
+
+REFUSAL_REASONS = ("origin", "route", "auth", "application")
+# Close codes labelled as themselves when a client sends them; any other code a client
+# chooses is "other" (the server's own codes come from code, so they stay few).
+STANDARD_CLOSE_CODES = frozenset(range(1000, 1016))
+
+HANDLER_SECONDS = TimingsFamily(
+    "consumers_handler_seconds",
+    "Time a consumer's handler took for one message (sync: on its pool thread)",
+    ["consumer"],
+)
+HANDLER_ERRORS = Counter(
+    "consumers_handler_errors", "Handlers that raised (the connection or job failed)", ["consumer"]
+)
+QUEUE_WAIT_SECONDS = TimingsFamily(
+    "consumers_sync_queue_wait_seconds", "Time a sync call waited for a pool thread"
+)
+_queue_waited = QUEUE_WAIT_SECONDS.labels().observe
+WORKER_JOBS = Counter(
+    "consumers_worker_jobs",
+    "Worker messages: handled (done), raised (failed), handed back for another try "
+    "(redelivered: at_least_once channels)",
+    ["outcome"],
+)
+_jobs_done, _jobs_failed, _jobs_redelivered = (
+    WORKER_JOBS.labels(outcome) for outcome in ("done", "failed", "redelivered")
+)
+
+
+class Tally:
+    """The WebSocket counts, kept by the event loop."""
+
+    def __init__(self) -> None:
+        self.open = self.accepted = self.slow_dropped = 0
+        self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.closes: dict[str, int] = {}
+
+
+tally = Tally()
+_watch: ContextVar[WebSocketWatch | None] = ContextVar("consumers_websocket_watch", default=None)
+
+
+def _size(message: Message) -> int:
+    text = message.get("text")
+    if text is None:
+        return len(message.get("bytes") or b"")
+    # isascii() reads a flag: no encoding for the usual ASCII frame.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class WebSocketWatch:
+    """Counts one connection's frames, bytes, handshake outcome and close."""
+
+    __slots__ = ("_receive", "_send", "accepted", "close_sent", "ended", "refusal")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.accepted = self.ended = False
+        self.refusal = "application"
+        self.close_sent: int | None = None
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            tally.frames_in += 1
+            tally.bytes_in += _size(message)
+        elif kind == "websocket.disconnect":
+            self.end(message.get("code", 1005))
+        return message
+
+    async def send(self, message: Message) -> None:
+        await self._send(message)
+        kind = message.get("type")
+        if kind == "websocket.send":
+            tally.frames_out += 1
+            tally.bytes_out += _size(message)
+        elif kind == "websocket.accept" and not self.accepted:
+            self.accepted = True
+            tally.accepted += 1
+            tally.open += 1
+        elif kind == "websocket.close" and self.close_sent is None:
+            self.close_sent = message.get("code") or 1000
+            if not self.accepted:
+                tally.refused[self.refusal] += 1
+
+    def end(self, code: int) -> None:
+        """The connection is over (its disconnect, or its application returned)."""
+        if self.ended or not self.accepted:
+            self.ended = True
+            return
+        self.ended = True
+        tally.open -= 1
+        if self.close_sent is not None:
+            label = str(self.close_sent)
+        else:
+            label = str(code) if code in STANDARD_CLOSE_CODES else "other"
+        tally.closes[label] = tally.closes.get(label, 0) + 1
+
+
+async def serve(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Any:
+    """Run ``application``, watching the connection if it is a WebSocket."""
+    if scope["type"] != "websocket" or not enabled():
+        return await application(scope, receive, send)
+    watch = WebSocketWatch(receive, send)
+    _watch.set(watch)
+    try:
+        return await application(scope, watch.receive, watch.send)
+    finally:
+        watch.end(1006)
+
+
+def refusing(reason: str) -> None:
+    """The handshake of this task's WebSocket is being refused for ``reason``."""
+    watch = _watch.get()
+    if watch is not None:
+        watch.refusal = reason
+
+
+def refused_route() -> None:
+    """No route matched a WebSocket (the router answers it past the watch)."""
+    if enabled():
+        tally.refused["route"] += 1
+
+
+def slow_client_dropped() -> None:
+    """A client that stopped reading was closed (called on the event loop)."""
+    if enabled():
+        tally.slow_dropped += 1
+
+
+class _Handling:
+    """Times a consumer's handler calls (one at a time: a consumer handles one message
+    after the other); counts failures, and a worker's job outcomes. Made once per
+    consumer, at its first message."""
+
+    __slots__ = ("errors", "job", "observe", "started")
+
+    def __init__(self, consumer: Any) -> None:
+        cls = type(consumer)
+        bound = _by_class.get(cls) or _bind(cls)
+        self.observe, self.errors = bound
+        scope = getattr(consumer, "scope", None)
+        self.job = scope is not None and scope.get("type") == "channel"
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.observe(time.perf_counter() - self.started)
+        failed = kind is not None and not issubclass(kind, _NOT_FAILURES)
+        if failed:
+            self.errors()
+        if self.job:
+            (_jobs_failed if failed else _jobs_done).inc()
+
+
+class _NotMeasured:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+# Weak: a consumer class (one made in a test, say) must not outlive its use because of us.
+_by_class: weakref.WeakKeyDictionary[type, tuple[Callable[[float], None], Callable[[], None]]]
+_by_class = weakref.WeakKeyDictionary()
+_not_measured = _NotMeasured()
+# How handlers end a connection or a job normally.
+_NOT_FAILURES = (StopConsumer, ClientGone, asyncio.CancelledError)
+
+
+def _bind(cls: type) -> tuple[Callable[[float], None], Callable[[], None]]:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    bound = _by_class[cls] = (HANDLER_SECONDS.labels(name).observe, HANDLER_ERRORS.labels(name).inc)
+    return bound
+
+
+def handling(consumer: Any) -> _Handling | _NotMeasured:
+    """``with handling(consumer):`` around one handler call."""
+    if not enabled():
+        return _not_measured
+    try:
+        return consumer._consumers_handling
+    except AttributeError:
+        timer = _Handling(consumer)
+        if consumer is not None:
+            consumer._consumers_handling = timer
+        return timer
+
+
+def job_redelivered() -> None:
+    if enabled():
+        _jobs_redelivered.inc()
+
+
+def queued_at() -> float:
+    """When a sync call was queued (``queue_waited`` takes it back on the thread)."""
+    return time.perf_counter()
+
+
+def queue_waited(queued: float) -> None:
+    if enabled():
+        _queue_waited(time.perf_counter() - queued)
+
+
+_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+_trackers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_pool(pool: Any) -> None:
+    """Report a ``threads.SyncPool``'s threads at each scrape."""
+    _pools.add(pool)
+
+
+def watch_presence(tracker: Any) -> None:
+    """Report a ``presence_tracker.Tracker``'s figures at each scrape."""
+    _trackers.add(tracker)
+
+
+class ConsumersCollector:
+    """The tallies, and the state of the pool and presence, as they are at the scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "consumers_websocket_connections", "Open WebSocket connections", value=tally.open
+        )
+        yield CounterMetricFamily(
+            "consumers_websocket_accepted", "WebSocket handshakes accepted", value=tally.accepted
+        )
+        refused = CounterMetricFamily(
+            "consumers_websocket_refused",
+            "WebSocket handshakes refused, by reason (origin, route, auth, application)",
+            labels=["reason"],
+        )
+        for reason, count in tally.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
+        for name, what, values in (
+            ("frames", "WebSocket frames", (tally.frames_in, tally.frames_out)),
+            ("bytes", "WebSocket payload bytes", (tally.bytes_in, tally.bytes_out)),
+        ):
+            family = CounterMetricFamily(
+                f"consumers_websocket_{name}",
+                f"{what} received (in) and sent (out)",
+                labels=["direction"],
+            )
+            family.add_metric(["in"], values[0])
+            family.add_metric(["out"], values[1])
+            yield family
+        closes = CounterMetricFamily(
+            "consumers_websocket_closes",
+            "Accepted WebSockets ended, by the code the server sent, else the client's",
+            labels=["code"],
+        )
+        for code, count in sorted(dict(tally.closes).items()):
+            closes.add_metric([code], count)
+        yield closes
+        yield CounterMetricFamily(
+            "consumers_websocket_slow_clients_dropped",
+            "Clients closed because they stopped reading",
+            value=tally.slow_dropped,
+        )
+        yield from self._pool()
+        yield from self._presence()
+
+    def _pool(self) -> Iterator[Metric]:
+        threads = busy = queued = size = 0
+        for pool in list(_pools):
+            # SyncPool's counts, read under its lock (consumers.threads).
+            with pool._lock:
+                threads += pool._threads
+                busy += pool._threads - pool._idle
+                queued += max(0, pool._queued - pool._idle)
+            size += pool.size
+        yield GaugeMetricFamily(
+            "consumers_sync_threads", "Sync pool threads started", value=threads
+        )
+        yield GaugeMetricFamily(
+            "consumers_sync_threads_busy", "Sync pool threads running a call", value=busy
+        )
+        yield GaugeMetricFamily(
+            "consumers_sync_threads_max", "Sync pool size (CONSUMERS_SYNC_THREADS)", value=size
+        )
+        yield GaugeMetricFamily(
+            "consumers_sync_calls_waiting", "Sync calls waiting for a pool thread", value=queued
+        )
+
+    def _presence(self) -> Iterator[Metric]:
+        trackers = [t for t in list(_trackers) if not t.retired and not t.task.done()]
+        yield GaugeMetricFamily(
+            "consumers_presence_topics",
+            "Presence topics tracked in this process",
+            value=len(trackers),
+        )
+        yield GaugeMetricFamily(
+            "consumers_presence_local_entries",
+            "Presence entries (connections) this process tracks",
+            value=sum(len(refs) for tracker in trackers for refs in dict(tracker.local).values()),
+        )
+        yield GaugeMetricFamily(
+            "consumers_presence_peers",
+            "Other processes' trackers heard from, summed over topics",
+            value=sum(len(tracker.peers) for tracker in trackers),
+        )
+
+
+def serve_from_thread() -> None:
+    """Serve the metrics over HTTP from a thread on ``CONSUMERS_METRICS_PORT`` (unset or
+    0: not at all) at ``CONSUMERS_METRICS_ADDRESS`` (default 127.0.0.1), for processes
+    without an HTTP server of their own, such as ``runworker``."""
+    from django.conf import settings
+
+    port = int(getattr(settings, "CONSUMERS_METRICS_PORT", 0) or 0)
+    if port and enabled():
+        address = getattr(settings, "CONSUMERS_METRICS_ADDRESS", "127.0.0.1")
+        start_http_server(port, address)
+        logger.info("Metrics at http://%s:%d/metrics", address, port)
+
+
+REGISTRY.register(ConsumersCollector())
