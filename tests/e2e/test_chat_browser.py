@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,10 +228,10 @@ def members(browser) -> list[str]:
     return page_state(browser)["members"]
 
 
-def test_two_browsers_chat_through_nginx_across_two_daphnes_and_survive_a_kill(site, browsers):
-    base, daphnes, processes = site
+def two_users_on_two_daphnes(browsers, base: str) -> tuple[Any, Any, str, str]:
+    """alice and bob signed up and in the room, each page on another Daphne: their
+    browsers, then the Daphne of each."""
     alice, bob = browsers(), browsers()
-
     alice_server = sign_up_and_enter(alice, base, "alice")
     bob_server = sign_up_and_enter(bob, base, "bob")
     # least_conn sends the second long-lived socket to the other process; reconnecting
@@ -240,6 +241,12 @@ def test_two_browsers_chat_through_nginx_across_two_daphnes_and_survive_a_kill(s
             break
         bob_server = enter_room(bob, base)
     assert {alice_server, bob_server} == {"daphne-1", "daphne-2"}
+    return alice, bob, alice_server, bob_server
+
+
+def test_two_browsers_chat_through_nginx_across_two_daphnes_and_survive_a_kill(site, browsers):
+    base, daphnes, processes = site
+    alice, bob, alice_server, bob_server = two_users_on_two_daphnes(browsers, base)
 
     # Presence is correct across processes: each page lists both.
     for browser in (alice, bob):

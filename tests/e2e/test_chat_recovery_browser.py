@@ -18,11 +18,10 @@ import pytest
 from tests.e2e import test_chat_browser as deployment
 from tests.e2e.test_chat_browser import (
     connected_to,
-    enter_room,
     page_messages,
     post,
     shown,
-    sign_up_and_enter,
+    two_users_on_two_daphnes,
     wait_until,
 )
 from tests.redis_servers import RedisServer
@@ -72,14 +71,7 @@ def test_a_page_that_lost_its_server_shows_exactly_the_posts_it_missed(
     from selenium.webdriver.common.by import By
 
     base, daphnes, _ = site
-    alice, bob = browsers(), browsers()
-    alice_server = sign_up_and_enter(alice, base, "alice")
-    bob_server = sign_up_and_enter(bob, base, "bob")
-    for _ in range(5):
-        if bob_server != alice_server:
-            break
-        bob_server = enter_room(bob, base)
-    assert {alice_server, bob_server} == {"daphne-1", "daphne-2"}
+    alice, bob, alice_server, bob_server = two_users_on_two_daphnes(browsers, base)
     post(bob, "before the kill")
     wait_until(alice, lambda: shown(alice, "before the kill", "visible"), "a first post")
 
