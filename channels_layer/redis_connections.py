@@ -8,7 +8,9 @@ are handed to it, so they reuse its connections and never meet "Event loop is cl
 When the home loop changes (a new test's loop), a new ``LoopState`` is made, the old one is
 shut on its own loop, and the readers resubscribe before any work runs.
 
-The readers (this process's inbox, one pub/sub connection per host) hand what they read
+The readers (this process's inbox, one pub/sub connection per host; on a Redis Cluster one
+sharded pub/sub client, which keeps a connection to each shard it needs and follows its
+slots through failovers and migrations) hand what they read
 back to the layer through ``LayerCallbacks``; nothing here knows the layer's class.
 A Redis that goes away is retried with backoff (see ``redis_health``).
 """
@@ -25,15 +27,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 
 from . import stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
 from .mailbox import call_soon_on
 from .redis_health import UNAVAILABLE, Health
-from .redis_hosts import RedisHost, ShardRing
+from .redis_hosts import Client, RedisHost, ShardRing
 from .script_batcher import ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
@@ -81,7 +83,7 @@ class LoopState:
         self.clients = [host.client(name) for host in hosts]
         self.scripts = [ScriptBatcher(client, scripts) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
-        self.inbox_client: Redis | None = None
+        self.inbox_client: Client | None = None
         self.inbox_client_id: int | None = None
         self.inbox_progress = InboxProgress()
         # Set when this state is closed or replaced (a new home loop): its readers stop
@@ -113,7 +115,7 @@ class LoopState:
         clients = [*self.clients, *([self.inbox_client] if self.inbox_client else [])]
         await asyncio.gather(
             *(quietly(pubsub.aclose()) for pubsub in self.open_pubsubs),
-            *(quietly(client.aclose(close_connection_pool=True)) for client in clients),
+            *(quietly(close_client(client)) for client in clients),
         )
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -134,10 +136,12 @@ class RedisConnections:
         connection_name: str,
         retry_timeout: float,
         scripts: dict[str, str],
+        cluster: bool,
         inbox: ProcessInbox,
         callbacks: LayerCallbacks,
     ) -> None:
         self.hosts = hosts
+        self.cluster = cluster  # hosts[0] is a Redis Cluster: sharded pub/sub
         self.ring = ring
         self.connection_name = connection_name
         self.retry_timeout = retry_timeout
@@ -222,7 +226,14 @@ class RedisConnections:
         return state
 
     async def _unblock(self, state: LoopState, client_id: int) -> None:
-        await quietly(state.clients[self.inbox.shard].client_unblock(client_id))
+        client = state.clients[self.inbox.shard]
+        await quietly(client.client_unblock(client_id, **self._inbox_node(client)))
+
+    def _inbox_node(self, client: Client) -> dict[str, Any]:
+        """On a Cluster, the node of this process's inbox: where its reader blocks."""
+        if isinstance(client, RedisCluster):
+            return {"target_nodes": client.get_node_from_key(self.inbox.key)}
+        return {}
 
     def _retire(self, old: LoopState) -> None:
         """The home loop changed: the old state's readers must not deliver too (that
@@ -290,7 +301,9 @@ class RedisConnections:
         # A connection of its own, which BLMPOP holds while waiting; the state closes it.
         client = state.inbox_client = self.hosts[shard].client(self.connection_name, dedicated=True)
         with contextlib.suppress(*UNAVAILABLE):  # for a later home loop to unblock it
-            state.inbox_client_id = await client.client_id()
+            if isinstance(client, RedisCluster):
+                await client.initialize()  # its slot map, to find the inbox's node
+            state.inbox_client_id = await client.client_id(**self._inbox_node(client))
         next_sweep = time.monotonic() + inbox.sweep_every
         while not state.closing:
             stopping.raise_if_cancelled()
@@ -348,7 +361,7 @@ class RedisConnections:
                 self._read_subscriptions(state, shard)
             )
         elif shard in state.pubsubs:
-            state.spawn(quietly(state.pubsubs[shard].subscribe(topic)))
+            state.spawn(quietly(self._subscribe(state.pubsubs[shard], topic)))
         # else: the reader is reconnecting and subscribes to everything in state.subscribed
         return confirmed
 
@@ -356,7 +369,9 @@ class RedisConnections:
         state = self.state()
         if state.subscribed.pop(topic, None) is not None:
             pubsub = state.pubsubs.get(self._shard(topic))
-            if pubsub is not None:
+            if isinstance(pubsub, ClusterPubSub):
+                await quietly(pubsub.sunsubscribe(topic))
+            elif pubsub is not None:
                 await quietly(pubsub.unsubscribe(topic))
 
     def topics(self) -> list[str]:
@@ -379,28 +394,28 @@ class RedisConnections:
             try:
                 # Shared only once connected: a second subscribe during the first would
                 # open a second connection that nobody reads.
-                await pubsub.subscribe(*wanted)
+                await self._subscribe(pubsub, *wanted)
                 state.pubsubs[shard] = pubsub
                 late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
                 if late:
-                    await pubsub.subscribe(*late)
+                    await self._subscribe(pubsub, *late)
                 while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
                     stopping.raise_if_cancelled()
-                    message = await pubsub.get_message(timeout=BLOCK_SECONDS)
+                    message = await self._next_message(pubsub, BLOCK_SECONDS)
                     self.health[shard].up()
                     unmarked = []
                     while message is not None and not state.closing:  # else the new state's
                         topic = message["channel"].decode()
-                        if message["type"] == "message":
+                        if message["type"] in ("message", "smessage"):
                             held = self._hold(state, shard, topic, message["data"])
                             unmarked += [held] if held else []
-                        elif message["type"] == "subscribe":
+                        elif message["type"] in ("subscribe", "ssubscribe"):
                             confirmed = state.subscribed.get(topic)
                             if confirmed is not None and not confirmed.done():
                                 confirmed.set_result(None)
                         # Whatever else has arrived joins this batch (no waiting).
                         more = len(unmarked) < INBOX_BATCH
-                        message = await pubsub.get_message(timeout=0) if more else None
+                        message = await self._next_message(pubsub, 0) if more else None
                     if unmarked:
                         state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
             except UNAVAILABLE as error:
@@ -411,6 +426,20 @@ class RedisConnections:
             # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
             state.open_pubsubs.discard(pubsub)
             await quietly(pubsub.aclose())
+
+    @staticmethod
+    async def _subscribe(pubsub: PubSub, *topics: str) -> None:
+        """SUBSCRIBE, or on a Cluster SSUBSCRIBE on the shard of each topic."""
+        if isinstance(pubsub, ClusterPubSub):
+            await pubsub.ssubscribe(*topics)
+        else:
+            await pubsub.subscribe(*topics)
+
+    @staticmethod
+    async def _next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+        if isinstance(pubsub, ClusterPubSub):
+            return await pubsub.get_sharded_message(timeout=timeout)
+        return await pubsub.get_message(timeout=timeout)
 
     def _hold(self, state: LoopState, shard: int, topic: str, data: bytes) -> list[Any] | None:
         """Hold a pub/sub message for delivery in order with the inbox (see inbox_order);
@@ -444,6 +473,14 @@ class RedisConnections:
             return
         self._state = None
         await state.shut()
+
+
+async def close_client(client: Client) -> None:
+    """Close a client with its pools (a cluster client's are always closed with it)."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+    else:
+        await client.aclose(close_connection_pool=True)
 
 
 async def quietly(awaitable: Awaitable[Any]) -> None:
