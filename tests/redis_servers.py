@@ -103,6 +103,9 @@ class RedisClusterServers:
         """Any node's URL: the client finds the others."""
         return self.nodes[0].url
 
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url)
+
     def start(self) -> RedisClusterServers:
         self._dir = tempfile.mkdtemp(prefix="redis-cluster-")
         try:
