@@ -421,11 +421,19 @@ class RedisConnections:
             except UNAVAILABLE as error:
                 if not state.closing:
                     await self.callbacks.unavailable(shard, error)
+                    await quietly(self._refresh_slots(state.clients[shard]))
             finally:
                 state.pubsubs.pop(shard, None)
             # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
             state.open_pubsubs.discard(pubsub)
             await quietly(pubsub.aclose())
+
+    @staticmethod
+    async def _refresh_slots(client: Client) -> None:
+        """On a Cluster, learn who owns each slot now (a replica may have taken over), so
+        the topics are subscribed again on their shard's new master, not the dead one."""
+        if isinstance(client, RedisCluster):
+            await client.nodes_manager.initialize()
 
     @staticmethod
     async def _subscribe(pubsub: PubSub, *topics: str) -> None:

@@ -117,6 +117,9 @@ class RedisClusterServers:
                         *("--cluster-enabled", "yes", "--dir", node_dir),
                         *("--cluster-config-file", "nodes.conf"),
                         *("--cluster-node-timeout", "2000"),
+                        *("--logfile", os.path.join(node_dir, "redis.log")),
+                        # Replicas in sync at once (else 5 s), so a master can fail over.
+                        *("--repl-diskless-sync-delay", "0"),
                         # Else the bus is on port + 10000, which may be taken or too high.
                         *("--cluster-port", str(free_port())),
                     )
@@ -137,14 +140,17 @@ class RedisClusterServers:
         return self
 
     def wait_until_ok(self, timeout: float = 30) -> None:
-        """Until every node says ``cluster_state:ok`` and knows every node."""
+        """Until every node says ``cluster_state:ok`` and knows every node, and every
+        replica is in sync with its master (else it could not take over)."""
         deadline = time.monotonic() + timeout
         while True:
-            infos = [node.client().cluster("info") for node in self.nodes if node.process]
+            live = [node.client() for node in self.nodes if node.process]
+            infos = [client.cluster("info") for client in live]
+            links = [client.info("replication").get("master_link_status") for client in live]
             if all(
                 info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(infos)
                 for info in infos
-            ):
+            ) and all(link in (None, "up") for link in links):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the cluster is not ok after {timeout} s: {infos}")
