@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 
-from . import stopping
+from . import redis_cluster, stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
 from .mailbox import call_soon_on
@@ -115,7 +114,7 @@ class LoopState:
         clients = [*self.clients, *([self.inbox_client] if self.inbox_client else [])]
         await asyncio.gather(
             *(quietly(pubsub.aclose()) for pubsub in self.open_pubsubs),
-            *(quietly(close_client(client)) for client in clients),
+            *(quietly(redis_cluster.close(client)) for client in clients),
         )
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -227,13 +226,9 @@ class RedisConnections:
 
     async def _unblock(self, state: LoopState, client_id: int) -> None:
         client = state.clients[self.inbox.shard]
-        await quietly(client.client_unblock(client_id, **self._inbox_node(client)))
-
-    def _inbox_node(self, client: Client) -> dict[str, Any]:
-        """On a Cluster, the node of this process's inbox: where its reader blocks."""
-        if isinstance(client, RedisCluster):
-            return {"target_nodes": client.get_node_from_key(self.inbox.key)}
-        return {}
+        with contextlib.suppress(*UNAVAILABLE):  # on a Cluster: the inbox's node
+            node = await redis_cluster.node_of(client, self.inbox.key)
+            await quietly(client.client_unblock(client_id, **node))
 
     def _retire(self, old: LoopState) -> None:
         """The home loop changed: the old state's readers must not deliver too (that
@@ -301,9 +296,8 @@ class RedisConnections:
         # A connection of its own, which BLMPOP holds while waiting; the state closes it.
         client = state.inbox_client = self.hosts[shard].client(self.connection_name, dedicated=True)
         with contextlib.suppress(*UNAVAILABLE):  # for a later home loop to unblock it
-            if isinstance(client, RedisCluster):
-                await client.initialize()  # its slot map, to find the inbox's node
-            state.inbox_client_id = await client.client_id(**self._inbox_node(client))
+            node = await redis_cluster.node_of(client, inbox.key)  # where BLMPOP blocks
+            state.inbox_client_id = await client.client_id(**node)
         next_sweep = time.monotonic() + inbox.sweep_every
         while not state.closing:
             stopping.raise_if_cancelled()
@@ -361,7 +355,7 @@ class RedisConnections:
                 self._read_subscriptions(state, shard)
             )
         elif shard in state.pubsubs:
-            state.spawn(quietly(self._subscribe(state.pubsubs[shard], topic)))
+            state.spawn(quietly(redis_cluster.subscribe(state.pubsubs[shard], topic)))
         # else: the reader is reconnecting and subscribes to everything in state.subscribed
         return confirmed
 
@@ -369,10 +363,8 @@ class RedisConnections:
         state = self.state()
         if state.subscribed.pop(topic, None) is not None:
             pubsub = state.pubsubs.get(self._shard(topic))
-            if isinstance(pubsub, ClusterPubSub):
-                await quietly(pubsub.sunsubscribe(topic))
-            elif pubsub is not None:
-                await quietly(pubsub.unsubscribe(topic))
+            if pubsub is not None:
+                await quietly(redis_cluster.unsubscribe(pubsub, topic))
 
     def topics(self) -> list[str]:
         return list(self._state.subscribed) if self._state else []
@@ -394,14 +386,14 @@ class RedisConnections:
             try:
                 # Shared only once connected: a second subscribe during the first would
                 # open a second connection that nobody reads.
-                await self._subscribe(pubsub, *wanted)
+                await redis_cluster.subscribe(pubsub, *wanted)
                 state.pubsubs[shard] = pubsub
                 late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
                 if late:
-                    await self._subscribe(pubsub, *late)
+                    await redis_cluster.subscribe(pubsub, *late)
                 while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
                     stopping.raise_if_cancelled()
-                    message = await self._next_message(pubsub, BLOCK_SECONDS)
+                    message = await redis_cluster.next_message(pubsub, BLOCK_SECONDS)
                     self.health[shard].up()
                     unmarked = []
                     while message is not None and not state.closing:  # else the new state's
@@ -415,39 +407,18 @@ class RedisConnections:
                                 confirmed.set_result(None)
                         # Whatever else has arrived joins this batch (no waiting).
                         more = len(unmarked) < INBOX_BATCH
-                        message = await self._next_message(pubsub, 0) if more else None
+                        message = await redis_cluster.next_message(pubsub, 0) if more else None
                     if unmarked:
                         state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
             except UNAVAILABLE as error:
                 if not state.closing:
                     await self.callbacks.unavailable(shard, error)
-                    await quietly(self._refresh_slots(state.clients[shard]))
+                    await quietly(redis_cluster.refresh_slots(state.clients[shard]))
             finally:
                 state.pubsubs.pop(shard, None)
             # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
             state.open_pubsubs.discard(pubsub)
             await quietly(pubsub.aclose())
-
-    @staticmethod
-    async def _refresh_slots(client: Client) -> None:
-        """On a Cluster, learn who owns each slot now (a replica may have taken over), so
-        the topics are subscribed again on their shard's new master, not the dead one."""
-        if isinstance(client, RedisCluster):
-            await client.nodes_manager.initialize()
-
-    @staticmethod
-    async def _subscribe(pubsub: PubSub, *topics: str) -> None:
-        """SUBSCRIBE, or on a Cluster SSUBSCRIBE on the shard of each topic."""
-        if isinstance(pubsub, ClusterPubSub):
-            await pubsub.ssubscribe(*topics)
-        else:
-            await pubsub.subscribe(*topics)
-
-    @staticmethod
-    async def _next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
-        if isinstance(pubsub, ClusterPubSub):
-            return await pubsub.get_sharded_message(timeout=timeout)
-        return await pubsub.get_message(timeout=timeout)
 
     def _hold(self, state: LoopState, shard: int, topic: str, data: bytes) -> list[Any] | None:
         """Hold a pub/sub message for delivery in order with the inbox (see inbox_order);
@@ -481,14 +452,6 @@ class RedisConnections:
             return
         self._state = None
         await state.shut()
-
-
-async def close_client(client: Client) -> None:
-    """Close a client with its pools (a cluster client's are always closed with it)."""
-    if isinstance(client, RedisCluster):
-        await client.aclose()
-    else:
-        await client.aclose(close_connection_pool=True)
 
 
 async def quietly(awaitable: Awaitable[Any]) -> None:
