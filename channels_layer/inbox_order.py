@@ -19,7 +19,8 @@ When the group and the inbox live on different Redis servers, the script cannot 
 inbox's number: the pub/sub reader reads it itself (one round trip per batch, made after
 the broadcasts arrived, so after whatever their senders had queued before publishing).
 A broadcast then never overtakes an earlier direct message, but a direct message sent after
-it may arrive first.
+it may arrive first. On a Redis Cluster the group's slot never holds the inboxes (a script
+may touch only its own slot), so the layer passes no pending prefix and the same holds.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ HOLD_LIMIT = 2.0
 # Lua for the scripts, which run once per batch of calls with the same keys (see
 # script_batcher): ``next_entry(pending, env)`` is the inbox entry to RPUSH for envelope
 # ``env``, and ``save_seq(pending)`` keeps the last number given, in hash ``pending``;
-# ``marks(procs, pending_prefix)`` is what goes in front of a broadcast. Redis runs a
+# ``marks(procs, pending_prefix)`` is what goes in front of a broadcast (none for a prefix
+# of ''). Redis runs a
 # script alone, so one clock reading and one set of marks serve the whole batch.
 SEQUENCE_LUA = f"""
 local seq = nil
@@ -64,8 +66,10 @@ local packed_marks = nil
 local function marks(procs, pending_prefix)
   if packed_marks == nil then
     local found = {{}}
-    for _, proc in ipairs(redis.call('ZRANGE', procs, 0, -1)) do
-      found[proc] = redis.call('HGET', pending_prefix .. proc, '{SEQ_FIELD}') or '0'
+    if pending_prefix ~= '' then
+      for _, proc in ipairs(redis.call('ZRANGE', procs, 0, -1)) do
+        found[proc] = redis.call('HGET', pending_prefix .. proc, '{SEQ_FIELD}') or '0'
+      end
     end
     local packed = cmsgpack.pack(found)
     packed_marks = string.format('%0{MARKS_LENGTH_DIGITS}d', #packed) .. packed

@@ -14,13 +14,16 @@ How it works, in the Phoenix.PubSub manner:
 - A group is a Redis pub/sub topic, fanned out in memory by each member process
   (``redis_groups``), so ``group_send`` is one PUBLISH whatever the number of members.
   A group with history also keeps its last messages in a stream (``redis_history``).
-- Keys are spread over several hosts by consistent hashing of the channel, process or group.
+- Keys are spread over several hosts by consistent hashing of the channel, process or group;
+  or, with ``cluster=True``, over a Redis Cluster's slots by hash tags, groups travelling
+  over sharded pub/sub (SPUBLISH/SSUBSCRIBE) on the shard that owns them.
 - All Redis I/O runs on one event loop, with retries while Redis is away
   (``redis_connections``, ``redis_health``); scripts of one loop turn go out together
   (``script_batcher``). The entries around each payload: ``redis_envelopes``.
   ARCHITECTURE.md follows one message from a consumer to a socket.
 
-The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``_key``):
+The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``KeyScheme``;
+on a Cluster every name is a hash tag, ``{prefix}:{kind}:{{name}}``):
 
 ==================  ===============================================  ======================
 kind:name           holds                                            expires
@@ -32,7 +35,7 @@ channel:<name>      list: a named channel's entries                  expiry, or
 leases:<name>       zset: leased entries by lease deadline           group_expiry
 group:<group>       zset: direct members (other processes' chans)    group_expiry
 procs:<group>       zset: processes with local members, by time      group_expiry
-broadcast:<group>   pub/sub topic: the group's broadcasts            (not stored)
+broadcast:<group>   (sharded) pub/sub topic: the group's broadcasts  (not stored)
 history:{<group>}   stream: a history group's last messages          ttl after last send
 position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
 process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
@@ -70,10 +73,10 @@ from .redis_connections import (
     RedisConnections,
 )
 from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
-from .redis_groups import GROUP_SCRIPTS, RedisGroups
+from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
-from .redis_hosts import ShardRing, parse_hosts
+from .redis_hosts import KeyScheme, ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 from .redis_named import NAMED_SCRIPTS, NamedChannels
 
@@ -107,6 +110,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     ``history``: ``{group pattern: {"size": messages, "ttl": seconds}}``, the groups that
     keep their last messages in a Redis stream (``channels_layer.history``, ``redis_history``).
+
+    ``cluster``: ``hosts`` is one node of a Redis Cluster (see ``redis_hosts``).
     """
 
     extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS, HISTORY]
@@ -128,6 +133,7 @@ class RedisChannelLayer(BaseChannelLayer):
         max_message_size: int = MAX_MESSAGE_SIZE,
         at_least_once: Mapping[CapacityPattern, float] | None = None,
         history: Mapping[Any, Any] | None = None,
+        cluster: bool = False,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -137,8 +143,10 @@ class RedisChannelLayer(BaseChannelLayer):
             max_message_size=max_message_size,
         )
         self.require_valid_group_name(prefix)
-        self.hosts = parse_hosts(hosts)
+        self.hosts = parse_hosts(hosts, cluster)
         self.prefix = prefix
+        self.cluster = cluster
+        self._key = KeyScheme(prefix, cluster).key
         self.client_prefix = secrets.token_hex(max(random_prefix_length, 8) // 2)
         self.retry_timeout = retry_timeout
         # Names this process's connections in Redis's CLIENT LIST.
@@ -155,7 +163,7 @@ class RedisChannelLayer(BaseChannelLayer):
             key=self._key("inbox", self.client_prefix),
             pending=self._key("pending", self.client_prefix),
             shard=self._ring.shard(self.client_prefix),
-            broadcast_prefix=self._key("broadcast", ""),
+            broadcast_prefix=KeyScheme(prefix).kind_prefix("broadcast"),
             sweep_every=self.expiry,
         )
         callbacks = LayerCallbacks(
@@ -167,12 +175,14 @@ class RedisChannelLayer(BaseChannelLayer):
             sweep=self._mailboxes.sweep,
             unavailable=self._unavailable,
         )
+        scripts = {**SCRIPTS, **self.delivery.scripts}
         self._connections = RedisConnections(
             self.hosts,
             self._ring,
             self.connection_name,
             retry_timeout,
-            {**SCRIPTS, **self.delivery.scripts},
+            sharded_publish(scripts) if cluster else scripts,
+            cluster,
             inbox,
             callbacks,
         )
@@ -415,9 +425,6 @@ class RedisChannelLayer(BaseChannelLayer):
         return self._groups.topics() + self._delivery.topics()
 
     # Helpers ---------------------------------------------------------------------------
-
-    def _key(self, kind: str, name: str) -> str:
-        return f"{self.prefix}:{kind}:{name}"
 
     def _owner(self, channel: str) -> str:
         return channel.partition("!")[0].rpartition(".")[2]

@@ -8,7 +8,9 @@ are handed to it, so they reuse its connections and never meet "Event loop is cl
 When the home loop changes (a new test's loop), a new ``LoopState`` is made, the old one is
 shut on its own loop, and the readers resubscribe before any work runs.
 
-The readers (this process's inbox, one pub/sub connection per host) hand what they read
+The readers (this process's inbox, one pub/sub connection per host; on a Redis Cluster one
+sharded pub/sub client, which keeps a connection to each shard it needs and follows its
+slots through failovers and migrations) hand what they read
 back to the layer through ``LayerCallbacks``; nothing here knows the layer's class.
 A Redis that goes away is retried with backoff (see ``redis_health``).
 """
@@ -25,15 +27,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from . import stopping
+from . import redis_cluster, stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
 from .mailbox import call_soon_on
 from .redis_health import UNAVAILABLE, Health
-from .redis_hosts import RedisHost, ShardRing
+from .redis_hosts import Client, RedisHost, ShardRing
 from .script_batcher import ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
@@ -81,7 +82,7 @@ class LoopState:
         self.clients = [host.client(name) for host in hosts]
         self.scripts = [ScriptBatcher(client, scripts) for client in self.clients]
         self.inbox_reader: asyncio.Task[None] | None = None
-        self.inbox_client: Redis | None = None
+        self.inbox_client: Client | None = None
         self.inbox_client_id: int | None = None
         self.inbox_progress = InboxProgress()
         # Set when this state is closed or replaced (a new home loop): its readers stop
@@ -113,7 +114,7 @@ class LoopState:
         clients = [*self.clients, *([self.inbox_client] if self.inbox_client else [])]
         await asyncio.gather(
             *(quietly(pubsub.aclose()) for pubsub in self.open_pubsubs),
-            *(quietly(client.aclose(close_connection_pool=True)) for client in clients),
+            *(quietly(redis_cluster.close(client)) for client in clients),
         )
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -134,10 +135,12 @@ class RedisConnections:
         connection_name: str,
         retry_timeout: float,
         scripts: dict[str, str],
+        cluster: bool,
         inbox: ProcessInbox,
         callbacks: LayerCallbacks,
     ) -> None:
         self.hosts = hosts
+        self.cluster = cluster  # hosts[0] is a Redis Cluster: sharded pub/sub
         self.ring = ring
         self.connection_name = connection_name
         self.retry_timeout = retry_timeout
@@ -222,7 +225,10 @@ class RedisConnections:
         return state
 
     async def _unblock(self, state: LoopState, client_id: int) -> None:
-        await quietly(state.clients[self.inbox.shard].client_unblock(client_id))
+        client = state.clients[self.inbox.shard]
+        with contextlib.suppress(*UNAVAILABLE):  # on a Cluster: the inbox's node
+            node = await redis_cluster.node_of(client, self.inbox.key)
+            await quietly(client.client_unblock(client_id, **node))
 
     def _retire(self, old: LoopState) -> None:
         """The home loop changed: the old state's readers must not deliver too (that
@@ -290,7 +296,8 @@ class RedisConnections:
         # A connection of its own, which BLMPOP holds while waiting; the state closes it.
         client = state.inbox_client = self.hosts[shard].client(self.connection_name, dedicated=True)
         with contextlib.suppress(*UNAVAILABLE):  # for a later home loop to unblock it
-            state.inbox_client_id = await client.client_id()
+            node = await redis_cluster.node_of(client, inbox.key)  # where BLMPOP blocks
+            state.inbox_client_id = await client.client_id(**node)
         next_sweep = time.monotonic() + inbox.sweep_every
         while not state.closing:
             stopping.raise_if_cancelled()
@@ -348,7 +355,7 @@ class RedisConnections:
                 self._read_subscriptions(state, shard)
             )
         elif shard in state.pubsubs:
-            state.spawn(quietly(state.pubsubs[shard].subscribe(topic)))
+            state.spawn(quietly(redis_cluster.subscribe(state.pubsubs[shard], topic)))
         # else: the reader is reconnecting and subscribes to everything in state.subscribed
         return confirmed
 
@@ -357,7 +364,7 @@ class RedisConnections:
         if state.subscribed.pop(topic, None) is not None:
             pubsub = state.pubsubs.get(self._shard(topic))
             if pubsub is not None:
-                await quietly(pubsub.unsubscribe(topic))
+                await quietly(redis_cluster.unsubscribe(pubsub, topic))
 
     def topics(self) -> list[str]:
         return list(self._state.subscribed) if self._state else []
@@ -379,33 +386,34 @@ class RedisConnections:
             try:
                 # Shared only once connected: a second subscribe during the first would
                 # open a second connection that nobody reads.
-                await pubsub.subscribe(*wanted)
+                await redis_cluster.subscribe(pubsub, *wanted)
                 state.pubsubs[shard] = pubsub
                 late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
                 if late:
-                    await pubsub.subscribe(*late)
+                    await redis_cluster.subscribe(pubsub, *late)
                 while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
                     stopping.raise_if_cancelled()
-                    message = await pubsub.get_message(timeout=BLOCK_SECONDS)
+                    message = await redis_cluster.next_message(pubsub, BLOCK_SECONDS)
                     self.health[shard].up()
                     unmarked = []
                     while message is not None and not state.closing:  # else the new state's
                         topic = message["channel"].decode()
-                        if message["type"] == "message":
+                        if message["type"] in ("message", "smessage"):
                             held = self._hold(state, shard, topic, message["data"])
                             unmarked += [held] if held else []
-                        elif message["type"] == "subscribe":
+                        elif message["type"] in ("subscribe", "ssubscribe"):
                             confirmed = state.subscribed.get(topic)
                             if confirmed is not None and not confirmed.done():
                                 confirmed.set_result(None)
                         # Whatever else has arrived joins this batch (no waiting).
                         more = len(unmarked) < INBOX_BATCH
-                        message = await pubsub.get_message(timeout=0) if more else None
+                        message = await redis_cluster.next_message(pubsub, 0) if more else None
                     if unmarked:
                         state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
             except UNAVAILABLE as error:
                 if not state.closing:
                     await self.callbacks.unavailable(shard, error)
+                    await quietly(redis_cluster.refresh_slots(state.clients[shard]))
             finally:
                 state.pubsubs.pop(shard, None)
             # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).

@@ -213,7 +213,10 @@ class PubSubDelivery:
         topic = self.context.key("process", owner)
         entry = envelopes.process_entry(channel, payload)
         shard = connections.ring.shard(owner)
-        await connections.call(shard, lambda state: state.clients[shard].publish(topic, entry))
+        if connections.cluster:  # the topic's shard only, not every node
+            await connections.call(shard, lambda state: state.clients[shard].spublish(topic, entry))
+        else:
+            await connections.call(shard, lambda state: state.clients[shard].publish(topic, entry))
         return True
 
     async def start_reading(self) -> None:

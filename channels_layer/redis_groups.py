@@ -5,7 +5,9 @@ broadcast out to them in memory, so ``group_send`` is one PUBLISH, encoded once,
 the number of members. A process that dies loses its subscriptions with its connection:
 its members leave the group at once, not after ``group_expiry``. Channels added to a group
 by a process that does not own them (a worker channel, say) are kept in a sorted set and
-sent to one by one, as channels_redis does. Every method runs on the home loop.
+sent to one by one, as channels_redis does. On a Redis Cluster the topic is a shard
+channel (SPUBLISH/SSUBSCRIBE) in the group's slot, so a broadcast reaches only the nodes of
+that shard, not every node. Every method runs on the home loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .history import Stamp
 from .inbox_order import SEQUENCE_LUA
 from .mailbox import GroupMembers, Mailboxes
 from .redis_connections import RedisConnections
+from .redis_hosts import KeyScheme
 
 logger = logging.getLogger("channels_layer.redis")
 
@@ -84,6 +87,16 @@ GROUP_SCRIPTS = {
     "group_send": GROUP_SEND,
 }
 
+_PUBLISH = "redis.call('PUBLISH', "
+
+
+def sharded_publish(scripts: dict[str, str]) -> dict[str, str]:
+    """The scripts for a Redis Cluster: broadcasts go by SPUBLISH, to the group's shard."""
+    return {
+        name: source.replace(_PUBLISH, "redis.call('SPUBLISH', ")
+        for name, source in scripts.items()
+    }
+
 
 class RedisGroups:
     """This process's group memberships, kept in Redis, and the broadcasts they bring."""
@@ -143,7 +156,9 @@ class RedisGroups:
     def broadcast_args(self) -> list[Any]:
         """Lua ``broadcast``'s arguments after the data: oldest live membership, the
         pending hashes' key prefix."""
-        return [time.time() - self.group_expiry, self.key("pending", "")]
+        # No marks on a Cluster: the pending hashes are in other slots (see inbox_order).
+        pending_prefix = "" if self.connections.cluster else self.key("pending", "")
+        return [time.time() - self.group_expiry, pending_prefix]
 
     async def send_directly(self, group: str, members: list[Any], payload: bytes) -> None:
         """Send to each of the direct ``members`` the script returned."""
@@ -159,7 +174,7 @@ class RedisGroups:
 
     def deliver(self, topic: str, data: bytes) -> None:
         """Fan a broadcast out to the members here; unsubscribe if none is left."""
-        group = topic.removeprefix(self.key("broadcast", ""))
+        group = KeyScheme.name_of(topic)
         try:
             sent_at, payload, position = envelopes.read_broadcast(data)
         except (ValueError, TypeError) as error:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -16,8 +17,17 @@ from .mailbox import wake
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
 
-# What a Redis that is away raises.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# What a Redis that is away raises; and a Cluster while a master fails over or a slot moves.
+UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    ClusterDownError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 # Retries back off up to half a second, and all wake as soon as one gets through.
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
 

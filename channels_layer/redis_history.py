@@ -260,7 +260,7 @@ class RedisHistory:
 
     def _keys(self, group: str) -> list[str]:
         """The group's stream and position hash, with a Cluster hash tag."""
-        return [self.key("history", f"{{{group}}}"), self.key("position", f"{{{group}}}")]
+        return [self.key("history", group), self.key("position", group)]
 
     def _position_ttl(self, rule: HistoryRule) -> int:
         return math.ceil(max(rule.ttl, self.groups.group_expiry)) + 1

@@ -5,6 +5,11 @@ Each entry of ``hosts`` is one shard, given as a URL (``redis://``, ``rediss://`
 with ``address`` (URL or pair) plus connection keywords (``password``, ``ssl``, ``db``...),
 or a dict with ``sentinels``, ``master_name`` and optional ``sentinel_kwargs`` for Redis
 Sentinel, which follows the master through a failover.
+
+With ``cluster=True``, ``hosts`` holds one node of a Redis Cluster (URL, pair or dict with
+``address``); redis-py's cluster client finds the others and follows slots as they move.
+Keys then carry their name as a hash tag (``KeyScheme``), so the keys one script touches
+together, and a group's sharded pub/sub topic, are all in one slot.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -26,6 +32,36 @@ DEFAULT_HOSTS: list[Any] = [("localhost", 6379)]
 # are busy a caller waits for one instead of failing (redis-py's default pool errors).
 MAX_CONNECTIONS = 200
 POOL_TIMEOUT = 10
+
+# A client of one Redis server (or Sentinel's master), or of a Redis Cluster.
+Client = Redis | RedisCluster
+
+# Kinds of key whose name is a hash tag even on single servers (kept so for stored data).
+ALWAYS_TAGGED = frozenset({"history", "position"})
+
+
+@dataclass(frozen=True)
+class KeyScheme:
+    """The layer's keys, ``{prefix}:{kind}:{name}`` (see the key table in
+    ``channels_layer.redis``); on a Cluster the name is written ``{name}``, a hash tag, so
+    a process's, a channel's or a group's keys (and topic) share one slot."""
+
+    prefix: str
+    cluster: bool = False
+
+    def key(self, kind: str, name: str) -> str:
+        if self.cluster or kind in ALWAYS_TAGGED:
+            return f"{self.prefix}:{kind}:{{{name}}}"
+        return f"{self.prefix}:{kind}:{name}"
+
+    def kind_prefix(self, kind: str) -> str:
+        """What every key of ``kind`` starts with."""
+        return f"{self.prefix}:{kind}:"
+
+    @staticmethod
+    def name_of(key: str) -> str:
+        """The name in a key (prefixes never hold a colon; names never hold braces)."""
+        return key.split(":", 2)[2].removeprefix("{").removesuffix("}")
 
 
 @dataclass(frozen=True)
@@ -38,8 +74,9 @@ class RedisHost:
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str = ""
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
 
-    def client(self, name: str, dedicated: bool = False) -> Redis:
+    def client(self, name: str, dedicated: bool = False) -> Client:
         """A new client with its own connection pool (pools belong to one event loop);
         ``name`` shows in CLIENT LIST; ``dedicated`` for one long blocking reader."""
         # One retry on a fresh connection: a pooled connection left idle across a Redis
@@ -49,6 +86,8 @@ class RedisHost:
         # reconnects anyway.
         retry = Retry(NoBackoff(), 0 if dedicated else 1)
         options = {"client_name": name, "retry": retry, **self.kwargs}
+        if self.cluster:
+            return self._cluster_client(name, dedicated)
         if self.sentinels:
             sentinel = Sentinel(
                 list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs or None, **options
@@ -71,14 +110,34 @@ class RedisHost:
             )
         return Redis(connection_pool=pool)
 
+    def _cluster_client(self, name: str, dedicated: bool) -> RedisCluster:
+        """redis-py's own retries stay on: they refresh the slot map after a failover."""
+        options = {"client_name": name, **self.kwargs}
+        max_connections = 1 if dedicated else options.pop("max_connections", MAX_CONNECTIONS)
+        if isinstance(self.address, str):
+            return RedisCluster.from_url(self.address, max_connections=max_connections, **options)
+        assert self.address is not None  # noqa: S101  for mypy: no URL means an address
+        host, port = self.address
+        return RedisCluster(host=host, port=port, max_connections=max_connections, **options)
 
-def parse_hosts(hosts: Sequence[Any] | None) -> list[RedisHost]:
-    """Every shard of a ``hosts`` setting; a ``TypeError`` names any entry it cannot use."""
+
+def parse_hosts(hosts: Sequence[Any] | None, cluster: bool = False) -> list[RedisHost]:
+    """Every shard of a ``hosts`` setting; a ``TypeError`` names any entry it cannot use.
+    A cluster is one "shard": the node given, from which the client finds the others."""
     if hosts is None or (isinstance(hosts, Sequence) and not isinstance(hosts, str) and not hosts):
         hosts = DEFAULT_HOSTS
     if isinstance(hosts, str | bytes) or not isinstance(hosts, Sequence):
         raise TypeError(f"hosts must be a list of hosts, got {hosts!r}")
-    return [_parse_host(entry) for entry in hosts]
+    parsed = [_parse_host(entry) for entry in hosts]
+    if not cluster:
+        return parsed
+    if len(parsed) != 1 or parsed[0].sentinels or parsed[0].address is None:
+        raise TypeError(
+            f"With cluster=True, hosts must be one node of the cluster (a URL, a (host, port) "
+            f"pair or a dict with 'address'); got {hosts!r}"
+        )
+    node = parsed[0]
+    return [RedisHost(f"cluster via {node.label}", node.address, node.kwargs, cluster=True)]
 
 
 def _parse_host(entry: Any) -> RedisHost:

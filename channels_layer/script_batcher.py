@@ -1,5 +1,7 @@
 """Lua scripts run by SHA, with all the calls of one event-loop turn sent in one round trip.
 
+On a Redis Cluster the pipeline sends each EVALSHA to the node of its keys.
+
 A busy process sends many messages at once (a fan-out to workers, many consumers replying).
 Each would cost a network round trip and a reply to parse. ``ScriptBatcher`` queues every
 script call made during one turn of the loop; on the next turn, calls to the same script
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 # Calls folded into one EVALSHA at most: a script runs alone in Redis, so keep it short.
@@ -28,7 +31,7 @@ _Call = tuple[list[Any], asyncio.Future[Any]]
 class ScriptBatcher:
     """Batches calls of the given scripts against one Redis client."""
 
-    def __init__(self, client: Redis, scripts: Mapping[str, str]) -> None:
+    def __init__(self, client: Redis | RedisCluster, scripts: Mapping[str, str]) -> None:
         self.client = client
         self.sources = dict(scripts)
         self.shas = {name: _sha(source) for name, source in scripts.items()}

@@ -87,3 +87,78 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters, each with one replica, on free ports, its
+    nodes' state in a temporary directory; ``stop()`` kills them and deletes it."""
+
+    masters: int = 3
+    nodes: list[RedisServer] = field(default_factory=list)
+    _dir: str = ""
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: the client finds the others."""
+        return self.nodes[0].url
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url)
+
+    def start(self) -> RedisClusterServers:
+        self._dir = tempfile.mkdtemp(prefix="redis-cluster-")
+        try:
+            for index in range(self.masters * 2):
+                node_dir = os.path.join(self._dir, str(index))
+                os.mkdir(node_dir)
+                node = RedisServer(
+                    extra_args=(
+                        *("--cluster-enabled", "yes", "--dir", node_dir),
+                        *("--cluster-config-file", "nodes.conf"),
+                        *("--cluster-node-timeout", "2000"),
+                        *("--logfile", os.path.join(node_dir, "redis.log")),
+                        # Replicas in sync at once (else 5 s), so a master can fail over.
+                        *("--repl-diskless-sync-delay", "0"),
+                        # Else the bus is on port + 10000, which may be taken or too high.
+                        *("--cluster-port", str(free_port())),
+                    )
+                )
+                self.nodes.append(node.start())
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"]
+            subprocess.run(
+                [*create, "--cluster-replicas", "1"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_until_ok(self, timeout: float = 30) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every node, and every
+        replica is in sync with its master (else it could not take over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = [node.client() for node in self.nodes if node.process]
+            infos = [client.cluster("info") for client in live]
+            links = [client.info("replication").get("master_link_status") for client in live]
+            if all(
+                info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(infos)
+                for info in infos
+            ) and all(link in (None, "up") for link in links):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster is not ok after {timeout} s: {infos}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self.nodes.clear()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""At-least-once named channels on the Redis layer: leases, renewal, redelivery."""
+"""At-least-once named channels on the Redis layer: leases, renewal, redelivery; on a single
+Redis and on a Redis Cluster (see conftest)."""
 
 import asyncio
 
@@ -7,6 +8,7 @@ import pytest
 from channels_layer.memory import InMemoryChannelLayer
 
 TIMEOUT = 0.6
+ON_CLUSTER = True
 
 
 @pytest.fixture

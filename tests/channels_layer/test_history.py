@@ -1,23 +1,23 @@
 """Group history (``channels_layer.history``) on every layer: positions, epochs, trimming by
 size and age, ``HistoryLost``, and recovery exactly once across the switch from history to
-live delivery while others keep sending."""
+live delivery while others keep sending. The Redis layers' tests run on a single Redis and
+on a Redis Cluster (see conftest)."""
 
 import asyncio
 import json
 import sys
 
 import pytest
-import redis
 
 from channels_layer import InMemoryChannelLayer
 from channels_layer.history import HistoryLost, Position
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
-from tests.redis_servers import REDIS_URL
 from testsupport.processes import ROOT
 
 KINDS = ["memory", "redis", "pubsub"]
 LAYERS = {"redis": RedisChannelLayer, "pubsub": RedisPubSubChannelLayer}
+ON_CLUSTER = True
 HISTORY = {"chat.*": {"size": 50, "ttl": 60}, "short.*": {"size": 3, "ttl": 60}}
 
 
@@ -291,9 +291,10 @@ import asyncio, json, sys
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
 
-async def main(kind, url, prefix, count):
+async def main(kind, url, cluster, prefix, count):
     layer_class = RedisPubSubChannelLayer if kind == "pubsub" else RedisChannelLayer
-    layer = layer_class(hosts=[url], prefix=prefix, history={"chat.*": {"size": 5000, "ttl": 60}})
+    history = {"chat.*": {"size": 5000, "ttl": 60}}
+    layer = layer_class(hosts=[url], cluster=cluster == "1", prefix=prefix, history=history)
     sends = [layer.group_send("chat.room", {"type": "post", "pid": sys.argv[1]})
              for _ in range(int(count))]
     print(json.dumps([position.offset for position in await asyncio.gather(*sends)]))
@@ -303,7 +304,8 @@ asyncio.run(main(*sys.argv[2:]))
 """
 
 
-async def start_senders(kind, prefix, processes, count):
+async def start_senders(kind, receiver, processes, count):
+    """Sending processes, on the Redis (or Cluster) of ``receiver``."""
     return [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -311,8 +313,9 @@ async def start_senders(kind, prefix, processes, count):
             SENDER,
             str(n),
             kind,
-            REDIS_URL,
-            prefix,
+            receiver.hosts[0].address,
+            "1" if receiver.cluster else "0",
+            receiver.prefix,
             str(count),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
@@ -325,7 +328,7 @@ async def start_senders(kind, prefix, processes, count):
 async def test_senders_in_several_processes_get_consecutive_offsets_in_live_order(kind, make_pair):
     _, receiver = make_pair(capacity=10000, history={"chat.*": {"size": 5000, "ttl": 60}})
     channel = await member(receiver, "chat.room")
-    senders = await start_senders(kind, receiver.prefix, processes=3, count=200)
+    senders = await start_senders(kind, receiver, processes=3, count=200)
     got = [await receive(receiver, channel, timeout=20) for _ in range(600)]
     returned = []
     for sender in senders:
@@ -343,7 +346,7 @@ async def test_recovery_is_exactly_once_while_other_processes_send(kind, make_pa
     for _ in range(30):
         since = await receiver.group_send("chat.room", {"type": "post", "pid": "me"})
     channel = await member(receiver, "chat.room")
-    senders = await start_senders("redis", receiver.prefix, processes=2, count=300)
+    senders = await start_senders("redis", receiver, processes=2, count=300)
     missed_from = Position(since.epoch, 5)
     got = await join(receiver, channel, "chat.room", missed_from, expected=625)
     for sender in senders:
@@ -369,34 +372,35 @@ async def test_an_empty_restarted_redis_means_a_new_epoch(kind, make_pair, redis
 
 
 @pytest.mark.parametrize("kind", ["redis"])
-async def test_losing_only_the_position_key_starts_a_new_epoch_without_old_entries(kind, make_pair):
+async def test_losing_only_the_position_key_starts_a_new_epoch_without_old_entries(
+    kind, make_pair, raw_redis
+):
     sender, receiver = make_pair()
     for _ in range(3):
         before = await sender.group_send("chat.room", {"type": "post"})
-    raw = redis.Redis.from_url(REDIS_URL)
-    raw.delete(f"{sender.prefix}:position:{{chat.room}}")  # as an eviction would
+    raw_redis.delete(sender._key("position", "chat.room"))  # as an eviction would
     after = await sender.group_send("chat.room", {"type": "post"})
     assert after.epoch != before.epoch and after.offset == 1
     assert offsets(await receiver.group_history("chat.room", Position(after.epoch, 0))) == [1]
 
 
 @pytest.mark.parametrize("kind", ["redis"])
-async def test_losing_only_the_stream_is_a_gap_not_a_silence(kind, make_pair):
+async def test_losing_only_the_stream_is_a_gap_not_a_silence(kind, make_pair, raw_redis):
     sender, receiver = make_pair()
     for _ in range(3):
         before = await sender.group_send("chat.room", {"type": "post"})
-    redis.Redis.from_url(REDIS_URL).delete(f"{sender.prefix}:history:{{chat.room}}")
+    raw_redis.delete(sender._key("history", "chat.room"))
     with pytest.raises(HistoryLost, match="trimmed"):
         await receiver.group_history("chat.room", Position(before.epoch, 1))
     assert await receiver.group_history("chat.room", before) == []
 
 
 @pytest.mark.parametrize("kind", ["redis"])
-async def test_redis_space_is_bounded_by_size_ttl_and_expiry(kind, make_pair):
+async def test_redis_space_is_bounded_by_size_ttl_and_expiry(kind, make_pair, raw_redis):
     sender, _ = make_pair(history={"chat.*": {"size": 3, "ttl": 0.5}}, group_expiry=30)
     stream = f"{sender.prefix}:history:{{chat.room}}"
     position = f"{sender.prefix}:position:{{chat.room}}"
-    raw = redis.Redis.from_url(REDIS_URL)
+    raw = raw_redis
     await asyncio.gather(*(sender.group_send("chat.room", {"type": "x"}) for _ in range(500)))
     # MAXLEN ~ trims whole stream nodes (100 entries by default).
     assert raw.xlen(stream) <= 3 + 100
@@ -408,10 +412,10 @@ async def test_redis_space_is_bounded_by_size_ttl_and_expiry(kind, make_pair):
 
 
 @pytest.mark.parametrize("kind", ["redis"])
-async def test_history_is_encrypted_in_redis(kind, make_pair):
+async def test_history_is_encrypted_in_redis(kind, make_pair, raw_redis):
     sender, receiver = make_pair(symmetric_encryption_keys=["secret"])
     position = await sender.group_send("chat.room", {"type": "post", "text": "attack at dawn"})
-    [(_, fields)] = redis.Redis.from_url(REDIS_URL).xrange(f"{sender.prefix}:history:{{chat.room}}")
+    [(_, fields)] = raw_redis.xrange(sender._key("history", "chat.room"))
     assert b"attack at dawn" not in fields[b"m"] and b"post" not in fields[b"m"]
     [message] = await receiver.group_history("chat.room", Position(position.epoch, 0))
     assert message["text"] == "attack at dawn"

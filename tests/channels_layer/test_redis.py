@@ -1,5 +1,5 @@
 """RedisChannelLayer against real Redis servers. Two layer instances with one prefix play
-two processes of one site."""
+two processes of one site. Run on a single Redis and on a Redis Cluster (see conftest)."""
 
 import asyncio
 import logging
@@ -16,6 +16,8 @@ from channels_layer.redis import RedisChannelLayer
 from channels_layer.redis_envelopes import read_named_entry
 from channels_layer.serializers import SerializerDoesNotExist
 from tests.redis_servers import REDIS_URL
+
+ON_CLUSTER = True
 
 
 async def receive(layer, channel, timeout=2):
@@ -172,6 +174,7 @@ async def test_group_memberships_expire(make_layer):
     assert await nothing_arrives(sender, "worker")
 
 
+@pytest.mark.single_server  # counts subscribers with PUBSUB NUMSUB
 async def test_a_dead_process_leaves_its_groups_at_once(make_layer):
     layer = make_layer()
     await layer.group_add("room", await layer.new_channel())
@@ -212,18 +215,17 @@ async def test_group_send_is_one_publish_whatever_the_membership(make_layer, red
 async def test_flush_deletes_this_prefix_only(make_layer):
     layer = make_layer()
     await layer.send("jobs", {"type": "a"})
-    other = RedisChannelLayer(hosts=[REDIS_URL], prefix=layer.prefix + "-other")
+    other = make_layer(prefix=layer.prefix + "-other")
     await other.send("jobs", {"type": "keep"})
     await layer.flush()
     assert await nothing_arrives(layer, "jobs")
     assert (await receive(other, "jobs"))["type"] == "keep"
-    await other.close()
 
 
-async def test_encrypted_payloads_hold_no_plaintext_and_keys_rotate(make_layer):
+async def test_encrypted_payloads_hold_no_plaintext_and_keys_rotate(make_layer, raw_redis):
     old = make_layer(symmetric_encryption_keys=["old-secret"])
     await old.send("vault", {"type": "secret", "text": "attack at dawn"})
-    raw = redis.Redis.from_url(REDIS_URL).lrange(f"{old.prefix}:channel:vault", 0, -1)
+    raw = raw_redis.lrange(old._key("channel", "vault"), 0, -1)
     assert len(raw) == 1
     assert b"attack at dawn" not in raw[0]
     assert b"secret" not in read_named_entry(raw[0])[1]
@@ -260,6 +262,7 @@ def test_pickle_is_refused_as_a_serializer():
         RedisChannelLayer(serializer_format="pickle")
 
 
+@pytest.mark.single_server  # counts connections in CLIENT LIST
 def test_sync_code_reuses_connections_and_never_sees_a_closed_loop(make_layer):
     layer = make_layer()
     receiver = make_layer()

@@ -1,0 +1,79 @@
+"""What is particular to the Redis layer on a Redis Cluster (its behaviour is tested on both
+by test_redis, test_history and test_at_least_once): the config, where keys live, and that a
+broadcast is one sharded publish on the group's shard."""
+
+import asyncio
+
+import pytest
+
+from channels_layer.redis import RedisChannelLayer
+
+
+@pytest.fixture
+def on_cluster(make_layer, redis_cluster):
+    def make(**config):
+        return make_layer(hosts=[redis_cluster.url], cluster=True, **config)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"],
+        [{"sentinels": [("127.0.0.1", 26379)], "master_name": "main"}],
+    ],
+    ids=["two-nodes", "sentinel"],
+)
+def test_a_cluster_is_configured_by_one_node(hosts):
+    with pytest.raises(TypeError, match="one node of the cluster"):
+        RedisChannelLayer(hosts=hosts, cluster=True)
+
+
+async def test_the_keys_of_a_process_and_of_a_group_share_a_slot(on_cluster, redis_cluster):
+    sender, idle = on_cluster(), on_cluster()
+    channel = await idle.new_channel()  # nobody reads it: the message waits in the inbox
+    await sender.send(channel, {"type": "parked"})
+    await idle.group_add("room", "worker.jobs")
+    raw = redis_cluster.client()
+    inbox, pending = (
+        idle._key("inbox", idle.client_prefix),
+        idle._key("pending", idle.client_prefix),
+    )
+    assert raw.llen(inbox) == 1 and raw.exists(pending)
+    assert raw.keyslot(inbox) == raw.keyslot(pending) == raw.keyslot(idle.client_prefix)
+    members = idle._key("group", "room")
+    assert raw.zcard(members) == 1
+    assert raw.keyslot(members) == raw.keyslot(idle._key("broadcast", "room"))
+    raw.close()
+
+
+def commands(redis_cluster, name):
+    """Calls of command ``name`` on each master so far: {port: calls}."""
+    counts = {}
+    for node in redis_cluster.nodes:
+        client = node.client()
+        if client.info("replication")["role"] == "master":
+            stats = client.info("commandstats").get(f"cmdstat_{name}", {})
+            counts[node.port] = stats.get("calls", 0)
+        client.close()
+    return counts
+
+
+async def test_group_send_is_one_sharded_publish_on_the_groups_shard(on_cluster, redis_cluster):
+    receiver, sender = on_cluster(), on_cluster()
+    channels = [await receiver.new_channel() for _ in range(50)]
+    for channel in channels:
+        await receiver.group_add("crowd", channel)
+    spublish, publish = commands(redis_cluster, "spublish"), commands(redis_cluster, "publish")
+    await sender.group_send("crowd", {"type": "hello"})
+    for channel in channels:
+        assert (await asyncio.wait_for(receiver.receive(channel), 2))["type"] == "hello"
+    more = commands(redis_cluster, "spublish")
+    grew = {port: more[port] - spublish[port] for port in more if more[port] != spublish[port]}
+    assert list(grew.values()) == [1]  # one publish, on one shard, whatever the membership
+    [port] = grew
+    raw = redis_cluster.client()
+    assert raw.get_node_from_key(sender._key("broadcast", "crowd")).port == port
+    raw.close()
+    assert commands(redis_cluster, "publish") == publish  # no cluster-wide PUBLISH
