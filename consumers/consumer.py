@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers import metrics
 from consumers.exceptions import ClientGone, StopConsumer
+from consumers.send_deadline import send_within_deadline
 from consumers.threads import Outbox, in_pool
 from consumers.types import Message, Receive, Scope, Send
 
@@ -57,33 +58,6 @@ def _from_daphne(send: Send) -> bool:
         return True
     server = getattr(getattr(send, "func", None), "__self__", None)
     return type(server).__module__ == "daphne.server"
-
-
-def _send_within_deadline(send: Send, scope: Scope) -> Send:
-    """Uvicorn and Hypercorn make a send wait while the client does not read (memory stays
-    bounded) and may never give up: past ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` seconds the
-    send raises ``TimeoutError``, an ``OSError``, so the consumer ends as when the client
-    has gone (its disconnect path runs, its groups are left)."""
-    from django.conf import settings
-
-    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-
-    async def send_within_deadline(message: Message) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await send(message)
-        except TimeoutError:
-            metrics.slow_client_dropped()
-            logger.warning(
-                "Giving up on the WebSocket of %s on %s: it stopped reading (a send waited "
-                "over CONSUMERS_WEBSOCKET_SEND_TIMEOUT, %s s)",
-                ":".join(map(str, scope.get("client") or ("?",))),
-                scope.get("path", "?"),
-                timeout,
-            )
-            raise
-
-    return send_within_deadline
 
 
 def _preview(message: Mapping[str, Any]) -> str:
@@ -124,7 +98,7 @@ class AsyncConsumer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         if scope.get("type") == "websocket" and not _from_daphne(send):
-            send = _send_within_deadline(send, scope)
+            send = send_within_deadline(send, scope)
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
