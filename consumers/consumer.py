@@ -31,6 +31,10 @@ Source = Callable[[], Awaitable[Message]]
 # Seconds a cancelled layer reader gets to end before the consumer ends without it.
 READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
+# Layer messages a consumer handles in one turn, those already waiting, before a frame
+# that waits: enough to keep a busy socket's channel from filling, few enough that a
+# frame waits for a bounded number of (usually quick) handlers.
+LAYER_MESSAGES_PER_TURN = 32
 
 
 def get_handler_name(message: Mapping[str, Any]) -> str:
@@ -115,9 +119,12 @@ class AsyncConsumer:
         that only sit in a group cost. Once started, the task stays parked in ``receive``
         (ending and restarting it per message made broadcasts to 1,000 clients over Redis
         twice as slow at the p99). Each side reads
-        its next message only after handling the last, and a lock gives the handlers one
-        turn each, so nothing is read far ahead (a busy consumer leaves messages where they
-        are, and competing worker instances share a channel's work). When the layer side
+        its next message only after handling the last, and a lock gives the handlers
+        turns, so nothing is read far ahead (a busy consumer leaves messages where they
+        are, and competing worker instances share a channel's work). A layer turn takes
+        the layer messages already waiting, up to ``LAYER_MESSAGES_PER_TURN``, when a frame
+        waits: one each would let a socket busy posting handle one room broadcast per post
+        while its channel fills up. When the layer side
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
         (Methods and attributes, not closures: an idle connection should cost little.)
         """
@@ -129,13 +136,16 @@ class AsyncConsumer:
         assert connection_side is not None  # noqa: S101  for mypy: called from a task
         self._connection_side = connection_side
         self._reading: asyncio.Task[None] | None = None
+        self._frame_waiting = False
         self._ready: asyncio.Future[None] | None = None
         if not await self._idle():
             self._reading = asyncio.ensure_future(self._read_layer())
         try:
             while True:
                 message = await receive()
+                self._frame_waiting = True
                 async with self._turn:
+                    self._frame_waiting = False
                     await self.dispatch(message)
         except asyncio.CancelledError:
             reading = self._reading
@@ -187,9 +197,29 @@ class AsyncConsumer:
                 message = await self.channel_layer.receive(self.channel_name)
                 async with self._turn:
                     await self.dispatch(message)
+                    handled = 1
+                    while (
+                        self._frame_waiting
+                        and handled < LAYER_MESSAGES_PER_TURN
+                        and await self._layer_message_waiting()
+                    ):
+                        await self.dispatch(await self.channel_layer.receive(self.channel_name))
+                        handled += 1
         except Exception:
             self._connection_side.cancel()
             raise
+
+    async def _layer_message_waiting(self) -> bool:
+        """Whether the layer channel's ``receive`` would return at once (False if the layer
+        cannot tell)."""
+        assert self.channel_layer is not None and self.channel_name is not None  # noqa: S101
+        ready = await self.channel_layer.when_ready(self.channel_name)
+        if ready is None:
+            return False
+        if ready.done():
+            return True
+        ready.cancel()
+        return False
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
