@@ -30,6 +30,7 @@ from bench.harness.scenarios import (
     BENCH,
     PROFILES,
     SCENARIOS,
+    SERVERS,
     Context,
     delete_keys,
     make_impls,
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--impls", default="ours,channels,bare", help="comma list of " + ",".join(ALL_IMPLS)
     )
+    parser.add_argument(
+        "--server",
+        default="daphne",
+        choices=sorted(SERVERS),
+        help="the ASGI server every implementation runs on (default daphne)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH / "results")
     parser.add_argument(
         "--logs", type=Path, help="keep every process's output here (default: a temp dir)"
@@ -71,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in args.impls:
         if name not in ALL_IMPLS:
             parser.error(f"unknown implementation {name!r}; choose from {', '.join(ALL_IMPLS)}")
+    if args.server != "daphne" and "channels" in args.impls:
+        parser.error(f"--server {args.server}: bench/.venv-channels has Daphne only")
     args.profile = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.rounds is None:
         args.rounds = 5 if args.profile == "full" else 1
@@ -129,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix=run_id,
             log=log,
             redis_pid=redis_server_pid(args.redis_url),
+            server=args.server,
         )
         if not pinning_available():
             log("taskset unavailable (or one core): processes run unpinned")
@@ -172,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "scenarios": args.scenarios,
         "impls": args.impls,
+        "server": args.server,
         "pinned": pinning_available(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -239,6 +250,8 @@ def write_results(
             if meta["pinned"]
             else "**not pinned** (taskset missing or one core)."
         ),
+        f"Server: {meta.get('server', 'daphne')} "
+        f"{project.get(meta.get('server', 'daphne'), '')}. "
         f"Daphne {project.get('daphne')}, Django {project.get('Django')}, Twisted "
         f"{project.get('Twisted')} for all; Channels {channels.get('channels', '-')}, "
         f"channels-redis {channels.get('channels-redis', '-')}.",

@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers import metrics
 from consumers.exceptions import ClientGone, StopConsumer
+from consumers.send_deadline import send_within_deadline
 from consumers.threads import Outbox, in_pool
 from consumers.types import Message, Receive, Scope, Send
 
@@ -30,6 +31,10 @@ Source = Callable[[], Awaitable[Message]]
 # Seconds a cancelled layer reader gets to end before the consumer ends without it.
 READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
+# Layer messages a consumer handles in one turn, those already waiting, before a frame
+# that waits: enough to keep a busy socket's channel from filling, few enough that a
+# frame waits for a bounded number of (usually quick) handlers.
+LAYER_MESSAGES_PER_TURN = 32
 
 
 def get_handler_name(message: Mapping[str, Any]) -> str:
@@ -57,33 +62,6 @@ def _from_daphne(send: Send) -> bool:
         return True
     server = getattr(getattr(send, "func", None), "__self__", None)
     return type(server).__module__ == "daphne.server"
-
-
-def _send_within_deadline(send: Send, scope: Scope) -> Send:
-    """Uvicorn and Hypercorn make a send wait while the client does not read (memory stays
-    bounded) and may never give up: past ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` seconds the
-    send raises ``TimeoutError``, an ``OSError``, so the consumer ends as when the client
-    has gone (its disconnect path runs, its groups are left)."""
-    from django.conf import settings
-
-    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-
-    async def send_within_deadline(message: Message) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await send(message)
-        except TimeoutError:
-            metrics.slow_client_dropped()
-            logger.warning(
-                "Giving up on the WebSocket of %s on %s: it stopped reading (a send waited "
-                "over CONSUMERS_WEBSOCKET_SEND_TIMEOUT, %s s)",
-                ":".join(map(str, scope.get("client") or ("?",))),
-                scope.get("path", "?"),
-                timeout,
-            )
-            raise
-
-    return send_within_deadline
 
 
 def _preview(message: Mapping[str, Any]) -> str:
@@ -124,7 +102,7 @@ class AsyncConsumer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         if scope.get("type") == "websocket" and not _from_daphne(send):
-            send = _send_within_deadline(send, scope)
+            send = send_within_deadline(send, scope)
         self._asgi_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
@@ -141,9 +119,12 @@ class AsyncConsumer:
         that only sit in a group cost. Once started, the task stays parked in ``receive``
         (ending and restarting it per message made broadcasts to 1,000 clients over Redis
         twice as slow at the p99). Each side reads
-        its next message only after handling the last, and a lock gives the handlers one
-        turn each, so nothing is read far ahead (a busy consumer leaves messages where they
-        are, and competing worker instances share a channel's work). When the layer side
+        its next message only after handling the last, and a lock gives the handlers
+        turns, so nothing is read far ahead (a busy consumer leaves messages where they
+        are, and competing worker instances share a channel's work). A layer turn takes
+        the layer messages already waiting, up to ``LAYER_MESSAGES_PER_TURN``, when a frame
+        waits: one each would let a socket busy posting handle one room broadcast per post
+        while its channel fills up. When the layer side
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
         (Methods and attributes, not closures: an idle connection should cost little.)
         """
@@ -155,13 +136,16 @@ class AsyncConsumer:
         assert connection_side is not None  # noqa: S101  for mypy: called from a task
         self._connection_side = connection_side
         self._reading: asyncio.Task[None] | None = None
+        self._frame_waiting = False
         self._ready: asyncio.Future[None] | None = None
         if not await self._idle():
             self._reading = asyncio.ensure_future(self._read_layer())
         try:
             while True:
                 message = await receive()
+                self._frame_waiting = True
                 async with self._turn:
+                    self._frame_waiting = False
                     await self.dispatch(message)
         except asyncio.CancelledError:
             reading = self._reading
@@ -213,9 +197,29 @@ class AsyncConsumer:
                 message = await self.channel_layer.receive(self.channel_name)
                 async with self._turn:
                     await self.dispatch(message)
+                    handled = 1
+                    while (
+                        self._frame_waiting
+                        and handled < LAYER_MESSAGES_PER_TURN
+                        and await self._layer_message_waiting()
+                    ):
+                        await self.dispatch(await self.channel_layer.receive(self.channel_name))
+                        handled += 1
         except Exception:
             self._connection_side.cancel()
             raise
+
+    async def _layer_message_waiting(self) -> bool:
+        """Whether the layer channel's ``receive`` would return at once (False if the layer
+        cannot tell)."""
+        assert self.channel_layer is not None and self.channel_name is not None  # noqa: S101
+        ready = await self.channel_layer.when_ready(self.channel_name)
+        if ready is None:
+            return False
+        if ready.done():
+            return True
+        ready.cancel()
+        return False
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""

@@ -105,7 +105,7 @@ def _pins_hold(python: Path) -> bool:
 
 def versions_report(channels_py: Path | None) -> dict[str, dict[str, str | None]]:
     """The versions that matter, per venv, for the results' metadata."""
-    names = [*SAME_AS_PROJECT, "channels", "channels-redis", "websockets"]
+    names = [*SAME_AS_PROJECT, "channels", "channels-redis", "websockets", "uvicorn", "hypercorn"]
     report = {"project": installed_versions(Path(sys.executable), names)}
     if channels_py is not None:
         report["channels"] = installed_versions(channels_py, names)

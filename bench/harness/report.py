@@ -100,6 +100,7 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
     ):
         out += [
             Row("echo", f"{variant}.rps", f"{label}: round trips", "/s", target),
+            Row("echo", f"{variant}.srv_us", f"{label}: server CPU per round trip", "us"),
             Row("echo", f"{variant}.p50_ms", f"{label}: p50", "ms"),
             Row("echo", f"{variant}.p99_ms", f"{label}: p99", "ms", None, variant),
         ]

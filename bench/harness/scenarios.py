@@ -108,6 +108,7 @@ class Context:
     prefix: str  # unique to this run; every Redis key the run makes starts with it
     log: Callable[[str], None] = print
     redis_pid: int | None = None
+    server: str = "daphne"
     counter: list[int] = field(default_factory=lambda: [0])
 
     def fresh_prefix(self, impl: str) -> str:
@@ -172,19 +173,39 @@ def _env(impl: Impl, extra: dict[str, str] | None = None) -> dict[str, str]:
 # Servers and load generator --------------------------------------------------------------
 
 
+# Each server's command line with its own defaults (logging errors only, no lifespan
+# where the app has none to run), before the ``module:application`` argument.
+SERVERS: dict[str, Callable[[int], list[str]]] = {
+    "daphne": lambda port: ["daphne", "-v", "0", "-b", HOST, "-p", str(port)],
+    "uvicorn": lambda port: [
+        "uvicorn",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "off",
+    ],
+    "hypercorn": lambda port: ["hypercorn", "-b", f"{HOST}:{port}", "--log-level", "warning"],
+}
+
+
 def start_servers(
     ctx: Context, impl: Impl, count: int = 1, layer: str = "memory"
 ) -> list[tuple[Process, int]]:
-    """``count`` Daphne processes for ``impl`` (all on the server core), once listening."""
+    """``count`` server processes (``ctx.server``) for ``impl`` (all on the server core),
+    once listening."""
     extra = {"BENCH_LAYER": layer}
     if layer == "redis":
         extra.update(BENCH_REDIS_URL=ctx.redis_url, BENCH_PREFIX=ctx.fresh_prefix(impl.name))
     servers = []
     for index in range(count):
         port = free_port()
-        argv = [str(impl.python), "-m", "daphne", "-v", "0", "-b", HOST, "-p", str(port)]
+        argv = [str(impl.python), "-m", *SERVERS[ctx.server](port)]
         proc = ctx.procs.start(
-            f"daphne-{impl.name}-{index}",
+            f"{ctx.server}-{impl.name}-{index}",
             [*argv, f"{impl.app}:application"],
             core=SERVER_CORE,
             env=_env(impl, extra),
@@ -263,6 +284,9 @@ def echo(ctx: Context, impl: Impl) -> dict[str, Any]:
                 servers,
             )
             metrics.update(_copy(result, variant, ("rps", "p50_ms", "p99_ms", *CPU)))
+            if result.get("srv_cpu") and result.get("rps"):
+                # Steadier than the rate on a shared machine: it counts only the server's work.
+                metrics[f"{variant}.srv_us"] = round(result["srv_cpu"] * 1e4 / result["rps"], 1)
     finally:
         stop(ctx, [proc for proc, _ in servers])
     return metrics

@@ -8,12 +8,10 @@ held off.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import re
 from array import array
-from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
@@ -39,8 +37,7 @@ def parse_json(text: str) -> Any:
     The depth is read from the text, not from the decoded content: a frame of many small
     containers would otherwise cost a Python walk several times the decoder's own time."""
     try:
-        with _collector_paused(len(text) > GC_PAUSE_ABOVE):
-            content = _decoder.decode(text)
+        content = _decode(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"invalid JSON: {error.msg} at char {error.pos}") from None
     except ValueError as error:
@@ -52,18 +49,17 @@ def parse_json(text: str) -> Any:
     return content
 
 
-@contextlib.contextmanager
-def _collector_paused(pause: bool) -> Iterator[None]:
-    """Hold the garbage collector off while a large frame decodes: the decoder's containers
+def _decode(text: str) -> Any:
+    """Decode, holding the garbage collector off for a large frame: the decoder's containers
     are all alive until it ends, so each collection would promote them, and a frame of many
     containers would set off a full collection of the process every frame or two (most
-    of its cost). They are freed by reference counting."""
-    if not pause or not gc.isenabled():
-        yield
-        return
+    of its cost). They are freed by reference counting. A small frame is a plain call: a
+    context manager around it cost more than decoding it (1.3 against 1.0 us here)."""
+    if len(text) <= GC_PAUSE_ABOVE or not gc.isenabled():
+        return _decoder.decode(text)
     gc.disable()
     try:
-        yield
+        return _decoder.decode(text)
     finally:
         gc.enable()
 
