@@ -40,6 +40,7 @@ async def test_a_returning_page_gets_exactly_the_posts_it_missed(make_user, make
     posted = await next_of(b, "message")
     assert posted["__position__"]["offset"] == joined["position"]["offset"] + 1
     seen = await next_of(b, "moderated")  # the last thing the page saw: the post's verdict
+    await next_of(a, "moderated")  # so each wait below is for the verdict of its own post
     await b.disconnect()
 
     for number in range(5):
