@@ -55,7 +55,7 @@ def user_group(user_id: Any) -> str:
 
 def session_fingerprint(session_key: str) -> str:
     """What crosses the layer to name a session: never the key itself."""
-    return salted_hmac("consumers.users.session", session_key).hexdigest()[:32]
+    return salted_hmac("consumers.users.session", session_key, algorithm="sha256").hexdigest()[:32]
 
 
 async def asend_to_user(user_id: Any, message: dict[str, Any], alias: str = "default") -> None:

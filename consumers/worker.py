@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels_layer import BaseChannelLayer
+from channels_layer.base import Lease
 from consumers import metrics
 from consumers.types import ASGIApp, Message
 
@@ -103,7 +104,7 @@ class _LeasedReceive:
     def __init__(self, layer: BaseChannelLayer, channel: str) -> None:
         self.layer = layer
         self.channel = channel
-        self.held: Any = None
+        self.held: Lease | None = None
 
     async def __call__(self) -> Message:
         await self.finish()
