@@ -96,7 +96,8 @@ def server(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[N
         "REDIS_PREFIX": None,
     }
     port = free_port()
-    process = Process(sys.executable, *SERVERS[name](port), env=env, name=name)
+    # A group of its own: Hypercorn serves from a child process, stopped with it.
+    process = Process(sys.executable, *SERVERS[name](port), env=env, name=name, own_group=True)
     running = Node(name, port, process)
     try:
         wait_for_port(process, port, START_TIMEOUT)

@@ -99,6 +99,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
         "-m",
         *argv,
         env={"DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"},
+        own_group=True,  # Hypercorn serves from a child process, stopped with it
     ).ready(listening)
     try:
         yield Server(request.param, port, process)
