@@ -113,7 +113,11 @@ async def drive(reader, hits, unmarked):
         started = time.monotonic()
         await layer.close()
         closed_in = time.monotonic() - started
-        await asyncio.wait(hits, timeout=2)
+        # The reader may run on the layer's own loop in another thread, which asyncio.wait()
+        # would not be woken by: look at it instead.
+        deadline = time.monotonic() + 2
+        while not hits[0].done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         return closed_in, hits[0].done()
     finally:
         using.cancel()
