@@ -23,9 +23,10 @@ def fresh_channel_layers():
 
 
 @pytest.fixture
-async def make_layer():
+async def make_layer(redis_servers):
     """Build layers that share one unique prefix (as processes of one site do) on the
-    machine's Redis unless told otherwise; their keys are deleted afterwards."""
+    machine's Redis unless told otherwise; their keys are deleted afterwards, before the
+    test's own ``redis_servers`` stop (so no flush waits for a server that is gone)."""
     prefix = f"test-{secrets.token_hex(6)}"
     layers = []
 

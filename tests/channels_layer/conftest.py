@@ -8,6 +8,7 @@ start servers of their own, or look at its keys or clients) are marked ``single_
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -29,7 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if (
         getattr(metafunc.module, "ON_CLUSTER", False)
         and "make_layer" in metafunc.fixturenames
-        and "redis_servers" not in metafunc.fixturenames
+        and "redis_servers" not in inspect.signature(metafunc.function).parameters
         and metafunc.definition.get_closest_marker("single_server") is None
     ):
         metafunc.parametrize("layer_backend", BACKENDS, indirect=True)
