@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -34,7 +35,8 @@ def make_layer(impl: str, url: str, prefix: str) -> Any:
     if impl == "ours":
         from channels_layer.redis import RedisChannelLayer
 
-        return RedisChannelLayer(hosts=[url], prefix=prefix, capacity=CAPACITY)
+        cluster = os.environ.get("BENCH_REDIS_CLUSTER") == "1"  # url is a Cluster node
+        return RedisChannelLayer(hosts=[url], prefix=prefix, capacity=CAPACITY, cluster=cluster)
     if impl == "channels":
         from django.conf import settings
 

@@ -27,13 +27,11 @@ def layers(memory_backend: str, redis_backend: str) -> dict[str, dict[str, objec
     """``BENCH_LAYER=memory`` (default) or ``redis`` (with ``BENCH_REDIS_URL`` and
     ``BENCH_PREFIX``): the same layer settings for every implementation."""
     if os.environ.get("BENCH_LAYER", "memory") == "redis":
-        return {
-            "default": {
-                "BACKEND": redis_backend,
-                "CONFIG": {
-                    "hosts": [os.environ["BENCH_REDIS_URL"]],
-                    "prefix": os.environ["BENCH_PREFIX"],
-                },
-            }
+        config: dict[str, object] = {
+            "hosts": [os.environ["BENCH_REDIS_URL"]],
+            "prefix": os.environ["BENCH_PREFIX"],
         }
+        if os.environ.get("BENCH_REDIS_CLUSTER") == "1":  # bench.cluster: ours only
+            config["cluster"] = True
+        return {"default": {"BACKEND": redis_backend, "CONFIG": config}}
     return {"default": {"BACKEND": memory_backend}}

@@ -109,6 +109,8 @@ class Context:
     log: Callable[[str], None] = print
     redis_pid: int | None = None
     server: str = "daphne"
+    redis_cluster: bool = False  # redis_url is a Redis Cluster node (bench.cluster)
+    redis_cpu_groups: dict[str, list[int]] = field(default_factory=dict)  # more layer CPU rows
     counter: list[int] = field(default_factory=lambda: [0])
 
     def fresh_prefix(self, impl: str) -> str:
@@ -200,6 +202,8 @@ def start_servers(
     extra = {"BENCH_LAYER": layer}
     if layer == "redis":
         extra.update(BENCH_REDIS_URL=ctx.redis_url, BENCH_PREFIX=ctx.fresh_prefix(impl.name))
+        if ctx.redis_cluster:
+            extra["BENCH_REDIS_CLUSTER"] = "1"
     servers = []
     for index in range(count):
         port = free_port()
@@ -295,9 +299,12 @@ def echo(ctx: Context, impl: Impl) -> dict[str, Any]:
 # 2. Broadcast ----------------------------------------------------------------------------
 
 
-def broadcast(ctx: Context, impl: Impl) -> dict[str, Any]:
+def broadcast(
+    ctx: Context, impl: Impl, layers: tuple[str, ...] = ("memory", "redis")
+) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
-    for layer, processes in (("memory", 1), ("redis", 2)):
+    for layer in layers:
+        processes = 1 if layer == "memory" else 2
         servers = start_servers(ctx, impl, count=processes, layer=layer)
         try:
             for size in ctx.profile.broadcast_sizes:
@@ -312,7 +319,7 @@ def broadcast(ctx: Context, impl: Impl) -> dict[str, Any]:
                     servers,
                 )
                 tag = f"{'mem' if layer == 'memory' else 'redis'}{size}"
-                metrics.update(_copy(result, tag, (*LATENCY, "lost", *CPU)))
+                metrics.update(_copy(result, tag, (*LATENCY, "lost", *CPU, "window_s")))
                 time.sleep(0.3)  # let the departed clients leave the group
         finally:
             stop(ctx, [proc for proc, _ in servers])
@@ -361,7 +368,10 @@ def layer(ctx: Context, impl: Impl) -> dict[str, Any]:
     argv = [str(impl.python), "-m", "bench.layer_worker", impl.name, ctx.redis_url, prefix]
     env = _env(impl)
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    if ctx.redis_cluster:
+        env["BENCH_REDIS_CLUSTER"] = "1"
     redis = {"redis_cpu": [ctx.redis_pid]} if ctx.redis_pid else {}
+    redis.update(ctx.redis_cpu_groups)
     everyone: list[Process] = []
 
     def start(*roles: tuple[str, int]) -> list[Process]:
@@ -392,7 +402,7 @@ def layer(ctx: Context, impl: Impl) -> dict[str, Any]:
             ctx.log(f"  group of {size}: {time.monotonic() - began:.1f} s")
     finally:
         stop(ctx, everyone)
-        delete_keys(ctx.redis_url, prefix)
+        delete_keys(ctx.redis_url, prefix, ctx.redis_cluster)
     return metrics
 
 
@@ -485,12 +495,13 @@ def _group(
     return metrics
 
 
-def delete_keys(url: str, prefix: str) -> int:
+def delete_keys(url: str, prefix: str, cluster: bool = False) -> int:
     """Remove the keys starting with ``prefix`` (never FLUSHDB: the database may be shared);
-    how many there were."""
+    how many there were. ``cluster``: scan every master of the Redis Cluster at ``url``."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=10)
+    kind = redis.RedisCluster if cluster else redis.Redis
+    client = kind.from_url(url, socket_timeout=10)
     try:
         batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(batch), 500):
