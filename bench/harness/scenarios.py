@@ -462,6 +462,15 @@ def _one_by_one(
 ) -> dict[str, Any]:
     """A single sender awaiting each ``send``: messages per second sent and delivered."""
     profile = ctx.profile
+    # What an earlier part left queued must not count here: wait until it stops arriving.
+    last, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        count = receiver.request({"cmd": "count"})["received"]
+        if count == last:
+            break
+        last = count
+        time.sleep(0.3)
+    receiver.request({"cmd": "stats"})  # and forget it
     sent = sender.request(
         {"cmd": "p2p_one_by_one", "channels": channels, "duration": profile.layer_duration},
         timeout=profile.layer_duration * 10 + 60,
