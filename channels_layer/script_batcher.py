@@ -142,7 +142,7 @@ class ScriptBatcher:
             assert isinstance(self.client, Redis)  # noqa: S101  for mypy: see _direct
             connection = self._connection = await self.client.connection_pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
+            await _write(connection, connection.pack_commands(commands))
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -154,6 +154,20 @@ class ScriptBatcher:
             await connection.disconnect(nowait=True)
             raise
         return replies
+
+
+async def _write(connection: AbstractConnection, packed: list[bytes]) -> None:
+    """``connection.send_packed_command`` without its ``asyncio.wait_for``, which on Python
+    3.11 runs the write as a task of its own: one more turn of the loop per batch."""
+    if not connection.is_connected:
+        await connection.connect()
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            await connection._send_packed_command(packed)
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as error:
+        raise RedisConnectionError(f"Error while writing to socket: {error}") from error
 
 
 def _flat(calls: list[_Call]) -> list[Any]:
