@@ -278,6 +278,24 @@ class Worker:
         await asyncio.gather(*(sender(i) for i in range(concurrency)))
         return {"sent": sum(counts), "full": full, "start": start, "end": time.monotonic()}
 
+    async def cmd_p2p_one_by_one(self, channels: list[str], duration: float) -> dict[str, Any]:
+        """A single sender awaiting each ``send`` before the next (a worker or a view
+        pushing messages in turn): bounded by one round trip per message."""
+        send, stop = self.layer.send, time.monotonic() + duration
+        sent = full = 0
+        start = time.monotonic()
+        while time.monotonic() < stop:
+            try:
+                await send(
+                    channels[sent % len(channels)], {"type": "bench.msg", "t": time.monotonic()}
+                )
+            except Exception as error:
+                if "Full" not in type(error).__name__:
+                    raise
+                full += 1
+            sent += 1
+        return {"sent": sent, "full": full, "start": start, "end": time.monotonic()}
+
     async def cmd_group_send(self, group: str, key: int) -> dict[str, Any]:
         started = time.monotonic()
         await self.layer.group_send(group, {"type": "bench.group", "t": started, "k": key})

@@ -5,8 +5,9 @@ How it works, in the Phoenix.PubSub manner:
 - Every process has an id (``client_prefix``). A message for one of its consumers'
   channels (``specific.<id>!<suffix>``) reaches it by the layer's delivery strategy
   (``redis_delivery``): its inbox, one Redis list drained in batches into in-memory
-  mailboxes, with capacity counted per channel; or, for ``RedisPubSubChannelLayer``, its
-  pub/sub topic.
+  mailboxes, with capacity counted per channel (a process's message to its own channel
+  is counted there too, and put straight into the mailbox); or, for
+  ``RedisPubSubChannelLayer``, its pub/sub topic.
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
   process may receive from them; each message goes to one receiver (``redis_named``).
   ``at_least_once`` ones keep a message under a lease until its job is done
@@ -18,8 +19,9 @@ How it works, in the Phoenix.PubSub manner:
   or, with ``cluster=True``, over a Redis Cluster's slots by hash tags, groups travelling
   over sharded pub/sub (SPUBLISH/SSUBSCRIBE) on the shard that owns them.
 - All Redis I/O runs on one event loop, with retries while Redis is away
-  (``redis_connections``, ``redis_health``); scripts of one loop turn go out together
-  (``script_batcher``). The entries around each payload: ``redis_envelopes``.
+  (``redis_connections``, ``redis_subscriptions``, ``redis_health``); scripts go out in
+  batches, one in flight per host (``script_batcher``). The entries around each payload:
+  ``redis_envelopes``.
   ARCHITECTURE.md follows one message from a consumer to a socket.
 
 The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``KeyScheme``;

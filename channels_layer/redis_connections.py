@@ -8,10 +8,9 @@ are handed to it, so they reuse its connections and never meet "Event loop is cl
 When the home loop changes (a new test's loop), a new ``LoopState`` is made, the old one is
 shut on its own loop, and the readers resubscribe before any work runs.
 
-The readers (this process's inbox, one pub/sub connection per host; on a Redis Cluster one
-sharded pub/sub client, which keeps a connection to each shard it needs and follows its
-slots through failovers and migrations) hand what they read
-back to the layer through ``LayerCallbacks``; nothing here knows the layer's class.
+The readers (this process's inbox, read here; the pub/sub topics, read by
+``redis_subscriptions``) hand what they read back to the layer through ``LayerCallbacks``;
+nothing here knows the layer's class. Scripts go out through each host's ``ScriptBatcher``.
 A Redis that goes away is retried with backoff (see ``redis_health``).
 """
 
@@ -23,7 +22,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -31,18 +30,18 @@ from redis.asyncio.client import PubSub
 
 from . import redis_cluster, stopping
 from .exceptions import LayerUnavailable
-from .inbox_order import SEQ_FIELD, InboxProgress, split_marks
+from .inbox_order import InboxProgress
 from .mailbox import call_soon_on
 from .redis_health import UNAVAILABLE, Health
 from .redis_hosts import Client, RedisHost, ShardRing
-from .script_batcher import ScriptBatcher
+from .redis_subscriptions import BLOCK_SECONDS, SubscriptionReaders, quietly
+from .script_batcher import BeforeSend, ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
 
 T = TypeVar("T")
 
 INBOX_BATCH = 500
-BLOCK_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,14 @@ class LoopState:
         hosts: list[RedisHost],
         name: str,
         scripts: dict[str, str],
+        before_send: Mapping[int, Sequence[BeforeSend]],
     ) -> None:
         self.loop = loop
         self.clients = [host.client(name) for host in hosts]
-        self.scripts = [ScriptBatcher(client, scripts) for client in self.clients]
+        self.scripts = [
+            ScriptBatcher(client, scripts, before_send.get(shard, ()))
+            for shard, client in enumerate(self.clients)
+        ]
         self.inbox_reader: asyncio.Task[None] | None = None
         self.inbox_client: Client | None = None
         self.inbox_client_id: int | None = None
@@ -148,12 +151,21 @@ class RedisConnections:
         self.inbox = inbox
         self.callbacks = callbacks
         self.health = [Health(host.label) for host in hosts]
+        self.subscriptions = SubscriptionReaders(
+            hosts, ring, retry_timeout, inbox, callbacks, self.health
+        )
         self._lock = threading.Lock()
         self._main_loop: asyncio.AbstractEventLoop | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._state: LoopState | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._spawned: set[asyncio.Task[Any]] = set()
+        self._before_send: dict[int, list[BeforeSend]] = {}
+
+    def before_batch(self, shard: int, add: BeforeSend) -> None:
+        """Have ``add(batcher)`` called before each batch of scripts leaves for ``shard``,
+        to put in calls that may as well ride along (see ``script_batcher``)."""
+        self._before_send.setdefault(shard, []).append(add)
 
     # Choosing the loop -------------------------------------------------------------
 
@@ -210,9 +222,11 @@ class RedisConnections:
         state = self._state
         if state is None or state.loop is not loop:
             old = state
-            state = self._state = LoopState(loop, self.hosts, self.connection_name, self.scripts)
+            state = self._state = LoopState(
+                loop, self.hosts, self.connection_name, self.scripts, self._before_send
+            )
             state.resubscribing = [
-                self._start_subscription(state, topic) for topic in self.callbacks.topics()
+                self.subscriptions.start(state, topic) for topic in self.callbacks.topics()
             ]
             if old is not None:
                 self._retire(old)
@@ -264,9 +278,26 @@ class RedisConnections:
             self.health[shard].up()
             return result
 
-    async def script(self, shard: int, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script by SHA, batched with the other calls of this loop turn."""
-        return await self.call(shard, lambda state: state.scripts[shard].call(name, keys, args))
+    async def script(
+        self,
+        shard: int,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        on_result: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Run a Lua script by SHA, batched with the other calls made meanwhile (see
+        ``script_batcher``). ``on_result`` is called with the result as it arrives, before
+        the caller resumes, and even if the caller was cancelled meanwhile."""
+
+        def operation(state: LoopState) -> asyncio.Future[Any]:
+            result = state.scripts[shard].call(name, keys, args)
+            if on_result is None:
+                return result
+            result.add_done_callback(functools.partial(_report, on_result))
+            return asyncio.shield(result)  # a cancelled caller must not cancel the call
+
+        return await self.call(shard, operation)
 
     # The process inbox ---------------------------------------------------------------
 
@@ -277,6 +308,12 @@ class RedisConnections:
         if state is None or state.closing or state.loop is not asyncio.get_running_loop():
             return False
         return state.inbox_reader is not None and not state.inbox_reader.done()
+
+    def inbox_progress_here(self) -> InboxProgress | None:
+        """The inbox reader's progress if it runs on the calling loop, the home loop."""
+        if not self.inbox_reader_runs_here():
+            return None
+        return cast(LoopState, self._state).inbox_progress
 
     def subscribed_here(self, topic: str) -> bool:
         """Whether the calling loop is the home loop and Redis confirmed ``topic``."""
@@ -301,6 +338,7 @@ class RedisConnections:
         next_sweep = time.monotonic() + inbox.sweep_every
         while not state.closing:
             stopping.raise_if_cancelled()
+            asked_at = time.monotonic()
             try:
                 popped = await client.blmpop(
                     BLOCK_SECONDS, 1, inbox.key, direction="LEFT", count=INBOX_BATCH
@@ -314,7 +352,7 @@ class RedisConnections:
             for entry in cast(list[bytes], popped[1]) if popped else ():
                 self.callbacks.deliver_from_inbox(entry, state.inbox_progress)
             if not popped:
-                state.inbox_progress.drained()
+                state.inbox_progress.drained(asked_at)
             if time.monotonic() >= next_sweep:
                 self.callbacks.sweep()
                 next_sweep = time.monotonic() + inbox.sweep_every
@@ -330,121 +368,18 @@ class RedisConnections:
 
         call_soon_on(self._home_loop(), start)
 
-    # Broadcast subscriptions ---------------------------------------------------------
+    # Broadcast subscriptions (read by ``redis_subscriptions``) ------------------------
 
     async def subscribe(self, topic: str) -> None:
         """Subscribe to a pub/sub ``topic``; returns once Redis confirms, so a message
         published after that is never missed."""
-        state = self.state()
-        confirmed = state.subscribed.get(topic) or self._start_subscription(state, topic)
-        try:
-            await asyncio.wait_for(asyncio.shield(confirmed), self.retry_timeout)
-        except TimeoutError:
-            label = self.hosts[self._shard(topic)].label
-            raise LayerUnavailable(
-                f"Redis {label} did not confirm the subscription to {topic!r} within "
-                f"{self.retry_timeout} s; it will be made when Redis is reachable"
-            ) from None
-
-    def _start_subscription(self, state: LoopState, topic: str) -> asyncio.Future[None]:
-        shard = self._shard(topic)
-        confirmed = state.subscribed[topic] = state.loop.create_future()
-        reader = state.subscription_readers.get(shard)
-        if reader is None or reader.done():
-            state.subscription_readers[shard] = asyncio.ensure_future(
-                self._read_subscriptions(state, shard)
-            )
-        elif shard in state.pubsubs:
-            state.spawn(quietly(redis_cluster.subscribe(state.pubsubs[shard], topic)))
-        # else: the reader is reconnecting and subscribes to everything in state.subscribed
-        return confirmed
+        await self.subscriptions.subscribe(self.state(), topic)
 
     async def unsubscribe(self, topic: str) -> None:
-        state = self.state()
-        if state.subscribed.pop(topic, None) is not None:
-            pubsub = state.pubsubs.get(self._shard(topic))
-            if pubsub is not None:
-                await quietly(redis_cluster.unsubscribe(pubsub, topic))
+        await self.subscriptions.unsubscribe(self.state(), topic)
 
     def topics(self) -> list[str]:
         return list(self._state.subscribed) if self._state else []
-
-    def _shard(self, topic: str) -> int:
-        """Topics are ``{prefix}:{kind}:{name}`` and live on the shard of ``name``."""
-        return self.ring.shard(topic.split(":", 2)[2])
-
-    async def _read_subscriptions(self, state: LoopState, shard: int) -> None:
-        """Keep one pub/sub connection to ``shard`` subscribed to each of its topics and
-        hand messages to the layer; reconnect when it drops, stop when no topic is left."""
-        while not state.closing:
-            stopping.raise_if_cancelled()
-            wanted = [topic for topic in state.subscribed if self._shard(topic) == shard]
-            if not wanted:
-                return
-            pubsub = state.clients[shard].pubsub()
-            state.open_pubsubs.add(pubsub)  # closed by the state if this task is cancelled
-            try:
-                # Shared only once connected: a second subscribe during the first would
-                # open a second connection that nobody reads.
-                await redis_cluster.subscribe(pubsub, *wanted)
-                state.pubsubs[shard] = pubsub
-                late = [t for t in state.subscribed if self._shard(t) == shard and t not in wanted]
-                if late:
-                    await redis_cluster.subscribe(pubsub, *late)
-                while not state.closing and any(self._shard(t) == shard for t in state.subscribed):
-                    stopping.raise_if_cancelled()
-                    message = await redis_cluster.next_message(pubsub, BLOCK_SECONDS)
-                    self.health[shard].up()
-                    unmarked = []
-                    while message is not None and not state.closing:  # else the new state's
-                        topic = message["channel"].decode()
-                        if message["type"] in ("message", "smessage"):
-                            held = self._hold(state, shard, topic, message["data"])
-                            unmarked += [held] if held else []
-                        elif message["type"] in ("subscribe", "ssubscribe"):
-                            confirmed = state.subscribed.get(topic)
-                            if confirmed is not None and not confirmed.done():
-                                confirmed.set_result(None)
-                        # Whatever else has arrived joins this batch (no waiting).
-                        more = len(unmarked) < INBOX_BATCH
-                        message = await redis_cluster.next_message(pubsub, 0) if more else None
-                    if unmarked:
-                        state.inbox_progress.settle(unmarked, await self._inbox_latest(state))
-            except UNAVAILABLE as error:
-                if not state.closing:
-                    await self.callbacks.unavailable(shard, error)
-                    await quietly(redis_cluster.refresh_slots(state.clients[shard]))
-            finally:
-                state.pubsubs.pop(shard, None)
-            # Not in ``finally``: a cancelled reader awaits nothing (its loop may be ending).
-            state.open_pubsubs.discard(pubsub)
-            await quietly(pubsub.aclose())
-
-    def _hold(self, state: LoopState, shard: int, topic: str, data: bytes) -> list[Any] | None:
-        """Hold a pub/sub message for delivery in order with the inbox (see inbox_order);
-        the held item if the inbox's number must still be read, else None."""
-        mark: int | None = None
-        if topic.startswith(self.inbox.broadcast_prefix):
-            with contextlib.suppress(ValueError):  # unmarked: from an older version
-                marks, data = split_marks(data)
-                if shard == self.inbox.shard:  # else another server's number
-                    mark = marks.get(self.inbox.owner)
-        if state.inbox_reader is None or state.inbox_reader.done():
-            mark = 0  # no consumer channel receives here
-        deliver = functools.partial(self.callbacks.deliver, topic, data)
-        held = state.inbox_progress.hold(mark, deliver)
-        return held if mark is None else None
-
-    async def _inbox_latest(self, state: LoopState) -> int | None:
-        """The sequence number of the latest entry queued in this process's inbox."""
-        if state.inbox_reader is None or state.inbox_reader.done():
-            return None  # no consumer channel receives here
-        client = state.clients[self.inbox.shard]
-        try:
-            latest = await client.hget(self.inbox.pending, SEQ_FIELD)
-        except UNAVAILABLE:
-            return None  # the inbox is unreachable too: nothing can come from it now
-        return int(latest) if latest else None
 
     async def close(self) -> None:
         state = self._state
@@ -454,8 +389,6 @@ class RedisConnections:
         await state.shut()
 
 
-async def quietly(awaitable: Awaitable[Any]) -> None:
-    try:
-        await awaitable
-    except Exception as error:  # best effort: the connection is going away anyway
-        logger.debug("Ignoring %r while tidying a Redis connection", error)
+def _report(on_result: Callable[[Any], None], done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        on_result(done.result())

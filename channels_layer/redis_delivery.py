@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +26,7 @@ from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
 from .mailbox import Mailboxes
 from .redis_connections import RedisConnections
 from .redis_health import UNAVAILABLE
+from .script_batcher import ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
 
@@ -88,63 +90,131 @@ class ProcessDelivery(Protocol):
 
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. Each entry carries a sequence number (see inbox_order).
-# ARGV groups: channel, envelope, capacity, ttl. Result: 1 queued, 0 full.
+# own. Each entry carries a sequence number (see inbox_order). One RPUSH and one expiry
+# per key for the whole batch.
+# ARGV groups: channel, envelope, capacity, ttl. Result: the entry's sequence number if
+# queued, 0 if full.
 SEND_TO_PROCESS = (
     SEQUENCE_LUA
     + """
-local results = {}
+local results, entries = {}, {}
 for i = 1, #ARGV, 4 do
   local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
   if pending >= tonumber(ARGV[i + 2]) then
     results[#results + 1] = 0
   else
     redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
-    redis.call('RPUSH', KEYS[1], next_entry(KEYS[2], ARGV[i + 1]))
-    redis.call('EXPIRE', KEYS[1], ARGV[i + 3])
-    redis.call('EXPIRE', KEYS[2], ARGV[i + 3])
-    results[#results + 1] = 1
+    entries[#entries + 1] = next_entry(KEYS[2], ARGV[i + 1])
+    results[#results + 1] = seq
   end
 end
-save_seq(KEYS[2])
+if #entries > 0 then
+  redis.call('RPUSH', KEYS[1], unpack(entries))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  save_seq(KEYS[2])
+end
 return results
 """
 )
 
-# Forget messages a process has taken out of its inbox (delivered or expired).
-# ARGV groups: channel, count.
-TAKEN_BY_PROCESS = """
-local results = {}
-for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+# The counts of this process's own pending hash: forget messages it has taken out of its
+# inbox or mailboxes (delivered or expired), and count messages for its own channels, which
+# go straight to their mailboxes, against their capacity as SEND_TO_PROCESS counts the
+# others. Both in one script, so they share one EVALSHA when they meet in a batch.
+# ARGV groups: channel, messages taken, capacity (-1: count nothing), ttl.
+# Result: 1 counted, else 0 (full, or nothing to count).
+COUNT_HERE = """
+local results, counted = {}, false
+for i = 1, #ARGV, 4 do
+  local channel, capacity = ARGV[i], tonumber(ARGV[i + 2])
+  local pending = tonumber(redis.call('HGET', KEYS[1], channel) or '0') - tonumber(ARGV[i + 1])
+  if capacity >= 0 and pending < capacity then
+    pending = pending + 1
+    counted = true
+    results[#results + 1] = 1
+  else
+    results[#results + 1] = 0
   end
-  results[#results + 1] = 0
+  if pending > 0 then
+    redis.call('HSET', KEYS[1], channel, pending)
+  else
+    redis.call('HDEL', KEYS[1], channel)
+  end
+end
+if counted then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 return results
 """
 
 
 class InboxDelivery:
-    """Messages wait in the process's inbox list, counted per channel against its capacity."""
+    """Messages wait in the process's inbox list, counted per channel against its capacity.
+
+    A message for one of this process's own channels is counted the same way (one round
+    trip) but put straight into its mailbox: it does not travel through the inbox, so the
+    inbox reader is not woken for it. That is done only while nothing this process sent
+    itself through the inbox can still be on its way (after the reader has delivered it,
+    or found the inbox empty), so a sender's messages keep their order.
+    """
 
     scripts: ClassVar[dict[str, str]] = {
         "send_to_process": SEND_TO_PROCESS,
-        "taken_by_process": TAKEN_BY_PROCESS,
+        "count_here": COUNT_HERE,
     }
     reads_from_new_channel: ClassVar[bool] = False
 
     def __init__(self, context: DeliveryContext) -> None:
         self.context = context
         self._taken_counts = _TakenCounts(context.connections, self._flush_taken)
+        # Every batch to this process's shard carries the counts taken since the last.
+        context.connections.before_batch(
+            context.connections.ring.shard(context.owner), self._add_taken_to
+        )
+        # The last entry this process queued in its own inbox: number, and when queued.
+        self._queued_here_seq = 0
+        self._queued_here_at = -math.inf
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
         context = self.context
+        here = owner == context.owner
+        if here and self._nothing_queued_here():
+            return await self._send_here(channel, payload)
         keys = [context.key("inbox", owner), context.key("pending", owner)]
         entry = envelopes.process_entry(channel, payload)
         args = [channel, entry, context.capacity(channel), int(context.expiry) + 1]
         shard = context.connections.ring.shard(owner)
-        return bool(await context.connections.script(shard, "send_to_process", keys, args))
+        seq = await context.connections.script(shard, "send_to_process", keys, args)
+        if here and seq:
+            self._queued_here_seq = max(self._queued_here_seq, int(seq))
+            self._queued_here_at = time.monotonic()
+        return bool(seq)
+
+    def _nothing_queued_here(self) -> bool:
+        """Whether the inbox reader runs on this loop and nothing this process queued in
+        its own inbox is still to be delivered (see the class docstring)."""
+        progress = self.context.connections.inbox_progress_here()
+        return progress is not None and (
+            progress.delivered >= self._queued_here_seq
+            or progress.empty_since > self._queued_here_at
+        )
+
+    async def _send_here(self, channel: str, payload: bytes) -> bool:
+        context = self.context
+        sent_at = time.time()
+
+        def counted(result: Any) -> None:
+            # Run as the reply arrives, even if the sender was cancelled meanwhile.
+            if result:
+                metrics.received("redis", sent_at)
+                remaining = context.expiry - (time.time() - sent_at)
+                context.mailboxes.put(channel, payload, remaining, capacity=None, receipt=COUNTED)
+
+        keys = [context.key("pending", context.owner)]
+        args = [channel, 0, context.capacity(channel), int(context.expiry) + 1]
+        shard = context.connections.ring.shard(context.owner)
+        return bool(await context.connections.script(shard, "count_here", keys, args, counted))
 
     async def start_reading(self) -> None:
         await self.context.connections.start_inbox_reader()
@@ -181,15 +251,23 @@ class InboxDelivery:
         if receipt == COUNTED:
             self._taken_counts.add(channel)
 
+    def _add_taken_to(self, batch: ScriptBatcher) -> None:
+        context = self.context
+        keys = [context.key("pending", context.owner)]
+        ttl = int(context.expiry) + 1
+        for channel, n in self._taken_counts.take_all().items():
+            batch.call("count_here", keys, [channel, n, -1, ttl]).add_done_callback(_lost)
+
     async def _flush_taken(self, taken: dict[str, int]) -> None:
         context = self.context
         keys = [context.key("pending", context.owner)]
         shard = context.connections.ring.shard(context.owner)
+        ttl = int(context.expiry) + 1
         with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
             await asyncio.gather(
                 *(
-                    context.connections.script(shard, "taken_by_process", keys, [channel, count])
-                    for channel, count in taken.items()
+                    context.connections.script(shard, "count_here", keys, [channel, n, -1, ttl])
+                    for channel, n in taken.items()
                 )
             )
 
@@ -254,6 +332,12 @@ class PubSubDelivery:
 pubsub_logger = logging.getLogger("channels_layer.pubsub")
 
 
+def _lost(done: asyncio.Future[Any]) -> None:
+    """Counts are lost with the Redis that would have kept them."""
+    if not done.cancelled() and done.exception() is not None:
+        logger.debug("Lost counts of taken messages: %r", done.exception())
+
+
 class _TakenCounts:
     """Counts of messages taken from this process's inbox, from any thread, flushed to
     Redis in one batch per turn of the home loop."""
@@ -277,8 +361,15 @@ class _TakenCounts:
             self._scheduled = True
         self._connections.spawn_soon(self._flush_all)
 
+    def take_all(self) -> dict[str, int]:
+        """The counts not flushed yet, for the caller to send instead."""
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(int)
+        return counts
+
     async def _flush_all(self) -> None:
         with self._lock:
             counts, self._counts = self._counts, defaultdict(int)
             self._scheduled = False
-        await self._flush(counts)
+        if counts:
+            await self._flush(counts)

@@ -1,64 +1,101 @@
-"""Lua scripts run by SHA, with all the calls of one event-loop turn sent in one round trip.
-
-On a Redis Cluster the pipeline sends each EVALSHA to the node of its keys.
+"""Lua scripts run by SHA, one batch of calls in flight per Redis client, each batch one
+round trip.
 
 A busy process sends many messages at once (a fan-out to workers, many consumers replying).
-Each would cost a network round trip and a reply to parse. ``ScriptBatcher`` queues every
-script call made during one turn of the loop; on the next turn, calls to the same script
-with the same keys become a single EVALSHA whose ARGV holds each call's arguments one
-after the other (the scripts loop over them and return one result per call), and all of
-those go out as one pipeline. A lone call waits for nothing: the flush is the very next
-turn. Scripts are loaded again, once, when a restarted Redis has forgotten them.
+Each would cost a network round trip and a reply to parse. ``ScriptBatcher`` queues the
+script calls made while a batch is in flight; when its replies are in, calls to the same
+script with the same keys become a single EVALSHA whose ARGV holds each call's arguments
+one after the other (the scripts loop over them and return one result per call), and all
+of those go out at once. So batches grow with the load, and a lone call (a sender awaiting
+each send in turn) goes out on the next turn of the loop: one round trip, nothing more.
+One batch at a time also keeps calls in the order they were made, whoever made them.
+Work that may as well ride along (the counts of messages this process has taken) is added
+by ``before_send`` hooks just before each batch leaves.
+
+On a single Redis a batch is written straight to a connection the batcher keeps, as
+redis-py's pipeline would write it but without its per-call bookkeeping; on a Redis
+Cluster it goes through the cluster pipeline, which sends each EVALSHA to the node of its
+keys, and with Sentinel through a pipeline of the pool that follows the master. Scripts
+are loaded again, once, when a restarted Redis has forgotten them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Calls folded into one EVALSHA at most: a script runs alone in Redis, so keep it short.
 MAX_CALLS_PER_SCRIPT = 500
 
 _Call = tuple[list[Any], asyncio.Future[Any]]
+_Batch = list[tuple[str, tuple[str, ...], list[_Call]]]
+# Called with the batcher just before each batch leaves, to add calls that may ride along.
+BeforeSend = Callable[["ScriptBatcher"], None]
 
 
 class ScriptBatcher:
-    """Batches calls of the given scripts against one Redis client."""
+    """Batches calls of the given scripts against one Redis client (of one event loop)."""
 
-    def __init__(self, client: Redis | RedisCluster, scripts: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        scripts: Mapping[str, str],
+        before_send: Sequence[BeforeSend] = (),
+    ) -> None:
         self.client = client
+        self.before_send = before_send
         self.sources = dict(scripts)
         self.shas = {name: _sha(source) for name, source in scripts.items()}
         self._queued: dict[tuple[str, tuple[str, ...]], list[_Call]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
+        self._connection: AbstractConnection | None = None
+        # A connection of its own for a single server; a Cluster's or Sentinel's pool
+        # picks the node (or the master of the moment) for each batch.
+        self._direct = isinstance(client, Redis) and type(client.connection_pool) in (
+            ConnectionPool,
+            BlockingConnectionPool,
+        )
 
     def call(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """The script's result for ``args``, once this turn's batch has been answered."""
-        loop = asyncio.get_running_loop()
-        if not self._queued:
-            loop.call_soon(self._flush)
-        future = loop.create_future()
+        """The script's result for ``args``, once its batch has been answered."""
+        future = asyncio.get_running_loop().create_future()
         self._queued.setdefault((name, tuple(keys)), []).append((args, future))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_queued())
         return future
 
-    def _flush(self) -> None:
-        queued, self._queued = self._queued, {}
-        batch = [
-            (name, keys, calls[start : start + MAX_CALLS_PER_SCRIPT])
-            for (name, keys), calls in queued.items()
-            for start in range(0, len(calls), MAX_CALLS_PER_SCRIPT)
-        ]
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _send_queued(self) -> None:
+        """Send what is queued, batch after batch, until nothing is left."""
+        try:
+            while self._queued:
+                for add in self.before_send:
+                    add(self)
+                queued, self._queued = self._queued, {}
+                await self._send(
+                    [
+                        (name, keys, calls[start : start + MAX_CALLS_PER_SCRIPT])
+                        for (name, keys), calls in queued.items()
+                        for start in range(0, len(calls), MAX_CALLS_PER_SCRIPT)
+                    ]
+                )
+        finally:
+            self._sender = None
+            if self._queued:  # stopped by a cancellation: nobody would answer them
+                queued, self._queued = self._queued, {}
+                for calls in queued.values():
+                    for _, future in calls:
+                        future.cancel()
 
-    async def _send(self, batch: list[tuple[str, tuple[str, ...], list[_Call]]]) -> None:
+    async def _send(self, batch: _Batch) -> None:
         try:
             replies = await self._execute(batch)
             refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -82,12 +119,59 @@ class ScriptBatcher:
                 if not future.done():
                     future.set_result(result)
 
-    async def _execute(self, batch: list[tuple[str, tuple[str, ...], list[_Call]]]) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name, keys, calls in batch:
-                args = [arg for call_args, _ in calls for arg in call_args]
-                pipe.execute_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+    async def _execute(self, batch: _Batch) -> list[Any]:
+        commands = [
+            ("EVALSHA", self.shas[name], len(keys), *keys, *_flat(calls))
+            for name, keys, calls in batch
+        ]
+        if not self._direct:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return await pipe.execute(raise_on_error=False)
+        try:
+            return await self._write_and_read(commands)
+        except (RedisConnectionError, RedisTimeoutError):
+            # Once more on a fresh connection, as the layer's clients retry: a connection
+            # left idle across a Redis restart fails on first use.
+            return await self._write_and_read(commands)
+
+    async def _write_and_read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        connection = self._connection
+        if connection is None:
+            assert isinstance(self.client, Redis)  # noqa: S101  for mypy: see _direct
+            connection = self._connection = await self.client.connection_pool.get_connection()
+        try:
+            await _write(connection, connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:  # this command's error; the rest follow
+                    replies.append(error)
+        except BaseException:
+            # Replies may be left unread on it: start afresh (it reconnects when used).
+            await connection.disconnect(nowait=True)
+            raise
+        return replies
+
+
+async def _write(connection: AbstractConnection, packed: list[bytes]) -> None:
+    """``connection.send_packed_command`` without its ``asyncio.wait_for``, which on Python
+    3.11 runs the write as a task of its own: one more turn of the loop per batch."""
+    if not connection.is_connected:
+        await connection.connect()
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            await connection._send_packed_command(packed)
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as error:
+        raise RedisConnectionError(f"Error while writing to socket: {error}") from error
+
+
+def _flat(calls: list[_Call]) -> list[Any]:
+    return [arg for call_args, _ in calls for arg in call_args]
 
 
 def _fail(calls: list[_Call], error: BaseException) -> None:

@@ -459,7 +459,45 @@ def _point_to_point(
     metrics["p2p_sat.send_rps"] = round(sent["sent"] / (sent["end"] - sent["start"]), 1)
     metrics.update(_copy(percentiles(stats["latencies"]), "p2p_sat", LATENCY))
     metrics.update({f"p2p_sat.{k}": v for k, v in meter.result.items()})
+    # One sender awaiting each send in turn: to the other process, then to its own channels.
+    metrics.update(_one_by_one(ctx, receiver, sender, channels, "p2p_serial"))
+    local = sender.request({"cmd": "channels", "count": profile.layer_channels})["channels"]
+    metrics.update(_one_by_one(ctx, sender, sender, local, "p2p_local_serial"))
+    sender.request({"cmd": "reset"})
     return metrics
+
+
+def _one_by_one(
+    ctx: Context, receiver: Process, sender: Process, channels: list[str], tag: str
+) -> dict[str, Any]:
+    """A single sender awaiting each ``send``: messages per second sent and delivered."""
+    profile = ctx.profile
+    # What an earlier part left queued must not count here: wait until it stops arriving.
+    last, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        count = receiver.request({"cmd": "count"})["received"]
+        if count == last:
+            break
+        last = count
+        time.sleep(0.3)
+    receiver.request({"cmd": "stats"})  # and forget it
+    sent = sender.request(
+        {"cmd": "p2p_one_by_one", "channels": channels, "duration": profile.layer_duration},
+        timeout=profile.layer_duration * 10 + 60,
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if receiver.request({"cmd": "count"})["received"] >= sent["sent"] - sent["full"]:
+            break
+        time.sleep(0.05)
+    stats = receiver.request({"cmd": "stats", "since": sent["start"], "until": sent["end"]})
+    window = max(1e-9, sent["end"] - sent["start"])
+    return {
+        f"{tag}.send_rps": round(sent["sent"] / window, 1),
+        f"{tag}.rps": round(stats["in_window"] / window, 1),
+        f"{tag}.lost": sent["sent"] - sent["full"] - stats["received"],
+        **_copy(percentiles(stats["latencies"]), tag, LATENCY),
+    }
 
 
 def _group(

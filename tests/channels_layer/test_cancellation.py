@@ -18,7 +18,7 @@ from channels_layer.redis_health import Health
 from channels_layer.redis_leases import Leases
 from tests.redis_servers import REDIS_URL
 
-INBOX, SUBSCRIPTIONS = "RedisConnections._read_inbox", "RedisConnections._read_subscriptions"
+INBOX, SUBSCRIPTIONS = "RedisConnections._read_inbox", "SubscriptionReaders.read"
 LEASE = "Lease._renew"
 
 # (what, the reader, the awaited call it is cancelled in, a call made to fail first so
