@@ -156,14 +156,23 @@ class ScriptBatcher:
         return replies
 
 
+# redis-py's write without a deadline of its own (private; see ``_write``).
+BARE_WRITE = "_send_packed_command"
+
+
 async def _write(connection: AbstractConnection, packed: list[bytes]) -> None:
     """``connection.send_packed_command`` without its ``asyncio.wait_for``, which on Python
-    3.11 runs the write as a task of its own: one more turn of the loop per batch."""
+    3.11 runs the write as a task of its own: one more turn of the loop per batch. That
+    takes redis-py's private write (redis-py 8); where it is gone, the public one."""
+    bare_write = getattr(connection, BARE_WRITE, None)
+    if bare_write is None:
+        await connection.send_packed_command(packed, check_health=False)
+        return
     if not connection.is_connected:
         await connection.connect()
     try:
         async with asyncio.timeout(connection.socket_timeout):
-            await connection._send_packed_command(packed)
+            await bare_write(packed)
     except TimeoutError:
         raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as error:

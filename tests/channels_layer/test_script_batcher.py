@@ -8,6 +8,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
+from channels_layer import script_batcher
 from channels_layer.script_batcher import ScriptBatcher
 
 # Returns, for each call (one ARGV each), its argument and the list's length after the push:
@@ -84,4 +85,19 @@ async def test_a_redis_restart_costs_the_next_call_nothing(redis_servers):
     server.kill()
     server.start()
     assert await batcher.call("push", ["list"], ["b"]) == [b"b", 1]  # a fresh server
+    await client.aclose()
+
+
+def test_the_installed_redis_py_has_the_private_write_batches_use():
+    from redis.asyncio.connection import AbstractConnection
+
+    assert callable(getattr(AbstractConnection, script_batcher.BARE_WRITE, None))
+
+
+async def test_without_redis_pys_private_write_batches_use_the_public_one(server_port, monkeypatch):
+    monkeypatch.setattr(script_batcher, "BARE_WRITE", "_a_name_redis_py_does_not_have")
+    client = Redis(port=server_port)
+    batcher = ScriptBatcher(client, {"push": PUSH})
+    results = await asyncio.gather(*(batcher.call("push", ["list"], [f"m{n}"]) for n in range(5)))
+    assert results == [[f"m{n}".encode(), n + 1] for n in range(5)]
     await client.aclose()
