@@ -7,7 +7,12 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,13 +22,15 @@ from .mailbox import wake
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
 
-# What a Redis that is away raises; and a Cluster while a master fails over or a slot moves.
+# What a Redis that is away raises; and a Cluster while a master fails over or a slot moves
+# (``ClusterError``: redirections that did not settle, as a script's keys split by a slot
+# migration get TRYAGAIN until the last of them has moved).
 UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
     OSError,
-    ClusterDownError,
+    ClusterError,  # and its subclass ClusterDownError
     MasterDownError,
     SlotNotCoveredError,
     TryAgainError,
