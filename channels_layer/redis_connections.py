@@ -147,7 +147,7 @@ class RedisConnections:
         self.scripts = scripts
         self.inbox = inbox
         self.callbacks = callbacks
-        self.health = [Health(host.label) for host in hosts]
+        self.health = [Health.of_host(host.label, host.cluster) for host in hosts]
         self._lock = threading.Lock()
         self._main_loop: asyncio.AbstractEventLoop | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None

@@ -1,11 +1,18 @@
 """Whether each Redis host answers: one log line when it stops, one when it is back, and
-the backoff of everyone waiting to retry (all wake as soon as one call gets through)."""
+the backoff of everyone waiting to retry (all wake as soon as one call gets through).
+
+A Redis Cluster is one "host" of the layer but fails node by node: while one master is
+down, calls to the others succeed. So its record (``ClusterHealth``) ends an outage only
+when a call that met it gets through (the node is back, or a replica serves its slots
+now), not when any call to another master does: one line when it begins, one when it ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 
 from redis.exceptions import (
     ClusterError,
@@ -41,6 +48,11 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
 
 class Health:
     """Logs one line when a host becomes unreachable and one when it is back."""
+
+    @staticmethod
+    def of_host(label: str, cluster: bool) -> Health:
+        """The record of one entry of ``hosts``: a server, or a whole Cluster."""
+        return ClusterHealth(label) if cluster else Health(label)
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -80,3 +92,24 @@ class Health:
             self.down_since = None
             for back in self._waiting:
                 wake(back)
+
+
+class ClusterHealth(Health):
+    """A Redis Cluster's record: an outage begins when a call fails (on any node) and ends
+    only when a call that met it gets through, which on a Cluster says the failed node,
+    or the replica that took its slots, answers. A caller that never failed says nothing
+    of it. (redis-py does not always tell which node failed: a pipeline's error does not.)"""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        # Whether the current task (a caller or a reader) met this outage.
+        self._met: ContextVar[bool] = ContextVar(f"met_outage_{id(self)}", default=False)
+
+    def down(self, error: BaseException) -> float:
+        self._met.set(True)
+        return super().down(error)
+
+    def up(self) -> None:
+        if self._met.get():
+            self._met.set(False)
+            super().up()

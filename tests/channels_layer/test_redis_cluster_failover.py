@@ -3,6 +3,7 @@ direct messages and broadcasts flow; its replica takes over (node timeout 2 s) a
 resumes with no client closed. A cluster of its own per test, as one node dies."""
 
 import asyncio
+import logging
 import math
 import time
 
@@ -23,14 +24,16 @@ def own_cluster():
 
 
 @pytest.mark.parametrize("victim_holds", ["inbox", "group"])
-async def test_a_master_killed_while_messages_flow(own_cluster, make_layer, victim_holds):
+async def test_a_master_killed_while_messages_flow(own_cluster, make_layer, victim_holds, caplog):
+    caplog.set_level(logging.WARNING, logger="channels_layer.redis")
+    # Each seeded by a replica of its own (replicas are not killed), so each one's log lines
+    # name it.
+    seeds = [node.url for node in own_cluster.nodes if node not in own_cluster.live_masters()]
     sender, receiver = (
         # Room for the backlog a recovered inbox delivers at once: with the default capacity
         # (100) broadcasts arriving beside it could find the channel full and be skipped.
-        make_layer(
-            hosts=[own_cluster.url], cluster=True, retry_timeout=RESUME_WITHIN, capacity=1000
-        )
-        for _ in range(2)
+        make_layer(hosts=[seed], cluster=True, retry_timeout=RESUME_WITHIN, capacity=1000)
+        for seed in seeds[:2]
     )
     channel = await receiver.new_channel()
     await receiver.group_add("room", channel)
@@ -84,6 +87,16 @@ async def test_a_master_killed_while_messages_flow(own_cluster, make_layer, vict
         - killed_at
     )
     lost = set(returned) - set(arrived)
+    lines = [r.getMessage() for r in caplog.records if r.name == "channels_layer.redis"]
+    print("\n".join(lines))
+    # One line when the outage begins and one when it ends, in each process that met it,
+    # although its calls to the other masters went on succeeding meanwhile.
+    for seed in seeds[:2]:
+        mine = [line for line in lines if f"via {seed} " in line]
+        assert len([line for line in mine if "is unreachable" in line]) <= 1, mine
+        assert len([line for line in mine if "reachable again" in line]) <= 1, mine
+        assert len(mine) in (0, 2), mine
+    assert lines, "nobody met the outage"
     print(f"{victim_holds}: resumed {resumed:.2f} s after the kill; lost {sorted(lost)}")
     assert resumed < RESUME_WITHIN
     # Redis replicates asynchronously: what the dead master took just before dying may not
