@@ -12,6 +12,20 @@ import time
 from tests.redis_servers import RedisClusterServers
 
 WORKER = "worker.migrating"
+REDIRECTIONS = ("ASK", "MOVED", "TRYAGAIN")
+
+
+def redirections(redis_cluster: RedisClusterServers) -> dict[str, int]:
+    """The redirection errors the masters have answered so far (INFO errorstats)."""
+    counts = dict.fromkeys(REDIRECTIONS, 0)
+    for node in redis_cluster.live_masters():
+        with node.client() as client:
+            stats = client.info("errorstats")
+        for error in REDIRECTIONS:
+            counts[error] += stats.get(f"errorstat_{error}", {}).get("count", 0)
+    return counts
+
+
 SETTLE = 10  # seconds for the last messages to arrive on a loaded machine
 
 
@@ -45,6 +59,7 @@ async def test_slots_migrate_while_messages_flow(make_layer, redis_cluster: Redi
             assert redis_cluster.owner(key) is target
             migrated.append(road)
 
+    before = redirections(redis_cluster)
     migration = asyncio.ensure_future(asyncio.to_thread(migrate))
     sent = {"d": [], "g": [], "w": []}
     n = 0
@@ -70,7 +85,9 @@ async def test_slots_migrate_while_messages_flow(make_layer, redis_cluster: Redi
         await asyncio.sleep(0.05)
     for reader in readers:
         reader.cancel()
-    print(f"{n} rounds; received {[len(got[name]) for name in got]}")
+    met = {error: count - before[error] for error, count in redirections(redis_cluster).items()}
+    print(f"{n} rounds; received {[len(got[name]) for name in got]}; redirections {met}")
+    assert all(met.values()), met  # the clients did meet each kind while messages flowed
     for name in got:
         missing = sorted(set(expected[name]) - set(got[name]), key=lambda i: int(i[1:]))
         assert not missing, f"{name}: lost {missing}"
