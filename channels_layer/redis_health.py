@@ -96,9 +96,10 @@ class Health:
 
 class ClusterHealth(Health):
     """A Redis Cluster's record: an outage begins when a call fails (on any node) and ends
-    only when a call that met it gets through, which on a Cluster says the failed node,
-    or the replica that took its slots, answers. A caller that never failed says nothing
-    of it. (redis-py does not always tell which node failed: a pipeline's error does not.)"""
+    when a call that met it gets through, which on a Cluster says the failed node, or the
+    replica that took its slots, answers. A caller that never failed says nothing of it;
+    one that met it and fails again once it ended is still in it. (redis-py does not
+    always tell which node failed: a pipeline's error does not.)"""
 
     def __init__(self, label: str) -> None:
         super().__init__(label)
@@ -106,6 +107,10 @@ class ClusterHealth(Health):
         self._met: ContextVar[bool] = ContextVar(f"met_outage_{id(self)}", default=False)
 
     def down(self, error: BaseException) -> float:
+        if self._met.get() and self.down_since is None:
+            # Still the outage this caller met, which another caller saw end first (its
+            # pooled connection to the dead node fails now): not a new one.
+            return BACKOFF_FIRST
         self._met.set(True)
         return super().down(error)
 
