@@ -44,6 +44,8 @@ UNAVAILABLE = (
 )
 # Retries back off up to half a second, and all wake as soon as one gets through.
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
+# On a Cluster, failures this soon after an outage ended are still that outage (seconds).
+SAME_OUTAGE = 2.0
 
 
 class Health:
@@ -97,24 +99,29 @@ class Health:
 class ClusterHealth(Health):
     """A Redis Cluster's record: an outage begins when a call fails (on any node) and ends
     when a call that met it gets through, which on a Cluster says the failed node, or the
-    replica that took its slots, answers. A caller that never failed says nothing of it;
-    one that met it and fails again once it ended is still in it. (redis-py does not
+    replica that took its slots, answers. A caller that never failed says nothing of it.
+    Failures just after it ended (connections still open to the dead node, callers whose
+    slot map is not refreshed yet) are the same outage, not a new one. (redis-py does not
     always tell which node failed: a pipeline's error does not.)"""
 
     def __init__(self, label: str) -> None:
         super().__init__(label)
         # Whether the current task (a caller or a reader) met this outage.
         self._met: ContextVar[bool] = ContextVar(f"met_outage_{id(self)}", default=False)
+        self._ended_at = -SAME_OUTAGE
 
     def down(self, error: BaseException) -> float:
-        if self._met.get() and self.down_since is None:
-            # Still the outage this caller met, which another caller saw end first (its
-            # pooled connection to the dead node fails now): not a new one.
-            return BACKOFF_FIRST
+        if self.down_since is None and (
+            self._met.get() or time.monotonic() - self._ended_at < SAME_OUTAGE
+        ):
+            self._met.set(True)
+            return BACKOFF_FIRST  # the outage that just ended, going on here: no new line
         self._met.set(True)
         return super().down(error)
 
     def up(self) -> None:
         if self._met.get():
             self._met.set(False)
+            if self.down_since is not None:
+                self._ended_at = time.monotonic()
             super().up()
