@@ -105,7 +105,7 @@ def start_topology(name: str, replicas: int) -> Topology:
         return Topology(name, server.url, {"redis_cpu": [server.process.pid]}, server.kill)
     servers = RedisClusterServers(masters=int(name.removeprefix("cluster")), replicas=replicas)
     servers.start()
-    masters = [node.process.pid for node in servers.masters_now() if node.process]
+    masters = [node.process.pid for node in servers.live_masters() if node.process]
     everyone = [node.process.pid for node in servers.nodes if node.process]
     groups = {"redis_cpu": everyone}
     groups.update({f"master{index}_cpu": [pid] for index, pid in enumerate(masters)})

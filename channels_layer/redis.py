@@ -113,7 +113,7 @@ class RedisChannelLayer(BaseChannelLayer):
     ``history``: ``{group pattern: {"size": messages, "ttl": seconds}}``, the groups that
     keep their last messages in a Redis stream (``channels_layer.history``, ``redis_history``).
 
-    ``cluster``: ``hosts`` is one node of a Redis Cluster (see ``redis_hosts``).
+    ``cluster``: ``hosts`` are nodes of a Redis Cluster, its seeds (see ``redis_hosts``).
     """
 
     extensions = ["groups", "flush", WHEN_READY, AT_LEAST_ONCE, CROSS_PROCESS, HISTORY]

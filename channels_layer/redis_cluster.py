@@ -30,8 +30,21 @@ async def unsubscribe(pubsub: PubSub, topic: str) -> None:
 async def next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
     """The next message, a (sharded) subscription's confirmation or a published one."""
     if isinstance(pubsub, ClusterPubSub):
-        return await pubsub.get_sharded_message(timeout=timeout)
+        message = await pubsub.get_sharded_message(timeout=timeout)
+        if message is not None and message["type"] == "sunsubscribe":
+            await _follow_moved_topic(pubsub, message["channel"])
+        return message
     return await pubsub.get_message(timeout=timeout)
+
+
+async def _follow_moved_topic(pubsub: ClusterPubSub, topic: bytes) -> None:
+    """A node unsubscribes us from a shard channel when its slot moves to another master
+    (SETSLOT NODE at the end of a migration). redis-py keeps the topic and would move it
+    at its next slot map refresh, which a process that only listens may never make: learn
+    the new owner now and subscribe there (an SUNSUBSCRIBE of our own is forgotten)."""
+    if topic in pubsub.shard_channels:
+        await pubsub.cluster.nodes_manager.initialize()
+        await pubsub.ssubscribe(topic)
 
 
 async def refresh_slots(client: Client) -> None:

@@ -150,7 +150,7 @@ class RedisConnections:
         self.scripts = scripts
         self.inbox = inbox
         self.callbacks = callbacks
-        self.health = [Health(host.label) for host in hosts]
+        self.health = [Health.of_host(host.label, host.cluster) for host in hosts]
         self.subscriptions = SubscriptionReaders(
             hosts, ring, retry_timeout, inbox, callbacks, self.health
         )

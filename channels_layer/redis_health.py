@@ -1,13 +1,25 @@
 """Whether each Redis host answers: one log line when it stops, one when it is back, and
-the backoff of everyone waiting to retry (all wake as soon as one call gets through)."""
+the backoff of everyone waiting to retry (all wake as soon as one call gets through).
+
+A Redis Cluster is one "host" of the layer but fails node by node: while one master is
+down, calls to the others succeed. So its record (``ClusterHealth``) ends an outage only
+when a call that met it gets through (the node is back, or a replica serves its slots
+now), not when any call to another master does: one line when it begins, one when it ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 
-from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,23 +29,32 @@ from .mailbox import wake
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
 
-# What a Redis that is away raises; and a Cluster while a master fails over or a slot moves.
+# What a Redis that is away raises; and a Cluster while a master fails over or a slot moves
+# (``ClusterError``: redirections that did not settle, as a script's keys split by a slot
+# migration get TRYAGAIN until the last of them has moved).
 UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
     OSError,
-    ClusterDownError,
+    ClusterError,  # and its subclass ClusterDownError
     MasterDownError,
     SlotNotCoveredError,
     TryAgainError,
 )
 # Retries back off up to half a second, and all wake as soon as one gets through.
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
+# On a Cluster, failures this soon after an outage ended are still that outage (seconds).
+SAME_OUTAGE = 2.0
 
 
 class Health:
     """Logs one line when a host becomes unreachable and one when it is back."""
+
+    @staticmethod
+    def of_host(label: str, cluster: bool) -> Health:
+        """The record of one entry of ``hosts``: a server, or a whole Cluster."""
+        return ClusterHealth(label) if cluster else Health(label)
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -73,3 +94,34 @@ class Health:
             self.down_since = None
             for back in self._waiting:
                 wake(back)
+
+
+class ClusterHealth(Health):
+    """A Redis Cluster's record: an outage begins when a call fails (on any node) and ends
+    when a call that met it gets through, which on a Cluster says the failed node, or the
+    replica that took its slots, answers. A caller that never failed says nothing of it.
+    Failures just after it ended (connections still open to the dead node, callers whose
+    slot map is not refreshed yet) are the same outage, not a new one. (redis-py does not
+    always tell which node failed: a pipeline's error does not.)"""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        # Whether the current task (a caller or a reader) met this outage.
+        self._met: ContextVar[bool] = ContextVar(f"met_outage_{id(self)}", default=False)
+        self._ended_at = -SAME_OUTAGE
+
+    def down(self, error: BaseException) -> float:
+        if self.down_since is None and (
+            self._met.get() or time.monotonic() - self._ended_at < SAME_OUTAGE
+        ):
+            self._met.set(True)
+            return BACKOFF_FIRST  # the outage that just ended, going on here: no new line
+        self._met.set(True)
+        return super().down(error)
+
+    def up(self) -> None:
+        if self._met.get():
+            self._met.set(False)
+            if self.down_since is not None:
+                self._ended_at = time.monotonic()
+            super().up()

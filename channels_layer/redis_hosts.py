@@ -6,8 +6,9 @@ with ``address`` (URL or pair) plus connection keywords (``password``, ``ssl``, 
 or a dict with ``sentinels``, ``master_name`` and optional ``sentinel_kwargs`` for Redis
 Sentinel, which follows the master through a failover.
 
-With ``cluster=True``, ``hosts`` holds one node of a Redis Cluster (URL, pair or dict with
-``address``); redis-py's cluster client finds the others and follows slots as they move.
+With ``cluster=True``, ``hosts`` holds nodes of a Redis Cluster (URLs, pairs or dicts with
+``address``), the seeds: the client starts from the first that answers, finds the others
+and follows slots as they move. Several seeds let a process start while one node is down.
 Keys then carry their name as a hash tag (``KeyScheme``), so the keys one script touches
 together, and a group's sharded pub/sub topic, are all in one slot.
 """
@@ -21,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -75,6 +77,7 @@ class RedisHost:
     master_name: str = ""
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
     cluster: bool = False
+    seeds: tuple[tuple[str, int], ...] = ()  # a Cluster's nodes to start from, in order
 
     def client(self, name: str, dedicated: bool = False) -> Client:
         """A new client with its own connection pool (pools belong to one event loop);
@@ -111,19 +114,24 @@ class RedisHost:
         return Redis(connection_pool=pool)
 
     def _cluster_client(self, name: str, dedicated: bool) -> RedisCluster:
-        """redis-py's own retries stay on: they refresh the slot map after a failover."""
-        options = {"client_name": name, **self.kwargs}
-        max_connections = 1 if dedicated else options.pop("max_connections", MAX_CONNECTIONS)
+        """redis-py's own retries stay on: they refresh the slot map after a failover.
+        Every seed gets the first URL's password and TLS, as every node of one Cluster."""
+        options: dict[str, Any] = {"client_name": name}
         if isinstance(self.address, str):
-            return RedisCluster.from_url(self.address, max_connections=max_connections, **options)
-        assert self.address is not None  # noqa: S101  for mypy: no URL means an address
-        host, port = self.address
-        return RedisCluster(host=host, port=port, max_connections=max_connections, **options)
+            options.update(parse_url(self.address))
+            for where in ("host", "port", "db"):
+                options.pop(where, None)
+            if options.pop("connection_class", None) is SSLConnection:
+                options["ssl"] = True
+        options.update(self.kwargs)
+        max_connections = 1 if dedicated else options.pop("max_connections", MAX_CONNECTIONS)
+        nodes = [ClusterNode(host, port) for host, port in self.seeds]
+        return RedisCluster(startup_nodes=nodes, max_connections=max_connections, **options)
 
 
 def parse_hosts(hosts: Sequence[Any] | None, cluster: bool = False) -> list[RedisHost]:
     """Every shard of a ``hosts`` setting; a ``TypeError`` names any entry it cannot use.
-    A cluster is one "shard": the node given, from which the client finds the others."""
+    A cluster is one "shard": the nodes given, from which the client finds the others."""
     if hosts is None or (isinstance(hosts, Sequence) and not isinstance(hosts, str) and not hosts):
         hosts = DEFAULT_HOSTS
     if isinstance(hosts, str | bytes) or not isinstance(hosts, Sequence):
@@ -131,13 +139,36 @@ def parse_hosts(hosts: Sequence[Any] | None, cluster: bool = False) -> list[Redi
     parsed = [_parse_host(entry) for entry in hosts]
     if not cluster:
         return parsed
-    if len(parsed) != 1 or parsed[0].sentinels or parsed[0].address is None:
+    seeds = [_seed(node) for node in parsed]
+    if None in seeds or any(node.kwargs != parsed[0].kwargs for node in parsed):
         raise TypeError(
-            f"With cluster=True, hosts must be one node of the cluster (a URL, a (host, port) "
-            f"pair or a dict with 'address'); got {hosts!r}"
+            "With cluster=True, hosts must be nodes of the cluster (redis:// or rediss:// "
+            "URLs, (host, port) pairs or dicts with 'address', all with the same options); "
+            f"got {hosts!r}"
         )
-    node = parsed[0]
-    return [RedisHost(f"cluster via {node.label}", node.address, node.kwargs, cluster=True)]
+    first = parsed[0]
+    label = "cluster via " + ", ".join(node.label for node in parsed)
+    return [
+        RedisHost(
+            label,
+            first.address,
+            first.kwargs,
+            cluster=True,
+            seeds=tuple(seed for seed in seeds if seed is not None),
+        )
+    ]
+
+
+def _seed(node: RedisHost) -> tuple[str, int] | None:
+    """A Cluster node's host and port; None for what cannot be one (Sentinel, a socket)."""
+    if isinstance(node.address, tuple):
+        return node.address
+    if node.address is None or node.sentinels:
+        return None
+    parts = urlsplit(node.address)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return None
+    return parts.hostname, parts.port or 6379
 
 
 def _parse_host(entry: Any) -> RedisHost:

@@ -106,13 +106,44 @@ class RedisClusterServers:
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster.from_url(self.url)
 
-    def masters_now(self) -> list[RedisServer]:
-        """The nodes that are masters at this moment (a failover changes which)."""
-        return [
-            node
-            for node in self.nodes
-            if node.process and node.client().info("replication")["role"] == "master"
-        ]
+    def live_masters(self) -> list[RedisServer]:
+        """The live nodes that are masters now (a failover changes which)."""
+        masters = []
+        for node in self.nodes:
+            if node.process is not None:
+                with node.client() as client:
+                    if client.info("replication")["role"] == "master":
+                        masters.append(node)
+        return masters
+
+    def owner(self, key: str) -> RedisServer:
+        """The master that serves ``key``'s slot now."""
+        with self.client() as client:
+            port = client.get_node_from_key(key).port
+        [node] = [node for node in self.nodes if node.port == port]
+        return node
+
+    def migrate_slot(self, key: str, to: RedisServer, pause: float = 0.0) -> None:
+        """Move ``key``'s slot to master ``to`` as ``redis-cli --cluster reshard`` does:
+        SETSLOT IMPORTING on ``to`` and MIGRATING on the owner, MIGRATE its keys a few at
+        a time, then SETSLOT NODE on ``to``, the old owner and the other masters.
+        ``pause`` seconds between the steps leave clients time to meet ``ASK`` and
+        ``MOVED`` (clients keep working meanwhile: call this from a thread)."""
+        source = self.owner(key)
+        assert source is not to, f"{key!r} is already on {to.port}"
+        with source.client() as src, to.client() as dst:
+            slot = src.cluster("keyslot", key)
+            src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+            time.sleep(pause)
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 2):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+                time.sleep(pause / 4)
+            time.sleep(pause)
+            for node in [to, source, *(m for m in self.live_masters() if m not in (to, source))]:
+                with node.client() as client:
+                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
 
     def start(self) -> RedisClusterServers:
         self._dir = tempfile.mkdtemp(prefix="redis-cluster-")

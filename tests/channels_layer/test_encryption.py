@@ -2,7 +2,8 @@
 in any key or PUBLISH, with a plaintext control run that finds it; a message sealed with an
 unknown key is dropped with one log line on the broadcast and consumer-channel routes (a
 named channel: tests/channels_layer/test_serializers.py). The layers use ``make_layer``'s
-unique prefix on the shared Redis and touch no other key."""
+unique prefix on the shared Redis and touch no other key. On the single Redis and on a
+Cluster (where the wire is watched with SSUBSCRIBE to the layer's shard channels)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import redis.asyncio
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from channels_layer.redis import RedisChannelLayer
 from tests.redis_servers import REDIS_URL
+
+ON_CLUSTER = True
 
 
 async def redis_contents(client, prefix: str) -> dict[bytes, list[bytes]]:
@@ -50,27 +53,40 @@ async def collect_published(watcher, expected: int) -> list[bytes]:
     published: list[bytes] = []
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        event = await watcher.get_message(timeout=0.2)
+        read = getattr(watcher, "get_sharded_message", watcher.get_message)
+        event = await read(timeout=0.2)
         if event is None and len(published) >= expected:
             break
-        if event is not None and event["type"] == "pmessage":
+        if event is not None and event["type"] in ("pmessage", "smessage"):
             published.append(event["data"])
     return published
 
 
 @pytest.mark.parametrize("layer_class", [RedisChannelLayer, RedisPubSubChannelLayer])
 @pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "control-plaintext"])
-async def test_no_plaintext_in_redis_keys_or_pubsub_traffic(make_layer, layer_class, encrypted):
+async def test_no_plaintext_in_redis_keys_or_pubsub_traffic(
+    make_layer, layer_class, encrypted, layer_backend, request
+):
     """With symmetric_encryption_keys, every key under the prefix and every PUBLISH (group
     broadcasts; the pub/sub layer's consumer channels too) hold ciphertext only. The
     control run without keys finds the marker in both, so the probe does see plaintext."""
     keys = {"symmetric_encryption_keys": ["the-site-key"]} if encrypted else {}
     sender, receiver = make_layer(layer_class, **keys), make_layer(layer_class, **keys)
     idle = make_layer(layer_class, **keys)  # a process that does not read: its inbox keeps
-    raw = redis.asyncio.Redis.from_url(REDIS_URL)
-    watcher = raw.pubsub()
-    await watcher.psubscribe(f"{sender.prefix}:*")
-    await watcher.get_message(timeout=1)  # the psubscribe confirmation
+    if layer_backend == "single":
+        raw = redis.asyncio.Redis.from_url(REDIS_URL)
+        watcher = raw.pubsub()
+        await watcher.psubscribe(f"{sender.prefix}:*")
+        await watcher.get_message(timeout=1)  # the psubscribe confirmation
+    else:  # sharded pub/sub has no patterns: the topics the layers publish to
+        raw = redis.asyncio.RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+        watcher = raw.pubsub()
+        topics = [sender._key("broadcast", "vault-room")]
+        if layer_class is RedisPubSubChannelLayer:
+            topics += [sender._key("process", layer.client_prefix) for layer in (receiver, idle)]
+        for topic in topics:
+            await watcher.ssubscribe(topic)
+            await watcher.get_sharded_message(timeout=1)  # the confirmation
     marker = f"PLAINTEXT-{secrets.token_hex(8)}"
     message = {"type": "chat.message", "text": marker, marker: [marker]}
     try:
@@ -93,8 +109,9 @@ async def test_no_plaintext_in_redis_keys_or_pubsub_traffic(make_layer, layer_cl
     stored_values = [value for values in stored.values() for value in values]
     # Non-vacuous: the broadcast was seen on the wire, and messages wait in Redis.
     assert published, "no PUBLISH seen under the prefix"
-    assert any(key.endswith(b":channel:vault-jobs") for key in stored)
-    assert any(key.endswith(b":channel:vault-worker") for key in stored)
+    for name in (b"vault-jobs", b"vault-worker"):  # a hash tag on a Cluster
+        endings = (b":channel:" + name, b":channel:{" + name + b"}")
+        assert any(key.endswith(endings) for key in stored)
     if layer_class is RedisChannelLayer:
         assert any(b":inbox:" in key for key in stored)
     assert found(marker.encode(), published) is not encrypted

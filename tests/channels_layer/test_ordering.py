@@ -1,6 +1,7 @@
 """A send() then a group_send() to the same consumer channel arrive in that order, on one
-Redis and with the inbox and the group on different Redis servers. (The other way round is
-kept where it can be, not guaranteed: see channels_layer.inbox_order.)"""
+Redis, with the inbox and the group on different Redis servers, and on a Cluster (where
+they are in different slots). (The other way round is kept where it can be, not
+guaranteed: see channels_layer.inbox_order.)"""
 
 import asyncio
 import json
@@ -23,9 +24,11 @@ from testsupport.processes import ROOT
 from tests.redis_servers import REDIS_URL
 from channels_layer.redis import RedisChannelLayer
 
-async def main(layer_class, hosts, prefix, channel, rounds):
+async def main(layer_class, hosts, cluster, prefix, channel, rounds):
     layer_class = {"pubsub": RedisPubSubChannelLayer}.get(layer_class, RedisChannelLayer)
-    layer = layer_class(hosts=json.loads(hosts), prefix=prefix, capacity=10000)
+    layer = layer_class(
+        hosts=json.loads(hosts), cluster=cluster == "cluster", prefix=prefix, capacity=10000
+    )
     for n in range(int(rounds)):
         await layer.send(channel, {"type": "direct", "n": n})
         await layer.group_send("room", {"type": "broadcast", "n": n})
@@ -34,13 +37,23 @@ async def main(layer_class, hosts, prefix, channel, rounds):
 asyncio.run(main(*sys.argv[1:]))
 """
 
+ON_CLUSTER = True
+
+
+def backend_hosts(layer_backend, request) -> list[str]:
+    """The ``hosts`` of the layers ``make_layer`` makes: the Redis, or a Cluster node."""
+    if layer_backend == "single":
+        return [REDIS_URL]
+    return [request.getfixturevalue("redis_cluster").url]
+
 
 async def check_order(receiver, hosts, rounds=500):
     channel = await receiver.new_channel()
     await receiver.group_add("room", channel)
     await receiver.when_ready(channel)  # the consumer is listening: its inbox reader runs
     kind = "pubsub" if isinstance(receiver, RedisPubSubChannelLayer) else "redis"
-    argv = [kind, json.dumps(hosts), receiver.prefix, channel, str(rounds)]
+    cluster = "cluster" if receiver._connections.cluster else "single"
+    argv = [kind, json.dumps(hosts), cluster, receiver.prefix, channel, str(rounds)]
     sender = await asyncio.create_subprocess_exec(sys.executable, "-c", SENDER, *argv, cwd=ROOT)
     try:
         got = [await asyncio.wait_for(receiver.receive(channel), 10) for _ in range(2 * rounds)]
@@ -55,8 +68,10 @@ async def check_order(receiver, hosts, rounds=500):
         assert [m["n"] for m in got if m["type"] == kind] == list(range(rounds))
 
 
-async def test_a_broadcast_never_overtakes_an_earlier_direct_message(make_layer):
-    await check_order(make_layer(capacity=10000), [REDIS_URL])
+async def test_a_broadcast_never_overtakes_an_earlier_direct_message(
+    make_layer, layer_backend, request
+):
+    await check_order(make_layer(capacity=10000), backend_hosts(layer_backend, request))
 
 
 async def test_order_holds_when_inbox_and_group_live_on_different_servers(
@@ -70,6 +85,9 @@ async def test_order_holds_when_inbox_and_group_live_on_different_servers(
     await check_order(receiver, hosts)
 
 
+# Only there: its direct messages and broadcasts go to different topics, which a Cluster puts
+# on different shards (and connections), as several hosts do (see README, Redis Cluster).
+@pytest.mark.single_server
 async def test_the_pubsub_layer_keeps_the_order_on_one_server(make_layer):
     receiver = make_layer(layer_class=RedisPubSubChannelLayer, capacity=10000)
     await check_order(receiver, [REDIS_URL])

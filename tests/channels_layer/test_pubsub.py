@@ -1,4 +1,5 @@
-"""RedisPubSubChannelLayer: direct delivery by PUBLISH, bounded queues, one reader each."""
+"""RedisPubSubChannelLayer: direct delivery by PUBLISH, bounded queues, one reader each.
+On the single Redis and on a Cluster (SPUBLISH to the shard of the process or group)."""
 
 import asyncio
 import logging
@@ -8,14 +9,34 @@ import redis
 from channels_layer.pubsub import RedisPubSubChannelLayer
 from tests.redis_servers import REDIS_URL
 
+ON_CLUSTER = True
 
-async def test_a_consumer_channel_message_is_published_to_its_process(make_layer):
+
+def publishes(layer_backend, request) -> int:
+    """PUBLISH and SPUBLISH calls so far, on the Redis or on every master of the Cluster."""
+    if layer_backend == "single":
+        servers = [redis.Redis.from_url(REDIS_URL)]
+    else:
+        servers = [
+            node.client() for node in request.getfixturevalue("redis_cluster").live_masters()
+        ]
+    calls = 0
+    for server in servers:
+        stats = server.info("commandstats")
+        calls += sum(
+            stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("publish", "spublish")
+        )
+        server.close()
+    return calls
+
+
+async def test_a_consumer_channel_message_is_published_to_its_process(make_layer, raw_redis):
     sender = make_layer(layer_class=RedisPubSubChannelLayer)
     receiver = make_layer(layer_class=RedisPubSubChannelLayer)
     channel = await receiver.new_channel()  # subscribes the process: nothing is missed
     await sender.send(channel, {"type": "hello"})
     assert (await asyncio.wait_for(receiver.receive(channel), 2))["type"] == "hello"
-    keys = redis.Redis.from_url(REDIS_URL).keys(f"{sender.prefix}:*")
+    keys = raw_redis.keys(f"{sender.prefix}:*")
     assert keys == []  # nothing is stored in Redis
 
 
@@ -47,16 +68,14 @@ async def test_a_named_channel_message_reaches_one_reader_only(make_layer):
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def test_group_send_is_one_publish(make_layer):
+async def test_group_send_is_one_publish(make_layer, layer_backend, request):
     layer = make_layer(layer_class=RedisPubSubChannelLayer)
     sender = make_layer(layer_class=RedisPubSubChannelLayer)
     members = [await layer.new_channel() for _ in range(20)]
     for member in members:
         await layer.group_add("room", member)
-    check = redis.Redis.from_url(REDIS_URL)
-    before = check.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
+    before = publishes(layer_backend, request)
     await sender.group_send("room", {"type": "hi"})
-    after = check.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
-    assert after - before == 1
+    assert publishes(layer_backend, request) - before == 1
     for member in members:
         assert (await asyncio.wait_for(layer.receive(member), 2))["type"] == "hi"

@@ -1,12 +1,13 @@
 """What is particular to the Redis layer on a Redis Cluster (its behaviour is tested on both
-by test_redis, test_history and test_at_least_once): the config, where keys live, and that a
-broadcast is one sharded publish on the group's shard."""
+by test_redis, test_history, test_at_least_once and others): the config and its seed nodes,
+where keys live, and that a broadcast is one sharded publish on the group's shard."""
 
 import asyncio
 
 import pytest
 
 from channels_layer.redis import RedisChannelLayer
+from testsupport.system import free_port
 
 
 @pytest.fixture
@@ -20,14 +21,31 @@ def on_cluster(make_layer, redis_cluster):
 @pytest.mark.parametrize(
     "hosts",
     [
-        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"],
         [{"sentinels": [("127.0.0.1", 26379)], "master_name": "main"}],
+        ["unix:///run/redis.sock"],
+        [("127.0.0.1", 7000), {"address": ("127.0.0.1", 7001), "password": "other"}],
     ],
-    ids=["two-nodes", "sentinel"],
+    ids=["sentinel", "socket", "options-differ"],
 )
-def test_a_cluster_is_configured_by_one_node(hosts):
-    with pytest.raises(TypeError, match="one node of the cluster"):
+def test_a_cluster_is_configured_by_its_nodes(hosts):
+    with pytest.raises(TypeError, match="nodes of the cluster"):
         RedisChannelLayer(hosts=hosts, cluster=True)
+
+
+async def test_a_process_starts_while_its_first_seed_node_is_down(make_layer, redis_cluster):
+    """Seeds are tried in order: the first refuses connections (nothing listens there),
+    the layer starts from the next one and finds the whole cluster."""
+    down = f"redis://127.0.0.1:{free_port()}"
+    others = [node.url for node in redis_cluster.nodes[1:3]]
+    sender = make_layer(hosts=[down, *others], cluster=True)
+    receiver = make_layer(hosts=[("127.0.0.1", free_port()), redis_cluster.url], cluster=True)
+    assert "cluster via redis://127.0.0.1:" in sender._connections.hosts[0].label
+    channel = await receiver.new_channel()
+    await receiver.group_add("seeded", channel)
+    await sender.send(channel, {"type": "direct"})
+    await sender.group_send("seeded", {"type": "broadcast"})
+    received = [await asyncio.wait_for(receiver.receive(channel), 5) for _ in range(2)]
+    assert [message["type"] for message in received] == ["direct", "broadcast"]
 
 
 async def test_the_keys_of_a_process_and_of_a_group_share_a_slot(on_cluster, redis_cluster):
