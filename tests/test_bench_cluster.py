@@ -28,7 +28,7 @@ def test_tiny_run_has_every_row_and_loses_nothing(tmp_path: Path) -> None:
         # Rates and latencies are not asserted: under load a 0.4 s window can end before
         # the first arrival. Losses are counted after every message had time to arrive.
         lost = {key: value for key, value in figures.items() if key.endswith(".lost")}
-        assert set(lost) == {"p2p_rate.lost", "spread.lost", "group20.lost", "redis20.lost"}
+        assert {"p2p_rate.lost", "spread.lost", "group20.lost", "redis20.lost"} <= set(lost)
         assert not any(lost.values()), (name, lost)
 
     table = (tmp_path / "cluster.md").read_text()
