@@ -163,7 +163,7 @@ class WebSocket(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self._handshaken = True
-            self.opened.set_result(self)
+            self._upgraded()
         while len(buffer) >= 2:
             first, second = buffer[0], buffer[1]
             length, position = second & 0x7F, 2
@@ -194,14 +194,21 @@ class WebSocket(asyncio.Protocol):
             if self._fragments:
                 payload = b"".join([*self._fragments, payload])
                 self._fragments.clear()
-            self.received += 1
-            self.on_message(self, payload)
+            self._deliver(payload)
         elif opcode == 8:
             self._write(0x88, payload[:2])
             assert self.transport is not None
             self.transport.close()
         elif opcode == 9:
             self._write(0x8A, payload)
+
+    def _upgraded(self) -> None:
+        """The server answered 101: the connection is open."""
+        self.opened.set_result(self)
+
+    def _deliver(self, payload: bytes) -> None:
+        self.received += 1
+        self.on_message(self, payload)
 
     def _write(self, first: int, payload: bytes) -> None:
         length = len(payload)
@@ -225,6 +232,47 @@ class WebSocket(asyncio.Protocol):
             self.transport.close()
 
 
+class SocketIO(WebSocket):
+    """A Socket.IO client (Engine.IO 4) over the WebSocket transport alone, for the same
+    modes: after the upgrade it reads Engine.IO's open packet (``0{...}``), connects to the
+    default namespace (``40``) and is open once the server's ``40{...}`` arrives. ``send``
+    emits the event ``event`` (``42["event",data]``); a received event's data goes to
+    ``on_message`` as JSON text (a string's own characters). Engine.IO pings (``2``) get
+    their pong (``3``); other packets are ignored.
+
+    ``raw_json``: the payloads given to ``send`` are JSON already (sent as they are), not
+    text to send as a JSON string.
+    """
+
+    def __init__(self, path: str, port: int, on_message: OnMessage) -> None:
+        separator = "&" if "?" in path else "?"
+        super().__init__(f"{path}{separator}EIO=4&transport=websocket", port, on_message)
+        self.event = b"message"
+        self.raw_json = False
+
+    def _upgraded(self) -> None:
+        pass  # open once the Socket.IO connect is acknowledged
+
+    def _deliver(self, payload: bytes) -> None:
+        if payload.startswith(b"42"):
+            event = json.loads(payload[2:])
+            data = event[1] if len(event) > 1 else None
+            text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+            super()._deliver(text.encode())
+        elif payload == b"2":
+            super().send(b"3")
+        elif payload.startswith(b"0{"):
+            super().send(b"40")
+        elif payload.startswith(b"40") and not self.opened.done():
+            self.opened.set_result(self)
+        elif payload.startswith(b"44") and not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"Socket.IO connect refused: {payload!r}"))
+
+    def send(self, payload: bytes) -> None:
+        data = payload if self.raw_json else json.dumps(payload.decode()).encode()
+        super().send(b'42["' + self.event + b'",' + data + b"]")
+
+
 def _xor(payload: bytes, key: bytes) -> bytes:
     length = len(payload)
     if not length:
@@ -244,7 +292,12 @@ def protocol_factory(protocol: P) -> Callable[[], P]:
 
 
 async def connect_all(
-    ports: list[int], path: str, count: int, on_message: OnMessage, concurrency: int = 50
+    ports: list[int],
+    path: str,
+    count: int,
+    on_message: OnMessage,
+    concurrency: int = 50,
+    client_class: type[WebSocket] = WebSocket,
 ) -> list[WebSocket]:
     """Open ``count`` connections, spread round-robin over ``ports``, ``concurrency`` at a time."""
     loop = asyncio.get_running_loop()
@@ -253,11 +306,25 @@ async def connect_all(
     async def one(index: int) -> WebSocket:
         port = ports[index % len(ports)]
         async with gate:
-            client = WebSocket(path, port, on_message)
+            client = client_class(path, port, on_message)
             await loop.create_connection(protocol_factory(client), HOST, port)
             return await asyncio.wait_for(client.opened, 30)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def open_clients(
+    spec: dict[str, Any], path: str, count: int, on_message: OnMessage, event: str
+) -> list[WebSocket]:
+    """``connect_all`` for the spec's ``protocol``: ``websocket`` (default) or ``socketio``
+    (its clients' ``send`` emits ``event``; ``raw_json``: the payloads are JSON already)."""
+    if spec.get("protocol", "websocket") != "socketio":
+        return await connect_all(spec["ports"], path, count, on_message)
+    clients = await connect_all(spec["ports"], path, count, on_message, client_class=SocketIO)
+    for client in clients:
+        assert isinstance(client, SocketIO)
+        client.event, client.raw_json = event.encode(), bool(spec.get("raw_json"))
+    return clients
 
 
 async def close_all(clients: list[WebSocket], wait: float = 2.0) -> None:
@@ -299,10 +366,10 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
             client.inflight = True
             client.send(client.message)
 
-    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], on_message)
+    clients = await open_clients(spec, spec["path"], spec["connections"], on_message, "echo")
     blockers: list[WebSocket] = []
     if spec.get("blocker_path"):
-        blockers = await connect_all(spec["ports"], spec["blocker_path"], 1, on_blocker)
+        blockers = await open_clients(spec, spec["blocker_path"], 1, on_blocker, "echo")
     try:
         for client in clients:
             client.message = message
@@ -351,7 +418,7 @@ async def broadcast(spec: dict[str, Any]) -> dict[str, Any]:
             everyone.set()
 
     count = spec["connections"]
-    clients = await connect_all(spec["ports"], spec["path"], count, on_message)
+    clients = await open_clients(spec, spec["path"], count, on_message, "broadcast")
     cpu = CpuWindow(spec["server_pids"])
     padding = "x" * 32
     timed_out = 0
@@ -391,12 +458,12 @@ async def idle_memory(spec: dict[str, Any]) -> dict[str, Any]:
         pass
 
     # Warm the server up with a few connections so lazy imports and caches are not counted.
-    warm = await connect_all(spec["ports"], spec["path"], 10, ignore)
+    warm = await open_clients(spec, spec["path"], 10, ignore, "broadcast")
     await asyncio.sleep(0.3)
     await close_all(warm)
     await asyncio.sleep(spec.get("settle", 1.0))
     before = rss_kib(pid)
-    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], ignore)
+    clients = await open_clients(spec, spec["path"], spec["connections"], ignore, "broadcast")
     try:
         await asyncio.sleep(spec.get("settle", 1.0))
         after = rss_kib(pid)
