@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -41,6 +42,38 @@ class CpuFigures(TypedDict):
     window_s: float
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: Hypercorn and Granian serve from a worker child, whose
+    CPU and memory are the server's."""
+    found, index = [pid], 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    found += [int(child) for child in children.read().split()]
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss_kib(member)
+    return total
+
+
 class CpuWindow:
     """CPU use of this process and the servers over a window, as % of one core."""
 
@@ -48,7 +81,7 @@ class CpuWindow:
         self.server_pids = server_pids
 
     def _sample(self) -> tuple[float, float, float]:
-        servers = sum(cpu_seconds(pid) for pid in self.server_pids)
+        servers = sum(tree_cpu_seconds(pid) for pid in self.server_pids)
         return time.monotonic(), cpu_seconds(os.getpid()), servers
 
     def start(self) -> None:
@@ -462,17 +495,112 @@ async def idle_memory(spec: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(0.3)
     await close_all(warm)
     await asyncio.sleep(spec.get("settle", 1.0))
-    before = rss_kib(pid)
+    before = tree_rss_kib(pid)
     clients = await open_clients(spec, spec["path"], spec["connections"], ignore, "broadcast")
     try:
         await asyncio.sleep(spec.get("settle", 1.0))
-        after = rss_kib(pid)
+        after = tree_rss_kib(pid)
     finally:
         await close_all(clients, wait=5)
     return {
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_conn": round((after - before) / spec["connections"], 2),
+    }
+
+
+async def storm(
+    spec: dict[str, Any], count: int, on_message: OnMessage, limit: float
+) -> tuple[list[WebSocket], list[str], float]:
+    """Open ``count`` connections at once (``storm_concurrency`` handshakes in flight),
+    each given until ``limit`` seconds after the start: the open ones, one error line per
+    failed one, and the seconds until the last one opened."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(spec.get("storm_concurrency", 1000))
+    deadline = loop.time() + limit
+    ports, path = spec["ports"], spec["path"]
+    client_class: type[WebSocket] = SocketIO if spec.get("protocol") == "socketio" else WebSocket
+    opened_at: list[float] = []
+
+    async def one(index: int) -> WebSocket:
+        async with gate:
+            client = client_class(path, ports[index % len(ports)], on_message)
+            async with asyncio.timeout_at(deadline):
+                await loop.create_connection(protocol_factory(client), HOST, client.port)
+                await client.opened
+            opened_at.append(loop.time())
+            return client
+
+    began = loop.time()
+    outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    clients = [outcome for outcome in outcomes if isinstance(outcome, WebSocket)]
+    errors = [
+        f"{type(outcome).__name__}: {outcome}"
+        for outcome in outcomes
+        if isinstance(outcome, BaseException)
+    ]
+    return clients, errors, (max(opened_at) - began) if opened_at else 0.0
+
+
+async def scale(spec: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` idle WebSockets on one server process (the broadcast route, so each
+    is in the group): opened all at once within ``storm_s`` seconds (errors counted), the
+    server's RSS growth per open connection, then ``messages`` broadcasts to all of them
+    (p50/p99 over every delivery)."""
+    pid = spec["server_pids"][0]
+    count, messages = spec["connections"], spec.get("messages", 5)
+    sent_at: dict[int, float] = {}
+    pending: dict[int, int] = {}
+    latencies: list[float] = []
+    everyone = asyncio.Event()
+
+    def on_message(client: WebSocket, payload: bytes) -> None:
+        now = time.perf_counter()
+        sequence = int(payload.split(b":", 1)[0])
+        if sequence not in pending:
+            return
+        if sequence >= 0:
+            latencies.append(now - sent_at[sequence])
+        pending[sequence] -= 1
+        if pending[sequence] == 0:
+            everyone.set()
+
+    warm = await open_clients(spec, spec["path"], 10, on_message, "broadcast")
+    await asyncio.sleep(0.3)
+    await close_all(warm)
+    await asyncio.sleep(spec.get("settle", 1.0))
+    before = tree_rss_kib(pid)
+    clients, errors, storm_s = await storm(spec, count, on_message, spec.get("storm_s", 10.0))
+    timed_out = 0
+    try:
+        await asyncio.sleep(spec.get("settle", 1.0))
+        after = tree_rss_kib(pid)
+        for client in clients:
+            if isinstance(client, SocketIO):
+                client.event = b"broadcast"
+        for sequence in range(-1, messages if clients else -1):  # -1: unmeasured warm-up
+            everyone.clear()
+            pending[sequence] = len(clients)
+            sent_at[sequence] = time.perf_counter()
+            clients[0].send(f"{sequence}:{'x' * 32}".encode())
+            try:
+                await asyncio.wait_for(everyone.wait(), spec.get("timeout", 30))
+            except TimeoutError:
+                timed_out += sequence >= 0
+        await asyncio.sleep(0.2)
+    finally:
+        await close_all(clients, wait=10)
+    opened = len(clients)
+    return {
+        "connected": opened,
+        "storm_errors": len(errors),
+        "storm_error_sample": sorted(set(errors))[:3],
+        "storm_s": round(storm_s, 3),
+        "rss_before_kib": before,
+        "kib_per_conn": round((after - before) / opened, 2) if opened else None,
+        "lost": opened * messages - len(latencies) if clients else None,
+        "timed_out_messages": timed_out,
+        **percentiles(latencies),
     }
 
 
@@ -568,7 +696,13 @@ async def http(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MODES = {"echo": echo, "broadcast": broadcast, "idle_memory": idle_memory, "http": http}
+MODES = {
+    "echo": echo,
+    "broadcast": broadcast,
+    "idle_memory": idle_memory,
+    "scale": scale,
+    "http": http,
+}
 
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:

@@ -184,3 +184,25 @@ def test_redis_benchmark_output_is_read() -> None:
     }
     with pytest.raises(RuntimeError, match="no LPUSH line"):
         _redis_benchmark_csv("ERROR: connection refused", "redis.c50")
+
+
+def test_tiny_scale_scenario_opens_every_connection_and_reaches_each(tmp_path: Path) -> None:
+    code, output = run_harness(
+        "--tiny",
+        "--impls",
+        "ours",
+        "--server",
+        "uvicorn",
+        "--scenarios",
+        "scale",
+        "--output",
+        str(tmp_path),
+    )
+    assert code == 0, output
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["errors"] == [], data["errors"]
+    figures = data["medians"]["uvicorn"]["ours"]
+    assert figures["scale.connected"] == 300 and figures["scale.storm_errors"] == 0
+    assert figures["scale.lost"] == 0 and figures["scale.p99_ms"] > 0
+    assert figures["scale.kib_per_conn"] > 0
+    assert "| connections open after the storm |" in (tmp_path / "latest.md").read_text()

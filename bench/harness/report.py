@@ -137,6 +137,14 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
             "KiB",
             Target("bare", "<=", 1.15),
         ),
+        Row("scale", "scale.connected", "connections open after the storm", ""),
+        Row("scale", "scale.storm_errors", "storm: connections failed or not open in 10 s", ""),
+        Row("scale", "scale.storm_s", "storm: time until the last one was open", "s"),
+        Row("scale", "scale.kib_per_conn", "RSS per idle connection", "KiB"),
+        Row("scale", "scale.p50_ms", "broadcast to all: p50", "ms"),
+        Row("scale", "scale.p99_ms", "broadcast to all: p99", "ms"),
+        Row("scale", "scale.max_ms", "broadcast to all: max", "ms"),
+        Row("scale", "scale.lost", "broadcast to all: lost", "", Target("abs", "==", 0)),
     ]
     return out
 
@@ -148,6 +156,7 @@ SCENARIO_TITLES = {
     "isolation": "6. Sync-consumer isolation",
     "http": "5. Plain HTTP through ProtocolTypeRouter",
     "memory": "4. Idle memory, 1,000 connections",
+    "scale": "8. Scale: N WebSockets opened at once on one server process, then a broadcast",
 }
 
 
@@ -348,6 +357,8 @@ RATIOS = (
     ("broadcast {size}, Redis, p99 ours/bare", "broadcast.redis{size}.p99_ms", "bare"),
     ("HTTP req/s, ours/Django alone", "http.http.rps", "bare"),
     ("idle memory per connection, ours/bare", "memory.idle.kib_per_conn", "bare"),
+    ("scale: memory per idle connection, ours/bare", "scale.scale.kib_per_conn", "bare"),
+    ("scale: broadcast to all, p99 ours/bare", "scale.scale.p99_ms", "bare"),
     ("async echo round trips, ours/Channels", "echo.async.rps", "channels"),
     ("JSON echo round trips, ours/Channels", "echo.json.rps", "channels"),
     ("sync echo round trips, ours/Channels", "echo.sync.rps", "channels"),
@@ -355,11 +366,15 @@ RATIOS = (
     ("broadcast {size}, Redis, p99 ours/Channels", "broadcast.redis{size}.p99_ms", "channels"),
     ("HTTP req/s, ours/Channels", "http.http.rps", "channels"),
     ("idle memory per connection, ours/Channels", "memory.idle.kib_per_conn", "channels"),
+    ("scale: memory per idle connection, ours/Channels", "scale.scale.kib_per_conn", "channels"),
+    ("scale: broadcast to all, p99 ours/Channels", "scale.scale.p99_ms", "channels"),
     ("async echo round trips, ours/Socket.IO", "echo.async.rps", "socketio"),
     ("JSON echo round trips, ours/Socket.IO", "echo.json.rps", "socketio"),
     ("broadcast {size}, in-memory, p99 ours/Socket.IO", "broadcast.mem{size}.p99_ms", "socketio"),
     ("broadcast {size}, Redis, p99 ours/Socket.IO", "broadcast.redis{size}.p99_ms", "socketio"),
     ("idle memory per connection, ours/Socket.IO", "memory.idle.kib_per_conn", "socketio"),
+    ("scale: memory per idle connection, ours/Socket.IO", "scale.scale.kib_per_conn", "socketio"),
+    ("scale: broadcast to all, p99 ours/Socket.IO", "scale.scale.p99_ms", "socketio"),
 )
 
 

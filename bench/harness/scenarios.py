@@ -55,6 +55,8 @@ class Profile:
     isolation_duration: float = 4.0
     settle: float = 1.0
     redis_requests: int = 100_000
+    scale_connections: int = 10_000
+    scale_messages: int = 5
 
 
 PROFILES = {
@@ -69,6 +71,8 @@ PROFILES = {
         isolation_duration=2.5,
         settle=0.6,
         redis_requests=50_000,
+        scale_connections=3000,
+        scale_messages=3,
     ),
     "tiny": Profile(
         "tiny",
@@ -89,6 +93,8 @@ PROFILES = {
         isolation_duration=1.3,
         settle=0.3,
         redis_requests=2000,
+        scale_connections=300,
+        scale_messages=2,
     ),
 }
 
@@ -623,6 +629,38 @@ def memory(ctx: Context, impl: Impl) -> dict[str, Any]:
     }
 
 
+# 8. Scale: many idle connections on one process ------------------------------------------
+
+
+def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
+    """``scale_connections`` WebSockets opened at once on one server process (within 10 s,
+    errors counted), RSS per idle connection, then a broadcast to all of them."""
+    profile = ctx.profile
+    servers = start_servers(ctx, impl)
+    try:
+        result = loadgen(
+            ctx,
+            {
+                "mode": "scale",
+                "protocol": impl.protocol,
+                "path": "/ws/broadcast/",
+                "connections": profile.scale_connections,
+                "messages": profile.scale_messages,
+                "storm_s": 10.0,
+                "settle": profile.settle,
+                "deadline": 300,
+            },
+            servers,
+        )
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    metrics = _copy(result, "scale", ("connected", "storm_errors", "storm_s", "kib_per_conn"))
+    metrics.update(_copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost")))
+    if result.get("storm_error_sample"):
+        metrics["scale.storm_error_sample"] = result["storm_error_sample"]
+    return metrics
+
+
 # 5. Plain HTTP ---------------------------------------------------------------------------
 
 
@@ -689,4 +727,5 @@ SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "http": http,
     "memory": memory,
     "recovery": recovery,
+    "scale": scale,
 }
