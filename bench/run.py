@@ -1,12 +1,15 @@
-"""Benchmark this project against Django Channels 4.3 and a bare ASGI ceiling.
+"""Benchmark this project against Django Channels 4.3, python-socketio 5 and a bare ASGI
+ceiling, on one or several ASGI servers.
 
-    .venv/bin/python -m bench.run [--quick] [--rounds N] [--scenarios a,b] [--output DIR]
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--scenarios a,b] [--server a,b]
+                                  [--impls a,b] [--output DIR]
 
-Scenarios (run in this order): layer, echo, broadcast, isolation, http, memory. Within a
-round each scenario runs ours, Channels, bare, one after another (A, B, C, A, B, C, ...).
-Writes ``latest.md`` (medians, ratios, targets) and ``latest.json`` (every round's raw
-figures) to the output directory (``bench/results`` by default). See bench/README.md.
-"""
+Scenarios (run in this order): layer, echo, broadcast, isolation, http, memory, recovery,
+scale. Within a round each scenario runs on each server in turn, and on each server ours,
+the peers and bare one after another (A, B, C, A, B, C, ...); the layer has no server and
+runs once a round, with redis-benchmark after it. Writes ``latest.md`` (the ratio table,
+one table per server, targets) and ``latest.json`` (every run's raw figures) to the output
+directory (``bench/results`` by default). See bench/README.md."""
 
 from __future__ import annotations
 

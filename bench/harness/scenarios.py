@@ -2,9 +2,11 @@
 the load, stops everything it started and returns flat ``{metric: value}``.
 
 Implementations: ``ours`` (this project, in the project's venv), ``channels`` (Django
-Channels 4.3 and channels-redis 4.3, in bench/.venv-channels) and ``bare`` (the ceiling,
-hand-written, in the project's venv; in the HTTP scenario the third column is Django's own
-ASGI handler instead). Servers run on core 0, load generators and layer senders on core 1.
+Channels 4.3 and channels-redis 4.3, in bench/.venv-channels), ``socketio``
+(python-socketio 5, in bench/.venv-socketio; the WebSocket scenarios only) and ``bare``
+(the ceiling, hand-written, in the project's venv; in the HTTP scenario that column is
+Django's own ASGI handler instead). Servers run on core 0, load generators and layer
+senders on core 1.
 """
 
 from __future__ import annotations
@@ -647,6 +649,7 @@ def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
                 "connections": profile.scale_connections,
                 "messages": profile.scale_messages,
                 "storm_s": 10.0,
+                "timeout": 15,  # per broadcast: then its missing deliveries count as lost
                 "settle": profile.settle,
                 "deadline": 300,
             },
