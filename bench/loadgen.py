@@ -525,9 +525,16 @@ async def storm(
     async def one(index: int) -> WebSocket:
         async with gate:
             client = client_class(path, ports[index % len(ports)], on_message)
-            async with asyncio.timeout_at(deadline):
-                await loop.create_connection(protocol_factory(client), HOST, client.port)
-                await client.opened
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await loop.create_connection(protocol_factory(client), HOST, client.port)
+                    await client.opened
+            except BaseException:
+                # Not open in time: drop it, or its handshake could still complete and
+                # join the group with deliveries nobody counts.
+                if client.transport is not None:
+                    client.transport.abort()
+                raise
             opened_at.append(loop.time())
             return client
 
@@ -554,10 +561,12 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     everyone = asyncio.Event()
 
+    members: set[int] = set()  # the connections open after the storm, by id()
+
     def on_message(client: WebSocket, payload: bytes) -> None:
         now = time.perf_counter()
         sequence = int(payload.split(b":", 1)[0])
-        if sequence not in pending:
+        if sequence not in pending or id(client) not in members:
             return
         if sequence >= 0:
             latencies.append(now - sent_at[sequence])
@@ -571,6 +580,7 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(spec.get("settle", 1.0))
     before = tree_rss_kib(pid)
     clients, errors, storm_s = await storm(spec, count, on_message, spec.get("storm_s", 10.0))
+    members.update(id(client) for client in clients)
     timed_out = 0
     try:
         await asyncio.sleep(spec.get("settle", 1.0))
