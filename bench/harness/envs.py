@@ -150,10 +150,6 @@ def ensure_venv(peer: PeerVenv, log: Callable[[str], None] = print) -> Path:
     return peer.python
 
 
-def ensure_channels_venv(log: Callable[[str], None] = print) -> Path:
-    return ensure_venv(PEERS["channels"], log)
-
-
 def _pins_hold(peer: PeerVenv) -> bool:
     pinned = peer.same_as_project()
     versions = installed_versions(peer.python, [*pinned, *(name for name, _ in peer.prefixes)])
