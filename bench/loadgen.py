@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -41,6 +42,38 @@ class CpuFigures(TypedDict):
     window_s: float
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: Hypercorn and Granian serve from a worker child, whose
+    CPU and memory are the server's."""
+    found, index = [pid], 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    found += [int(child) for child in children.read().split()]
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss_kib(member)
+    return total
+
+
 class CpuWindow:
     """CPU use of this process and the servers over a window, as % of one core."""
 
@@ -48,7 +81,7 @@ class CpuWindow:
         self.server_pids = server_pids
 
     def _sample(self) -> tuple[float, float, float]:
-        servers = sum(cpu_seconds(pid) for pid in self.server_pids)
+        servers = sum(tree_cpu_seconds(pid) for pid in self.server_pids)
         return time.monotonic(), cpu_seconds(os.getpid()), servers
 
     def start(self) -> None:
@@ -163,7 +196,7 @@ class WebSocket(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self._handshaken = True
-            self.opened.set_result(self)
+            self._upgraded()
         while len(buffer) >= 2:
             first, second = buffer[0], buffer[1]
             length, position = second & 0x7F, 2
@@ -194,14 +227,21 @@ class WebSocket(asyncio.Protocol):
             if self._fragments:
                 payload = b"".join([*self._fragments, payload])
                 self._fragments.clear()
-            self.received += 1
-            self.on_message(self, payload)
+            self._deliver(payload)
         elif opcode == 8:
             self._write(0x88, payload[:2])
             assert self.transport is not None
             self.transport.close()
         elif opcode == 9:
             self._write(0x8A, payload)
+
+    def _upgraded(self) -> None:
+        """The server answered 101: the connection is open."""
+        self.opened.set_result(self)
+
+    def _deliver(self, payload: bytes) -> None:
+        self.received += 1
+        self.on_message(self, payload)
 
     def _write(self, first: int, payload: bytes) -> None:
         length = len(payload)
@@ -225,6 +265,47 @@ class WebSocket(asyncio.Protocol):
             self.transport.close()
 
 
+class SocketIO(WebSocket):
+    """A Socket.IO client (Engine.IO 4) over the WebSocket transport alone, for the same
+    modes: after the upgrade it reads Engine.IO's open packet (``0{...}``), connects to the
+    default namespace (``40``) and is open once the server's ``40{...}`` arrives. ``send``
+    emits the event ``event`` (``42["event",data]``); a received event's data goes to
+    ``on_message`` as JSON text (a string's own characters). Engine.IO pings (``2``) get
+    their pong (``3``); other packets are ignored.
+
+    ``raw_json``: the payloads given to ``send`` are JSON already (sent as they are), not
+    text to send as a JSON string.
+    """
+
+    def __init__(self, path: str, port: int, on_message: OnMessage) -> None:
+        separator = "&" if "?" in path else "?"
+        super().__init__(f"{path}{separator}EIO=4&transport=websocket", port, on_message)
+        self.event = b"message"
+        self.raw_json = False
+
+    def _upgraded(self) -> None:
+        pass  # open once the Socket.IO connect is acknowledged
+
+    def _deliver(self, payload: bytes) -> None:
+        if payload.startswith(b"42"):
+            event = json.loads(payload[2:])
+            data = event[1] if len(event) > 1 else None
+            text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+            super()._deliver(text.encode())
+        elif payload == b"2":
+            super().send(b"3")
+        elif payload.startswith(b"0{"):
+            super().send(b"40")
+        elif payload.startswith(b"40") and not self.opened.done():
+            self.opened.set_result(self)
+        elif payload.startswith(b"44") and not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"Socket.IO connect refused: {payload!r}"))
+
+    def send(self, payload: bytes) -> None:
+        data = payload if self.raw_json else json.dumps(payload.decode()).encode()
+        super().send(b'42["' + self.event + b'",' + data + b"]")
+
+
 def _xor(payload: bytes, key: bytes) -> bytes:
     length = len(payload)
     if not length:
@@ -244,7 +325,12 @@ def protocol_factory(protocol: P) -> Callable[[], P]:
 
 
 async def connect_all(
-    ports: list[int], path: str, count: int, on_message: OnMessage, concurrency: int = 50
+    ports: list[int],
+    path: str,
+    count: int,
+    on_message: OnMessage,
+    concurrency: int = 50,
+    client_class: type[WebSocket] = WebSocket,
 ) -> list[WebSocket]:
     """Open ``count`` connections, spread round-robin over ``ports``, ``concurrency`` at a time."""
     loop = asyncio.get_running_loop()
@@ -253,11 +339,25 @@ async def connect_all(
     async def one(index: int) -> WebSocket:
         port = ports[index % len(ports)]
         async with gate:
-            client = WebSocket(path, port, on_message)
+            client = client_class(path, port, on_message)
             await loop.create_connection(protocol_factory(client), HOST, port)
             return await asyncio.wait_for(client.opened, 30)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def open_clients(
+    spec: dict[str, Any], path: str, count: int, on_message: OnMessage, event: str
+) -> list[WebSocket]:
+    """``connect_all`` for the spec's ``protocol``: ``websocket`` (default) or ``socketio``
+    (its clients' ``send`` emits ``event``; ``raw_json``: the payloads are JSON already)."""
+    if spec.get("protocol", "websocket") != "socketio":
+        return await connect_all(spec["ports"], path, count, on_message)
+    clients = await connect_all(spec["ports"], path, count, on_message, client_class=SocketIO)
+    for client in clients:
+        assert isinstance(client, SocketIO)
+        client.event, client.raw_json = event.encode(), bool(spec.get("raw_json"))
+    return clients
 
 
 async def close_all(clients: list[WebSocket], wait: float = 2.0) -> None:
@@ -299,10 +399,10 @@ async def echo(spec: dict[str, Any]) -> dict[str, Any]:
             client.inflight = True
             client.send(client.message)
 
-    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], on_message)
+    clients = await open_clients(spec, spec["path"], spec["connections"], on_message, "echo")
     blockers: list[WebSocket] = []
     if spec.get("blocker_path"):
-        blockers = await connect_all(spec["ports"], spec["blocker_path"], 1, on_blocker)
+        blockers = await open_clients(spec, spec["blocker_path"], 1, on_blocker, "echo")
     try:
         for client in clients:
             client.message = message
@@ -351,7 +451,7 @@ async def broadcast(spec: dict[str, Any]) -> dict[str, Any]:
             everyone.set()
 
     count = spec["connections"]
-    clients = await connect_all(spec["ports"], spec["path"], count, on_message)
+    clients = await open_clients(spec, spec["path"], count, on_message, "broadcast")
     cpu = CpuWindow(spec["server_pids"])
     padding = "x" * 32
     timed_out = 0
@@ -391,21 +491,126 @@ async def idle_memory(spec: dict[str, Any]) -> dict[str, Any]:
         pass
 
     # Warm the server up with a few connections so lazy imports and caches are not counted.
-    warm = await connect_all(spec["ports"], spec["path"], 10, ignore)
+    warm = await open_clients(spec, spec["path"], 10, ignore, "broadcast")
     await asyncio.sleep(0.3)
     await close_all(warm)
     await asyncio.sleep(spec.get("settle", 1.0))
-    before = rss_kib(pid)
-    clients = await connect_all(spec["ports"], spec["path"], spec["connections"], ignore)
+    before = tree_rss_kib(pid)
+    clients = await open_clients(spec, spec["path"], spec["connections"], ignore, "broadcast")
     try:
         await asyncio.sleep(spec.get("settle", 1.0))
-        after = rss_kib(pid)
+        after = tree_rss_kib(pid)
     finally:
         await close_all(clients, wait=5)
     return {
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_conn": round((after - before) / spec["connections"], 2),
+    }
+
+
+async def storm(
+    spec: dict[str, Any], count: int, on_message: OnMessage, limit: float
+) -> tuple[list[WebSocket], list[str], float]:
+    """Open ``count`` connections at once (``storm_concurrency`` handshakes in flight),
+    each given until ``limit`` seconds after the start: the open ones, one error line per
+    failed one, and the seconds until the last one opened."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(spec.get("storm_concurrency", 1000))
+    deadline = loop.time() + limit
+    ports, path = spec["ports"], spec["path"]
+    client_class: type[WebSocket] = SocketIO if spec.get("protocol") == "socketio" else WebSocket
+    opened_at: list[float] = []
+
+    async def one(index: int) -> WebSocket:
+        async with gate:
+            client = client_class(path, ports[index % len(ports)], on_message)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await loop.create_connection(protocol_factory(client), HOST, client.port)
+                    await client.opened
+            except BaseException:
+                # Not open in time: drop it, or its handshake could still complete and
+                # join the group with deliveries nobody counts.
+                if client.transport is not None:
+                    client.transport.abort()
+                raise
+            opened_at.append(loop.time())
+            return client
+
+    began = loop.time()
+    outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    clients = [outcome for outcome in outcomes if isinstance(outcome, WebSocket)]
+    errors = [
+        f"{type(outcome).__name__}: {outcome}"
+        for outcome in outcomes
+        if isinstance(outcome, BaseException)
+    ]
+    return clients, errors, (max(opened_at) - began) if opened_at else 0.0
+
+
+async def scale(spec: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` idle WebSockets on one server process (the broadcast route, so each
+    is in the group): opened all at once within ``storm_s`` seconds (errors counted), the
+    server's RSS growth per open connection, then ``messages`` broadcasts to all of them
+    (p50/p99 over every delivery)."""
+    pid = spec["server_pids"][0]
+    count, messages = spec["connections"], spec.get("messages", 5)
+    sent_at: dict[int, float] = {}
+    pending: dict[int, int] = {}
+    latencies: list[float] = []
+    everyone = asyncio.Event()
+
+    members: set[int] = set()  # the connections open after the storm, by id()
+
+    def on_message(client: WebSocket, payload: bytes) -> None:
+        now = time.perf_counter()
+        sequence = int(payload.split(b":", 1)[0])
+        if sequence not in pending or id(client) not in members:
+            return
+        if sequence >= 0:
+            latencies.append(now - sent_at[sequence])
+        pending[sequence] -= 1
+        if pending[sequence] == 0:
+            everyone.set()
+
+    warm = await open_clients(spec, spec["path"], 10, on_message, "broadcast")
+    await asyncio.sleep(0.3)
+    await close_all(warm)
+    await asyncio.sleep(spec.get("settle", 1.0))
+    before = tree_rss_kib(pid)
+    clients, errors, storm_s = await storm(spec, count, on_message, spec.get("storm_s", 10.0))
+    members.update(id(client) for client in clients)
+    timed_out = 0
+    try:
+        await asyncio.sleep(spec.get("settle", 1.0))
+        after = tree_rss_kib(pid)
+        for client in clients:
+            if isinstance(client, SocketIO):
+                client.event = b"broadcast"
+        for sequence in range(-1, messages if clients else -1):  # -1: unmeasured warm-up
+            everyone.clear()
+            pending[sequence] = len(clients)
+            sent_at[sequence] = time.perf_counter()
+            clients[0].send(f"{sequence}:{'x' * 32}".encode())
+            try:
+                await asyncio.wait_for(everyone.wait(), spec.get("timeout", 30))
+            except TimeoutError:
+                timed_out += sequence >= 0
+        await asyncio.sleep(0.2)
+    finally:
+        await close_all(clients, wait=10)
+    opened = len(clients)
+    return {
+        "connected": opened,
+        "storm_errors": len(errors),
+        "storm_error_sample": sorted(set(errors))[:3],
+        "storm_s": round(storm_s, 3),
+        "rss_before_kib": before,
+        "kib_per_conn": round((after - before) / opened, 2) if opened else None,
+        "lost": opened * messages - len(latencies) if clients else None,
+        "timed_out_messages": timed_out,
+        **percentiles(latencies),
     }
 
 
@@ -501,7 +706,13 @@ async def http(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MODES = {"echo": echo, "broadcast": broadcast, "idle_memory": idle_memory, "http": http}
+MODES = {
+    "echo": echo,
+    "broadcast": broadcast,
+    "idle_memory": idle_memory,
+    "scale": scale,
+    "http": http,
+}
 
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:

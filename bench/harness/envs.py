@@ -1,9 +1,11 @@
-"""The benchmark's own virtualenv for Django Channels, kept apart from the project.
+"""The benchmark's own virtualenvs for the peers, kept apart from the project.
 
-Django Channels and channels-redis are never dependencies of the project: they live in
-``bench/.venv-channels``, built from PyPI on first use and reused while its versions still
-match. Daphne, Django, Twisted, autobahn, asgiref, redis-py and msgpack are pinned to the
-versions of the project's own venv, so both implementations run on the same server stack.
+Django Channels (with channels-redis) and python-socketio are never dependencies of the
+project: each lives in a venv of its own under ``bench/`` (``.venv-channels``,
+``.venv-socketio``), built from the package index on first use and reused while its
+versions still match. The servers (Daphne, Uvicorn, Hypercorn and the libraries they speak
+WebSocket and HTTP with), Django, asgiref, redis-py and msgpack are pinned to the versions
+of the project's own venv, so every implementation runs on the same server stack.
 """
 
 from __future__ import annotations
@@ -12,39 +14,86 @@ import json
 import subprocess
 import sys
 import venv
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1]
-CHANNELS_VENV = BENCH / ".venv-channels"
-MARKER = CHANNELS_VENV / "bench-requirements.json"
 
-# The implementation under comparison, by the version line the issue names.
-CHANNELS_SPECS = ["channels==4.3.*", "channels-redis==4.3.*"]
-# Same version as in the project's venv (the one running this harness), for a fair server stack.
-SAME_AS_PROJECT = [
+# The servers and what they run on: same version as in the project's venv (the one running
+# this harness), for a fair server stack. Only those installed there are pinned.
+SERVER_STACK = [
     "daphne",
-    "Django",
     "Twisted",
     "autobahn",
     "txaio",
+    "uvicorn",
+    "hypercorn",
+    "granian",
+    "websockets",
+    "wsproto",
+    "h11",
+    "h2",
+    "httptools",
+    "uvloop",
     "asgiref",
     "redis",
     "msgpack",
 ]
 
 
-def project_pins() -> list[str]:
-    """``name==version`` of the shared server stack, read from the running (project) venv."""
-    return [f"{name}=={metadata.version(name)}" for name in SAME_AS_PROJECT]
+@dataclass(frozen=True)
+class PeerVenv:
+    """One peer's venv: ``specs`` are the peer's own packages, ``extra`` more packages
+    pinned to the project's versions, ``prefixes`` the version line each peer package must
+    be on."""
+
+    name: str
+    specs: tuple[str, ...]
+    prefixes: tuple[tuple[str, str], ...]
+    extra: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        return BENCH / f".venv-{self.name}"
+
+    @property
+    def python(self) -> Path:
+        return self.directory / "bin" / "python"
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / "bench-requirements.json"
+
+    def same_as_project(self) -> list[str]:
+        return [name for name in [*SERVER_STACK, *self.extra] if _project_version(name)]
+
+    def requirements(self) -> list[str]:
+        pins = [f"{name}=={_project_version(name)}" for name in self.same_as_project()]
+        return [*self.specs, *pins]
 
 
-def channels_requirements() -> list[str]:
-    return [*CHANNELS_SPECS, *project_pins()]
+PEERS = {
+    "channels": PeerVenv(
+        "channels",
+        ("channels==4.3.*", "channels-redis==4.3.*"),
+        (("channels", "4.3."), ("channels-redis", "4.3.")),
+        extra=("Django",),
+    ),
+    "socketio": PeerVenv(
+        "socketio",
+        ("python-socketio==5.*",),
+        (("python-socketio", "5."),),
+    ),
+}
 
 
-def channels_python() -> Path:
-    return CHANNELS_VENV / "bin" / "python"
+def _project_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
@@ -56,57 +105,74 @@ def installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
         "    except metadata.PackageNotFoundError: out[n] = None\n"
         "print(json.dumps(out))"
     )
-    done = subprocess.run(
-        [str(python), "-c", script, *names], capture_output=True, text=True, timeout=60
-    )
+    try:
+        done = subprocess.run(
+            [str(python), "-c", script, *names], capture_output=True, text=True, timeout=60
+        )
+    except OSError:
+        return dict.fromkeys(names)
     if done.returncode != 0:
         return dict.fromkeys(names)
     versions: dict[str, str | None] = json.loads(done.stdout)
     return versions
 
 
-def ensure_channels_venv(log=print) -> Path:
-    """Create or reuse ``bench/.venv-channels``; return its python."""
-    wanted = channels_requirements()
-    python = channels_python()
-    if python.exists() and MARKER.exists():
-        try:
-            recorded = json.loads(MARKER.read_text())
-        except ValueError:
-            recorded = None
-        if recorded == wanted and _pins_hold(python):
-            log(f"reusing {CHANNELS_VENV.relative_to(BENCH.parent)}")
-            return python
-    log(f"building {CHANNELS_VENV.relative_to(BENCH.parent)}: {' '.join(wanted)}")
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(CHANNELS_VENV)
-    MARKER.unlink(missing_ok=True)
+def ready(peer: PeerVenv) -> bool:
+    """Whether the peer's venv exists with the wanted versions (nothing is installed)."""
+    if not (peer.python.exists() and peer.marker.exists()):
+        return False
+    try:
+        recorded = json.loads(peer.marker.read_text())
+    except ValueError:
+        return False
+    return recorded == peer.requirements() and _pins_hold(peer)
+
+
+def ensure_venv(peer: PeerVenv, log: Callable[[str], None] = print) -> Path:
+    """Create or reuse the peer's venv; return its python."""
+    wanted = peer.requirements()
+    where = peer.directory.relative_to(BENCH.parent)
+    if ready(peer):
+        log(f"reusing {where}")
+        return peer.python
+    log(f"building {where}: {' '.join(wanted)}")
+    if not peer.python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(peer.directory)
+    peer.marker.unlink(missing_ok=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted],
+        [str(peer.python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted],
         check=True,
         timeout=900,
     )
-    if not _pins_hold(python):
-        raise RuntimeError(f"{CHANNELS_VENV} does not have the pinned versions after install")
-    MARKER.write_text(json.dumps(wanted))
-    return python
+    if not _pins_hold(peer):
+        raise RuntimeError(f"{peer.directory} does not have the pinned versions after install")
+    peer.marker.write_text(json.dumps(wanted))
+    return peer.python
 
 
-def _pins_hold(python: Path) -> bool:
-    versions = installed_versions(python, [*SAME_AS_PROJECT, "channels", "channels-redis"])
-    for name in SAME_AS_PROJECT:
-        if versions.get(name) != metadata.version(name):
-            return False
-    channels, channels_redis = versions.get("channels"), versions.get("channels-redis")
-    return bool(channels and channels.startswith("4.3.")) and bool(
-        channels_redis and channels_redis.startswith("4.3.")
-    )
+def _pins_hold(peer: PeerVenv) -> bool:
+    pinned = peer.same_as_project()
+    versions = installed_versions(peer.python, [*pinned, *(name for name, _ in peer.prefixes)])
+    if any(versions.get(name) != _project_version(name) for name in pinned):
+        return False
+    return all((versions.get(name) or "").startswith(prefix) for name, prefix in peer.prefixes)
 
 
-def versions_report(channels_py: Path | None) -> dict[str, dict[str, str | None]]:
-    """The versions that matter, per venv, for the results' metadata."""
-    names = [*SAME_AS_PROJECT, "channels", "channels-redis", "websockets", "uvicorn", "hypercorn"]
-    report = {"project": installed_versions(Path(sys.executable), names)}
-    if channels_py is not None:
-        report["channels"] = installed_versions(channels_py, names)
+REPORTED = [
+    *SERVER_STACK,
+    "Django",
+    "granian",
+    "channels",
+    "channels-redis",
+    "python-socketio",
+    "python-engineio",
+]
+
+
+def versions_report(pythons: dict[str, Path]) -> dict[str, dict[str, str | None]]:
+    """The versions that matter, per venv (``pythons``: peer name -> its python), for the
+    results' metadata."""
+    report = {"project": installed_versions(Path(sys.executable), REPORTED)}
+    for name, python in pythons.items():
+        report[name] = installed_versions(python, REPORTED)
     return report

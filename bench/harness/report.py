@@ -7,7 +7,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-IMPLS = ("ours", "channels", "bare")
+IMPLS = ("ours", "channels", "socketio", "bare")
+PEERS = ("channels", "socketio")  # the columns ours is divided by, besides bare
+TITLES = {"ours": "ours", "channels": "Channels", "socketio": "Socket.IO", "bare": "bare"}
 LG_SATURATED = 90.0  # % of a core: above this the load generator may be the bottleneck
 
 
@@ -105,9 +107,9 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
             Row("echo", f"{variant}.p99_ms", f"{label}: p99", "ms", None, variant),
         ]
     for size in broadcast_sizes:
-        out += _broadcast_rows("mem", size, "1 Daphne, in-memory layer")
+        out += _broadcast_rows("mem", size, "1 server, in-memory layer")
     for size in broadcast_sizes:
-        out += _broadcast_rows("redis", size, "2 Daphnes, Redis layer")
+        out += _broadcast_rows("redis", size, "2 servers, Redis layer")
     out += [
         Row("isolation", "others.rps", "49 echoing while 1 blocks 1 s: round trips", "/s"),
         Row("isolation", "others.p50_ms", "49 echoing while 1 blocks 1 s: p50", "ms"),
@@ -135,6 +137,14 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
             "KiB",
             Target("bare", "<=", 1.15),
         ),
+        Row("scale", "scale.connected", "connections open after the storm", ""),
+        Row("scale", "scale.storm_errors", "storm: connections failed or not open in 10 s", ""),
+        Row("scale", "scale.storm_s", "storm: time until the last one was open", "s"),
+        Row("scale", "scale.kib_per_conn", "RSS per idle connection", "KiB"),
+        Row("scale", "scale.p50_ms", "broadcast to all: p50", "ms"),
+        Row("scale", "scale.p99_ms", "broadcast to all: p99", "ms"),
+        Row("scale", "scale.max_ms", "broadcast to all: max", "ms"),
+        Row("scale", "scale.lost", "broadcast to all: lost", "", Target("abs", "==", 0)),
     ]
     return out
 
@@ -146,13 +156,17 @@ SCENARIO_TITLES = {
     "isolation": "6. Sync-consumer isolation",
     "http": "5. Plain HTTP through ProtocolTypeRouter",
     "memory": "4. Idle memory, 1,000 connections",
+    "scale": "8. Scale: N WebSockets opened at once on one server process, then a broadcast",
 }
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{impl: {metric: median over rounds}}`` (errors and missing values ignored)."""
+def medians(runs: list[dict[str, Any]], server: str | None = None) -> dict[str, dict[str, float]]:
+    """``{impl: {metric: median over rounds}}`` (errors and missing values ignored), of the
+    runs on ``server`` and those that had none (the layer); all runs when it is None."""
     values: dict[str, dict[str, list[float]]] = {}
     for run in runs:
+        if server is not None and run.get("server") not in (server, None):
+            continue
         for key, value in (run.get("metrics") or {}).items():
             if isinstance(value, int | float) and not math.isnan(value):
                 values.setdefault(run["impl"], {}).setdefault(key, []).append(value)
@@ -184,8 +198,10 @@ def evaluate(row: Row, med: dict[str, dict[str, float]]) -> dict[str, Any]:
         "label": row.label,
         "unit": row.unit,
         **{impl: med.get(impl, {}).get(row.key) for impl in IMPLS},
-        "ours_vs_channels": _ratio(ours, med.get("channels", {}).get(row.key)),
-        "ours_vs_bare": _ratio(ours, med.get("bare", {}).get(row.key)),
+        **{
+            f"ours_vs_{other}": _ratio(ours, med.get(other, {}).get(row.key))
+            for other in (*PEERS, "bare")
+        },
         "target": row.target.describe() if row.target else None,
         "met": None,
     }
@@ -198,7 +214,7 @@ def evaluate(row: Row, med: dict[str, dict[str, float]]) -> dict[str, Any]:
             result["target_ratio"] = ratio
             result["met"] = None if ratio is None else _compare(ratio, target.op, target.value)
         else:
-            ratio = result["ours_vs_bare" if target.kind == "bare" else "ours_vs_channels"]
+            ratio = result[f"ours_vs_{target.kind}"]
             result["met"] = None if ratio is None else _compare(ratio, target.op, target.value)
     return result
 
@@ -236,21 +252,33 @@ def markdown(
     ran: set[str],
     errors: list[str],
     header: list[str],
+    shown: set[str] | None = None,
+    impls: tuple[str, ...] = IMPLS,
 ) -> tuple[str, list[dict[str, Any]]]:
+    """The table of each scenario in ``shown`` (all when None) with a column per one of
+    ``impls``; scenarios not in ``ran`` are marked "not yet"."""
     lines = [*header, ""]
     evaluated: list[dict[str, Any]] = []
+    others = [impl for impl in impls if impl != "ours"]
     columns = (
-        "| metric | unit | ours | Channels | bare | ours/Channels | ours/bare | target | met |"
+        "| metric | unit | "
+        + " | ".join(TITLES[impl] for impl in impls)
+        + " | "
+        + " | ".join(f"ours/{TITLES[other]}" for other in others)
+        + " | target | met |"
     )
+    align = "|---|---|" + "--:|" * (len(impls) + len(others)) + "---|---|"
     current = None
     for row in all_rows:
+        if shown is not None and row.scenario not in shown:
+            continue
         if row.scenario != current:
             current = row.scenario
             lines += ["", f"### {SCENARIO_TITLES[current]}", ""]
             if current not in ran:
                 lines.append("not yet (not run in this invocation)")
                 continue
-            lines += [columns, "|---|---|--:|--:|--:|--:|--:|---|---|"]
+            lines += [columns, align]
         if current not in ran:
             continue
         result = evaluate(row, med)
@@ -258,23 +286,113 @@ def markdown(
         met = {True: "met", False: "**missed**", None: "-" if row.target is None else "n/a"}[
             result["met"]
         ]
+        values = " | ".join(_fmt(result[impl]) for impl in impls)
+        ratios = " | ".join(_fmt_ratio(result[f"ours_vs_{other}"]) for other in others)
         lines.append(
-            f"| {row.label} | {row.unit} | {_fmt(result['ours'])} | {_fmt(result['channels'])} "
-            f"| {_fmt(result['bare'])} | {_fmt_ratio(result['ours_vs_channels'])} "
-            f"| {_fmt_ratio(result['ours_vs_bare'])} | {result['target'] or ''} | {met} |"
+            f"| {row.label} | {row.unit} | {values} | {ratios} | {result['target'] or ''} | {met} |"
         )
         if row.cpu:
-            cells = [_cpu_cell(med, impl, row.cpu) for impl in IMPLS]
+            cells = [_cpu_cell(med, impl, row.cpu) for impl in impls]
             note = "LG saturated" if any(saturated for _, saturated in cells) else ""
             what = (
                 "CPU % receivers / sender / redis"
                 if row.scenario == "layer"
                 else "CPU % server / load generator"
             )
+            blanks = " |" * len(others)
             lines.append(
-                f"| *{what}* | % core | {cells[0][0]} | {cells[1][0]} | {cells[2][0]} "
-                f"| | | | {note} |"
+                f"| *{what}* | % core | {' | '.join(cell for cell, _ in cells)} |{blanks} "
+                f"| {note} |"
             )
     if errors:
         lines += ["", "### Errors", "", *[f"- {error}" for error in errors]]
     return "\n".join(lines) + "\n", evaluated
+
+
+REDIS_BENCHMARK_LABELS = (
+    ("c50", "50 clients, one command at a time"),
+    ("c1", "1 client, one command at a time"),
+    ("p16", "50 clients, pipelined 16 deep"),
+)
+
+
+def redis_benchmark_table(med: dict[str, dict[str, float]]) -> list[str]:
+    """redis-benchmark's LPUSH figures (the ``redis`` runs of the layer scenario), beside
+    ours' point-to-point rate at saturation."""
+    found = med.get("redis", {})
+    if not found:
+        return []
+    lines = [
+        "",
+        "Redis itself, the same Redis in the same rounds (`redis-benchmark -t lpush`, on the "
+        "load core), beside the layer's point-to-point rate at saturation (one LPUSH-like "
+        "send per message):",
+        "",
+        "| redis-benchmark LPUSH | req/s | p50 ms | p99 ms |",
+        "|---|--:|--:|--:|",
+    ]
+    for tag, label in REDIS_BENCHMARK_LABELS:
+        cells = [_fmt(found.get(f"redis.{tag}.{key}")) for key in ("rps", "p50_ms", "p99_ms")]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    shares = []
+    for impl in ("ours", "channels", "bare"):
+        share = _ratio(med.get(impl, {}).get("p2p_sat.rps"), found.get("redis.c50.rps"))
+        if share is not None:
+            shares.append(f"{TITLES[impl]} {_fmt_ratio(share)}")
+    if shares:
+        lines += [
+            "",
+            "Point-to-point at saturation as a share of redis-benchmark's 50 unpipelined "
+            "clients: " + ", ".join(shares) + ".",
+        ]
+    return lines
+
+
+# The ratio table: (label, metric key, the column ours is divided by).
+RATIOS = (
+    ("async echo round trips, ours/bare", "echo.async.rps", "bare"),
+    ("JSON echo round trips, ours/bare", "echo.json.rps", "bare"),
+    ("sync echo round trips, ours/bare", "echo.sync.rps", "bare"),
+    ("broadcast {size}, in-memory, p99 ours/bare", "broadcast.mem{size}.p99_ms", "bare"),
+    ("broadcast {size}, Redis, p99 ours/bare", "broadcast.redis{size}.p99_ms", "bare"),
+    ("HTTP req/s, ours/Django alone", "http.http.rps", "bare"),
+    ("idle memory per connection, ours/bare", "memory.idle.kib_per_conn", "bare"),
+    ("scale: memory per idle connection, ours/bare", "scale.scale.kib_per_conn", "bare"),
+    ("scale: broadcast to all, p99 ours/bare", "scale.scale.p99_ms", "bare"),
+    ("async echo round trips, ours/Channels", "echo.async.rps", "channels"),
+    ("JSON echo round trips, ours/Channels", "echo.json.rps", "channels"),
+    ("sync echo round trips, ours/Channels", "echo.sync.rps", "channels"),
+    ("broadcast {size}, in-memory, p99 ours/Channels", "broadcast.mem{size}.p99_ms", "channels"),
+    ("broadcast {size}, Redis, p99 ours/Channels", "broadcast.redis{size}.p99_ms", "channels"),
+    ("HTTP req/s, ours/Channels", "http.http.rps", "channels"),
+    ("idle memory per connection, ours/Channels", "memory.idle.kib_per_conn", "channels"),
+    ("scale: memory per idle connection, ours/Channels", "scale.scale.kib_per_conn", "channels"),
+    ("scale: broadcast to all, p99 ours/Channels", "scale.scale.p99_ms", "channels"),
+    ("async echo round trips, ours/Socket.IO", "echo.async.rps", "socketio"),
+    ("JSON echo round trips, ours/Socket.IO", "echo.json.rps", "socketio"),
+    ("broadcast {size}, in-memory, p99 ours/Socket.IO", "broadcast.mem{size}.p99_ms", "socketio"),
+    ("broadcast {size}, Redis, p99 ours/Socket.IO", "broadcast.redis{size}.p99_ms", "socketio"),
+    ("idle memory per connection, ours/Socket.IO", "memory.idle.kib_per_conn", "socketio"),
+    ("scale: memory per idle connection, ours/Socket.IO", "scale.scale.kib_per_conn", "socketio"),
+    ("scale: broadcast to all, p99 ours/Socket.IO", "scale.scale.p99_ms", "socketio"),
+)
+
+
+def ratio_table(evaluated: dict[str, list[dict[str, Any]]], broadcast_size: int) -> list[str]:
+    """One row per ratio, one column per server (``evaluated``: server -> its rows); rows
+    with no figure on any server are left out."""
+    servers = list(evaluated)
+    by_key = {server: {row["key"]: row for row in rows} for server, rows in evaluated.items()}
+    lines = [
+        "| ratio (throughput: higher is better for ours; p99, memory: lower) | "
+        + " | ".join(servers)
+        + " |",
+        "|---|" + "--:|" * len(servers),
+    ]
+    for label, key, other in RATIOS:
+        key = key.format(size=broadcast_size)
+        cells = [by_key[server].get(key, {}).get(f"ours_vs_{other}") for server in servers]
+        if any(cell is not None for cell in cells):
+            label = label.format(size=f"{broadcast_size:,}")
+            lines.append(f"| {label} | " + " | ".join(_fmt_ratio(c) for c in cells) + " |")
+    return lines

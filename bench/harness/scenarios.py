@@ -2,9 +2,11 @@
 the load, stops everything it started and returns flat ``{metric: value}``.
 
 Implementations: ``ours`` (this project, in the project's venv), ``channels`` (Django
-Channels 4.3 and channels-redis 4.3, in bench/.venv-channels) and ``bare`` (the ceiling,
-hand-written, in the project's venv; in the HTTP scenario the third column is Django's own
-ASGI handler instead). Servers run on core 0, load generators and layer senders on core 1.
+Channels 4.3 and channels-redis 4.3, in bench/.venv-channels), ``socketio``
+(python-socketio 5, in bench/.venv-socketio; the WebSocket scenarios only) and ``bare``
+(the ceiling, hand-written, in the project's venv; in the HTTP scenario that column is
+Django's own ASGI handler instead). Servers run on core 0, load generators and layer
+senders on core 1.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Profile:
     http_connections: int = 32
     isolation_duration: float = 4.0
     settle: float = 1.0
+    redis_requests: int = 100_000
+    scale_connections: int = 10_000
+    scale_messages: int = 5
 
 
 PROFILES = {
@@ -67,6 +72,9 @@ PROFILES = {
         group_sends=3,
         isolation_duration=2.5,
         settle=0.6,
+        redis_requests=50_000,
+        scale_connections=3000,
+        scale_messages=3,
     ),
     "tiny": Profile(
         "tiny",
@@ -86,6 +94,9 @@ PROFILES = {
         http_connections=4,
         isolation_duration=1.3,
         settle=0.3,
+        redis_requests=2000,
+        scale_connections=300,
+        scale_messages=2,
     ),
 }
 
@@ -97,6 +108,14 @@ class Impl:
     pythonpath: list[Path]
     settings: str | None
     app: str
+    # ``socketio``: the app speaks Socket.IO over its WebSockets (bench/loadgen.py's SocketIO).
+    protocol: str = "websocket"
+    # The scenarios it takes part in (None: all) and the echo variants it has.
+    scenarios: frozenset[str] | None = None
+    echo_variants: tuple[str, ...] = ("async", "sync", "json")
+
+    def runs(self, scenario: str) -> bool:
+        return self.scenarios is None or scenario in self.scenarios
 
 
 @dataclass
@@ -119,10 +138,12 @@ class Context:
 
 
 def make_impls(
-    project_python: Path, channels_python: Path | None, ours_source: Path = ROOT
+    project_python: Path, peers: dict[str, Path] | None, ours_source: Path = ROOT
 ) -> dict[str, Impl]:
-    """``ours_source``: the directory holding ``consumers`` and ``channels_layer`` (run.py
+    """``peers``: the python of each peer venv built (``channels``, ``socketio``);
+    ``ours_source``: the directory holding ``consumers`` and ``channels_layer`` (run.py
     passes a copy taken at start, so edits made during a run do not mix versions)."""
+    peers = peers or {}
     apps = "bench.apps"
     impls = {
         "ours": Impl(
@@ -140,13 +161,25 @@ def make_impls(
             "django", project_python, [ROOT], f"{apps}.settings_django", f"{apps}.django_only"
         ),
     }
-    if channels_python is not None:
+    if "channels" in peers:
         impls["channels"] = Impl(
             "channels",
-            channels_python,
+            peers["channels"],
             [ROOT],
             f"{apps}.settings_channels",
             f"{apps}.channels_app",
+        )
+    if "socketio" in peers:
+        impls["socketio"] = Impl(
+            "socketio",
+            peers["socketio"],
+            [ROOT],
+            None,
+            f"{apps}.socketio_app",
+            protocol="socketio",
+            # No sync handlers on an ASGI server, no plain HTTP view, no channel layer.
+            scenarios=frozenset({"echo", "broadcast", "memory", "scale"}),
+            echo_variants=("async", "json"),
         )
     return impls
 
@@ -191,6 +224,17 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "off",
     ],
     "hypercorn": lambda port: ["hypercorn", "-b", f"{HOST}:{port}", "--log-level", "warning"],
+    "granian": lambda port: [
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ],
 }
 
 
@@ -213,7 +257,10 @@ def start_servers(
             [*argv, f"{impl.app}:application"],
             core=SERVER_CORE,
             env=_env(impl, extra),
-            cwd=WORKDIR,
+            # Granian imports "bench.apps.x" as a path under its working directory, putting
+            # that path's first directory outside a package (here ROOT, whose consumers/
+            # would shadow the snapshot) first on sys.path: give it one with no package.
+            cwd=ctx.procs.log_dir if ctx.server == "granian" else WORKDIR,
         )
         servers.append((proc, port))
     for proc, port in servers:
@@ -275,10 +322,14 @@ def echo(ctx: Context, impl: Impl) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     try:
         for variant, path, message in ECHO_VARIANTS:
+            if variant not in impl.echo_variants:
+                continue
             result = loadgen(
                 ctx,
                 {
                     "mode": "echo",
+                    "protocol": impl.protocol,
+                    "raw_json": variant == "json",  # Socket.IO: emitted as an object
                     "path": path,
                     "message": message,
                     "connections": profile.echo_connections,
@@ -312,6 +363,7 @@ def broadcast(
                     ctx,
                     {
                         "mode": "broadcast",
+                        "protocol": impl.protocol,
                         "path": "/ws/broadcast/",
                         "connections": size,
                         "messages": ctx.profile.broadcast_messages,
@@ -549,6 +601,60 @@ def delete_keys(url: str, prefix: str, cluster: bool = False) -> int:
         client.close()
 
 
+# Redis itself, beside the layer rows -------------------------------------------------------
+
+# redis-benchmark's LPUSH: 50 clients one command at a time, 1 client, 50 clients 16 deep.
+REDIS_BENCHMARK_VARIANTS = (("c50", 50, 1), ("c1", 1, 1), ("p16", 50, 16))
+REDIS_BENCHMARK_KEY = "mylist"  # the key redis-benchmark's LPUSH writes (no prefix option)
+
+
+def redis_benchmark(ctx: Context) -> dict[str, Any]:
+    """Redis's own LPUSH rate and latency on the layer's Redis (``redis-benchmark``, Debian's,
+    pinned to the load core): what one Redis gives at most to a layer over it."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    tool = shutil.which("redis-benchmark")
+    if tool is None:
+        raise RuntimeError("redis-benchmark not found (it comes with redis-server / redis-tools)")
+    url = urlsplit(ctx.redis_url)
+    database = int(url.path.strip("/") or 0)
+    client = redis.Redis.from_url(ctx.redis_url, socket_timeout=10)
+    metrics: dict[str, Any] = {}
+    try:
+        if client.exists(REDIS_BENCHMARK_KEY):
+            raise RuntimeError(
+                f"database {database} already has a key {REDIS_BENCHMARK_KEY!r}: "
+                "not running redis-benchmark there"
+            )
+        for tag, clients, pipeline in REDIS_BENCHMARK_VARIANTS:
+            requests = ctx.profile.redis_requests // (10 if clients == 1 else 1)
+            argv = [tool, "-h", url.hostname or HOST, "-p", str(url.port or 6379)]
+            argv += ["--dbnum", str(database), "-t", "lpush", "-n", str(requests)]
+            argv += ["-c", str(clients), "-P", str(pipeline), "--csv"]
+            proc = ctx.procs.start(f"redis-benchmark-{tag}", argv, core=LOAD_CORE)
+            if proc.finish(120) != 0:
+                raise RuntimeError(f"redis-benchmark failed:\n{proc.tail()}")
+            metrics.update(_redis_benchmark_csv(proc.output, f"redis.{tag}"))
+            client.delete(REDIS_BENCHMARK_KEY)
+    finally:
+        client.delete(REDIS_BENCHMARK_KEY)
+        client.close()
+    return metrics
+
+
+def _redis_benchmark_csv(output: str, prefix: str) -> dict[str, float]:
+    """The LPUSH line of ``redis-benchmark --csv``: requests/s, p50 and p99 in ms."""
+    for line in output.splitlines():
+        cells = [cell.strip('"') for cell in line.split(",")]
+        if cells and cells[0] == "LPUSH":
+            header = ["test", "rps", "avg_ms", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
+            found = dict(zip(header, cells, strict=False))
+            return {f"{prefix}.{key}": float(found[key]) for key in ("rps", "p50_ms", "p99_ms")}
+    raise RuntimeError(f"no LPUSH line in redis-benchmark's output:\n{output[-500:]}")
+
+
 # 4. Idle memory --------------------------------------------------------------------------
 
 
@@ -559,6 +665,7 @@ def memory(ctx: Context, impl: Impl) -> dict[str, Any]:
             ctx,
             {
                 "mode": "idle_memory",
+                "protocol": impl.protocol,
                 "path": "/ws/broadcast/",
                 "connections": ctx.profile.idle_connections,
                 "settle": ctx.profile.settle,
@@ -571,6 +678,39 @@ def memory(ctx: Context, impl: Impl) -> dict[str, Any]:
         "idle.kib_per_conn": result["kib_per_conn"],
         "idle.rss_before_kib": result["rss_before_kib"],
     }
+
+
+# 8. Scale: many idle connections on one process ------------------------------------------
+
+
+def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
+    """``scale_connections`` WebSockets opened at once on one server process (within 10 s,
+    errors counted), RSS per idle connection, then a broadcast to all of them."""
+    profile = ctx.profile
+    servers = start_servers(ctx, impl)
+    try:
+        result = loadgen(
+            ctx,
+            {
+                "mode": "scale",
+                "protocol": impl.protocol,
+                "path": "/ws/broadcast/",
+                "connections": profile.scale_connections,
+                "messages": profile.scale_messages,
+                "storm_s": 10.0,
+                "timeout": 15,  # per broadcast: then its missing deliveries count as lost
+                "settle": profile.settle,
+                "deadline": 300,
+            },
+            servers,
+        )
+    finally:
+        stop(ctx, [proc for proc, _ in servers])
+    metrics = _copy(result, "scale", ("connected", "storm_errors", "storm_s", "kib_per_conn"))
+    metrics.update(_copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost")))
+    if result.get("storm_error_sample"):
+        metrics["scale.storm_error_sample"] = result["storm_error_sample"]
+    return metrics
 
 
 # 5. Plain HTTP ---------------------------------------------------------------------------
@@ -628,6 +768,9 @@ def isolation(ctx: Context, impl: Impl) -> dict[str, Any]:
 
 from bench.recovery import recovery  # noqa: E402  (it uses this module's helpers)
 
+# Scenarios that start no ASGI server: run once a round whatever ``--server`` says.
+SERVERLESS = frozenset({"layer"})
+
 SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "layer": layer,
     "echo": echo,
@@ -636,4 +779,5 @@ SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "http": http,
     "memory": memory,
     "recovery": recovery,
+    "scale": scale,
 }
