@@ -50,6 +50,7 @@ from bench.harness.scenarios import (
     layer,
     make_impls,
     snapshot_source,
+    wait_for_arrivals,
 )
 from bench.loadgen import percentiles
 from bench.run import _cpu_model, _git_revision
@@ -203,11 +204,7 @@ def spread(ctx: Context, impl: Impl) -> dict[str, Any]:
                 timeout=profile.layer_duration * 10 + 60,
             )
         expected = sent["sent"] - sent["full"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if sum(r.request({"cmd": "count"})["received"] for r in receivers) >= expected:
-                break
-            time.sleep(0.05)
+        wait_for_arrivals(receivers, expected, 10)
         since, until = sent["start"] + profile.layer_warmup, sent["end"]
         stats = [r.request({"cmd": "stats", "since": since, "until": until}) for r in receivers]
         latencies = [latency for one in stats for latency in one["latencies"]]

@@ -477,11 +477,7 @@ def _point_to_point(
             timeout=timeout,
         )
     expected = sent["sent"] - sent["full"] - sent["errors"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if receiver.request({"cmd": "count"})["received"] >= expected:
-            break
-        time.sleep(0.05)
+    wait_for_arrivals([receiver], expected, 5)
     since = sent["start"] + profile.layer_warmup
     stats = receiver.request({"cmd": "stats", "since": since})
     window = max(1e-9, sent["end"] - since)
@@ -519,6 +515,16 @@ def _point_to_point(
     return metrics
 
 
+def wait_for_arrivals(receivers: list[Process], expected: int, timeout: float) -> None:
+    """Return once the layer workers ``receivers`` have received ``expected`` messages in
+    all, or after ``timeout`` seconds (what is still missing then counts as lost)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(r.request({"cmd": "count"})["received"] for r in receivers) >= expected:
+            return
+        time.sleep(0.05)
+
+
 def _one_by_one(
     ctx: Context, receiver: Process, sender: Process, channels: list[str], tag: str
 ) -> dict[str, Any]:
@@ -537,11 +543,7 @@ def _one_by_one(
         {"cmd": "p2p_one_by_one", "channels": channels, "duration": profile.layer_duration},
         timeout=profile.layer_duration * 10 + 60,
     )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if receiver.request({"cmd": "count"})["received"] >= sent["sent"] - sent["full"]:
-            break
-        time.sleep(0.05)
+    wait_for_arrivals([receiver], sent["sent"] - sent["full"], 5)
     stats = receiver.request({"cmd": "stats", "since": sent["start"], "until": sent["end"]})
     window = max(1e-9, sent["end"] - sent["start"])
     return {
