@@ -91,7 +91,11 @@ class WebsocketProtocol(AsyncConsumer):
 
     async def dispatch(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "websocket.receive" and await self._drop_frame(message):
+        if (
+            kind == "websocket.receive"
+            and (self._refused or self.max_frame_size is not None)
+            and await self._drop_frame(message)
+        ):
             return
         try:
             if kind == "websocket.connect":
@@ -237,7 +241,11 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         await AsyncConsumer.send(self, accept_message(subprotocol, headers))
 
     async def websocket_receive(self, message: Message) -> None:
-        await self.receive(**frame_data(message))
+        text = message.get("text")
+        if text is not None:  # frame_data's choice, without a dict per frame
+            await self.receive(text_data=text)
+        else:
+            await self.receive(bytes_data=message.get("bytes"))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass
@@ -248,7 +256,11 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         bytes_data: bytes | None = None,
         close: bool | int = False,
     ) -> None:
-        await AsyncConsumer.send(self, frame_message(text_data, bytes_data))
+        message = frame_message(text_data, bytes_data)
+        try:  # AsyncConsumer.send, inline: one coroutine less per frame
+            await self._asgi_send(message)
+        except OSError as error:
+            raise ClientGone(f"the client has gone: {error!r}") from error
         if close is not False:
             await self.close(None if close is True else close)
 
