@@ -199,7 +199,11 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
         SyncConsumer.send(self, accept_message(subprotocol, headers))
 
     def websocket_receive(self, message: Message) -> None:
-        self.receive(**frame_data(message))
+        text = message.get("text")
+        if text is not None:  # frame_data's choice, without a dict per frame
+            self.receive(text_data=text)
+        else:
+            self.receive(bytes_data=message.get("bytes"))
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass
