@@ -71,13 +71,6 @@ def frame_message(text_data: str | None = None, bytes_data: bytes | None = None)
     raise ValueError("send() needs text_data or bytes_data")
 
 
-def frame_data(message: Message) -> dict[str, Any]:
-    """The keyword arguments for ``receive()`` from a ``websocket.receive`` message."""
-    if message.get("text") is not None:
-        return {"text_data": message["text"]}
-    return {"bytes_data": message.get("bytes")}
-
-
 class WebsocketProtocol(AsyncConsumer):
     """What the sync and async WebSocket consumers share; not used directly."""
 
@@ -200,7 +193,7 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
 
     def websocket_receive(self, message: Message) -> None:
         text = message.get("text")
-        if text is not None:  # frame_data's choice, without a dict per frame
+        if text is not None:  # a text frame; else a binary one (no dict per frame)
             self.receive(text_data=text)
         else:
             self.receive(bytes_data=message.get("bytes"))
@@ -246,7 +239,7 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
 
     async def websocket_receive(self, message: Message) -> None:
         text = message.get("text")
-        if text is not None:  # frame_data's choice, without a dict per frame
+        if text is not None:  # a text frame; else a binary one (no dict per frame)
             await self.receive(text_data=text)
         else:
             await self.receive(bytes_data=message.get("bytes"))
