@@ -323,8 +323,8 @@ class Outbox:
         context = contextvars.copy_context()
         waiter = self._loop.create_future()
         run = self._run = _Run(waiter)
-        pool.submit(_Run.ended, run, context, func, args, {})
         try:
+            pool.submit(_Run.ended, run, context, func, args, {})
             while True:
                 await waiter
                 await self._send_queued()
