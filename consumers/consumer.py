@@ -111,17 +111,26 @@ class AsyncConsumer:
         return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve(scope, receive, _bounded(scope, send))
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle the connection's messages until it ends; ``send`` is bounded already."""
         self.scope = scope
-        self._asgi_send = send
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-        with contextlib.suppress(StopConsumer, ClientGone):
-            await self._handle_messages(receive)
+        self._asgi_send = self._connection_send(scope, send)
+        try:
+            self.channel_layer = get_channel_layer(self.channel_layer_alias)
+            if self.channel_layer is not None:
+                self.channel_name = await self.channel_layer.new_channel()
+            with contextlib.suppress(StopConsumer, ClientGone):
+                await self._handle_messages(receive)
+        finally:
+            await self._connection_ended()
+
+    def _connection_send(self, scope: Scope, send: Send) -> Send:
+        """What this consumer sends through: ``send`` within the send deadline.
+
+        Hooks rather than a subclass's ``__call__`` around this one: every coroutine a
+        connection's task is suspended in is resumed and suspended again on every frame."""
+        return _bounded(scope, send)
+
+    async def _connection_ended(self) -> None:
+        """Runs once the connection's messages are over."""
 
     async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.
@@ -273,13 +282,13 @@ class SyncConsumer(AsyncConsumer):
     handler's messages are out before the next message is handled.
     """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _connection_send(self, scope: Scope, send: Send) -> Send:
         self._pool = sync_pool()
         self._outbox = Outbox(_bounded(scope, send))
-        try:
-            await self._serve(scope, receive, self._outbox.send_now)
-        finally:
-            await self._outbox.flush()
+        return self._outbox.send_now
+
+    async def _connection_ended(self) -> None:
+        await self._outbox.flush()  # what a thread of the application's own sent last
 
     async def dispatch(self, message: Message) -> None:
         outbox = self._outbox
