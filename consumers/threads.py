@@ -213,8 +213,14 @@ def _restore(context: contextvars.Context) -> None:
         variable.set(value)
 
 
-# Whether this thread ever opened a database connection (``connection_created``).
-_database = threading.local()
+class _ThreadDatabase(threading.local):
+    """Whether this thread ever opened a database connection (``connection_created``); a
+    class default, as a missing attribute of a thread-local costs an exception to read."""
+
+    opened = False
+
+
+_database = _ThreadDatabase()
 
 
 def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -229,7 +235,7 @@ def close_old_connections_here() -> None:
     connections past ``CONN_MAX_AGE`` or broken are closed. Django's connections belong to
     the thread that opened them, so in a thread that never opened one it has nothing to do
     (and is skipped: it cost more than an echo handler)."""
-    if getattr(_database, "opened", False):
+    if _database.opened:
         close_old_connections()
 
 
