@@ -69,10 +69,13 @@ def _from_daphne(send: Send) -> bool:
 
 
 def _bounded(scope: Scope, send: Send) -> Send:
-    """A WebSocket's ``send`` within ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (not on Daphne)."""
-    if scope.get("type") == "websocket" and not _from_daphne(send):
-        return send_within_deadline(send, scope)
-    return send
+    """A WebSocket's ``send`` within ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT``: not on Daphne,
+    nor for an ``Outbox``'s, whose own ``send`` is bounded already (sync consumers)."""
+    if scope.get("type") != "websocket" or _from_daphne(send):
+        return send
+    if isinstance(getattr(send, "__self__", None), Outbox):
+        return send
+    return send_within_deadline(send, scope)
 
 
 def _preview(message: Mapping[str, Any]) -> str:
@@ -112,25 +115,12 @@ class AsyncConsumer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
-        self._asgi_send = self._connection_send(scope, send)
-        try:
-            self.channel_layer = get_channel_layer(self.channel_layer_alias)
-            if self.channel_layer is not None:
-                self.channel_name = await self.channel_layer.new_channel()
-            with contextlib.suppress(StopConsumer, ClientGone):
-                await self._handle_messages(receive)
-        finally:
-            await self._connection_ended()
-
-    def _connection_send(self, scope: Scope, send: Send) -> Send:
-        """What this consumer sends through: ``send`` within the send deadline.
-
-        Hooks rather than a subclass's ``__call__`` around this one: every coroutine a
-        connection's task is suspended in is resumed and suspended again on every frame."""
-        return _bounded(scope, send)
-
-    async def _connection_ended(self) -> None:
-        """Runs once the connection's messages are over."""
+        self._asgi_send = _bounded(scope, send)
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+        with contextlib.suppress(StopConsumer, ClientGone):
+            await self._handle_messages(receive)
 
     async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.
@@ -282,13 +272,13 @@ class SyncConsumer(AsyncConsumer):
     handler's messages are out before the next message is handled.
     """
 
-    def _connection_send(self, scope: Scope, send: Send) -> Send:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._pool = sync_pool()
         self._outbox = Outbox(_bounded(scope, send))
-        return self._outbox.send_now
-
-    async def _connection_ended(self) -> None:
-        await self._outbox.flush()  # what a thread of the application's own sent last
+        try:
+            await super().__call__(scope, receive, self._outbox.send_now)
+        finally:
+            await self._outbox.flush()  # what a thread of the application's own sent last
 
     async def dispatch(self, message: Message) -> None:
         outbox = self._outbox
