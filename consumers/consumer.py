@@ -16,13 +16,11 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, cast
 
-from django.db import close_old_connections
-
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers import metrics
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.send_deadline import send_within_deadline
-from consumers.threads import Outbox, in_pool
+from consumers.threads import Outbox, close_old_connections_here, sync_pool
 from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
@@ -46,12 +44,18 @@ def get_handler_name(message: Mapping[str, Any]) -> str:
         raise ValueError(f"Message 'type' must be a non-empty str, got {kind!r}")
     if kind.startswith("_"):
         raise ValueError(f"Malformed message type {kind!r}: it may not start with an underscore")
-    return _method_name(kind)
+    name = _names.get(kind)
+    if name is None:
+        name = kind.replace(".", "_")
+        if len(_names) < NAMES_KEPT:
+            _names[kind] = name
+    return name
 
 
-@functools.lru_cache(maxsize=512)
-def _method_name(kind: str) -> str:
-    return kind.replace(".", "_")
+# Message types found valid, and their method names: a frame's type is looked up, not
+# checked again. Bounded, as layer messages from other processes bring their own types.
+_names: dict[str, str] = {}
+NAMES_KEPT = 512
 
 
 def _from_daphne(send: Send) -> bool:
@@ -62,6 +66,16 @@ def _from_daphne(send: Send) -> bool:
         return True
     server = getattr(getattr(send, "func", None), "__self__", None)
     return type(server).__module__ == "daphne.server"
+
+
+def _bounded(scope: Scope, send: Send) -> Send:
+    """A WebSocket's ``send`` within ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT``: not on Daphne,
+    nor for an ``Outbox``'s, whose own ``send`` is bounded already (sync consumers)."""
+    if scope.get("type") != "websocket" or _from_daphne(send):
+        return send
+    if isinstance(getattr(send, "__self__", None), Outbox):
+        return send
+    return send_within_deadline(send, scope)
 
 
 def _preview(message: Mapping[str, Any]) -> str:
@@ -101,9 +115,7 @@ class AsyncConsumer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
-        if scope.get("type") == "websocket" and not _from_daphne(send):
-            send = send_within_deadline(send, scope)
-        self._asgi_send = send
+        self._asgi_send = _bounded(scope, send)
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
@@ -131,7 +143,7 @@ class AsyncConsumer:
         if self.channel_layer is None:
             while True:
                 await self.dispatch(await receive())
-        self._turn = asyncio.Lock()
+        self._turn = turn = asyncio.Lock()
         connection_side = asyncio.current_task()
         assert connection_side is not None  # noqa: S101  for mypy: called from a task
         self._connection_side = connection_side
@@ -144,9 +156,12 @@ class AsyncConsumer:
             while True:
                 message = await receive()
                 self._frame_waiting = True
-                async with self._turn:
+                await turn.acquire()  # not ``async with``: two coroutines less per frame
+                try:
                     self._frame_waiting = False
                     await self.dispatch(message)
+                finally:
+                    turn.release()
         except asyncio.CancelledError:
             reading = self._reading
             ended = reading is not None and reading.done() and not reading.cancelled()
@@ -227,7 +242,10 @@ class AsyncConsumer:
             await self._handler(message)(message)
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
-        name = get_handler_name(message)
+        try:
+            name = _names[message["type"]]
+        except (KeyError, TypeError):  # not seen yet, or no valid type: checked
+            name = get_handler_name(message)
         handler = getattr(self, name, None)
         if handler is None:
             raise ValueError(
@@ -255,29 +273,31 @@ class SyncConsumer(AsyncConsumer):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._run_in_pool = in_pool(self._run_handler)
-        self._outbox = Outbox(send)
+        self._pool = sync_pool()
+        self._outbox = Outbox(_bounded(scope, send))
         try:
             await super().__call__(scope, receive, self._outbox.send_now)
         finally:
-            await self._outbox.flush()
+            await self._outbox.flush()  # what a thread of the application's own sent last
 
     async def dispatch(self, message: Message) -> None:
+        outbox = self._outbox
         try:
-            await self._run_in_pool(self._handler(message), message)
+            await outbox.run(self._pool, self._run_handler, self._handler(message), message)
         finally:
-            await self._outbox.flush()
-        if self._outbox.gone:
+            if not outbox.idle:  # a cancelled run: what its handler sent still goes out
+                await outbox.flush()
+        if outbox.gone:
             raise ClientGone("the client has gone")
 
     @staticmethod
     def _run_handler(handler: Handler, message: Message) -> None:
-        close_old_connections()
+        close_old_connections_here()
         try:
             with metrics.handling(getattr(handler, "__self__", None)):
                 handler(message)
         finally:
-            close_old_connections()
+            close_old_connections_here()
 
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""

@@ -205,6 +205,9 @@ class WebSocketProtocol(_DaphneWebSocketProtocol):
 
     # Set once the application asked to close, so a close it caused is not logged twice.
     consumers_closing = False
+    # CONSUMERS_WEBSOCKET_MAX_BUFFER, read at the connection's first frame: reading the
+    # setting cost more than the rest of a frame's bookkeeping here.
+    consumers_max_buffer: int | None = None
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -254,7 +257,9 @@ class WebSocketProtocol(_DaphneWebSocketProtocol):
                 type(self.transport).__name__,
             )
             return
-        limit = max_buffer()
+        limit = self.consumers_max_buffer
+        if limit is None:
+            limit = self.consumers_max_buffer = max_buffer()
         if unsent > limit:
             logger.warning(
                 "Closing the WebSocket of %s with %d: it stopped reading (%d bytes unsent, "

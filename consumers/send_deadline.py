@@ -6,8 +6,9 @@ raises ``TimeoutError``, an ``OSError``, so the consumer ends as when the client
 
 Why not ``asyncio.timeout`` around each send: it schedules and cancels a timer per frame,
 about 7 us here, a fifth of what Uvicorn itself spends on an echo. Almost every send ends
-at once, so a connection keeps one timer for its oldest unfinished send instead, moved on
-only when it fires: a send costs a clock read and a dict entry. Expiry cancels the sending
+at once, without suspending: its first step runs here, and only a send that suspends gets
+a deadline (a send that never suspends cannot wait on anyone). A connection keeps one timer
+for its oldest unfinished send, moved on only when it fires. Expiry cancels the sending
 task and turns that cancellation into ``TimeoutError``, exactly as ``asyncio.timeout`` does
 (a cancellation from elsewhere stays a cancellation).
 """
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
+from collections.abc import Generator
+from typing import Any
 
 from consumers import metrics
 from consumers.types import Message, Scope, Send
@@ -49,16 +53,25 @@ class SendDeadline:
         self._timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, message: Message) -> None:
+        step = self._send(message).__await__()
+        try:
+            suspended_on = step.send(None)
+        except StopIteration:
+            return  # sent without waiting: the usual case
+        await self._wait(step, suspended_on)
+
+    async def _wait(self, step: Generator[Any, Any, Any], suspended_on: Any) -> None:
+        """The rest of a send that suspended, within the deadline."""
         task = asyncio.current_task()
         if task is None:  # not from a task: nothing to cancel
-            await self._send(message)
+            await _resume(step, suspended_on)
             return
         sending = _Sending(self._loop.time() + self._timeout, task.cancelling())
         self._sending[task] = sending
         if self._timer is None:
             self._timer = self._loop.call_at(sending.deadline, self._expire)
         try:
-            await self._send(message)
+            await _resume(step, suspended_on)
         except BaseException as error:
             # As asyncio.timeout: our cancellation, and no other since, is a timeout.
             if (
@@ -100,6 +113,29 @@ class SendDeadline:
             self._scope.get("path", "?"),
             self._timeout,
         )
+
+
+@types.coroutine
+def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, None]:
+    """Go on with an awaitable whose first step has run and suspended on ``suspended_on``,
+    as ``await`` would have: what it yields goes to the task, and what the task sends or
+    throws (a cancellation) goes back to it."""
+    while True:
+        try:
+            value = yield suspended_on
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:
+            try:
+                suspended_on = step.throw(error)
+            except StopIteration:
+                return
+        else:
+            try:
+                suspended_on = step.send(value)
+            except StopIteration:
+                return
 
 
 def send_within_deadline(send: Send, scope: Scope) -> Send:

@@ -8,16 +8,16 @@ back to the loop.
 Invariants:
 
 - A connection never has two handlers running at once: its consumer awaits each handler
-  (``SyncPool.run``) before it takes the next message. Different connections run in
+  (``Outbox.run``) before it takes the next message. Different connections run in
   parallel, up to the pool size.
-- The messages a handler sends reach the client in the order it sent them, and all of
-  them are out before its consumer handles the next message (``Outbox.flush``).
+- The messages a handler sends reach the client in the order it sent them, while it runs,
+  and all of them are out before its consumer handles the next message.
 - Handler code runs on a pool thread; everything that touches a future, a task or the
   ASGI ``send`` runs on the consumer's event loop. A pool thread only puts into
-  lock-guarded queues and schedules a wake-up of that loop with
-  ``channels_layer.mailbox.call_soon_on``, which gives up on a loop that has closed.
-- Wake-ups are batched: while the loop is busy, the results and sends that pile up cost
-  one wake-up together, not one each.
+  lock-guarded queues and hands callbacks to that loop (``hand_back``), which gives up on
+  a loop that has closed.
+- Wake-ups are batched: whatever pool threads hand back to a loop while it is busy
+  (results and sends, of every connection) costs one wake-up of it together.
 - Code in a pool thread sees the caller's context variables, and its changes flow back;
   ``async_to_sync`` there runs its coroutine on the caller's loop, as under
   ``sync_to_async`` (``lend_loop_to_async_to_sync``, the one place that touches asgiref's
@@ -30,10 +30,10 @@ a pool of ``CONSUMERS_SYNC_THREADS`` threads (default 20).
 Why not ``asgiref.sync_to_async`` on a ``ThreadPoolExecutor``: the hop there and back is
 most of what a sync handler costs. Every call wraps its function in several layers, and
 every result wakes the event loop through its self-pipe on its own. ``SyncPool`` queues
-calls to its threads directly and hands results back in batches (about six times the hops
-per second of asgiref's path with 50 connections on one core). Likewise a handler's
+calls to its threads directly and hands results back in batches. Likewise a handler's
 ``send`` only queues the message, instead of blocking on a round trip to the loop for every
-message (``async_to_sync``); that round trip was most of the cost of a sync consumer.
+message (``async_to_sync``), and the consumer's task, which waits for the handler anyway,
+sends it: no task of its own, and one wake-up for a frame's reply and the handler's end.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import close_old_connections
+from django.db.backends.signals import connection_created
 
 from channels_layer.mailbox import call_soon_on
 from consumers import metrics
@@ -63,7 +65,48 @@ R = TypeVar("R")
 
 DEFAULT_SYNC_THREADS = 20
 
-_Call = tuple[asyncio.Future[Any], contextvars.Context, Callable[..., Any], tuple, dict, float]
+# A call's end: (True, its result) or (False, what it raised).
+Outcome = tuple[bool, Any]
+# What runs on the loop when a call ends, as ``finish(target, outcome)``.
+Finish = Callable[[Any, Any], None]
+_Call = tuple[
+    asyncio.AbstractEventLoop,
+    Finish,
+    Any,
+    contextvars.Context,
+    Callable[..., Any],
+    tuple[Any, ...],
+    dict[str, Any],
+    float,
+]
+
+# What pool threads handed to each loop, waiting for that loop's next batch.
+_pending: dict[asyncio.AbstractEventLoop, list[tuple[Finish, Any, Any]]] = {}
+_pending_lock = threading.Lock()
+
+
+def hand_back(loop: asyncio.AbstractEventLoop, callback: Finish, target: Any, value: Any) -> bool:
+    """Run ``callback(target, value)`` on ``loop`` soon, from any thread; False if the loop
+    has closed. Only the first callback of a batch wakes the loop; later ones join it."""
+    entry = (callback, target, value)
+    with _pending_lock:
+        batch = _pending.get(loop)
+        if batch is not None:
+            batch.append(entry)
+            return True
+        _pending[loop] = [entry]
+    if call_soon_on(loop, _run_batch, loop):
+        return True
+    with _pending_lock:  # the loop has closed: nobody waits for these any more
+        _pending.pop(loop, None)
+    return False
+
+
+def _run_batch(loop: asyncio.AbstractEventLoop) -> None:
+    with _pending_lock:
+        batch = _pending.pop(loop, ())
+    for callback, target, value in batch:
+        callback(target, value)
 
 
 class SyncPool:
@@ -76,14 +119,29 @@ class SyncPool:
         self._threads = 0
         self._idle = 0
         self._queued = 0
-        # Finished calls by event loop, waiting for that loop's next batch.
-        self._finished: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]]
-        self._finished = {}
 
     async def run(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``func(*args, **kwargs)`` on a pool thread and return its result."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         context = contextvars.copy_context()
+        self.submit(_settle, done, context, func, args, kwargs)
+        try:
+            return await done
+        finally:
+            _restore(context)
+
+    def submit(
+        self,
+        finish: Finish,
+        target: Any,
+        context: contextvars.Context,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Queue ``func(*args, **kwargs)`` to run in ``context`` on a pool thread; then
+        ``finish(target, outcome)`` runs on the calling loop (unless it has closed)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
             self._queued += 1
             # A new thread whenever calls outnumber idle threads, so a slow call never
@@ -92,54 +150,38 @@ class SyncPool:
             if start:
                 self._threads += 1
                 name = f"consumers-sync-{self._threads}"
-        self._calls.put((done, context, func, args, kwargs, metrics.queued_at()))
+        self._calls.put((loop, finish, target, context, func, args, kwargs, metrics.queued_at()))
         if start:
             threading.Thread(target=self._work, name=name, daemon=True).start()
-        try:
-            return await done
-        finally:
-            _restore(context)
 
     def _work(self) -> None:
         while True:
             with self._lock:
                 self._idle += 1
-            done, context, func, args, kwargs, queued = self._calls.get()
+            loop, finish, target, context, func, args, kwargs, queued = self._calls.get()
             metrics.queue_waited(queued)
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
-            loop = done.get_loop()
             lend_loop_to_async_to_sync(loop)
             try:
-                outcome: Any = (True, context.run(func, *args, **kwargs))
+                outcome: Outcome = (True, context.run(func, *args, **kwargs))
             except BaseException as error:
                 outcome = (False, error)
             finally:
                 lend_loop_to_async_to_sync(None)
-            self._finish(loop, done, outcome)
-            del done, context, func, args, kwargs, outcome
+            hand_back(loop, finish, target, outcome)
+            del finish, target, context, func, args, kwargs, outcome
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, done: Any, outcome: Any) -> None:
-        with self._lock:
-            batch = self._finished.setdefault(loop, [])
-            batch.append((done, outcome))
-            if len(batch) > 1:
-                return  # a hand-back to this loop is already on its way
-        if not call_soon_on(loop, self._hand_back, loop):
-            with self._lock:  # the loop has closed: nobody waits for these any more
-                self._finished.pop(loop, None)
 
-    def _hand_back(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            batch = self._finished.pop(loop, [])
-        for done, (ok, value) in batch:
-            if done.done():  # its caller was cancelled
-                continue
-            if ok:
-                done.set_result(value)
-            else:
-                done.set_exception(value)
+def _settle(done: asyncio.Future[Any], outcome: Outcome) -> None:
+    if done.done():  # its caller was cancelled
+        return
+    ok, value = outcome
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)
 
 
 def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -171,6 +213,32 @@ def _restore(context: contextvars.Context) -> None:
         variable.set(value)
 
 
+class _ThreadDatabase(threading.local):
+    """Whether this thread ever opened a database connection (``connection_created``); a
+    class default, as a missing attribute of a thread-local costs an exception to read."""
+
+    opened = False
+
+
+_database = _ThreadDatabase()
+
+
+def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+    _database.opened = True
+
+
+connection_created.connect(_opened, dispatch_uid="consumers.threads.opened")
+
+
+def close_old_connections_here() -> None:
+    """Django's ``close_old_connections`` for this thread, as it runs around a request:
+    connections past ``CONN_MAX_AGE`` or broken are closed. Django's connections belong to
+    the thread that opened them, so in a thread that never opened one it has nothing to do
+    (and is skipped: it cost more than an echo handler)."""
+    if _database.opened:
+        close_old_connections()
+
+
 _lock = threading.Lock()
 _pool: SyncPool | None = None
 
@@ -198,12 +266,34 @@ def in_pool(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return run_in_pool
 
 
+class _Run:
+    """One handler call of an ``Outbox.run``: how it ended, and the future its consumer
+    waits on (woken by the end and by what the handler sends)."""
+
+    __slots__ = ("outcome", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[None]) -> None:
+        self.waiter: asyncio.Future[None] | None = waiter
+        self.outcome: Outcome | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def ended(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.wake()
+
+
 class Outbox:
     """The messages sync handler code sends, delivered in order on the event loop.
 
-    A handler thread only queues a message and wakes the loop once per batch. A failed
-    send is logged, once; once the client has gone (``OSError`` from the server), or the
-    loop has closed, later messages are dropped.
+    A handler thread only queues a message and wakes the loop once per batch. While the
+    consumer waits for its handler (``run``), its task sends them; otherwise (a thread of
+    the application's own, a cancelled consumer) a drain task does. A failed send is
+    logged, once; once the client has gone (``OSError`` from the server), or the loop has
+    closed, later messages are dropped.
     """
 
     def __init__(self, send: Send) -> None:
@@ -213,6 +303,7 @@ class Outbox:
         self._queued: deque[Message] = deque()
         self._draining: asyncio.Task[None] | None = None
         self._wake_scheduled = False
+        self._run: _Run | None = None
         self.gone = False
 
     def put(self, message: Message) -> None:
@@ -224,15 +315,50 @@ class Outbox:
             if self._wake_scheduled:
                 return
             self._wake_scheduled = True
-        if not call_soon_on(self._loop, self._start_draining):
+        if not hand_back(self._loop, Outbox._woken, self, None):
             with self._lock:  # the loop has closed: nothing will ever send these
                 self.gone = True
                 self._queued.clear()
+
+    async def run(self, pool: SyncPool, func: Callable[..., R], *args: Any) -> R:
+        """Run ``func(*args)`` on ``pool``, sending what it queues here from this task as
+        it queues it; return (or raise) what it did once it has ended and all it sent is
+        out."""
+        if self._queued or self._draining is not None:
+            await self.flush()  # what was queued before goes first
+        context = contextvars.copy_context()
+        waiter = self._loop.create_future()
+        run = self._run = _Run(waiter)
+        try:
+            pool.submit(_Run.ended, run, context, func, args, {})
+            while True:
+                await waiter
+                await self._send_queued()
+                outcome = run.outcome
+                if outcome is not None:
+                    break
+                waiter = run.waiter = self._loop.create_future()
+        finally:
+            run.waiter = self._run = None
+            self._settle()
+            _restore(context)
+        ok, value = outcome
+        if ok:
+            return value
+        try:
+            raise value
+        finally:
+            del value, outcome, run  # no cycle through this frame's traceback
 
     async def send_now(self, message: Message) -> None:
         """Send from the event loop, after everything already queued."""
         await self.flush()
         await self._send(message)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being sent (read on the loop)."""
+        return not self._queued and self._draining is None
 
     async def flush(self) -> None:
         """Return once every queued message has been sent."""
@@ -242,25 +368,42 @@ class Outbox:
             assert self._draining is not None  # noqa: S101  for mypy: set just above
             await self._draining
 
+    def _woken(self, _: None) -> None:
+        if self._run is not None:
+            self._run.wake()  # the consumer's task sends them
+        else:
+            self._start_draining()
+
+    def _settle(self) -> None:
+        """After a run: what a cancelled run left queued goes out from a drain task."""
+        with self._lock:
+            if not self._queued:
+                self._wake_scheduled = False
+                return
+        self._start_draining()
+
     def _start_draining(self) -> None:
         if self._draining is None:
             self._draining = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
-            while True:
-                with self._lock:
-                    if not self._queued:
-                        self._wake_scheduled = False
-                        return
-                    message = self._queued.popleft()
-                try:
-                    await self._send(message)
-                except OSError:
-                    with self._lock:
-                        self.gone = True
-                        self._queued.clear()
-                except Exception:
-                    logger.exception("Could not send %r to the client", message.get("type"))
+            await self._send_queued()
         finally:
             self._draining = None
+
+    async def _send_queued(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._wake_scheduled = False
+                    return
+                message = self._queued.popleft()
+            try:
+                await self._send(message)
+            except OSError:
+                with self._lock:
+                    self.gone = True
+                    self._queued.clear()
+            except Exception:
+                logger.exception("Could not send %r to the client", message.get("type"))

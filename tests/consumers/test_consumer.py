@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from channels_layer import get_channel_layer
+from consumers import consumer as consumer_module
 from consumers.consumer import AsyncConsumer, SyncConsumer, get_handler_name
 from consumers.exceptions import StopConsumer
 from consumers.testing import ApplicationCommunicator
@@ -27,6 +28,17 @@ def test_handler_name_turns_dots_into_underscores():
 def test_handler_name_rejects_missing_or_malformed_type(message, complaint):
     with pytest.raises(ValueError, match=complaint):
         get_handler_name(message)
+
+
+def test_handler_names_are_remembered_for_a_bounded_number_of_valid_types(monkeypatch):
+    monkeypatch.setattr(consumer_module, "_names", {})
+    monkeypatch.setattr(consumer_module, "NAMES_KEPT", 3)
+    for n in range(10):
+        assert get_handler_name({"type": f"kind.{n}"}) == f"kind_{n}"
+    assert consumer_module._names == {f"kind.{n}": f"kind_{n}" for n in range(3)}
+    with pytest.raises(ValueError, match="underscore"):
+        get_handler_name({"type": "_kind.0"})
+    assert "_kind.0" not in consumer_module._names
 
 
 class Recorder(AsyncConsumer):

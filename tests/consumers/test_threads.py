@@ -9,6 +9,7 @@ import time
 import pytest
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 
+from consumers import threads
 from consumers.threads import Outbox, SyncPool, lend_loop_to_async_to_sync
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
@@ -161,7 +162,7 @@ async def test_a_result_for_a_loop_that_has_closed_is_dropped_and_the_pool_works
     await asyncio.to_thread(abandoned_caller)
     release.set()
     assert await pool.run(lambda: "next") == "next"
-    assert not pool._finished  # nothing kept for the closed loop
+    assert not threads._pending  # nothing kept for the closed loop
 
 
 async def test_the_outbox_sends_what_threads_put_in_order_before_flush_returns():
