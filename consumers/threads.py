@@ -91,9 +91,15 @@ def hand_back(loop: asyncio.AbstractEventLoop, callback: Finish, target: Any, va
     entry = (callback, target, value)
     with _pending_lock:
         batch = _pending.get(loop)
-        if batch is not None:
+        if batch is not None and not loop.is_closed():
             batch.append(entry)
             return True
+        # A loop that closed before running its batch never takes it: drop such batches
+        # whenever a new one starts (there are as many as loops with work in flight).
+        for closed in [other for other in _pending if other.is_closed()]:
+            del _pending[closed]
+        if loop.is_closed():
+            return False
         _pending[loop] = [entry]
     if call_soon_on(loop, _run_batch, loop):
         return True

@@ -246,3 +246,20 @@ async def test_a_sync_handlers_database_connection_past_its_age_is_closed_after_
         while any(used.connection is not None for used in CountsUsers.used):
             await asyncio.sleep(0.01)
     assert len(CountsUsers.used) == 2
+
+
+def test_a_batch_for_a_loop_that_closed_before_running_it_is_dropped():
+    # The batch is handed over, then the loop closes without ever running it.
+    gone = asyncio.new_event_loop()
+    assert hand_back(gone, lambda t, v: None, "lost", 1)
+    gone.close()
+    assert not hand_back(gone, lambda t, v: None, "lost", 2)  # nobody will take it
+    ran = []
+
+    async def main():
+        assert hand_back(asyncio.get_running_loop(), lambda t, v: ran.append(t), "kept", 3)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert ran == ["kept"]
+    assert gone not in threads._pending  # dropped when the next batch started
