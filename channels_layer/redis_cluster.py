@@ -11,6 +11,11 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 
 from .redis_hosts import Client
 
+# redis-py's ClusterPubSub holds a node's connection lock while it waits for a message, and
+# an SSUBSCRIBE or SUNSUBSCRIBE waits for that lock: a reader's wait is kept this short, or
+# every group_add and group_discard would wait up to a whole idle read (a second) for it.
+CLUSTER_READ_SECONDS = 0.05
+
 
 async def subscribe(pubsub: PubSub, *topics: str) -> None:
     """SUBSCRIBE, or on a Cluster SSUBSCRIBE on the shard of each topic."""
@@ -30,7 +35,7 @@ async def unsubscribe(pubsub: PubSub, topic: str) -> None:
 async def next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
     """The next message, a (sharded) subscription's confirmation or a published one."""
     if isinstance(pubsub, ClusterPubSub):
-        message = await pubsub.get_sharded_message(timeout=timeout)
+        message = await pubsub.get_sharded_message(timeout=min(timeout, CLUSTER_READ_SECONDS))
         if message is not None and message["type"] == "sunsubscribe":
             await _follow_moved_topic(pubsub, message["channel"])
         return message
