@@ -91,7 +91,8 @@ def test_a_master_killed_under_two_daphnes_and_200_clients():
     try:
         with chat_database() as database_url:
             seed = seed_chat(database_url, room="cluster-drill", users=20)
-            env = {"DJANGO_SETTINGS_MODULE": "tests.reliability.cluster_settings"}
+            # The project's own settings on a Cluster: its layer and its chat limits.
+            env = {"REDIS_CLUSTER": "1"}
             # Seeded by a replica, which stays up (the client finds the rest).
             seed_node = next(
                 n for n in redis_cluster.nodes if n not in redis_cluster.live_masters()
