@@ -91,12 +91,12 @@ cluster_switch = os.environ.get("REDIS_CLUSTER", "")
 if cluster_switch not in ("", "0", "1"):
     raise ImproperlyConfigured(f"REDIS_CLUSTER must be 1 or 0, not {cluster_switch!r}")
 redis_cluster = cluster_switch == "1"
-if redis_cluster and not redis_url:
-    raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL: the URL of a Cluster node")
 # The layer's hosts: a Cluster's seed nodes, or one server's URL taken whole, as always.
 redis_hosts = [redis_url] if redis_url else []
 if redis_cluster:
-    redis_hosts = [url.strip() for url in redis_hosts[0].split(",") if url.strip()]
+    redis_hosts = [url.strip() for url in (redis_url or "").split(",") if url.strip()]
+    if not redis_hosts:
+        raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL: a Cluster node's URL")
 # A server database: pool threads keep their connection for a minute (checked before
 # reuse) instead of opening one per job, which halved the moderation worker's verdict time.
 # SQLite opens a file, as cheap as keeping it.

@@ -153,6 +153,7 @@ def test_redis_url_and_redis_cluster_choose_the_layer_and_the_limits_store(
     [
         ({"REDIS_URL": NODE_1, "REDIS_CLUSTER": "yes"}, "REDIS_CLUSTER must be 1 or 0"),
         ({"REDIS_URL": None, "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER=1 needs REDIS_URL"),
+        ({"REDIS_URL": " , ", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER=1 needs REDIS_URL"),
     ],
 )
 def test_a_wrong_redis_cluster_switch_stops_the_project(env, refusal):
