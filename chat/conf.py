@@ -28,8 +28,10 @@ DEFAULTS: dict[str, Any] = {
     # Frames per client address on the anonymous echo socket (rate, burst).
     "CHAT_ECHO_RATE": (10.0, 20),
     # Where the limits above are kept: Redis (every process shares them) or, when None,
-    # this process (the in-memory layer: there is only one).
+    # this process (the in-memory layer: there is only one). With CHAT_LIMITS_REDIS_CLUSTER,
+    # that Redis is a Redis Cluster: the URL of one of its nodes, or a list of several.
     "CHAT_LIMITS_REDIS_URL": None,
+    "CHAT_LIMITS_REDIS_CLUSTER": False,
     "CHAT_LIMITS_PREFIX": "chat-limits",
     # Seconds between presence heartbeats; a server silent for three is dropped.
     "CHAT_PRESENCE_INTERVAL": 15.0,

@@ -4,7 +4,9 @@ A limit per connection is no limit: twenty sockets, or a reconnect every ten pos
 it. These are kept per user or per client address, in Redis when ``CHAT_LIMITS_REDIS_URL``
 is set (every server process sees the same counts; Redis's clock decides, so the servers'
 clocks do not matter), otherwise in this process, which is all there is with the in-memory
-layer. Both give the same answers.
+layer. Both give the same answers. ``CHAT_LIMITS_REDIS_CLUSTER``: that Redis is a Redis
+Cluster (``chat.limits_redis``); each script touches one key, so one slot, and the keys are
+named as on one server.
 
 - ``allow(key, rate, burst)`` / ``allow_now`` (sync, for views): spend a token of the bucket
   ``key``, refilled at ``rate`` a second up to ``burst``. False: over the limit.
@@ -20,22 +22,16 @@ import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-import redis.retry
-from redis.backoff import NoBackoff
-
 from chat.conf import setting
+from chat.limits_redis import UNAVAILABLE, AsyncClient, SyncClient, async_client, sync_client
 
 logger = logging.getLogger(__name__)
 
 SLOT_TTL = 60  # seconds a slot lives unless renewed; renewed every third of that
-# A limit is checked on every frame: it must answer fast or not at all (no retries with
-# backoff, short timeouts), since a client's frames wait for it.
-TIMEOUTS: dict[str, Any] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+# Each script touches only its KEYS[1], so it runs on a Redis Cluster as on one server.
 
 # KEYS[1]: the bucket (a hash). ARGV: rate, burst. 1: allowed, 0: over the limit.
 TAKE_TOKEN = """
@@ -121,10 +117,11 @@ class RedisLimits:
     """The limits of every process, in Redis; one client per event loop (redis-py's async
     pools belong to one loop) and one for sync callers."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str | Sequence[str], prefix: str, cluster: bool = False) -> None:
         self.url = url
         self.prefix = prefix
-        self._sync: redis.Redis | None = None
+        self.cluster = cluster
+        self._sync: SyncClient | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -133,14 +130,12 @@ class RedisLimits:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = self._async[loop] = _LoopClient(self.url)
+            client = self._async[loop] = _LoopClient(async_client(self.url, self.cluster))
         return client
 
     def allow_now(self, key: str, rate: float, burst: int) -> bool:
         if self._sync is None:
-            self._sync = redis.Redis.from_url(
-                self.url, retry=redis.retry.Retry(NoBackoff(), 0), **TIMEOUTS
-            )
+            self._sync = sync_client(self.url, self.cluster)
         script = self._sync.register_script(TAKE_TOKEN)
         return bool(script(keys=[f"{self.prefix}:{key}"], args=[rate, burst]))
 
@@ -167,10 +162,8 @@ class RedisLimits:
 class _LoopClient:
     """One loop's Redis client, and the slots its sockets hold, renewed together."""
 
-    def __init__(self, url: str) -> None:
-        self.redis = redis.asyncio.Redis.from_url(
-            url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **TIMEOUTS
-        )
+    def __init__(self, client: AsyncClient) -> None:
+        self.redis = client
         self.take = self.redis.register_script(TAKE_TOKEN)
         self.claim = self.redis.register_script(CLAIM_SLOT)
         self.held: set[tuple[str, str]] = set()
@@ -190,7 +183,7 @@ class _LoopClient:
                         pipe.zadd(name, {member: deadline}, xx=True)
                         pipe.expire(name, SLOT_TTL)
                     await pipe.execute()
-            except redis.RedisError as error:  # an outage: try again next round
+            except UNAVAILABLE as error:  # an outage: try again next round
                 unchecked(f"{len(self.held)} socket slots not renewed", error)
 
 
@@ -215,15 +208,17 @@ def redis_down() -> bool:
     return time.monotonic() < _down_until
 
 
-_backends: dict[tuple[str | None, str], LocalLimits | RedisLimits] = {}
+_backends: dict[tuple[Any, str, bool], LocalLimits | RedisLimits] = {}
 
 
 def backend() -> LocalLimits | RedisLimits:
     """The limits store the settings name (one per distinct setting, made on first use)."""
     url, prefix = setting("CHAT_LIMITS_REDIS_URL"), setting("CHAT_LIMITS_PREFIX")
-    found = _backends.get((url, prefix))
+    cluster = bool(setting("CHAT_LIMITS_REDIS_CLUSTER"))
+    name = (url if isinstance(url, str | None) else tuple(url), prefix, cluster)
+    found = _backends.get(name)
     if found is None:
-        found = _backends[(url, prefix)] = RedisLimits(url, prefix) if url else LocalLimits()
+        found = _backends[name] = RedisLimits(url, prefix, cluster) if url else LocalLimits()
     return found
 
 
@@ -241,7 +236,7 @@ def allow_now(key: str, rate: float, burst: int) -> bool:
         return True
     try:
         return backend().allow_now(key, rate, burst)
-    except redis.RedisError as error:
+    except UNAVAILABLE as error:
         unchecked(key, error)
         return True
 
@@ -252,7 +247,7 @@ async def allow(key: str, rate: float, burst: int) -> bool:
         return True
     try:
         return await backend().allow(key, rate, burst)
-    except redis.RedisError as error:
+    except UNAVAILABLE as error:
         unchecked(key, error)
         return True
 
@@ -263,11 +258,11 @@ async def claim(key: str, member: str, cap: int) -> bool:
         return True
     try:
         return await backend().claim(key, member, cap)
-    except redis.RedisError as error:
+    except UNAVAILABLE as error:
         unchecked(key, error)
         return True
 
 
 async def release(key: str, member: str) -> None:
-    with contextlib.suppress(redis.RedisError):
+    with contextlib.suppress(*UNAVAILABLE):
         await backend().release(key, member)

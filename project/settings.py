@@ -14,6 +14,12 @@ The environment chooses the services, so one image runs anywhere:
   ``redis://...`` the Redis layer, so several server and worker processes share groups.
   ``REDIS_PREFIX`` keeps several deployments apart on one Redis. Redis also keeps the
   chat's rate limits and socket counts, so they hold across processes.
+- ``REDIS_CLUSTER=1``: that Redis is a Redis Cluster, and ``REDIS_URL`` the URL of one of
+  its nodes or of several separated by commas (seeds, tried in order; the first one's
+  password and TLS apply to all). The layer and the chat's limits then use cluster clients.
+  A switch of its own rather than a URL scheme: a Cluster node's URL is an ordinary
+  ``redis://`` URL (the one redis-cli takes), and several URLs without the switch would
+  read as client-side sharding, which the project does not do.
 
 Neither URL is kept in a setting of its own, and ``SettingsFilter`` hides the ones that hold
 them, so the debug page and error reports never print their passwords.
@@ -24,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from project.security import require_secret_key
 
@@ -80,6 +87,16 @@ ASGI_APPLICATION = "project.asgi.application"
 # Lower-case names: module variables that are not settings, so no error page lists them.
 database_url = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 redis_url = os.environ.get("REDIS_URL")
+cluster_switch = os.environ.get("REDIS_CLUSTER", "")
+if cluster_switch not in ("", "0", "1"):
+    raise ImproperlyConfigured(f"REDIS_CLUSTER must be 1 or 0, not {cluster_switch!r}")
+redis_cluster = cluster_switch == "1"
+# The layer's hosts: a Cluster's seed nodes, or one server's URL taken whole, as always.
+redis_hosts = [redis_url] if redis_url else []
+if redis_cluster:
+    redis_hosts = [url.strip() for url in (redis_url or "").split(",") if url.strip()]
+    if not redis_hosts:
+        raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL: a Cluster node's URL")
 # A server database: pool threads keep their connection for a minute (checked before
 # reuse) instead of opening one per job, which halved the moderation worker's verdict time.
 # SQLite opens a file, as cheap as keeping it.
@@ -114,7 +131,8 @@ if redis_url:
         "default": {
             "BACKEND": "channels_layer.redis.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [redis_url],
+                "hosts": redis_hosts,
+                "cluster": redis_cluster,
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
                 "channel_capacity": consumer_channels,
                 "history": history,
@@ -168,8 +186,10 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "project.security.SettingsFilter"
 # shown when set: the host name is nobody's business but the operator's.
 CHAT_SERVER_NAME = os.environ.get("SERVER_NAME", "")
 CHAT_PRESENCE_INTERVAL = float(os.environ.get("CHAT_PRESENCE_INTERVAL", "15"))
-# Limits shared by every process through Redis (without it, kept in this process).
-CHAT_LIMITS_REDIS_URL = redis_url
+# Limits shared by every process through Redis (without it, kept in this process). Their
+# keys are named alike on one server and on a Cluster (one key per script: one slot).
+CHAT_LIMITS_REDIS_URL = redis_hosts if redis_cluster else redis_url
+CHAT_LIMITS_REDIS_CLUSTER = redis_cluster
 CHAT_LIMITS_PREFIX = os.environ.get("REDIS_PREFIX", "asgi") + ":limits"
 # A load test from one machine raises these (0: no cap).
 for name, kind in (

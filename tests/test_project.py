@@ -1,5 +1,6 @@
 """The reference project's ASGI stack, end to end in process, and its settings."""
 
+import json
 import sys
 
 import pytest
@@ -96,6 +97,71 @@ def test_debug_is_off_unless_asked_for_and_on_only_with_1():
         assert f"DEBUG {expected}\n" in started.lines, (value, started.output)
 
 
+# What the project makes of REDIS_URL and REDIS_CLUSTER: the layer and the chat's limits.
+REDIS_SETTINGS = """
+import json
+from django.conf import settings
+layer = settings.CHANNEL_LAYERS["default"]
+config = layer["CONFIG"]
+chosen = [layer["BACKEND"].rsplit(".", 1)[1], config.get("hosts"), config.get("cluster")]
+chosen += [settings.CHAT_LIMITS_REDIS_URL, settings.CHAT_LIMITS_REDIS_CLUSTER]
+print("REDIS", json.dumps(chosen))
+"""
+NODE_1, NODE_2 = "rediss://:pw@redis-1.internal:7000", "rediss://:pw@redis-2.internal:7000"
+
+
+@pytest.mark.parametrize(
+    ("env", "layer", "hosts", "cluster", "limits_url"),
+    [
+        ({}, "InMemoryChannelLayer", None, None, None),
+        ({"REDIS_URL": NODE_1}, "RedisChannelLayer", [NODE_1], False, NODE_1),
+        ({"REDIS_URL": NODE_1, "REDIS_CLUSTER": "0"}, "RedisChannelLayer", [NODE_1], False, NODE_1),
+        (
+            {"REDIS_URL": NODE_1, "REDIS_CLUSTER": "1"},
+            "RedisChannelLayer",
+            [NODE_1],
+            True,
+            [NODE_1],
+        ),
+        (
+            {"REDIS_URL": f"{NODE_1}, {NODE_2},", "REDIS_CLUSTER": "1"},
+            "RedisChannelLayer",
+            [NODE_1, NODE_2],
+            True,
+            [NODE_1, NODE_2],
+        ),
+    ],
+    ids=["memory", "redis", "redis-cluster-0", "cluster", "cluster-seeds"],
+)
+def test_redis_url_and_redis_cluster_choose_the_layer_and_the_limits_store(
+    env, layer, hosts, cluster, limits_url
+):
+    env = {"DJANGO_SECRET_KEY": STRONG_KEY, "REDIS_URL": None, "REDIS_CLUSTER": None, **env}
+    started = load_settings(env, REDIS_SETTINGS)
+    [line] = [line for line in started.lines if line.startswith("REDIS ")]
+    assert json.loads(line.removeprefix("REDIS ")) == [
+        layer,
+        hosts,
+        cluster,
+        limits_url,
+        bool(cluster),
+    ], started.output
+
+
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        ({"REDIS_URL": NODE_1, "REDIS_CLUSTER": "yes"}, "REDIS_CLUSTER must be 1 or 0"),
+        ({"REDIS_URL": None, "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER=1 needs REDIS_URL"),
+        ({"REDIS_URL": " , ", "REDIS_CLUSTER": "1"}, "REDIS_CLUSTER=1 needs REDIS_URL"),
+    ],
+)
+def test_a_wrong_redis_cluster_switch_stops_the_project(env, refusal):
+    started = load_settings({"DJANGO_SECRET_KEY": STRONG_KEY, **env}, REDIS_SETTINGS)
+    assert started.process.returncode != 0
+    assert refusal in started.output
+
+
 # Renders Django's debug page (what DEBUG shows on any 500) for a request that failed.
 DEBUG_PAGE = """
 import sys
@@ -109,12 +175,23 @@ print(page.content.decode())
 """
 
 
-def test_the_debug_page_never_prints_the_redis_or_database_password():
+@pytest.mark.parametrize(
+    "redis",
+    [
+        {"REDIS_URL": "redis://:redis-hunter2@127.0.0.1:6379/0"},
+        {
+            "REDIS_URL": "redis://:redis-hunter2@127.0.0.1:7000,redis://:redis-hunter2@[::1]:7001",
+            "REDIS_CLUSTER": "1",
+        },
+    ],
+    ids=["redis", "cluster"],
+)
+def test_the_debug_page_never_prints_the_redis_or_database_password(redis):
     started = load_settings(
         {
             "DJANGO_DEBUG": "1",
-            "REDIS_URL": "redis://:redis-hunter2@127.0.0.1:6379/0",
             "DATABASE_URL": "postgres://chat:db-hunter2@127.0.0.1:5432/chat",
+            **redis,
         },
         DEBUG_PAGE,
     )

@@ -1,10 +1,12 @@
 """The chat's limits and access checks hold across processes: two Daphne processes of the
-reference project over Redis (and PostgreSQL), driven by real WebSocket clients, and a
-third process (``manage.py shell``) changing room membership as an admin would."""
+reference project over Redis, then over a Redis Cluster (and PostgreSQL), driven by real
+WebSocket clients, and a third process (``manage.py shell``) changing room membership as
+an admin would."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -12,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat.consumers import CLOSE_REVOKED, CLOSE_TOO_MANY_SOCKETS
-from tests.redis_servers import REDIS_URL
+from tests.redis_servers import REDIS_URL, RedisClusterServers
 from tests.reliability.cluster import chat_database, cluster, connect_chat, seed_chat
 from testsupport.chat import manage_seed_chat
 from testsupport.processes import ManagePy
@@ -33,14 +35,22 @@ def manage_shell(env: dict[str, str], script: str) -> str:
     return shell.output
 
 
-@pytest.fixture(scope="module")
-def site():
-    with chat_database() as database_url:
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def site(request):
+    """The project on the machine's Redis, then on a Redis Cluster of its own by its
+    settings' switch (``REDIS_CLUSTER=1``): the layer and the limits on the Cluster."""
+    with contextlib.ExitStack() as stack:
+        redis_url, env = REDIS_URL, dict(LIMITS)
+        if request.param == "cluster":
+            redis_cluster = RedisClusterServers().start()
+            stack.callback(redis_cluster.stop)
+            redis_url, env["REDIS_CLUSTER"] = redis_cluster.url, "1"
+        database_url = stack.enter_context(chat_database())
         seed = seed_chat(database_url, room="duo", users=4)
         database = {"DATABASE_URL": database_url}
         manage_seed_chat(database, ["secret"], seed.users[2:4], private=True, sessions=False)
-        with cluster(REDIS_URL, database_url, worker=False, env=LIMITS) as running:
-            yield running, seed
+        running = stack.enter_context(cluster(redis_url, database_url, worker=False, env=env))
+        yield running, seed
 
 
 async def events(websocket, seconds: float) -> list[dict]:

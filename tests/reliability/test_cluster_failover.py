@@ -1,8 +1,9 @@
 """The Redis Cluster failover drill with real servers: two Daphne processes of the chat on
-a Cluster of 3 masters and 3 replicas, 200 WebSocket clients in one room, one client per
-Daphne posting without pause; the master holding the room's group slot is SIGKILLed. No
-client may be closed, every post sent once delivery resumed must reach every client, and
-the time delivery took to resume is printed."""
+a Cluster of 3 masters and 3 replicas (the project's settings with ``REDIS_CLUSTER=1``:
+its layer and its chat's rate limits on the Cluster), 200 WebSocket clients in one room,
+one client per Daphne posting without pause; the master holding the room's group slot is
+SIGKILLed. No client may be closed, every post sent once delivery resumed must reach
+every client, and the time delivery took to resume is printed."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ async def drill(redis_cluster: RedisClusterServers, site, seed) -> None:
         await wait_until(
             lambda: all(f"warm-up-{n}" in c.received for c in clients for n in range(2)), 30
         )
+        with redis_cluster.client() as raw:  # the chat's rate limits are on the Cluster too
+            assert any(raw.scan_iter(f"{site.prefix}:limits:frames:*"))
         victim = redis_cluster.owner(f"{site.prefix}:broadcast:{{{seed.group}}}")
         sent: dict[str, float] = {}
         killed_at = resumed_at = 0.0
@@ -91,7 +94,8 @@ def test_a_master_killed_under_two_daphnes_and_200_clients():
     try:
         with chat_database() as database_url:
             seed = seed_chat(database_url, room="cluster-drill", users=20)
-            env = {"DJANGO_SETTINGS_MODULE": "tests.reliability.cluster_settings"}
+            # The project's own settings on a Cluster: its layer and its chat limits.
+            env = {"REDIS_CLUSTER": "1"}
             # Seeded by a replica, which stays up (the client finds the rest).
             seed_node = next(
                 n for n in redis_cluster.nodes if n not in redis_cluster.live_masters()
