@@ -1,0 +1,254 @@
+"""Restart and partition drills: while one process sends direct messages to another's
+channel, broadcasts to a group it is in and messages to a named worker channel it reads,
+the cluster's nodes go away and come back without a failover:
+
+- a replica restarted (SIGTERM, then started again on its port with its files): nobody
+  notices;
+- the master of the receiver's inbox, of the group and of the worker channel restarted
+  the same way, quicker than the node timeout, so it is still master when it returns;
+- every node paused (SIGSTOP, then SIGCONT 2.5 s later): a network partition between the
+  processes and the cluster, which stays whole (connections open, nothing answers);
+- every node restarted at once (SIGTERM all, start all).
+
+The nodes keep an append-only file, which a graceful shutdown writes out, so a restarted
+node comes back with its data: the yardstick is a single Redis with persistence restarted
+under the single-server layer, which loses nothing (a send made while it is away is
+retried for ``retry_timeout`` and gets through). So here: nothing lost, nothing twice,
+each road in order, no error raised to a caller, delivery back within a few seconds of
+the cluster, and at most one "unreachable" and one "reachable again" line per process.
+
+The node timeout (5 s) is longer than any of these events, as it would be in production
+for a quick restart: a restart that made the replica take over is the failover drill's
+case (test_redis_cluster_failover.py), and these tests check that none happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.redis_servers import RedisClusterServers, RedisServer
+
+MESSAGES = 60  # rounds at least (one message per road each)
+EVENT_AT = 20  # the round at which the event begins
+AFTER = 2.0  # seconds of rounds after the event ended
+RESUME_WITHIN = 5.0  # seconds from the cluster's return to delivery on every road
+SETTLE = 10.0  # seconds for the last messages to arrive on a loaded machine
+PAUSE = 2.5  # seconds every node is paused
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServers]:
+    """A cluster of this module's own (its nodes are restarted), each node with an
+    append-only file and a node timeout longer than any restart here."""
+    cluster = RedisClusterServers(node_timeout=5000, persistent=True).start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class Drill:
+    """What one run saw."""
+
+    sent: dict[str, list[str]] = field(default_factory=lambda: {"d": [], "g": [], "w": []})
+    got: dict[str, list[tuple[float, str]]] = field(
+        default_factory=lambda: {"d": [], "g": [], "w": []}
+    )
+    raised: list[BaseException] = field(default_factory=list)
+    began: float = 0.0
+    ended: float = 0.0
+
+    def lost(self, road: str) -> list[str]:
+        arrived = {mid for _, mid in self.got[road]}
+        return [mid for mid in self.sent[road] if mid not in arrived]
+
+    def resumed(self, road: str) -> float:
+        """Seconds from the event's end to the road's first delivery after it."""
+        return min(when for when, _ in self.got[road] if when >= self.ended) - self.ended
+
+    def stall(self, road: str) -> float:
+        """The longest wait between two deliveries on the road."""
+        times = [when for when, _ in self.got[road]]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+async def run_drill(
+    make_layer, cluster: RedisClusterServers, event: Callable[[RedisServer], None]
+) -> Drill:
+    """Messages on the three roads, ``event(master)`` (in a thread) at round ``EVENT_AT``,
+    and rounds on until ``AFTER`` seconds after it returned; then wait for the last ones.
+    ``master`` holds all three roads: the receiver's inbox, and the group and the worker
+    channel, whose names are chosen so."""
+    cluster.wait_until_ok()
+    # Each process seeded by a node of its own, so each one's log lines name it.
+    seeds = [node.url for node in cluster.nodes[:2]]
+    sender, receiver = (
+        make_layer(hosts=[seed], cluster=True, retry_timeout=10, capacity=10000) for seed in seeds
+    )
+    channel = await receiver.new_channel()
+    master = cluster.owner(receiver._key("inbox", receiver.client_prefix))
+    room, worker = (
+        next(
+            name
+            for name in (f"{kind}-{n}" for n in range(1000))
+            if cluster.owner(receiver._key(key_kind, name)) is master
+        )
+        for kind, key_kind in (("room", "broadcast"), ("worker.restart", "channel"))
+    )
+    await receiver.group_add(room, channel)
+    drill = Drill()
+
+    async def read(name: str) -> None:
+        while True:
+            try:
+                message = await receiver.receive(name)
+            except Exception as error:  # counted: a receive must not raise
+                drill.raised.append(error)
+                await asyncio.sleep(0.05)
+                continue
+            drill.got[message["id"][0]].append((time.monotonic(), message["id"]))
+
+    readers = [asyncio.ensure_future(read(name)) for name in (channel, worker)]
+
+    def send_road(road: str, mid: str):
+        message = {"type": "test", "id": mid}
+        if road == "d":
+            return sender.send(channel, message)
+        if road == "g":
+            return sender.group_send(room, message)
+        return sender.send(worker, message)
+
+    def timed_event() -> None:
+        drill.began = time.monotonic()
+        event(master)
+        drill.ended = time.monotonic()
+
+    happening: asyncio.Future[None] | None = None
+    n = 0
+    while (
+        n < MESSAGES
+        or happening is None
+        or not happening.done()
+        or (time.monotonic() < drill.ended + AFTER)
+    ):
+        if n == EVENT_AT:
+            happening = asyncio.ensure_future(asyncio.to_thread(timed_event))
+        for road in "dgw":
+            try:
+                await send_road(road, f"{road}{n}")
+            except Exception as error:  # counted: a send must not raise
+                drill.raised.append(error)
+            else:
+                drill.sent[road].append(f"{road}{n}")
+        n += 1
+        await asyncio.sleep(0.01)
+    assert happening is not None
+    happening.result()  # raises what the event raised
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline and any(
+        len(drill.got[road]) < len(drill.sent[road]) for road in "dgw"
+    ):
+        await asyncio.sleep(0.05)
+    for reader in readers:
+        reader.cancel()
+    return drill
+
+
+def check(drill: Drill, caplog, name: str, quiet: bool = False) -> None:
+    """The promises (see the module docstring); ``quiet``: not even a log line."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "channels_layer.redis"]
+    print("\n".join(lines))
+    for road in "dgw":
+        print(
+            f"{name} {road}: {len(drill.sent[road])} sent, {len(drill.got[road])} received, "
+            f"lost {drill.lost(road)}; event {drill.ended - drill.began:.2f} s, "
+            f"resumed {drill.resumed(road):.2f} s after it, longest stall "
+            f"{drill.stall(road):.2f} s"
+        )
+    assert not drill.raised, drill.raised
+    for road in "dgw":
+        assert not drill.lost(road), f"{road}: lost {drill.lost(road)}"
+        arrived = [mid for _, mid in drill.got[road]]
+        assert arrived == drill.sent[road], f"{road}: twice or out of order"
+        assert drill.resumed(road) < RESUME_WITHIN
+    if quiet:
+        assert not lines, lines
+    # One line when the outage begins and one when it ends, in each process that met it.
+    by_process: dict[str, list[str]] = {}
+    for line in lines:
+        by_process.setdefault(line.split(" is ")[0], []).append(line)
+    for process, mine in by_process.items():
+        assert len([line for line in mine if "is unreachable" in line]) == 1, mine
+        assert len([line for line in mine if "reachable again" in line]) == 1, mine
+        assert len(mine) == 2, (process, mine)
+
+
+def roles(cluster: RedisClusterServers) -> set[int]:
+    """The ports of the masters: unchanged by an event that made no failover."""
+    return {node.port for node in cluster.live_masters()}
+
+
+def restart(node: RedisServer) -> None:
+    node.stop()
+    node.start()
+
+
+async def test_cluster_replica_restarted(cluster, make_layer, caplog):
+    caplog.set_level(logging.WARNING, logger="channels_layer.redis")
+    masters = roles(cluster)
+    [replica, *_] = [node for node in cluster.nodes if node.port not in masters]
+    drill = await run_drill(make_layer, cluster, lambda _: restart(replica))
+    check(drill, caplog, "replica restarted", quiet=True)
+    cluster.wait_until_ok()
+    assert roles(cluster) == masters
+
+
+async def test_cluster_master_restarted(cluster, make_layer, caplog):
+    """The master of the receiver's inbox, the group's and the worker's slots."""
+    caplog.set_level(logging.WARNING, logger="channels_layer.redis")
+    masters = roles(cluster)
+    drill = await run_drill(make_layer, cluster, restart)
+    check(drill, caplog, "master restarted")
+    cluster.wait_until_ok()
+    assert roles(cluster) == masters, "a failover happened: the restart took too long"
+
+
+async def test_cluster_paused_briefly(cluster, make_layer, caplog):
+    """Every node stopped for ``PAUSE`` seconds (SIGSTOP), as behind a network partition."""
+    caplog.set_level(logging.WARNING, logger="channels_layer.redis")
+    masters = roles(cluster)
+
+    def pause(_: RedisServer) -> None:
+        for node in cluster.nodes:
+            node.pause()
+        time.sleep(PAUSE)
+        for node in cluster.nodes:
+            node.resume()
+
+    drill = await run_drill(make_layer, cluster, pause)
+    check(drill, caplog, "cluster paused")
+    cluster.wait_until_ok()
+    assert roles(cluster) == masters
+
+
+async def test_cluster_restarted_whole(cluster, make_layer, caplog):
+    """Every node stopped (SIGTERM), then every node started again."""
+    caplog.set_level(logging.WARNING, logger="channels_layer.redis")
+    masters = roles(cluster)
+
+    def restart_all(_: RedisServer) -> None:
+        for node in cluster.nodes:
+            node.stop()
+        for node in cluster.nodes:
+            node.start()
+
+    drill = await run_drill(make_layer, cluster, restart_all)
+    check(drill, caplog, "cluster restarted")
+    cluster.wait_until_ok()
+    assert roles(cluster) == masters
