@@ -14,6 +14,7 @@ import logging
 import time
 from contextvars import ContextVar
 
+from redis import exceptions as redis_exceptions
 from redis.exceptions import (
     ClusterError,
     MasterDownError,
@@ -29,10 +30,17 @@ from .mailbox import wake
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")
 
+# A Cluster none of whose nodes answered a slot map refresh (every node restarting, or
+# beyond a partition); redis-py 8 raises it at once instead of its connection error.
+_CLUSTER_UNREACHABLE: tuple[type[Exception], ...] = tuple(
+    getattr(redis_exceptions, name)
+    for name in ("RedisClusterUnreachableError",)
+    if hasattr(redis_exceptions, name)
+)
 # What a Redis that is away raises; and a Cluster while a master fails over or a slot moves
 # (``ClusterError``: redirections that did not settle, as a script's keys split by a slot
-# migration get TRYAGAIN until the last of them has moved).
-UNAVAILABLE = (
+# migration get TRYAGAIN until the last of them has moved), or while no node answers.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -41,6 +49,7 @@ UNAVAILABLE = (
     MasterDownError,
     SlotNotCoveredError,
     TryAgainError,
+    *_CLUSTER_UNREACHABLE,
 )
 # Retries back off up to half a second, and all wake as soon as one gets through.
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5

@@ -41,6 +41,12 @@ AFTER = 2.0  # seconds of rounds after the event ended
 RESUME_WITHIN = 5.0  # seconds from the cluster's return to delivery on every road
 SETTLE = 10.0  # seconds for the last messages to arrive on a loaded machine
 PAUSE = 2.5  # seconds every node is paused
+# Direct messages, broadcasts and a worker channel's from the sender, one at a time; and
+# the receiver's own messages to a channel it reads, a new one every CHATTER seconds
+# without waiting for the last (as many consumers send), so that it meets the outage as
+# a sender too, in callers that begin all along it.
+ROADS = "dgwe"
+CHATTER = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +62,9 @@ def cluster() -> Iterator[RedisClusterServers]:
 class Drill:
     """What one run saw."""
 
-    sent: dict[str, list[str]] = field(default_factory=lambda: {"d": [], "g": [], "w": []})
+    sent: dict[str, list[str]] = field(default_factory=lambda: {road: [] for road in ROADS})
     got: dict[str, list[tuple[float, str]]] = field(
-        default_factory=lambda: {"d": [], "g": [], "w": []}
+        default_factory=lambda: {road: [] for road in ROADS}
     )
     raised: list[BaseException] = field(default_factory=list)
     began: float = 0.0
@@ -83,8 +89,8 @@ async def run_drill(
 ) -> Drill:
     """Messages on the three roads, ``event(master)`` (in a thread) at round ``EVENT_AT``,
     and rounds on until ``AFTER`` seconds after it returned; then wait for the last ones.
-    ``master`` holds all three roads: the receiver's inbox, and the group and the worker
-    channel, whose names are chosen so."""
+    ``master`` holds every road: the receiver's inbox, and the group and the channels,
+    whose names are chosen so."""
     cluster.wait_until_ok()
     # Each process seeded by a node of its own, so each one's log lines name it.
     seeds = [node.url for node in cluster.nodes[:2]]
@@ -93,13 +99,17 @@ async def run_drill(
     )
     channel = await receiver.new_channel()
     master = cluster.owner(receiver._key("inbox", receiver.client_prefix))
-    room, worker = (
+    room, worker, own = (
         next(
             name
             for name in (f"{kind}-{n}" for n in range(1000))
             if cluster.owner(receiver._key(key_kind, name)) is master
         )
-        for kind, key_kind in (("room", "broadcast"), ("worker.restart", "channel"))
+        for kind, key_kind in (
+            ("room", "broadcast"),
+            ("worker.restart", "channel"),
+            ("own.restart", "channel"),
+        )
     )
     await receiver.group_add(room, channel)
     drill = Drill()
@@ -114,7 +124,7 @@ async def run_drill(
                 continue
             drill.got[message["id"][0]].append((time.monotonic(), message["id"]))
 
-    readers = [asyncio.ensure_future(read(name)) for name in (channel, worker)]
+    readers = [asyncio.ensure_future(read(name)) for name in (channel, worker, own)]
 
     def send_road(road: str, mid: str):
         message = {"type": "test", "id": mid}
@@ -124,12 +134,32 @@ async def run_drill(
             return sender.group_send(room, message)
         return sender.send(worker, message)
 
+    async def send_own(mid: str) -> None:
+        try:
+            await receiver.send(own, {"type": "test", "id": mid})
+        except Exception as error:  # counted: a send must not raise
+            drill.raised.append(error)
+        else:
+            drill.sent["e"].append(mid)
+
+    async def chatter() -> None:
+        sending = set()
+        n = 0
+        while happening is None or not happening.done() or time.monotonic() < drill.ended + AFTER:
+            task = asyncio.ensure_future(send_own(f"e{n}"))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+            n += 1
+            await asyncio.sleep(CHATTER)
+        await asyncio.gather(*sending)
+
     def timed_event() -> None:
         drill.began = time.monotonic()
         event(master)
         drill.ended = time.monotonic()
 
     happening: asyncio.Future[None] | None = None
+    chattering = asyncio.ensure_future(chatter())
     n = 0
     while (
         n < MESSAGES
@@ -141,7 +171,8 @@ async def run_drill(
             happening = asyncio.ensure_future(asyncio.to_thread(timed_event))
         for road in "dgw":
             try:
-                await send_road(road, f"{road}{n}")
+                # A task of its own, as each consumer's send is.
+                await asyncio.ensure_future(send_road(road, f"{road}{n}"))
             except Exception as error:  # counted: a send must not raise
                 drill.raised.append(error)
             else:
@@ -150,9 +181,10 @@ async def run_drill(
         await asyncio.sleep(0.01)
     assert happening is not None
     happening.result()  # raises what the event raised
+    await chattering
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline and any(
-        len(drill.got[road]) < len(drill.sent[road]) for road in "dgw"
+        len(drill.got[road]) < len(drill.sent[road]) for road in ROADS
     ):
         await asyncio.sleep(0.05)
     for reader in readers:
@@ -164,7 +196,7 @@ def check(drill: Drill, caplog, name: str, quiet: bool = False) -> None:
     """The promises (see the module docstring); ``quiet``: not even a log line."""
     lines = [r.getMessage() for r in caplog.records if r.name == "channels_layer.redis"]
     print("\n".join(lines))
-    for road in "dgw":
+    for road in ROADS:
         print(
             f"{name} {road}: {len(drill.sent[road])} sent, {len(drill.got[road])} received, "
             f"lost {drill.lost(road)}; event {drill.ended - drill.began:.2f} s, "
@@ -172,9 +204,11 @@ def check(drill: Drill, caplog, name: str, quiet: bool = False) -> None:
             f"{drill.stall(road):.2f} s"
         )
     assert not drill.raised, drill.raised
-    for road in "dgw":
+    for road in ROADS:
         assert not drill.lost(road), f"{road}: lost {drill.lost(road)}"
         arrived = [mid for _, mid in drill.got[road]]
+        if road == "e":  # sent concurrently: in no order
+            arrived, drill.sent[road] = sorted(arrived), sorted(drill.sent[road])
         assert arrived == drill.sent[road], f"{road}: twice or out of order"
         assert drill.resumed(road) < RESUME_WITHIN
     if quiet:
@@ -252,3 +286,31 @@ async def test_cluster_restarted_whole(cluster, make_layer, caplog):
     check(drill, caplog, "cluster restarted")
     cluster.wait_until_ok()
     assert roles(cluster) == masters
+
+
+async def test_cluster_unreachable_sends_wait_for_it(cluster, make_layer):
+    """Every node down when sends begin: they are retried, as on a single Redis, and get
+    through once the nodes are back within ``retry_timeout`` (redis-py 8 raises
+    ``RedisClusterUnreachableError`` when a slot map refresh reaches no node, which the
+    layer let through to its callers and its readers); the readers go on."""
+    cluster.wait_until_ok()
+    sender, receiver = (
+        make_layer(hosts=[node.url], cluster=True, retry_timeout=10) for node in cluster.nodes[:2]
+    )
+    channel = await receiver.new_channel()
+    await receiver.group_add("room", channel)
+    await sender.send(channel, {"type": "test", "id": "before"})
+    assert (await asyncio.wait_for(receiver.receive(channel), 5))["id"] == "before"
+    await asyncio.to_thread(lambda: [node.stop() for node in cluster.nodes])
+    try:
+        sending = [
+            asyncio.ensure_future(sender.send(channel, {"type": "test", "id": "direct"})),
+            asyncio.ensure_future(sender.group_send("room", {"type": "test", "id": "broadcast"})),
+        ]
+        await asyncio.wait(sending, timeout=1.5)  # slot map refreshes fail meanwhile
+        assert not [task.exception() for task in sending if task.done()]
+    finally:
+        await asyncio.to_thread(lambda: [node.start() for node in cluster.nodes])
+    await asyncio.wait_for(asyncio.gather(*sending), 10)
+    got = {(await asyncio.wait_for(receiver.receive(channel), 10))["id"] for _ in range(2)}
+    assert got == {"direct", "broadcast"}
