@@ -53,8 +53,11 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 # Retries back off up to half a second, and all wake as soon as one gets through.
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 0.5
-# On a Cluster, failures this soon after an outage ended are still that outage (seconds).
-SAME_OUTAGE = 2.0
+# On a Cluster, failures this soon after an outage ended are still that outage (seconds):
+# callers whose slot map is not refreshed yet, and a restarted master, which serves sharded
+# pub/sub at once (so a process's subscription reader ends the outage) but refuses every
+# other command with CLUSTERDOWN for 2 s more (Redis's CLUSTER_WRITABLE_DELAY).
+SAME_OUTAGE = 3.0
 
 
 class Health:
