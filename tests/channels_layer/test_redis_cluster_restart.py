@@ -1,13 +1,17 @@
 """Restart and partition drills: while one process sends direct messages to another's
-channel, broadcasts to a group it is in and messages to a named worker channel it reads,
-the cluster's nodes go away and come back without a failover:
+channel, broadcasts to a group it is in and messages to a named worker channel it reads
+(one at a time), and the receiving process sends to a channel of its own (a new send
+every 20 ms, as many consumers do), the cluster's nodes go away and come back without a
+failover; every road's keys are on one master, the one restarted:
 
 - a replica restarted (SIGTERM, then started again on its port with its files): nobody
-  notices;
-- the master of the receiver's inbox, of the group and of the worker channel restarted
-  the same way, quicker than the node timeout, so it is still master when it returns;
+  notices, not even in the log;
+- that master restarted the same way, quicker than the node timeout, so it is still
+  master when it returns (Redis 7's SIGTERM waits for the replicas to catch up first, and
+  a restarted master refuses all but sharded pub/sub for 2 s: CLUSTER_WRITABLE_DELAY);
 - every node paused (SIGSTOP, then SIGCONT 2.5 s later): a network partition between the
-  processes and the cluster, which stays whole (connections open, nothing answers);
+  processes and the cluster, which stays whole (connections open, nothing answers; under
+  redis-py's 5 s socket timeout, so calls just wait, as on a single Redis);
 - every node restarted at once (SIGTERM all, start all).
 
 The nodes keep an append-only file, which a graceful shutdown writes out, so a restarted
@@ -16,6 +20,8 @@ under the single-server layer, which loses nothing (a send made while it is away
 retried for ``retry_timeout`` and gets through). So here: nothing lost, nothing twice,
 each road in order, no error raised to a caller, delivery back within a few seconds of
 the cluster, and at most one "unreachable" and one "reachable again" line per process.
+The master is also restarted on a cluster that keeps nothing on disk: it comes back
+empty, as a single Redis without persistence does, and only what it held may be lost.
 
 The node timeout (5 s) is longer than any of these events, as it would be in production
 for a quick restart: a restart that made the replica take over is the failover drill's
@@ -29,6 +35,7 @@ import contextvars
 import itertools
 import logging
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -362,7 +369,8 @@ def test_cluster_master_refusing_writes_after_restart_is_one_outage(monkeypatch,
     2 s (the node's cron ticks every 100 ms) is still that outage, not a new one."""
     caplog.set_level(logging.WARNING, logger="channels_layer.redis")
     now = [1000.0]
-    monkeypatch.setattr(redis_health.time, "monotonic", lambda: now[0])
+    # The module's clock only (asyncio's, in other threads, reads the real one).
+    monkeypatch.setattr(redis_health, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     health = ClusterHealth("cluster via test")
     reader, sender = contextvars.copy_context(), contextvars.copy_context()
     reader.run(health.down, ConnectionError("Connection closed by server."))
