@@ -248,16 +248,6 @@ class RedisClusterServers:
                 raise TimeoutError(f"the cluster is not ok after {timeout} s: {infos}")
             time.sleep(0.1)
 
-    def replicas_of(self, master: RedisServer) -> list[RedisServer]:
-        """The live nodes that replicate ``master`` now."""
-        with master.client() as client:
-            ports = {
-                int(replica["port"])
-                for name, replica in client.info("replication").items()
-                if name.startswith("slave") and isinstance(replica, dict)
-            }
-        return [node for node in self.nodes if node.port in ports]
-
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()  # SIGKILL ends a paused node too
