@@ -5,6 +5,9 @@ A Redis Cluster is one "host" of the layer but fails node by node: while one mas
 down, calls to the others succeed. So its record (``ClusterHealth``) ends an outage only
 when a call that met it gets through (the node is back, or a replica serves its slots
 now), not when any call to another master does: one line when it begins, one when it ends.
+redis-py's Cluster client reports the same outage itself, at ERROR, at each slot map
+refresh that reaches no node: once the layer runs on a Cluster, those reports are DEBUG
+lines (see ``ClusterOutageReports``).
 """
 
 from __future__ import annotations
@@ -108,6 +111,43 @@ class Health:
                 wake(back)
 
 
+class ClusterOutageReports(logging.Filter):
+    """Makes redis-py's own reports of a Cluster outage DEBUG lines (dropped unless its
+    logger shows DEBUG): the layer reports the outage once, and a client reports it at
+    every slot map refresh that reached no node, every shard channel it could not move
+    for a connection error, every subscription repair that met a node away. Its other
+    records are left as they are. Installed on redis-py's logger, it applies to every
+    Cluster client of the process."""
+
+    LOGGER = "redis.asyncio.cluster"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and self._outage(record):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(self.LOGGER).isEnabledFor(logging.DEBUG)
+        return True
+
+    @staticmethod
+    def _outage(record: logging.LogRecord) -> bool:
+        template = str(record.msg)
+        if template.startswith("Topology refresh failed"):
+            return "cannot be connected" in record.getMessage()  # no node answered
+        if template.startswith("shard channel %r migration deferred"):
+            return True  # only ever for a connection error or a timeout
+        if template.startswith("shard subscription reconciliation failed"):
+            error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+            return isinstance(error, UNAVAILABLE)
+        return False
+
+    @classmethod
+    def install(cls) -> None:
+        """Once per process, by the first Cluster record."""
+        cluster_logger = logging.getLogger(cls.LOGGER)
+        if not any(isinstance(f, cls) for f in cluster_logger.filters):
+            cluster_logger.addFilter(cls())
+
+
 class ClusterHealth(Health):
     """A Redis Cluster's record: an outage begins when a call fails (on any node) and ends
     when a call that met it gets through, which on a Cluster says the failed node, or the
@@ -118,6 +158,7 @@ class ClusterHealth(Health):
 
     def __init__(self, label: str) -> None:
         super().__init__(label)
+        ClusterOutageReports.install()
         # Whether the current task (a caller or a reader) met this outage.
         self._met: ContextVar[bool] = ContextVar(f"met_outage_{id(self)}", default=False)
         self._ended_at = -SAME_OUTAGE

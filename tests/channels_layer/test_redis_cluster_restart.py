@@ -334,11 +334,14 @@ async def test_cluster_restarted_whole(cluster, make_layer, caplog):
     assert roles(cluster) == masters
 
 
-async def test_cluster_unreachable_sends_wait_for_it(cluster, make_layer):
+async def test_cluster_unreachable_sends_wait_for_it(cluster, make_layer, caplog):
     """Every node down when sends begin: they are retried, as on a single Redis, and get
     through once the nodes are back within ``retry_timeout`` (redis-py 8 raises
     ``RedisClusterUnreachableError`` when a slot map refresh reaches no node, which the
-    layer let through to its callers and its readers); the readers go on."""
+    layer let through to its callers and its readers); the readers go on. The outage is
+    reported by the layer's lines alone (redis-py logged an ERROR at each failed refresh
+    of each client)."""
+    caplog.set_level(logging.WARNING)
     cluster.wait_until_ok()
     sender, receiver = (
         make_layer(hosts=[node.url], cluster=True, retry_timeout=10) for node in cluster.nodes[:2]
@@ -360,6 +363,37 @@ async def test_cluster_unreachable_sends_wait_for_it(cluster, make_layer):
     await asyncio.wait_for(asyncio.gather(*sending), 10)
     got = {(await asyncio.wait_for(receiver.receive(channel), 10))["id"] for _ in range(2)}
     assert got == {"direct", "broadcast"}
+    others = [
+        f"{r.name} {r.levelname} {r.getMessage()}"
+        for r in caplog.records
+        if r.name != "channels_layer.redis" and r.levelno >= logging.WARNING
+    ]
+    assert not others, others
+
+
+def test_cluster_outage_reports_of_redis_py_are_debug_lines(caplog):
+    """Only redis-py's reports of an outage: a refresh that failed otherwise stays an
+    error."""
+    caplog.set_level(logging.WARNING)
+    ClusterHealth("cluster via test")  # installs the filter
+    cluster_logger = logging.getLogger("redis.asyncio.cluster")
+    unreachable = "Redis Cluster cannot be connected. Please provide at least one reachable node"
+    cluster_logger.error(f"Topology refresh failed, keeping the current one: {unreachable}")
+    cluster_logger.warning(
+        "shard channel %r migration deferred: %s: %s", "t", "ConnectionError", "refused"
+    )
+    cluster_logger.error(
+        "shard subscription reconciliation failed: %r",
+        error := ConnectionError("refused"),
+        exc_info=error,
+    )
+    assert caplog.records == []
+    disagree = "startup_nodes could not agree on a valid slots cache"
+    cluster_logger.error(f"Topology refresh failed, keeping the current one: {disagree}")
+    cluster_logger.error(
+        "shard subscription reconciliation failed: %r", error := KeyError("x"), exc_info=error
+    )
+    assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR"]
 
 
 def test_cluster_master_refusing_writes_after_restart_is_one_outage(monkeypatch, caplog):
