@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,25 @@ class RedisServer:
         if self._config_dir:
             shutil.rmtree(self._config_dir, ignore_errors=True)
 
+    def stop(self) -> None:
+        """SIGTERM, as a service manager stops it: Redis shuts down gracefully (writes its
+        append-only file when it has one) and ``start()`` brings it back on the same port,
+        with its files."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, as behind a network
+        partition, until ``resume()``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
@@ -91,10 +111,14 @@ class RedisServer:
 @dataclass
 class RedisClusterServers:
     """A Redis Cluster of ``masters`` masters, each with ``replicas`` replicas, on free ports,
-    its nodes' state in a temporary directory; ``stop()`` kills them and deletes it."""
+    its nodes' state in a temporary directory; ``stop()`` kills them and deletes it.
+    ``node_timeout`` (ms) is how long a node may be silent before its replica takes over;
+    ``persistent`` nodes keep an append-only file, so a node restarted keeps its data."""
 
     masters: int = 3
     replicas: int = 1
+    node_timeout: int = 2000
+    persistent: bool = False
     nodes: list[RedisServer] = field(default_factory=list)
     _dir: str = ""
 
@@ -158,7 +182,8 @@ class RedisClusterServers:
                     extra_args=(
                         *("--cluster-enabled", "yes", "--dir", node_dir),
                         *("--cluster-config-file", "nodes.conf"),
-                        *("--cluster-node-timeout", "2000"),
+                        *("--cluster-node-timeout", str(self.node_timeout)),
+                        *(("--appendonly", "yes") if self.persistent else ()),
                         *("--logfile", os.path.join(node_dir, "redis.log")),
                         # Replicas in sync at once (else 5 s), so a master can fail over.
                         *("--repl-diskless-sync-delay", "0"),
@@ -225,7 +250,7 @@ class RedisClusterServers:
 
     def stop(self) -> None:
         for node in self.nodes:
-            node.kill()
+            node.kill()  # SIGKILL ends a paused node too
         self.nodes.clear()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
