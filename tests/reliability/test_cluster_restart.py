@@ -158,7 +158,7 @@ def test_cluster_restarted_and_paused_under_two_daphnes_and_100_clients():
     try:
         with chat_database() as database_url:
             seed = seed_chat(database_url, room="cluster-restart-drill", users=20)
-            env = {"DJANGO_SETTINGS_MODULE": "tests.reliability.cluster_settings"}
+            env = {"REDIS_CLUSTER": "1"}  # the project's own settings on a Cluster
             # Seeded by a replica, which is not restarted (the client finds the rest).
             seed_node = next(
                 n for n in redis_cluster.nodes if n not in redis_cluster.live_masters()
