@@ -16,12 +16,14 @@ together, and a group's sharded pub/sub topic, are all in one slot.
 from __future__ import annotations
 
 import bisect
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
@@ -37,6 +39,11 @@ POOL_TIMEOUT = 10
 
 # A client of one Redis server (or Sentinel's master), or of a Redis Cluster.
 Client = Redis | RedisCluster
+
+# The oldest redis-py a Cluster runs on: the drills need its RedisClusterUnreachableError
+# (older releases raise a plain RedisClusterException when no node answers, which the
+# layer cannot tell from a mistake and would pass to callers).
+CLUSTER_REDIS_PY = (8, 2)
 
 # Kinds of key whose name is a hash tag even on single servers (kept so for stored data).
 ALWAYS_TAGGED = frozenset({"history", "position"})
@@ -139,6 +146,7 @@ def parse_hosts(hosts: Sequence[Any] | None, cluster: bool = False) -> list[Redi
     parsed = [_parse_host(entry) for entry in hosts]
     if not cluster:
         return parsed
+    _require_cluster_support(redis.__version__)
     seeds = [_seed(node) for node in parsed]
     if None in seeds or any(node.kwargs != parsed[0].kwargs for node in parsed):
         raise TypeError(
@@ -157,6 +165,13 @@ def parse_hosts(hosts: Sequence[Any] | None, cluster: bool = False) -> list[Redi
             seeds=tuple(seed for seed in seeds if seed is not None),
         )
     ]
+
+
+def _require_cluster_support(version: str) -> None:
+    release = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if release < CLUSTER_REDIS_PY:
+        needed = ".".join(map(str, CLUSTER_REDIS_PY))
+        raise RuntimeError(f"cluster=True needs redis-py >= {needed}; this is {version}")
 
 
 def _seed(node: RedisHost) -> tuple[str, int] | None:

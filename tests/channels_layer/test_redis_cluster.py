@@ -32,6 +32,20 @@ def test_a_cluster_is_configured_by_its_nodes(hosts):
         RedisChannelLayer(hosts=hosts, cluster=True)
 
 
+@pytest.mark.parametrize("version", ["7.4.0", "8.1.3", "5.0.0b2"])
+def test_a_cluster_refuses_a_redis_py_older_than_its_drills_ran(monkeypatch, version):
+    monkeypatch.setattr("redis.__version__", version)
+    with pytest.raises(RuntimeError, match=f"redis-py >= 8.2; this is {version}"):
+        RedisChannelLayer(hosts=["redis://127.0.0.1:7000"], cluster=True)
+    RedisChannelLayer(hosts=["redis://127.0.0.1:7000"])  # a single server does not care
+
+
+@pytest.mark.parametrize("version", ["8.2.0", "8.10.1", "9.0.0rc1"])
+def test_a_cluster_takes_redis_py_from_8_2(monkeypatch, version):
+    monkeypatch.setattr("redis.__version__", version)
+    RedisChannelLayer(hosts=["redis://127.0.0.1:7000"], cluster=True)
+
+
 async def test_a_process_starts_while_its_first_seed_node_is_down(make_layer, redis_cluster):
     """Seeds are tried in order: the first refuses connections (nothing listens there),
     the layer starts from the next one and finds the whole cluster."""
