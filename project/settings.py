@@ -20,6 +20,8 @@ The environment chooses the services, so one image runs anywhere:
   A switch of its own rather than a URL scheme: a Cluster node's URL is an ordinary
   ``redis://`` URL (the one redis-cli takes), and several URLs without the switch would
   read as client-side sharding, which the project does not do.
+- ``REDIS_RETRY_TIMEOUT`` (seconds, default 5): how long a layer call waits for Redis to
+  come back before it fails; on a Cluster, above its failover time.
 
 Neither URL is kept in a setting of its own, and ``SettingsFilter`` hides the ones that hold
 them, so the debug page and error reports never print their passwords.
@@ -97,6 +99,17 @@ if redis_cluster:
     redis_hosts = [url.strip() for url in (redis_url or "").split(",") if url.strip()]
     if not redis_hosts:
         raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL: a Cluster node's URL")
+# How long a layer call waits for Redis to come back before it raises: above a Cluster's
+# failover time (its cluster-node-timeout plus a few seconds; deploy/CLUSTER.md).
+retry_timeout = os.environ.get("REDIS_RETRY_TIMEOUT", "5")
+try:
+    redis_retry_timeout = float(retry_timeout)
+except ValueError:
+    redis_retry_timeout = -1.0
+if not 0 < redis_retry_timeout < 3600:
+    raise ImproperlyConfigured(
+        f"REDIS_RETRY_TIMEOUT must be seconds (0-3600), not {retry_timeout!r}"
+    )
 # A server database: pool threads keep their connection for a minute (checked before
 # reuse) instead of opening one per job, which halved the moderation worker's verdict time.
 # SQLite opens a file, as cheap as keeping it.
@@ -133,6 +146,7 @@ if redis_url:
             "CONFIG": {
                 "hosts": redis_hosts,
                 "cluster": redis_cluster,
+                "retry_timeout": redis_retry_timeout,
                 "prefix": os.environ.get("REDIS_PREFIX", "asgi"),
                 "channel_capacity": consumer_channels,
                 "history": history,

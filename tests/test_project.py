@@ -162,6 +162,27 @@ def test_a_wrong_redis_cluster_switch_stops_the_project(env, refusal):
     assert refusal in started.output
 
 
+RETRY_SETTINGS = """
+from django.conf import settings
+print("RETRY", settings.CHANNEL_LAYERS["default"]["CONFIG"]["retry_timeout"])
+"""
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 5.0), ("20", 20.0), ("2.5", 2.5)])
+def test_redis_retry_timeout_sets_the_layers_wait_for_redis(value, seconds):
+    env = {"DJANGO_SECRET_KEY": STRONG_KEY, "REDIS_URL": NODE_1, "REDIS_RETRY_TIMEOUT": value}
+    started = load_settings(env, RETRY_SETTINGS)
+    assert f"RETRY {seconds}" in [line.strip() for line in started.lines], started.output
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "99999"])
+def test_a_wrong_redis_retry_timeout_stops_the_project(value):
+    env = {"DJANGO_SECRET_KEY": STRONG_KEY, "REDIS_URL": NODE_1, "REDIS_RETRY_TIMEOUT": value}
+    started = load_settings(env, RETRY_SETTINGS)
+    assert started.process.returncode != 0
+    assert "REDIS_RETRY_TIMEOUT must be seconds" in started.output
+
+
 # Renders Django's debug page (what DEBUG shows on any 500) for a request that failed.
 DEBUG_PAGE = """
 import sys
