@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,10 +37,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+logger = logging.getLogger("channels_layer.redis")
+
 # Calls folded into one EVALSHA at most: a script runs alone in Redis, so keep it short.
 MAX_CALLS_PER_SCRIPT = 500
 
-_Call = tuple[list[Any], asyncio.Future[Any]]
+OnResult = Callable[[Any], None]
+# A call's arguments, its future, and what to call with its result as it arrives.
+_Call = tuple[list[Any], asyncio.Future[Any], OnResult | None]
 _Batch = list[tuple[str, tuple[str, ...], list[_Call]]]
 # Called with the batcher just before each batch leaves, to add calls that may ride along.
 BeforeSend = Callable[["ScriptBatcher"], None]
@@ -69,14 +74,20 @@ class ScriptBatcher:
             BlockingConnectionPool,
         )
 
-    def call(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """The script's result for ``args``, once its batch has been answered."""
+    def call(
+        self, name: str, keys: list[str], args: list[Any], on_result: OnResult | None = None
+    ) -> asyncio.Future[Any]:
+        """The script's result for ``args``, once its batch has been answered.
+
+        ``on_result`` is called with the result as it arrives, even if the future was
+        cancelled meanwhile (the call goes out anyway), before the future is resolved:
+        no callback of the future, so no turn of the loop, between the two."""
         # The loop is looked up once: on Python 3.11 each lookup costs a getpid() call.
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queued.setdefault((name, tuple(keys)), []).append((args, future))
+        self._queued.setdefault((name, tuple(keys)), []).append((args, future, on_result))
         if self._sender is None:
             self._sender = loop.create_task(self._send_queued())
         return future
@@ -104,7 +115,7 @@ class ScriptBatcher:
             if self._queued:  # stopped by a cancellation: nobody would answer them
                 queued, self._queued = self._queued, {}
                 for calls in queued.values():
-                    for _, future in calls:
+                    for _, future, _ in calls:
                         future.cancel()
 
     async def _send(self, batch: _Batch) -> None:
@@ -127,7 +138,12 @@ class ScriptBatcher:
             if isinstance(reply, Exception):
                 _fail(calls, reply)
                 continue
-            for (_, future), result in zip(calls, reply, strict=True):
+            for (_, future, on_result), result in zip(calls, reply, strict=True):
+                if on_result is not None:
+                    try:
+                        on_result(result)
+                    except Exception:  # the other callers must still hear their results
+                        logger.exception("A script result's callback failed")
                 if not future.done():
                     future.set_result(result)
 
@@ -214,11 +230,11 @@ def _pack(commands: list[tuple[Any, ...]], connection: AbstractConnection) -> by
 
 
 def _flat(calls: list[_Call]) -> list[Any]:
-    return [arg for call_args, _ in calls for arg in call_args]
+    return [arg for call_args, _, _ in calls for arg in call_args]
 
 
 def _fail(calls: list[_Call], error: BaseException) -> None:
-    for _, future in calls:
+    for _, future, _ in calls:
         if not future.done():
             future.set_exception(error)
 

@@ -149,3 +149,21 @@ async def test_arguments_of_every_type_reach_the_script_as_redis_py_would_write_
         await batcher.call("echo", ["k"], [True])
     assert await batcher.call("echo", ["k"], ["after"]) == [b"after"]
     await client.aclose()
+
+
+async def test_a_result_callback_runs_before_the_future_resolves_even_if_it_was_cancelled(
+    server_port,
+):
+    client = Redis(port=server_port)
+    batcher = ScriptBatcher(client, {"push": PUSH})
+    seen = []
+    kept = batcher.call(
+        "push", ["list"], ["kept"], lambda result: seen.append((result, kept.done()))
+    )
+    dropped = batcher.call("push", ["list"], ["dropped"], seen.append)
+    dropped.cancel()  # its caller went away: the call still goes out, and reports
+    failing = batcher.call("push", ["list"], ["failing"], lambda result: 1 / 0)
+    assert await kept == [b"kept", 1]
+    assert await failing == [b"failing", 3]  # a failing callback spoils no one's result
+    assert seen == [([b"kept", 1], False), [b"dropped", 2]]
+    await client.aclose()
