@@ -84,6 +84,9 @@ from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
 
+# Channel names found valid that a layer keeps, with their process (see _checked_owner).
+KNOWN_CHANNELS = 512
+
 logger = logging.getLogger(__name__)
 
 SCRIPTS = {
@@ -154,6 +157,7 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
+        self._known_channels: dict[str, str] = {}
         # Set below; the mailboxes report what left them to the delivery strategy.
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries(
@@ -252,9 +256,9 @@ class RedisChannelLayer(BaseChannelLayer):
     @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
-        self.require_valid_channel_name(channel)
+        owner = self._checked_owner(channel)
         payload = self.serialize(message)
-        if not await self._connections.run(self._send, channel, payload):
+        if not await self._connections.run(self._send_to, channel, owner, payload):
             metrics.dropped_full["redis"]()
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
@@ -262,9 +266,9 @@ class RedisChannelLayer(BaseChannelLayer):
     async def receive(self, channel: str) -> Message:
         """The next unexpired message on ``channel``; each message reaches one receiver.
         A message that cannot be decrypted or decoded is logged and skipped."""
-        self.require_valid_channel_name(channel)
+        owner = self._checked_owner(channel)
         local = "!" in channel
-        if local and self._owner(channel) != self.client_prefix:
+        if local and owner != self.client_prefix:
             raise ValueError(
                 f"Channel {channel!r} belongs to another process: only the process that "
                 "made it with new_channel() can receive from it"
@@ -388,8 +392,12 @@ class RedisChannelLayer(BaseChannelLayer):
     # Work done on the home loop ----------------------------------------------------------
 
     async def _send(self, channel: str, payload: bytes) -> bool:
+        return await self._send_to(channel, self._owner(channel), payload)
+
+    async def _send_to(self, channel: str, owner: str, payload: bytes) -> bool:
+        """``owner``: the process of a consumer channel (``_owner``)."""
         if "!" in channel:
-            return await self._delivery.send(channel, self._owner(channel), payload)
+            return await self._delivery.send(channel, owner, payload)
         return await self._named.send(channel, payload)
 
     def _named_ttl(self, channel: str) -> int:
@@ -427,6 +435,22 @@ class RedisChannelLayer(BaseChannelLayer):
         return self._groups.topics() + self._delivery.topics()
 
     # Helpers ---------------------------------------------------------------------------
+
+    def _checked_owner(self, channel: str) -> str:
+        """``_owner(channel)``, or ``TypeError`` for an invalid name. Names found valid
+        are kept (a few hundred at most): most sends and receives reuse a few names, and
+        checking one costs more than looking it up."""
+        known = self._known_channels
+        if type(channel) is str:
+            owner = known.get(channel)
+            if owner is not None:
+                return owner
+        self.require_valid_channel_name(channel)
+        owner = self._owner(channel)
+        if len(known) >= KNOWN_CHANNELS:
+            known.clear()
+        known[channel] = owner
+        return owner
 
     def _owner(self, channel: str) -> str:
         return channel.partition("!")[0].rpartition(".")[2]

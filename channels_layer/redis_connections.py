@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -291,11 +290,7 @@ class RedisConnections:
         the caller resumes, and even if the caller was cancelled meanwhile."""
 
         def operation(state: LoopState) -> asyncio.Future[Any]:
-            result = state.scripts[shard].call(name, keys, args)
-            if on_result is None:
-                return result
-            result.add_done_callback(functools.partial(_report, on_result))
-            return asyncio.shield(result)  # a cancelled caller must not cancel the call
+            return state.scripts[shard].call(name, keys, args, on_result)
 
         return await self.call(shard, operation)
 
@@ -387,8 +382,3 @@ class RedisConnections:
             return
         self._state = None
         await state.shut()
-
-
-def _report(on_result: Callable[[Any], None], done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is None:
-        on_result(done.result())

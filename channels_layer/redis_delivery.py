@@ -24,7 +24,7 @@ from . import metrics
 from . import redis_envelopes as envelopes
 from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
 from .mailbox import Mailboxes
-from .redis_connections import RedisConnections
+from .redis_connections import LoopState, RedisConnections
 from .redis_health import UNAVAILABLE
 from .script_batcher import ScriptBatcher
 
@@ -263,13 +263,19 @@ class InboxDelivery:
         keys = [context.key("pending", context.owner)]
         shard = context.connections.ring.shard(context.owner)
         ttl = int(context.expiry) + 1
-        with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
+
+        async def count(state: LoopState) -> None:
+            # One future per channel, all in the same EVALSHA: no coroutine or task each.
+            batcher = state.scripts[shard]
             await asyncio.gather(
                 *(
-                    context.connections.script(shard, "count_here", keys, [channel, n, -1, ttl])
+                    batcher.call("count_here", keys, [channel, n, -1, ttl])
                     for channel, n in taken.items()
                 )
             )
+
+        with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
+            await context.connections.call(shard, count)
 
 
 class PubSubDelivery:

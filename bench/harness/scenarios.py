@@ -49,6 +49,7 @@ class Profile:
     layer_warmup: float = 0.5
     layer_channels: int = 50
     layer_rate: float = 2000
+    layer_high_rate: float = 10_000  # the issue's p99 goal is at this offered rate; 0: skip
     layer_concurrency: int = 64
     group_sizes: tuple[int, ...] = (10, 1000, 10000)
     group_sends: int = 5
@@ -87,6 +88,7 @@ PROFILES = {
         layer_warmup=0.1,
         layer_channels=5,
         layer_rate=200,
+        layer_high_rate=0,
         layer_concurrency=4,
         group_sizes=(10, 40),
         group_sends=2,
@@ -465,29 +467,11 @@ def _point_to_point(
     metrics: dict[str, Any] = {}
     channels = receiver.request({"cmd": "channels", "count": profile.layer_channels})["channels"]
     timeout = profile.layer_duration * 10 + 60
-    # Fixed offered rate (open loop).
-    with _CpuMeter(cpu_groups) as meter:
-        sent = sender.request(
-            {
-                "cmd": "p2p_rate",
-                "channels": channels,
-                "rate": profile.layer_rate,
-                "duration": profile.layer_duration,
-            },
-            timeout=timeout,
-        )
-    expected = sent["sent"] - sent["full"] - sent["errors"]
-    wait_for_arrivals([receiver], expected, 5)
-    since = sent["start"] + profile.layer_warmup
-    stats = receiver.request({"cmd": "stats", "since": since})
-    window = max(1e-9, sent["end"] - since)
-    metrics["p2p_rate.achieved"] = round(stats["in_window"] / window, 1)
-    metrics["p2p_rate.lost"] = sent["sent"] - sent["full"] - stats["received"]
-    metrics["p2p_rate.full"] = sent["full"]
-    metrics["p2p_rate.send_errors"] = sent["errors"]
-    metrics["p2p_rate.late_ticks"] = sent["late_ticks"]
-    metrics.update(_copy(percentiles(stats["latencies"]), "p2p_rate", LATENCY))
-    metrics.update({f"p2p_rate.{k}": v for k, v in meter.result.items()})
+    # Fixed offered rates (open loop): the profile's, then the issue's 10,000/s.
+    metrics.update(_offered(ctx, receiver, sender, channels, cpu_groups, profile.layer_rate))
+    if profile.layer_high_rate:
+        rate = profile.layer_high_rate
+        metrics.update(_offered(ctx, receiver, sender, channels, cpu_groups, rate, "_high"))
     # Saturation (closed loop, many concurrent senders).
     with _CpuMeter(cpu_groups) as meter:
         sent = sender.request(
@@ -512,6 +496,46 @@ def _point_to_point(
     local = sender.request({"cmd": "channels", "count": profile.layer_channels})["channels"]
     metrics.update(_one_by_one(ctx, sender, sender, local, "p2p_local_serial"))
     sender.request({"cmd": "reset"})
+    return metrics
+
+
+def _offered(
+    ctx: Context,
+    receiver: Process,
+    sender: Process,
+    channels: list[str],
+    cpu_groups: dict[str, list[int]],
+    rate: float,
+    suffix: str = "",
+) -> dict[str, Any]:
+    """Messages started at a fixed ``rate`` (open loop): ``p2p_rate{suffix}.*``."""
+    profile = ctx.profile
+    tag = f"p2p_rate{suffix}"
+    with _CpuMeter(cpu_groups) as meter:
+        sent = sender.request(
+            {
+                "cmd": "p2p_rate",
+                "channels": channels,
+                "rate": rate,
+                "duration": profile.layer_duration,
+            },
+            timeout=profile.layer_duration * 10 + 60,
+        )
+    expected = sent["sent"] - sent["full"] - sent["errors"]
+    wait_for_arrivals([receiver], expected, 5)
+    since = sent["start"] + profile.layer_warmup
+    stats = receiver.request({"cmd": "stats", "since": since})
+    window = max(1e-9, sent["end"] - since)
+    metrics: dict[str, Any] = {
+        f"{tag}.offered": rate,
+        f"{tag}.achieved": round(stats["in_window"] / window, 1),
+        f"{tag}.lost": sent["sent"] - sent["full"] - stats["received"],
+        f"{tag}.full": sent["full"],
+        f"{tag}.send_errors": sent["errors"],
+        f"{tag}.late_ticks": sent["late_ticks"],
+    }
+    metrics.update(_copy(percentiles(stats["latencies"]), tag, LATENCY))
+    metrics.update({f"{tag}.{k}": v for k, v in meter.result.items()})
     return metrics
 
 

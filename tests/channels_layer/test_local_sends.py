@@ -20,9 +20,9 @@ def scripts_run(monkeypatch):
     names: list[str] = []
     original = ScriptBatcher.call
 
-    def call(self, name, keys, args):
+    def call(self, name, keys, args, on_result=None):
         names.append(name)
-        return original(self, name, keys, args)
+        return original(self, name, keys, args, on_result)
 
     monkeypatch.setattr(ScriptBatcher, "call", call)
     return names

@@ -101,3 +101,69 @@ async def test_without_redis_pys_private_write_batches_use_the_public_one(server
     results = await asyncio.gather(*(batcher.call("push", ["list"], [f"m{n}"]) for n in range(5)))
     assert results == [[f"m{n}".encode(), n + 1] for n in range(5)]
     await client.aclose()
+
+
+async def test_a_caller_awaiting_each_call_in_turn_gets_no_task_per_call(server_port):
+    """Its next call, made as the last reply arrives, is picked up by the batch that is
+    still going (one turn of the loop later), not by a new task on a turn of its own."""
+    client = Redis(port=server_port)
+    batcher = ScriptBatcher(client, {"push": PUSH})
+    await batcher.call("push", ["list"], ["load"])
+    loop = asyncio.get_running_loop()
+    created = 0
+
+    def counting_factory(loop, coroutine, **kwargs):
+        nonlocal created
+        created += 1
+        return asyncio.Task(coroutine, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        for n in range(20):
+            assert await batcher.call("push", ["list"], [f"m{n}"]) == [f"m{n}".encode(), n + 2]
+    finally:
+        loop.set_task_factory(None)
+    assert created <= 1
+    await client.aclose()
+
+
+ECHO = "return {ARGV}"  # one result per call: its arguments
+
+
+async def test_arguments_of_every_type_reach_the_script_as_redis_py_would_write_them(
+    server_port,
+):
+    client = Redis(port=server_port)
+    batcher = ScriptBatcher(client, {"echo": ECHO})
+    args = ["é", b"\x00\xff\r\n", 12, -3, 1.5, "", b"x" * 10_000]
+    assert await batcher.call("echo", ["k"], args) == [
+        "é".encode(),
+        b"\x00\xff\r\n",
+        b"12",
+        b"-3",
+        b"1.5",
+        b"",
+        b"x" * 10_000,
+    ]
+    with pytest.raises(redis.DataError):
+        await batcher.call("echo", ["k"], [True])
+    assert await batcher.call("echo", ["k"], ["after"]) == [b"after"]
+    await client.aclose()
+
+
+async def test_a_result_callback_runs_before_the_future_resolves_even_if_it_was_cancelled(
+    server_port,
+):
+    client = Redis(port=server_port)
+    batcher = ScriptBatcher(client, {"push": PUSH})
+    seen = []
+    kept = batcher.call(
+        "push", ["list"], ["kept"], lambda result: seen.append((result, kept.done()))
+    )
+    dropped = batcher.call("push", ["list"], ["dropped"], seen.append)
+    dropped.cancel()  # its caller went away: the call still goes out, and reports
+    failing = batcher.call("push", ["list"], ["failing"], lambda result: 1 / 0)
+    assert await kept == [b"kept", 1]
+    assert await failing == [b"failing", 3]  # a failing callback spoils no one's result
+    assert seen == [([b"kept", 1], False), [b"dropped", 2]]
+    await client.aclose()

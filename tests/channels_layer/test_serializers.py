@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import threading
 
 import msgpack
 import pytest
@@ -155,3 +156,29 @@ async def test_encrypted_json_hides_the_payload_and_a_wrong_format_is_dropped(ma
         # The sealed "readable" message is logged and skipped; the plain one arrives.
         assert (await asyncio.wait_for(plain_reader.receive("mixed"), 2))["type"] == "plain"
     assert "Not a msgpack-encoded message" in caplog.text
+
+
+def test_msgpack_packs_the_same_after_a_refused_message_and_from_many_threads_at_once():
+    """Its Packer is kept per thread: a failed pack leaves nothing behind, and threads
+    packing at the same time each get their own message's bytes."""
+    serializer = MsgPackSerializer()
+    with pytest.raises(TypeError):
+        serializer.as_bytes({"type": "t", "bad": [1, 2, object()]})
+    message = {"type": "t", "data": b"x" * 100, "items": [1, 2.5, "é"]}
+    assert serializer.as_bytes(message) == msgpack.packb(message, use_bin_type=True)
+    wrong: list[int] = []
+
+    def pack_many(n: int) -> None:
+        mine = {"type": "t", "n": n, "blob": bytes([n]) * (1000 * n)}
+        expected = msgpack.packb(mine, use_bin_type=True)
+        for _ in range(2000):
+            if serializer.as_bytes(mine) != expected:
+                wrong.append(n)
+                return
+
+    threads = [threading.Thread(target=pack_many, args=(n,)) for n in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
