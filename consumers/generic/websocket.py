@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from consumers import metrics
@@ -107,6 +108,9 @@ class WebsocketProtocol(AsyncConsumer):
     # Whether the ``dispatch`` after this class's, in the class's order, is
     # ``AsyncConsumer.dispatch``: then its two lines run here, one coroutine less a message.
     _base_dispatch_inline: ClassVar[bool] = False
+    # Whether a frame's ``websocket_receive`` is ``AsyncWebsocketConsumer``'s, run here too.
+    _frames_inline: ClassVar[bool] = False
+    receive: Callable[..., Any]  # each shell's hook, sync or async
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -124,11 +128,18 @@ class WebsocketProtocol(AsyncConsumer):
         try:
             if kind == "websocket.connect":
                 await self._join_groups()
-            if self._base_dispatch_inline:
+            if not self._base_dispatch_inline:
+                await super().dispatch(message)
+            elif kind == "websocket.receive" and self._frames_inline:
+                with metrics.handling(self):  # AsyncConsumer.dispatch, websocket_receive
+                    text = message.get("text")
+                    if text is not None:
+                        await self.receive(text_data=text)
+                    else:
+                        await self.receive(bytes_data=message.get("bytes"))
+            else:
                 with metrics.handling(self):  # AsyncConsumer.dispatch
                     await self._handler(message)(message)
-            else:
-                await super().dispatch(message)
         except StopConsumer:
             if kind == "websocket.disconnect":
                 await self._leave_groups()
@@ -258,7 +269,23 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
 
 
 class AsyncWebsocketConsumer(WebsocketProtocol):
-    """WebSocket consumer with async hooks: ``connect``, ``receive``, ``disconnect``."""
+    """WebSocket consumer with async hooks: ``connect``, ``receive``, ``disconnect``.
+
+    Hooks it keeps as they are here (``dispatch``'s next step, ``websocket_receive``; the
+    JSON class's ``decode_json``, ``encode_json``, ``send``), found when a class is made,
+    are not called as coroutines on a frame's way: their work is done in place, the same
+    work, as each coroutine a frame goes through costs about what decoding a small frame
+    does. Every hook may still be overridden, as on Channels; one replaced on the class
+    after it was made is not seen (define it in a subclass).
+    """
+
+    _frames_inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._frames_inline = cls._base_dispatch_inline and _keeps(
+            cls, AsyncWebsocketConsumer, "websocket_receive"
+        )
 
     async def websocket_connect(self, message: Message) -> None:
         try:
@@ -344,43 +371,30 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
 
 class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
-    """Async WebSocket consumer that speaks JSON; see ``JsonWebsocketConsumer``.
+    """Async WebSocket consumer that speaks JSON; see ``JsonWebsocketConsumer``."""
 
-    Every hook may be overridden, as on Channels. Those a class keeps as they are here
-    (found when the class is made) are not called as coroutines on a frame's way: their
-    work is done in place, the same work, as each coroutine a frame goes through costs
-    about as much as decoding the frame. A hook replaced on the class afterwards is not
-    seen; define it in a subclass.
-    """
-
-    # A frame decodes in ``websocket_receive`` when ``receive`` and ``decode_json`` are
-    # these; ``send_json`` sends itself when ``encode_json`` and ``send`` are.
-    _json_frames_inline: ClassVar[bool] = True
+    # Whether ``decode_json`` is this class's (then a frame too short to pace decodes in
+    # ``receive``, without the clock), and whether ``encode_json`` and ``send`` are (then
+    # ``send_json`` sends the frame itself).
+    _json_decode_inline: ClassVar[bool] = True
     _json_sends_inline: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._json_frames_inline = _keeps(cls, AsyncJsonWebsocketConsumer, "receive", "decode_json")
+        cls._json_decode_inline = _keeps(cls, AsyncJsonWebsocketConsumer, "decode_json")
         cls._json_sends_inline = _keeps(cls, AsyncJsonWebsocketConsumer, "encode_json", "send")
-
-    async def websocket_receive(self, message: Message) -> None:
-        text = message.get("text")
-        if (
-            text is None
-            or not self._json_frames_inline
-            or len(text) >= PACE_ABOVE * DECODE_CHARS_PER_SECOND
-        ):
-            return await super().websocket_receive(message)
-        # receive() and decode_json(), in place; too short a frame to pace, no clock.
-        try:
-            content = parse_json(text)
-        except (ValueError, RecursionError) as error:
-            return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
-        await self.receive_json(content)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return await self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        if self._json_decode_inline and len(text_data) < PACE_ABOVE * DECODE_CHARS_PER_SECOND:
+            try:
+                content = parse_json(text_data)  # decode_json
+            except (ValueError, RecursionError) as error:
+                return await self.close(
+                    *_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error))
+                )
+            return await self.receive_json(content)
         started = time.perf_counter()
         try:
             content = await self.decode_json(text_data)
