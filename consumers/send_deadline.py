@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from consumers import metrics
@@ -39,12 +39,20 @@ class _Sending:
 
 
 class SendDeadline:
-    """``send`` with a deadline of ``timeout`` seconds on each call."""
+    """``send`` with a deadline of ``timeout`` seconds on each call; ``sent``, if given, is
+    called with each message sent (the metrics' count, without a coroutine of its own)."""
 
-    __slots__ = ("_loop", "_scope", "_send", "_sending", "_timeout", "_timer")
+    __slots__ = ("_loop", "_scope", "_send", "_sending", "_sent", "_timeout", "_timer")
 
-    def __init__(self, send: Send, scope: Scope, timeout: float) -> None:
+    def __init__(
+        self,
+        send: Send,
+        scope: Scope,
+        timeout: float,
+        sent: Callable[[Message], None] | None = None,
+    ) -> None:
         self._send = send
+        self._sent = sent
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -57,8 +65,12 @@ class SendDeadline:
         try:
             suspended_on = step.send(None)
         except StopIteration:
-            return  # sent without waiting: the usual case
+            if self._sent is not None:  # sent without waiting: the usual case
+                self._sent(message)
+            return
         await self._wait(step, suspended_on)
+        if self._sent is not None:
+            self._sent(message)
 
     async def _wait(self, step: Generator[Any, Any, Any], suspended_on: Any) -> None:
         """The rest of a send that suspended, within the deadline."""
@@ -139,9 +151,10 @@ def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any,
 
 
 def send_within_deadline(send: Send, scope: Scope) -> Send:
-    """``send`` bounded by ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (default 10 s)."""
+    """``send`` bounded by ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (default 10 s); a metrics
+    watch's ``send`` is unwrapped, its count run here."""
     from django.conf import settings
 
-    return SendDeadline(
-        send, scope, float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-    )
+    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
+    send, sent = metrics.unwatched(send)
+    return SendDeadline(send, scope, timeout, sent)

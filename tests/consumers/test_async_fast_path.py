@@ -3,6 +3,7 @@ so every hook a subclass overrides (in the class, in a mixin, as a classmethod o
 method) must still run, and the JSON helpers must give exactly what the stdlib gives."""
 
 import asyncio
+import functools
 import json
 import math
 import time
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers import metrics
 from consumers.consumer import AsyncConsumer, _Turn
 from consumers.generic import websocket
 from consumers.generic.jsonframes import dump_json, parse_json
@@ -288,3 +290,22 @@ async def test_a_waiter_cancelled_after_being_handed_the_turn_passes_it_on():
     assert handed.cancelled()
     turn.release()
     assert not turn.held
+
+
+async def test_frames_are_counted_once_when_the_consumer_counts_for_the_watch():
+    """The consumer reads the server's own receive and its send deadline the server's own
+    send, running the metrics watch's counts itself: each frame counted once, both ways."""
+    if not metrics.enabled():
+        pytest.skip("CONSUMERS_METRICS is off")
+    tally = metrics.tally
+    app = functools.partial(metrics.serve, TextEcho.as_asgi())
+    before = (tally.frames_in, tally.frames_out, tally.bytes_in, tally.bytes_out, tally.open)
+    socket = WebsocketCommunicator(app, "/ws/")
+    assert (await socket.connect())[0]
+    assert tally.open == before[4] + 1
+    for text in ("abc", "é"):
+        await socket.send_to(text_data=text)
+        assert await socket.receive_from() == text
+    await socket.disconnect()
+    after = (tally.frames_in, tally.frames_out, tally.bytes_in, tally.bytes_out, tally.open)
+    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 5, 5, 0]
