@@ -9,6 +9,7 @@ can reach it. Messages are handled one at a time, in arrival order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -83,6 +84,50 @@ def _preview(message: Mapping[str, Any]) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+class _Turn:
+    """The consumer's turn between its connection and its layer channel: a FIFO lock taken
+    without a coroutine when free (``asyncio.Lock.acquire`` is one, and on Python 3.11 it
+    also walks its waiters through a generator once anyone has waited: 0.4 us a frame).
+    A release hands the turn straight to the first waiter."""
+
+    __slots__ = ("_waiters", "held")
+
+    def __init__(self) -> None:
+        self.held = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """Take the turn if it is free."""
+        if self.held:
+            return False
+        self.held = True
+        return True
+
+    async def take(self) -> None:
+        """Take the turn, waiting for it after those already waiting."""
+        if self.take_now():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed the turn, then cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # still held: the waiter has it now
+                return
+        self.held = False
+
+
 class AsyncConsumer:
     """Base consumer whose handlers are coroutines running on the event loop."""
 
@@ -140,10 +185,15 @@ class AsyncConsumer:
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
         (Methods and attributes, not closures: an idle connection should cost little.)
         """
+        # The server's own receive, the metrics' count after it: one coroutine less a frame.
+        receive, received = metrics.unwatched(receive)
         if self.channel_layer is None:
             while True:
-                await self.dispatch(await receive())
-        self._turn = turn = asyncio.Lock()
+                message = await receive()
+                if received is not None:
+                    received(message)
+                await self.dispatch(message)
+        self._turn = turn = _Turn()
         connection_side = asyncio.current_task()
         assert connection_side is not None  # noqa: S101  for mypy: called from a task
         self._connection_side = connection_side
@@ -155,8 +205,11 @@ class AsyncConsumer:
         try:
             while True:
                 message = await receive()
+                if received is not None:
+                    received(message)
                 self._frame_waiting = True
-                await turn.acquire()  # not ``async with``: two coroutines less per frame
+                if not turn.take_now():
+                    await turn.take()
                 try:
                     self._frame_waiting = False
                     await self.dispatch(message)
@@ -210,7 +263,8 @@ class AsyncConsumer:
         try:
             while True:
                 message = await self.channel_layer.receive(self.channel_name)
-                async with self._turn:
+                await self._turn.take()
+                try:
                     await self.dispatch(message)
                     handled = 1
                     while (
@@ -220,6 +274,8 @@ class AsyncConsumer:
                     ):
                         await self.dispatch(await self.channel_layer.receive(self.channel_name))
                         handled += 1
+                finally:
+                    self._turn.release()
         except Exception:
             self._connection_side.cancel()
             raise

@@ -100,16 +100,24 @@ class WebSocketWatch:
 
     async def receive(self) -> Message:
         message = await self._receive()
+        self.received(message)
+        return message
+
+    def received(self, message: Message) -> None:
+        """Count a message the server's ``receive`` gave."""
         kind = message.get("type")
         if kind == "websocket.receive":
             tally.frames_in += 1
             tally.bytes_in += _size(message)
         elif kind == "websocket.disconnect":
             self.end(message.get("code", 1005))
-        return message
 
     async def send(self, message: Message) -> None:
         await self._send(message)
+        self.sent(message)
+
+    def sent(self, message: Message) -> None:
+        """Count a message the server's ``send`` took."""
         kind = message.get("type")
         if kind == "websocket.send":
             tally.frames_out += 1
@@ -135,6 +143,23 @@ class WebSocketWatch:
         else:
             label = str(code) if code in STANDARD_CLOSE_CODES else "other"
         tally.closes[label] = tally.closes.get(label, 0) + 1
+
+
+def unwatched(
+    call: Callable[..., Any],
+) -> tuple[Callable[..., Any], Callable[[Message], None] | None]:
+    """For a watch's ``receive`` or ``send``: the server's own, and the watch's count to run
+    after each message (``received``, ``sent``); for any other callable, itself and None.
+    A consumer that counts itself saves the watch's coroutine on every message, and a
+    level the task goes through at each wake-up."""
+    watch = getattr(call, "__self__", None)
+    if type(watch) is WebSocketWatch:
+        function = getattr(call, "__func__", None)
+        if function is WebSocketWatch.receive:
+            return watch._receive, watch.received
+        if function is WebSocketWatch.send:
+            return watch._send, watch.sent
+    return call, None
 
 
 async def serve(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Any:

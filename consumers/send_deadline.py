@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from consumers import metrics
@@ -39,32 +39,52 @@ class _Sending:
 
 
 class SendDeadline:
-    """``send`` with a deadline of ``timeout`` seconds on each call."""
+    """``send`` with a deadline of ``timeout`` seconds on each call; ``sent``, if given, is
+    called with each message sent (the metrics' count, without a coroutine of its own)."""
 
-    __slots__ = ("_loop", "_scope", "_send", "_sending", "_timeout", "_timer")
+    __slots__ = ("_done", "_loop", "_scope", "_send", "_sending", "_sent", "_timeout", "_timer")
 
-    def __init__(self, send: Send, scope: Scope, timeout: float) -> None:
+    def __init__(
+        self,
+        send: Send,
+        scope: Scope,
+        timeout: float,
+        sent: Callable[[Message], None] | None = None,
+    ) -> None:
         self._send = send
+        self._sent = sent
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = self._loop.create_future()  # what a quick send gives
+        self._done.set_result(None)
         # The sends in progress, by task (a consumer may send from more than one).
         self._sending: dict[asyncio.Task[object], _Sending] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        """Start sending ``message``; await what this returns, at once, for the rest.
+
+        Not a coroutine: the first step runs in the call, and a send that ends there (the
+        usual case) gives a future already done, which costs less to await than a
+        coroutine of its own (an error it raised is raised by the call)."""
         step = self._send(message).__await__()
         try:
             suspended_on = step.send(None)
         except StopIteration:
-            return  # sent without waiting: the usual case
-        await self._wait(step, suspended_on)
+            if self._sent is not None:
+                self._sent(message)
+            return self._done
+        return self._wait(step, suspended_on, message)
 
-    async def _wait(self, step: Generator[Any, Any, Any], suspended_on: Any) -> None:
+    async def _wait(
+        self, step: Generator[Any, Any, Any], suspended_on: Any, message: Message
+    ) -> None:
         """The rest of a send that suspended, within the deadline."""
         task = asyncio.current_task()
         if task is None:  # not from a task: nothing to cancel
             await _resume(step, suspended_on)
+            self._count(message)
             return
         sending = _Sending(self._loop.time() + self._timeout, task.cancelling())
         self._sending[task] = sending
@@ -85,8 +105,13 @@ class SendDeadline:
         else:
             if sending.expired:
                 task.uncancel()  # the send ended without the cancellation
+            self._count(message)
         finally:
             del self._sending[task]
+
+    def _count(self, message: Message) -> None:
+        if self._sent is not None:
+            self._sent(message)
 
     def _expire(self) -> None:
         """Cancel the sends past their deadline; come back for the next one, if any."""
@@ -139,9 +164,10 @@ def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any,
 
 
 def send_within_deadline(send: Send, scope: Scope) -> Send:
-    """``send`` bounded by ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (default 10 s)."""
+    """``send`` bounded by ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (default 10 s); a metrics
+    watch's ``send`` is unwrapped, its count run here."""
     from django.conf import settings
 
-    return SendDeadline(
-        send, scope, float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-    )
+    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
+    send, sent = metrics.unwatched(send)
+    return SendDeadline(send, scope, timeout, sent)

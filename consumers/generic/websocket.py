@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from consumers import metrics
@@ -22,7 +23,7 @@ from consumers.exceptions import (
     InvalidChannelLayerError,
     StopConsumer,
 )
-from consumers.generic.jsonframes import MAX_JSON_DEPTH, parse_json
+from consumers.generic.jsonframes import MAX_JSON_DEPTH, dump_json, parse_json
 from consumers.headers import Headers, encode_headers
 from consumers.types import Message
 
@@ -41,6 +42,12 @@ CLOSE_INTERNAL_ERROR = 1011
 # suspending, so without it one client's costly frames would keep the loop from the others.
 PACE_ABOVE = 0.001
 PACE_FACTOR = 3.0
+# Frames shorter than PACE_ABOVE * DECODE_CHARS_PER_SECOND characters decode without the
+# clock when ``decode_json`` is the default: the costliest shapes measured (4 KiB of small
+# containers or floats) decode at 44 million characters a second, so such a frame cannot
+# take PACE_ABOVE by its own cost even 9 times slower (a garbage collection it happens to
+# set off is not its cost: a collection is not paced either when another call sets it off).
+DECODE_CHARS_PER_SECOND = 5_000_000
 
 
 def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
@@ -71,6 +78,23 @@ def frame_message(text_data: str | None = None, bytes_data: bytes | None = None)
     raise ValueError("send() needs text_data or bytes_data")
 
 
+def _defined_by(classes: tuple[type, ...], name: str) -> type | None:
+    """The first of ``classes`` that defines ``name`` itself."""
+    return next((cls for cls in classes if name in vars(cls)), None)
+
+
+def _keeps(cls: type, base: type, *names: str) -> bool:
+    """Whether ``cls`` gets each of ``names`` from ``base`` unchanged (an override anywhere
+    between them, of any kind, sync or async, method or not, says no)."""
+    return all(_found(cls, name) is _found(base, name) for name in names)
+
+
+def _found(cls: type, name: str) -> Any:
+    """``name`` as the class that defines it for ``cls`` holds it (a classmethod as such)."""
+    owner = _defined_by(cls.__mro__, name)
+    return None if owner is None else vars(owner)[name]
+
+
 class WebsocketProtocol(AsyncConsumer):
     """What the sync and async WebSocket consumers share; not used directly."""
 
@@ -81,6 +105,17 @@ class WebsocketProtocol(AsyncConsumer):
     max_frame_size: ClassVar[int | None] = None
     # Set once a client's frame was refused: what it sends until the close lands is dropped.
     _refused = False
+    # Whether the ``dispatch`` after this class's, in the class's order, is
+    # ``AsyncConsumer.dispatch``: then its two lines run here, one coroutine less a message.
+    _base_dispatch_inline: ClassVar[bool] = False
+    # Whether a frame's ``websocket_receive`` is ``AsyncWebsocketConsumer``'s, run here too.
+    _frames_inline: ClassVar[bool] = False
+    receive: Callable[..., Any]  # each shell's hook, sync or async
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        after = cls.__mro__[cls.__mro__.index(WebsocketProtocol) + 1 :]
+        cls._base_dispatch_inline = _defined_by(after, "dispatch") is AsyncConsumer
 
     async def dispatch(self, message: Message) -> None:
         kind = message.get("type")
@@ -93,7 +128,18 @@ class WebsocketProtocol(AsyncConsumer):
         try:
             if kind == "websocket.connect":
                 await self._join_groups()
-            await super().dispatch(message)
+            if not self._base_dispatch_inline:
+                await super().dispatch(message)
+            elif kind == "websocket.receive" and self._frames_inline:
+                with metrics.handling(self):  # AsyncConsumer.dispatch, websocket_receive
+                    text = message.get("text")
+                    if text is not None:
+                        await self.receive(text_data=text)
+                    else:
+                        await self.receive(bytes_data=message.get("bytes"))
+            else:
+                with metrics.handling(self):  # AsyncConsumer.dispatch
+                    await self._handler(message)(message)
         except StopConsumer:
             if kind == "websocket.disconnect":
                 await self._leave_groups()
@@ -223,7 +269,23 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
 
 
 class AsyncWebsocketConsumer(WebsocketProtocol):
-    """WebSocket consumer with async hooks: ``connect``, ``receive``, ``disconnect``."""
+    """WebSocket consumer with async hooks: ``connect``, ``receive``, ``disconnect``.
+
+    Hooks it keeps as they are here (``dispatch``'s next step, ``websocket_receive``; the
+    JSON class's ``decode_json``, ``encode_json``, ``send``), found when a class is made,
+    are not called as coroutines on a frame's way: their work is done in place, the same
+    work, as each coroutine a frame goes through costs about what decoding a small frame
+    does. Every hook may still be overridden, as on Channels; one replaced on the class
+    after it was made is not seen (define it in a subclass).
+    """
+
+    _frames_inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._frames_inline = cls._base_dispatch_inline and _keeps(
+            cls, AsyncWebsocketConsumer, "websocket_receive"
+        )
 
     async def websocket_connect(self, message: Message) -> None:
         try:
@@ -311,9 +373,28 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
     """Async WebSocket consumer that speaks JSON; see ``JsonWebsocketConsumer``."""
 
+    # Whether ``decode_json`` is this class's (then a frame too short to pace decodes in
+    # ``receive``, without the clock), and whether ``encode_json`` and ``send`` are (then
+    # ``send_json`` sends the frame itself).
+    _json_decode_inline: ClassVar[bool] = True
+    _json_sends_inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._json_decode_inline = _keeps(cls, AsyncJsonWebsocketConsumer, "decode_json")
+        cls._json_sends_inline = _keeps(cls, AsyncJsonWebsocketConsumer, "encode_json", "send")
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return await self.close(*_rejected(self, CLOSE_UNSUPPORTED_DATA, NOT_JSON_TEXT))
+        if self._json_decode_inline and len(text_data) < PACE_ABOVE * DECODE_CHARS_PER_SECOND:
+            try:
+                content = parse_json(text_data)  # decode_json
+            except (ValueError, RecursionError) as error:
+                return await self.close(
+                    *_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error))
+                )
+            return await self.receive_json(content)
         started = time.perf_counter()
         try:
             content = await self.decode_json(text_data)
@@ -329,7 +410,16 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
         pass
 
     async def send_json(self, content: Any, close: bool | int = False) -> None:
-        await self.send(text_data=await self.encode_json(content), close=close)
+        if not self._json_sends_inline:
+            await self.send(text_data=await self.encode_json(content), close=close)
+            return
+        message = {"type": "websocket.send", "text": dump_json(content)}  # encode_json, send
+        try:
+            await self._asgi_send(message)
+        except OSError as error:
+            raise ClientGone(f"the client has gone: {error!r}") from error
+        if close is not False:
+            await self.close(None if close is True else close)
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
@@ -337,7 +427,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content)
+        return dump_json(content)
 
 
 NOT_JSON_TEXT = "binary frame where JSON text was expected"
