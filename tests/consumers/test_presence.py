@@ -27,12 +27,16 @@ SLACK = 1.0  # seconds of scheduling delay allowed on a loaded, shared 2-core ma
 TOPIC = "room.1"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def new_layer(request, make_layer):
-    """A layer for one more "process": the one in-memory layer, or a new Redis client."""
+    """A layer for one more "process": the one in-memory layer, or a new Redis client (of
+    the single Redis, or of the session's Redis Cluster)."""
     if request.param == "memory":
         shared = InMemoryChannelLayer()
         return lambda: shared
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        return lambda: make_layer(hosts=[url], cluster=True)
     return make_layer
 
 
@@ -52,7 +56,10 @@ async def trackers():
     # pytest-asyncio may finalize in another loop than the test's: await only what is ours.
     loop = asyncio.get_running_loop()
     ours = [t.task for t in made if t.task.get_loop() is loop]
-    await asyncio.gather(*ours, return_exceptions=True)
+    if ours:  # bounded: a tracker that outlives its cancellation fails here, not hangs
+        done, running = await asyncio.wait(ours, timeout=5)
+        await asyncio.gather(*done, return_exceptions=True)
+        assert not running, f"{len(running)} tracker(s) still run after being cancelled"
 
 
 async def watched(make, layer, **options) -> tuple[Tracker, str]:
