@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
-from channels_layer import BaseChannelLayer
+from channels_layer import BaseChannelLayer, stopping
 from consumers import metrics
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,9 @@ class Tracker:
             self._failing = False
             next_beat = time.monotonic() + self.interval
             while True:
+                # A layer call may have swallowed our cancellation (asyncio.wait_for on
+                # Python 3.11, CPython gh-86296): the tracker must still end.
+                stopping.raise_if_cancelled()
                 self._wake.clear()
                 if reader.done():
                     await reader  # the layer failed under it: raise, and start over
@@ -319,6 +322,7 @@ class Tracker:
 
     async def _read(self, source: str) -> None:
         while True:
+            stopping.raise_if_cancelled()  # as in _serve
             try:
                 message = await self.layer.receive(source)
             except Exception:

@@ -401,3 +401,34 @@ async def test_a_layer_failure_is_logged_once_and_the_tracker_starts_over(tracke
     assert [r.message for r in caplog.records if "interrupted" in r.message] == [
         "Presence of room.1 interrupted: ConnectionError('connection reset')"
     ]
+
+
+class SwallowsACancel(Partitionable):
+    """A layer whose first peer-group ``group_add`` swallows the cancellation it is
+    waiting in, as ``asyncio.wait_for`` inside a layer can on Python 3.11."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.waiting = asyncio.Event()
+        self.swallowed = False
+
+    async def group_add(self, group, channel):
+        await self.layer.group_add(group, channel)
+        if group.startswith("presence-peers") and not self.waiting.is_set():
+            self.waiting.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                self.swallowed = True
+
+
+async def test_a_cancelled_tracker_ends_even_if_its_layer_swallows_the_cancellation(trackers):
+    # (A Redis layer call did, on the Cluster: the tracker ran on and its test's teardown hung.)
+    layer = SwallowsACancel(InMemoryChannelLayer())
+    tracker = trackers(layer)
+    tracker.track("ada")
+    await asyncio.wait_for(layer.waiting.wait(), 2)
+    tracker.task.cancel()
+    await asyncio.wait([tracker.task], timeout=1)
+    assert layer.swallowed
+    assert tracker.task.cancelled(), "the tracker runs on after its cancellation"
