@@ -96,6 +96,8 @@ class Changes:
 
     def join(self, key: str, ref: str, meta: dict[str, Any]) -> None:
         self.count += 1
+        # A leave then a join of one entry: it stays (a diff's joins are applied first).
+        self.leaves.pop((key, ref), None)
         self.joins[key, ref] = meta
 
     def leave(self, key: str, ref: str, meta: dict[str, Any]) -> None:
@@ -339,9 +341,12 @@ class Tracker:
         kind, source = message["type"], message["source"]
         peer = self.peers.get(source)
         if kind == "presence.state":
-            self._replace(source, message["entries"])
-            self.peers[source].version = message["version"]
-            self._asked.pop(source, None)
+            # A state may arrive after a newer one (a direct reply can overtake a
+            # broadcast): the older is only an ask.
+            if peer is None or message["version"] >= peer.version:
+                self._replace(source, message["entries"])
+                self.peers[source].version = message["version"]
+                self._asked.pop(source, None)
             if message.get("ask"):
                 self._replies.add(source)
         elif kind == "presence.delta":

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 
 from channels_layer import InMemoryChannelLayer, channel_layers
-from consumers import presence
+from consumers import presence, presence_tracker
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
 from consumers.presence import PresenceMixin, SyncPresenceMixin, Tracker, apply_diff
 from consumers.testing import WebsocketCommunicator
@@ -171,6 +171,32 @@ async def test_the_last_leave_stops_the_tracker_and_says_goodbye(new_layer, trac
     await asyncio.wait_for(there.task, 2)
     await diffs_until(here.layer, inbox, members, lambda m: not m, timeout=2)
     assert not here.peers
+
+
+async def test_an_older_state_arriving_after_a_newer_one_loses_nobody(trackers):
+    # On a Cluster a peer's direct reply (its state, version 1) can overtake its earlier
+    # broadcast (version 0); then its delta 1 came: subscribers lost "ada".
+    layer = InMemoryChannelLayer()
+    here, inbox = await watched(trackers, layer, interval=30)  # the peer is never silent
+    members: dict = {}
+    peer, ada = "presence.peer!1", {"ada": {"r1": {}}}
+    here._handle({"type": "presence.state", "source": peer, "version": 1, "entries": ada})
+    here._wake.set()
+    await diffs_until(layer, inbox, members, lambda m: "ada" in m, timeout=2)
+    here._handle({"type": "presence.state", "source": peer, "version": 0, "entries": {}})
+    delta = {"type": "presence.delta", "source": peer, "leaves": {}}
+    here._handle(delta | {"version": 1, "joins": ada})
+    here._handle(delta | {"version": 2, "joins": {"bob": {"r2": {}}}})
+    here._wake.set()
+    await diffs_until(layer, inbox, members, lambda m: "bob" in m, timeout=2)
+    assert names(members) == names(here.members()) == ["ada", "bob"]
+
+
+def test_an_entry_that_leaves_and_joins_again_stays_in_the_diff():
+    changes = presence_tracker.Changes()
+    changes.leave("ada", "r1", {"tab": 1})
+    changes.join("ada", "r1", {"tab": 2})
+    assert changes.take() == ({("ada", "r1"): {"tab": 2}}, {})
 
 
 class Partitionable:
