@@ -170,7 +170,10 @@ async def test_the_last_leave_stops_the_tracker_and_says_goodbye(new_layer, trac
     there.untrack("ada", ref)
     await asyncio.wait_for(there.task, 2)
     await diffs_until(here.layer, inbox, members, lambda m: not m, timeout=2)
-    assert not here.peers
+    deadline = time.monotonic() + 2  # the goodbye may come just after the last delta
+    while here.peers:
+        assert time.monotonic() < deadline, here.peers
+        await asyncio.sleep(0.01)
 
 
 async def test_an_older_state_arriving_after_a_newer_one_loses_nobody(trackers):
@@ -244,6 +247,9 @@ async def test_a_healed_partition_leaves_no_ghosts_and_loses_nobody(new_layer, t
     assert names(left.members()) == names(right.members()) == ["ada", "cy"]
 
 
+# Not on the Cluster: what it measures is the tracker's, and a loaded machine's six Redis
+# servers took over 5 s for the 10,000 members' state now and then.
+@pytest.mark.parametrize("new_layer", ["memory", "redis"], indirect=True)
 async def test_ten_thousand_members_a_join_costs_one_small_diff(new_layer, trackers):
     here, first = await watched(trackers, new_layer(), interval=30)
     subscribers = [first] + [await watch(here) for _ in range(49)]
