@@ -55,14 +55,16 @@ class SubscriptionReaders:
         """Subscribe to ``topic``; returns once Redis confirms, so a message published
         after that is never missed."""
         confirmed = state.subscribed.get(topic) or self.start(state, topic)
-        try:
-            await asyncio.wait_for(asyncio.shield(confirmed), self.retry_timeout)
-        except TimeoutError:
+        # Not asyncio.wait_for: on Python 3.11 it returns instead of raising when the
+        # caller is cancelled in the turn the confirmation comes (CPython gh-86296).
+        if not confirmed.done():
+            await asyncio.wait([confirmed], timeout=self.retry_timeout)
+        if not confirmed.done():
             label = self.hosts[self.shard(topic)].label
             raise LayerUnavailable(
                 f"Redis {label} did not confirm the subscription to {topic!r} within "
                 f"{self.retry_timeout} s; it will be made when Redis is reachable"
-            ) from None
+            )
 
     def start(self, state: LoopState, topic: str) -> asyncio.Future[None]:
         """Subscribe to ``topic`` without waiting: resolved once Redis confirms."""

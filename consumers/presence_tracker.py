@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
-from channels_layer import BaseChannelLayer
+from channels_layer import BaseChannelLayer, stopping
 from consumers import metrics
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ class Changes:
 
     def join(self, key: str, ref: str, meta: dict[str, Any]) -> None:
         self.count += 1
+        # A leave then a join of one entry: it stays (a diff's joins are applied first).
+        self.leaves.pop((key, ref), None)
         self.joins[key, ref] = meta
 
     def leave(self, key: str, ref: str, meta: dict[str, Any]) -> None:
@@ -236,6 +238,9 @@ class Tracker:
             self._failing = False
             next_beat = time.monotonic() + self.interval
             while True:
+                # A layer call may have swallowed our cancellation (asyncio.wait_for on
+                # Python 3.11, CPython gh-86296): the tracker must still end.
+                stopping.raise_if_cancelled()
                 self._wake.clear()
                 if reader.done():
                     await reader  # the layer failed under it: raise, and start over
@@ -319,6 +324,7 @@ class Tracker:
 
     async def _read(self, source: str) -> None:
         while True:
+            stopping.raise_if_cancelled()  # as in _serve
             try:
                 message = await self.layer.receive(source)
             except Exception:
@@ -335,9 +341,12 @@ class Tracker:
         kind, source = message["type"], message["source"]
         peer = self.peers.get(source)
         if kind == "presence.state":
-            self._replace(source, message["entries"])
-            self.peers[source].version = message["version"]
-            self._asked.pop(source, None)
+            # A state may arrive after a newer one (a direct reply can overtake a
+            # broadcast): the older is only an ask.
+            if peer is None or message["version"] >= peer.version:
+                self._replace(source, message["entries"])
+                self.peers[source].version = message["version"]
+                self._asked.pop(source, None)
             if message.get("ask"):
                 self._replies.add(source)
         elif kind == "presence.delta":

@@ -5,13 +5,14 @@ import contextlib
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from channels_layer import channel_layers
 from channels_layer.redis import RedisChannelLayer
-from tests.redis_servers import REDIS_URL, RedisServer
+from tests.redis_servers import REDIS_URL, RedisClusterServers, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +59,15 @@ def redis_servers():
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One Redis Cluster (3 masters, 3 replicas) for the session, started when a test first
+    asks for it: each test has its own key prefix on it (``make_layer``'s)."""
+    cluster = RedisClusterServers().start()
+    yield cluster
+    cluster.stop()
 
 
 # What each fuzz test sent (node id: counts), for the summary at the end of the run.

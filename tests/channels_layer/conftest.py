@@ -1,4 +1,5 @@
-"""The Redis layer fixtures (``make_layer``, ``redis_servers``) live in tests/conftest.py.
+"""The Redis layer fixtures (``make_layer``, ``redis_servers``, ``redis_cluster``) live in
+tests/conftest.py.
 
 A module that sets ``ON_CLUSTER = True`` runs each of its tests that use ``make_layer``
 twice: on the single Redis, and on a Redis Cluster of 3 masters and 3 replicas started once
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from channels_layer.redis import RedisChannelLayer
-from tests.redis_servers import REDIS_URL, RedisClusterServers
+from tests.redis_servers import REDIS_URL
 
 BACKENDS = ["single", "cluster"]
 
@@ -34,14 +35,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and metafunc.definition.get_closest_marker("single_server") is None
     ):
         metafunc.parametrize("layer_backend", BACKENDS, indirect=True)
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisClusterServers]:
-    """One Redis Cluster for the session: each test has its own key prefix on it."""
-    cluster = RedisClusterServers().start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from channels_layer.redis import RedisChannelLayer
 from channels_layer.redis_health import Health
 from channels_layer.redis_leases import Leases
+from channels_layer.redis_subscriptions import SubscriptionReaders
 from tests.redis_servers import REDIS_URL
 
 INBOX, SUBSCRIPTIONS = "RedisConnections._read_inbox", "SubscriptionReaders.read"
@@ -152,3 +153,34 @@ def test_a_reader_cancelled_at_any_point_ends_and_close_returns_in_2_s(
     closed_in, ended = outcome["result"]
     assert closed_in < 2
     assert ended, f"the {reader} task still runs after close()"
+
+
+async def test_a_group_add_cancelled_as_its_subscription_is_confirmed_is_cancelled(
+    make_layer, monkeypatch
+):
+    # A caller cancelled while group_add waits for Redis to confirm the SUBSCRIBE must end,
+    # also when the confirmation comes in the same turn of the loop (Python 3.11's
+    # asyncio.wait_for then returned the result instead: a presence tracker cancelled
+    # during a heartbeat's group_add went on for ever, and its test's teardown hung).
+    layer = make_layer()
+    channel = await layer.new_channel()
+    await layer.when_ready(channel)  # its loop's state made: "room" is subscribed by group_add
+    ours: list[asyncio.Future[None]] = []
+    start = SubscriptionReaders.start
+
+    def confirmed_by_the_test(readers, state, topic):
+        confirmed = start(readers, state, topic)  # subscribes for real...
+        if topic != layer._key("broadcast", "room"):
+            return confirmed
+        ours.append(state.loop.create_future())
+        return ours[0]  # ...but the caller waits on ours
+
+    monkeypatch.setattr(SubscriptionReaders, "start", confirmed_by_the_test)
+    adding = asyncio.ensure_future(layer.group_add("room", channel))
+    async with asyncio.timeout(5):
+        while not ours:
+            await asyncio.sleep(0)
+    ours[0].set_result(None)
+    adding.cancel()
+    await asyncio.wait([adding], timeout=2)
+    assert adding.cancelled(), "group_add returned: its caller's cancellation was lost"
