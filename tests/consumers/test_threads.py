@@ -3,6 +3,7 @@ how what a thread sends gets back to the loop."""
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 
@@ -54,6 +55,13 @@ async def test_a_slow_call_never_holds_up_the_next_while_there_is_room():
     fast = [await pool.run(lambda: time.perf_counter() - started) for _ in range(3)]
     assert max(fast) < 0.5
     await slow
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+async def test_waking_a_pool_thread_does_not_preempt_the_loops_thread():
+    pool = SyncPool(1)
+    assert await pool.run(os.sched_getscheduler, 0) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the caller's thread is left alone
 
 
 async def test_the_pool_never_grows_past_its_size():
