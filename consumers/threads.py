@@ -18,10 +18,10 @@ Invariants:
   a loop that has closed.
 - Wake-ups are batched: whatever pool threads hand back to a loop while it is busy
   (results and sends, of every connection) costs one wake-up of it together. The other
-  way, on Linux, waking a pool thread never preempts the loop's thread
-  (``wake_without_preempting``):
-  the woken thread needs the GIL, which the loop holds until it sleeps or makes a system
-  call, so it starts on the calls queued by then.
+  way, with ``CONSUMERS_SYNC_THREADS_BATCH`` on Linux, waking a pool thread never preempts
+  the loop's thread (``wake_without_preempting``): the woken thread needs the GIL, which
+  the loop holds until it sleeps or makes a system call, so it starts on the calls queued
+  by then.
 - Code in a pool thread sees the caller's context variables, and its changes flow back;
   ``async_to_sync`` there runs its coroutine on the caller's loop, as under
   ``sync_to_async`` (``lend_loop_to_async_to_sync``, the one place that touches asgiref's
@@ -123,8 +123,9 @@ def _run_batch(loop: asyncio.AbstractEventLoop) -> None:
 class SyncPool:
     """Threads that run sync callables for coroutines, started as they are needed."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, batch_threads: bool = False) -> None:
         self.size = size
+        self.batch_threads = batch_threads
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -166,7 +167,8 @@ class SyncPool:
             threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
-        wake_without_preempting()
+        if self.batch_threads:
+            wake_without_preempting()
         while True:
             with self._lock:
                 self._idle += 1
@@ -196,10 +198,12 @@ def wake_without_preempting() -> None:
     it taken and sleep again: two context switches for nothing per wake-up (without them
     a sync echo costs a server pinned to one core about a tenth less CPU). Marked, the woken
     thread runs once the loop sleeps or lets the GIL go, as it had to anyway, and finds
-    every call queued by then. The cost: on a core busy with another process's work, a
-    woken thread (a handler whose database query came back, too) waits up to that
-    process's slice, a few milliseconds, instead of preempting it. Elsewhere (other
-    systems, a sandbox that refuses the call) threads stay as they were.
+    every call queued by then. The cost, why it is off unless ``CONSUMERS_SYNC_THREADS_BATCH``
+    says so: on a core busy with another process's work, a woken thread (a handler whose
+    database query came back, too) waits up to that process's slice, a few milliseconds,
+    instead of preempting it (sync p99 of 31-54 ms in 3 of 5 rounds on a shared machine,
+    against 12 ms at most), and threads a handler starts inherit the policy. Elsewhere
+    (other systems, a sandbox that refuses the call) threads stay as they were.
     """
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -282,7 +286,10 @@ def sync_pool() -> SyncPool:
             size = getattr(settings, "CONSUMERS_SYNC_THREADS", DEFAULT_SYNC_THREADS)
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"CONSUMERS_SYNC_THREADS must be a positive int, got {size!r}")
-            _pool = SyncPool(size)
+            batch = getattr(settings, "CONSUMERS_SYNC_THREADS_BATCH", False)
+            if not isinstance(batch, bool):
+                raise ValueError(f"CONSUMERS_SYNC_THREADS_BATCH must be a bool, got {batch!r}")
+            _pool = SyncPool(size, batch_threads=batch)
             metrics.watch_pool(_pool)
         return _pool
 

@@ -58,10 +58,26 @@ async def test_a_slow_call_never_holds_up_the_next_while_there_is_room():
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
-async def test_waking_a_pool_thread_does_not_preempt_the_loops_thread():
-    pool = SyncPool(1)
+async def test_waking_a_pool_thread_does_not_preempt_the_loops_thread_when_asked():
+    pool = SyncPool(1, batch_threads=True)
     assert await pool.run(os.sched_getscheduler, 0) == os.SCHED_BATCH
     assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the caller's thread is left alone
+    assert await SyncPool(1).run(os.sched_getscheduler, 0) != os.SCHED_BATCH  # the default
+
+
+@pytest.mark.parametrize(("value", "batch"), [(None, False), (True, True), (False, False)])
+def test_the_process_pool_takes_its_scheduling_from_settings(settings, monkeypatch, value, batch):
+    monkeypatch.setattr(threads, "_pool", None)
+    if value is not None:
+        settings.CONSUMERS_SYNC_THREADS_BATCH = value
+    assert threads.sync_pool().batch_threads is batch
+
+
+def test_a_wrong_scheduling_setting_is_refused(settings, monkeypatch):
+    monkeypatch.setattr(threads, "_pool", None)
+    settings.CONSUMERS_SYNC_THREADS_BATCH = "yes"
+    with pytest.raises(ValueError, match="CONSUMERS_SYNC_THREADS_BATCH must be a bool"):
+        threads.sync_pool()
 
 
 async def test_the_pool_never_grows_past_its_size():
