@@ -210,7 +210,8 @@ class AsyncConsumer:
         try:
             while True:
                 message = await self.channel_layer.receive(self.channel_name)
-                async with self._turn:
+                await self._turn.acquire()  # not ``async with``: two coroutines less per message
+                try:
                     await self.dispatch(message)
                     handled = 1
                     while (
@@ -220,6 +221,8 @@ class AsyncConsumer:
                     ):
                         await self.dispatch(await self.channel_layer.receive(self.channel_name))
                         handled += 1
+                finally:
+                    self._turn.release()
         except Exception:
             self._connection_side.cancel()
             raise
