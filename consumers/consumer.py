@@ -210,8 +210,7 @@ class AsyncConsumer:
         try:
             while True:
                 message = await self.channel_layer.receive(self.channel_name)
-                await self._turn.acquire()  # not ``async with``: two coroutines less per message
-                try:
+                async with self._turn:
                     await self.dispatch(message)
                     handled = 1
                     while (
@@ -221,8 +220,6 @@ class AsyncConsumer:
                     ):
                         await self.dispatch(await self.channel_layer.receive(self.channel_name))
                         handled += 1
-                finally:
-                    self._turn.release()
         except Exception:
             self._connection_side.cancel()
             raise
