@@ -196,6 +196,16 @@ async def test_expired_messages_do_not_count_against_capacity():
     assert await layer.receive("exp") == {"type": "new"}
 
 
+async def test_expired_messages_do_not_count_against_a_members_capacity_in_a_group_send():
+    layer = InMemoryChannelLayer(expiry=0.05, capacity=1)
+    await layer.group_add("room", "exp")
+    await layer.send("exp", {"type": "old"})
+    await asyncio.sleep(0.1)
+    await layer.group_send("room", {"type": "new"})
+    assert await receive_soon(layer, "exp") == {"type": "new"}
+    assert "exp" not in layer._mailboxes
+
+
 # Groups --------------------------------------------------------------------------
 
 
