@@ -27,26 +27,31 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 # Called, under the lock, with (channel, receipt) for every message dropped unread.
 OnDiscard = Callable[[str, Any], None]
+# Members a fan-out queues to under one hold of the lock: few enough that a thread
+# waiting for it (a sync consumer's send) waits a fraction of a millisecond.
+FAN_OUT_BATCH = 256
 
 
-@dataclass(slots=True)
 class _Queue:
     """One channel's pending messages and the receivers waiting for one.
 
     Lists, not deques: an idle connection's queue is empty most of its life, and an empty
     deque costs over 600 bytes against 56; a queue holds at most ``capacity`` messages,
-    so taking from the front stays cheap.
+    so taking from the front stays cheap. (A plain class: a consumer's queue is made
+    anew each time it parks for its next message, and this ``__init__`` is the cheapest.)
     """
 
-    # (time.monotonic() deadline, payload, receipt); deadlines only grow, so expired
-    # messages are always at the front.
-    messages: list[tuple[float, bytes, Any]] = field(default_factory=list)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    __slots__ = ("messages", "waiters")
+
+    def __init__(self) -> None:
+        # (time.monotonic() deadline, payload, receipt); deadlines only grow, so expired
+        # messages are always at the front.
+        self.messages: list[tuple[float, bytes, Any]] = []
+        self.waiters: list[asyncio.Future[None]] = []
 
 
 class Mailboxes:
@@ -68,27 +73,68 @@ class Mailboxes:
         """Queue ``payload`` for ``expiry`` seconds and wake one receiver; False if the
         channel already holds ``capacity`` messages (None: no limit)."""
         with self._lock:
-            queue = self._queue(channel)
-            self._drop_expired(channel, queue)  # expired messages must not count
+            return self._put(channel, payload, expiry, capacity, receipt, _running_loop())
+
+    def put_many(
+        self,
+        channels: list[str],
+        payload: bytes,
+        expiry: float,
+        capacity: Callable[[str], int | None],
+        receipt: Any = None,
+    ) -> list[str]:
+        """``put`` the same ``payload`` to each of ``channels`` (a group's fan-out); the
+        channels that were full. One pass: the lock, the clock and the running loop are
+        read once per ``FAN_OUT_BATCH`` channels, not per member."""
+        full = []
+        loop = _running_loop()
+        for start in range(0, len(channels), FAN_OUT_BATCH):
+            with self._lock:
+                now = time.monotonic()
+                for channel in channels[start : start + FAN_OUT_BATCH]:
+                    limit = capacity(channel)
+                    if not self._put(channel, payload, expiry, limit, receipt, loop, now):
+                        full.append(channel)
+        return full
+
+    def _put(
+        self,
+        channel: str,
+        payload: bytes,
+        expiry: float,
+        capacity: int | None,
+        receipt: Any,
+        loop: asyncio.AbstractEventLoop | None,
+        now: float | None = None,
+    ) -> bool:
+        """``put`` under the lock; ``loop`` is the running loop (None: none here)."""
+        if now is None:
+            now = time.monotonic()
+        queue = self._channels.get(channel)
+        if queue is None:
+            queue = self._channels[channel] = _Queue()
+        elif queue.messages:
+            self._drop_expired(channel, queue, now)  # expired messages must not count
             if capacity is not None and len(queue.messages) >= capacity:
-                self._forget_if_idle(channel, queue)
                 return False
-            queue.messages.append((time.monotonic() + expiry, payload, receipt))
-            _wake_one(queue)
-            return True
+        queue.messages.append((now + expiry, payload, receipt))
+        _wake_one(queue, loop)
+        return True
 
     async def get(self, channel: str) -> tuple[bytes, Any]:
         """Wait for the next unexpired message on ``channel``: ``(payload, receipt)``."""
-        loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                queue = self._queue(channel)
-                self._drop_expired(channel, queue)
-                if queue.messages:
-                    _, payload, receipt = queue.messages.pop(0)
-                    self._forget_if_idle(channel, queue)
-                    return payload, receipt
-                waiter: asyncio.Future[None] = loop.create_future()
+                queue = self._channels.get(channel)
+                if queue is not None and queue.messages:
+                    self._drop_expired(channel, queue, time.monotonic())
+                    if queue.messages:
+                        _, payload, receipt = queue.messages.pop(0)
+                        self._forget_if_idle(channel, queue)
+                        return payload, receipt
+                if queue is None:
+                    queue = self._channels[channel] = _Queue()
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 queue.waiters.append(waiter)
             try:
                 # A wake-up only says "try again": the message stays queued until a receiver
@@ -100,7 +146,7 @@ class Mailboxes:
                         queue.waiters.remove(waiter)
                     except ValueError:
                         # A sender already chose us; hand its wake-up to the next receiver.
-                        _wake_one(queue)
+                        _wake_one(queue, _running_loop())
                     self._forget_if_idle(channel, queue)
                 raise
 
@@ -114,7 +160,7 @@ class Mailboxes:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             queue = self._queue(channel)
-            self._drop_expired(channel, queue)
+            self._drop_expired(channel, queue, time.monotonic())
             if queue.messages:
                 ready.set_result(None)
                 return ready
@@ -131,7 +177,7 @@ class Mailboxes:
                 if ready in queue.waiters:
                     queue.waiters.remove(ready)
                 else:  # a sender chose it as it was cancelled: pass the wake-up on
-                    _wake_one(queue)
+                    _wake_one(queue, _running_loop())
                 self._forget_if_idle(channel, queue)
 
     def _queue(self, channel: str) -> _Queue:
@@ -164,8 +210,9 @@ class Mailboxes:
     def sweep(self) -> None:
         """Drop expired messages everywhere, so channels nobody reads do not grow forever."""
         with self._lock:
+            now = time.monotonic()
             for channel, queue in list(self._channels.items()):
-                self._drop_expired(channel, queue)
+                self._drop_expired(channel, queue, now)
                 self._forget_if_idle(channel, queue)
 
     def clear(self) -> None:
@@ -176,8 +223,7 @@ class Mailboxes:
                     self._discard(channel, queue.messages.pop(0)[2])
                 self._forget_if_idle(channel, queue)
 
-    def _drop_expired(self, channel: str, queue: _Queue) -> None:
-        now = time.monotonic()
+    def _drop_expired(self, channel: str, queue: _Queue, now: float) -> None:
         while queue.messages and queue.messages[0][0] <= now:
             self._discard(channel, queue.messages.pop(0)[2])
 
@@ -191,14 +237,23 @@ class Mailboxes:
             del self._channels[channel]
 
 
-def _wake_one(queue: _Queue) -> None:
-    """Wake the longest-waiting live receiver if a message is queued. Hold the lock."""
+def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:
+    """Wake the longest-waiting live receiver if a message is queued. Hold the lock;
+    ``running`` is the running loop (None: none in this thread), read once by the caller:
+    a broadcast wakes up to thousands of receivers in one go."""
     if not queue.messages:
         return
-    while queue.waiters:
-        if wake(queue.waiters.pop(0)):
+    waiters = queue.waiters
+    while waiters:
+        waiter = waiters.pop(0)
+        if waiter.done():
+            continue  # its receiver is gone (cancelled): try the next
+        if waiter.get_loop() is running:  # the usual case: no need to ask the loop
+            waiter.set_result(None)
             return
-        # else its receiver is gone (cancelled, or its loop ended): try the next
+        if wake(waiter):
+            return
+        # else its loop has ended: try the next
 
 
 def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:

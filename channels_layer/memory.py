@@ -38,6 +38,9 @@ from .mailbox import GroupMembers, Mailboxes
 logger = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1.0  # seconds
+# Channel names receive() remembers as valid, at most (then it forgets them all): the
+# check is a regex match, which a broadcast to thousands of consumers would pay each time.
+CHECKED_NAMES_KEPT = 65536
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
@@ -55,6 +58,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._groups = GroupMembers()
         self._next_sweep = 0.0
         self._kept = _KeptHistories(self.group_expiry)
+        self._checked_names: set[str] = set()  # valid channel names receive() was given
         metrics.watch_layer("memory", self._mailboxes, self._groups)
 
     @metrics.timed("memory", "send")
@@ -69,7 +73,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next unexpired message on ``channel``; each message reaches one receiver."""
-        self.require_valid_channel_name(channel)
+        # A consumer receives on one name, again and again: check it once.
+        if type(channel) is not str or channel not in self._checked_names:
+            self.require_valid_channel_name(channel)
+            if len(self._checked_names) >= CHECKED_NAMES_KEPT:
+                self._checked_names.clear()
+            self._checked_names.add(channel)
         self._sweep_now_and_then()
         payload, _ = await self._mailboxes.get(channel)
         return self.deserialize(payload)
@@ -148,10 +157,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         return [self.deserialize(payload) for payload in payloads]
 
     def _deliver(self, group: str, payload: bytes) -> None:
-        for channel in self._groups.live_members(group):
-            if not self._mailboxes.put(channel, payload, self.expiry, self.get_capacity(channel)):
-                self.skipped_members.skipped(group, channel)
-                metrics.dropped_full["memory"]()
+        members = self._groups.live_members(group)
+        for channel in self._mailboxes.put_many(members, payload, self.expiry, self.get_capacity):
+            self.skipped_members.skipped(group, channel)
+            metrics.dropped_full["memory"]()
 
     async def flush(self) -> None:
         """Drop every queued message and group; receivers already waiting keep waiting."""

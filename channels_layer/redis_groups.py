@@ -185,8 +185,10 @@ class RedisGroups:
         remaining = self.expiry - (time.time() - sent_at)
         members = self.members.live_members(group)
         metrics.received("redis", sent_at)
-        for channel in members if remaining > 0 else ():
-            if not self.mailboxes.put(channel, payload, remaining, self.capacity(channel), stamp):
+        if remaining > 0:
+            for channel in self.mailboxes.put_many(
+                members, payload, remaining, self.capacity, stamp
+            ):
                 self.skipped.skipped(group, channel)
                 metrics.dropped_full["redis"]()
         if not members:  # they all expired

@@ -9,6 +9,7 @@ from asgiref.sync import async_to_sync
 
 from channels_layer import ChannelFull, InMemoryChannelLayer
 from channels_layer.base import MAX_NAME_LENGTH
+from channels_layer.mailbox import FAN_OUT_BATCH
 
 
 async def wait_until_waiting(layer: InMemoryChannelLayer, channel: str, count: int = 1) -> None:
@@ -18,6 +19,11 @@ async def wait_until_waiting(layer: InMemoryChannelLayer, channel: str, count: i
             return
         await asyncio.sleep(0)
     raise AssertionError(f"{count} receivers never started waiting on {channel!r}")
+
+
+async def receive_soon(layer: InMemoryChannelLayer, channel: str) -> dict:
+    """``receive``, failing within 2 s instead of waiting for ever for a message never sent."""
+    return await asyncio.wait_for(layer.receive(channel), 2)
 
 
 async def test_extensions_are_channels_ones_and_when_ready():
@@ -190,6 +196,16 @@ async def test_expired_messages_do_not_count_against_capacity():
     assert await layer.receive("exp") == {"type": "new"}
 
 
+async def test_expired_messages_do_not_count_against_a_members_capacity_in_a_group_send():
+    layer = InMemoryChannelLayer(expiry=0.05, capacity=1)
+    await layer.group_add("room", "exp")
+    await layer.send("exp", {"type": "old"})
+    await asyncio.sleep(0.1)
+    await layer.group_send("room", {"type": "new"})
+    assert await receive_soon(layer, "exp") == {"type": "new"}
+    assert "exp" not in layer._mailboxes
+
+
 # Groups --------------------------------------------------------------------------
 
 
@@ -232,6 +248,55 @@ async def test_group_send_skips_a_full_member_without_raising_and_reaches_the_re
     assert await layer.receive("free") == {"type": "broadcast"}
     assert await layer.receive("full") == {"type": "already.here"}
     assert "full" not in layer._mailboxes  # the broadcast was not queued behind it
+
+
+async def test_a_large_group_send_reaches_each_member_once_and_skips_only_the_full_ones():
+    """More members than one pass of the fan-out takes under the lock (FAN_OUT_BATCH):
+    full ones in every pass are skipped, each other member gets the message once, and
+    receivers parked on their channels are woken."""
+    layer = InMemoryChannelLayer(capacity=1, channel_capacity={"roomy.*": 2})
+    members = [f"m{n}" for n in range(3 * FAN_OUT_BATCH + 7)]
+    full = {members[0], members[FAN_OUT_BATCH - 1], members[FAN_OUT_BATCH], members[-1]}
+    for channel in members:
+        await layer.group_add("room", channel)
+        if channel in full:
+            await layer.send(channel, {"type": "already.here"})
+    await layer.send("roomy.one", {"type": "already.here"})  # room for one more
+    await layer.group_add("room", "roomy.one")
+    parked = {c: asyncio.ensure_future(layer.receive(c)) for c in members[1:40] if c not in full}
+    await wait_until_waiting(layer, members[39])
+    await layer.group_send("room", {"type": "broadcast"})
+    for message in await asyncio.wait_for(asyncio.gather(*parked.values()), 2):
+        assert message == {"type": "broadcast"}
+    for channel in [*members, "roomy.one"]:
+        if channel in full:
+            assert await receive_soon(layer, channel) == {"type": "already.here"}
+        elif channel == "roomy.one":
+            assert await receive_soon(layer, channel) == {"type": "already.here"}
+            assert await receive_soon(layer, channel) == {"type": "broadcast"}
+        elif channel not in parked:
+            assert await receive_soon(layer, channel) == {"type": "broadcast"}
+        assert channel not in layer._mailboxes, channel  # exactly once: nothing left
+
+
+async def test_receive_checks_a_name_it_remembers_as_valid_only_once_and_forgets_in_bulk(
+    monkeypatch,
+):
+    layer = InMemoryChannelLayer()
+    checked = []
+    check = layer.require_valid_channel_name
+    monkeypatch.setattr(
+        layer, "require_valid_channel_name", lambda n: checked.append(n) or check(n)
+    )
+    monkeypatch.setattr("channels_layer.memory.CHECKED_NAMES_KEPT", 2)
+    for channel in ("a", "a", "b", "a", "c", "a"):
+        layer._mailboxes.put(channel, layer.serialize({"type": "x"}), 60, None)  # unchecked
+        await layer.receive(channel)
+    # "c" filled the remembered names: they were forgotten, so "a" was checked again.
+    assert checked == ["a", "b", "c", "a"]
+    for bad in ("bad name", "a" * (MAX_NAME_LENGTH + 1), 5, ["a"]):
+        with pytest.raises(TypeError, match="Channel name"):
+            await layer.receive(bad)
 
 
 async def test_group_names_are_validated():

@@ -76,3 +76,28 @@ def test_a_message_for_a_receiver_whose_loop_has_closed_goes_to_the_next_one():
 
     assert asyncio.run(receive_after_a_put_from_another_thread()) == (b"payload", None)
     assert not gone_receiver.done()
+
+
+def test_a_fan_out_from_another_thread_wakes_receivers_on_their_loop_and_skips_gone_ones():
+    """``put_many`` from a thread with no loop: each waiting receiver is woken on its own
+    loop; a receiver cancelled while parked does not take its channel's message with it."""
+    mailboxes = Mailboxes()
+
+    async def fan_out_from_a_thread():
+        getters = [asyncio.ensure_future(mailboxes.get(f"c{n}")) for n in range(3)]
+        cancelled = asyncio.ensure_future(mailboxes.get("c3"))
+        later = asyncio.ensure_future(mailboxes.get("c3"))
+        while mailboxes.waiting("c3") < 2:
+            await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        channels = ["c0", "c1", "c2", "c3"]
+        full = await asyncio.to_thread(mailboxes.put_many, channels, b"p", 60, lambda c: 1)
+        assert full == []
+        results = await asyncio.wait_for(asyncio.gather(*getters, later), 2)
+        assert cancelled.cancelled()
+        return results, len(mailboxes)
+
+    results, left = asyncio.run(fan_out_from_a_thread())
+    assert results == [(b"p", None)] * 4
+    assert left == 0  # nothing queued or parked is left behind

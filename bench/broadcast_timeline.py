@@ -1,0 +1,122 @@
+"""A broadcast's timeline in one process, without a server: ours against a bare fan-out.
+
+    .venv/bin/python -m bench.broadcast_timeline [--members 1000] [--rounds 40]
+        [--send-us 10] [--loop asyncio|uvloop]
+
+``--members`` consumers of the benchmark's broadcast route (``bench/apps/routes.py``, the
+in-memory layer, metrics on) are connected through the application itself, with an ASGI
+``send`` that spins ``--send-us`` microseconds per frame (what a server's write costs) and
+records when it was called. One of them gets a frame and ``group_send``s it; bare is a loop
+awaiting the same ``send`` for every member. For each, the medians over the rounds of the
+time from the frame to the first, the middle, the 99th-percentile and the last member's
+send, and of the process's CPU per broadcast: what the server's own share of the benchmark's
+p99 is, without the load generator or the machine's noise. Pin it (``taskset -c 0``) on a
+shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
+os.environ["BENCH_LAYER"] = "memory"
+
+MARKS = (("first", 0.0), ("half", 0.5), ("p99", 0.99), ("last", 1.0))
+
+
+class Recorder:
+    """The ASGI ``send`` of every member: spins ``cost`` seconds per frame, notes when."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.stamps: list[float] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            end = time.perf_counter() + self.cost
+            while time.perf_counter() < end:
+                pass
+            self.stamps.append(time.perf_counter())
+
+
+def marks(stamps: list[float], start: float) -> list[float]:
+    """Milliseconds from ``start`` to the sends at each of MARKS."""
+    last = len(stamps) - 1
+    return [(stamps[max(0, round(share * (last + 1)) - 1)] - start) * 1e3 for _, share in MARKS]
+
+
+async def measure(members: int, rounds: int, cost: float) -> dict[str, list[list[float]]]:
+    import django
+
+    django.setup()
+    from bench.apps.routes import build
+
+    app = build("consumers", None)
+    recorder = Recorder(cost)
+    inboxes: list[asyncio.Queue[dict[str, Any]]] = []
+    tasks = []
+    for index in range(members):
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        inboxes.append(inbox)
+        scope = {
+            "type": "websocket",
+            "path": "/ws/broadcast/",
+            "headers": [],
+            "query_string": b"",
+            "client": ("127.0.0.1", index),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+        }
+        tasks.append(asyncio.ensure_future(app(scope, inbox.get, recorder.send)))
+    await asyncio.sleep(0.5)  # every consumer has joined and parked
+    results: dict[str, list[list[float]]] = {"ours": [], "bare": []}
+    frame = {"type": "websocket.send", "text": "x" * 32}
+    for round_ in range(rounds + 2):  # the first two warm up
+        for impl in ("ours", "bare"):
+            recorder.stamps.clear()
+            start, cpu = time.perf_counter(), time.process_time()
+            if impl == "ours":
+                inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})
+                while len(recorder.stamps) < members:
+                    await asyncio.sleep(0)
+            else:
+                for _ in range(members):
+                    await recorder.send(frame)
+            used = (time.process_time() - cpu) * 1e3
+            if round_ >= 2:
+                results[impl].append([*marks(recorder.stamps, start), used])
+            await asyncio.sleep(0.01)
+    for inbox in inboxes:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--send-us", type=float, default=10.0)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args(argv)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    results = asyncio.run(measure(args.members, args.rounds, args.send_us / 1e6))
+    names = [name for name, _ in MARKS]
+    print(f"{args.members} members, {args.loop}, send {args.send_us} us, {args.rounds} rounds")
+    for impl, rows in results.items():
+        columns = [statistics.median(column) for column in zip(*rows, strict=True)]
+        figures = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, columns, strict=False))
+        print(f"{impl}: ms from the frame to the send: {figures}; CPU {columns[-1]:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
