@@ -83,7 +83,8 @@ def frame_message(text_data: str | None = None, bytes_data: bytes | None = None)
 # ``self`` at each call: a hook replaced at any time, in a subclass, on any class
 # (``mock.patch.object``) or on the instance, runs. ``getattr(self.hook, "__func__", None)
 # is default`` asks the class and the instance at once (a mock has no ``__func__``), in
-# about 40 ns on Python 3.11 against the 0.3 us or so of a coroutine. The defaults:
+# about 40 ns a hook on Python 3.11; calling the defaults costs about 0.5 us more a text
+# echo frame, 1 us a JSON one. The defaults:
 _BASE_DISPATCH = AsyncConsumer.dispatch
 _BASE_SEND = AsyncConsumer.send
 
