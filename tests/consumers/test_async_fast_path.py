@@ -1,6 +1,7 @@
-"""The async consumers' frame path skips the coroutines of hooks a class keeps as they are,
+"""The async consumers' frame path skips the coroutines of hooks still at their defaults,
 so every hook a subclass overrides (in the class, in a mixin, as a classmethod or a plain
-method) must still run, and the JSON helpers must give exactly what the stdlib gives."""
+method), patches on a class at any time or sets on an instance must still run, and the
+JSON helpers must give exactly what the stdlib gives."""
 
 import asyncio
 import functools
@@ -8,6 +9,7 @@ import json
 import math
 import time
 import types
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -148,6 +150,167 @@ async def test_an_overridden_websocket_receive_or_dispatch_runs(consumer, reply)
     await socket.send_to(text_data="x1")
     assert await socket.receive_from() == reply
     await socket.disconnect()
+
+
+# Hooks replaced after the class was made, as Channels users' tests do -------------------
+
+# The library's own hooks, kept before any test patches them.
+BASE_DISPATCH = AsyncConsumer.dispatch
+BASE_SEND = AsyncConsumer.send
+
+
+async def replaced_websocket_receive(self, message):
+    await self.receive(text_data=message["text"].replace("1", "2"))
+
+
+async def replaced_base_dispatch(self, message):
+    if message.get("text") is not None:
+        message = {**message, "text": message["text"].replace("1", "3")}
+    await BASE_DISPATCH(self, message)
+
+
+async def replaced_base_send(self, message):
+    if message["type"] == "websocket.send":
+        message = {**message, "text": message["text"].replace("1", "4")}
+    await BASE_SEND(self, message)
+
+
+async def replaced_send(self, text_data=None, bytes_data=None, close=False):
+    await BASE_SEND(self, {"type": "websocket.send", "text": "sent:" + text_data})
+
+
+def replacements(consumer, text):
+    """Each hook a frame's way may skip, replaced on the consumer's class and on the
+    library's classes that define it, and the reply to ``text`` then."""
+    json_frames = issubclass(consumer, AsyncJsonWebsocketConsumer)
+    cases = [
+        (consumer, "websocket_receive", replaced_websocket_receive, text.replace("1", "2")),
+        (
+            AsyncWebsocketConsumer,
+            "websocket_receive",
+            replaced_websocket_receive,
+            text.replace("1", "2"),
+        ),
+        (AsyncConsumer, "dispatch", replaced_base_dispatch, text.replace("1", "3")),
+        (AsyncConsumer, "send", replaced_base_send, text.replace("1", "4")),
+    ]
+    if json_frames:
+        replaced = text.replace("1", "2")
+        cases.append(
+            (AsyncJsonWebsocketConsumer, "websocket_receive", replaced_websocket_receive, replaced)
+        )
+        for target in (consumer, AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer):
+            cases.append((target, "send", replaced_send, "sent:" + text))
+        for target in (consumer, AsyncJsonWebsocketConsumer):
+            cases += [
+                (target, "decode_json", mock.AsyncMock(return_value={"d": 1}), '{"d": 1}'),
+                (target, "encode_json", mock.AsyncMock(return_value="encoded"), "encoded"),
+            ]
+    return [
+        pytest.param(
+            consumer,
+            target,
+            name,
+            new,
+            text,
+            reply,
+            id=f"{consumer.__name__}-{target.__name__}.{name}",
+        )
+        for target, name, new, reply in cases
+    ]
+
+
+@pytest.mark.parametrize(
+    ("consumer", "target", "name", "new", "text", "reply"),
+    replacements(TextEcho, "x1") + replacements(JsonEcho, '{"n": 1}'),
+)
+async def test_a_hook_patched_on_a_class_after_it_was_made_runs(
+    consumer, target, name, new, text, reply
+):
+    with mock.patch.object(target, name, new):
+        assert await exchange(consumer.as_asgi(), text) == reply
+    # Unpatched again, the default is back.
+    assert await exchange(consumer.as_asgi(), text) == text
+
+
+async def exchange(app, text):
+    socket = WebsocketCommunicator(app, "/ws/")
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data=text)
+    reply = await socket.receive_from()
+    await socket.disconnect()
+    return reply
+
+
+def with_hook(consumer, name, new):
+    """An application whose consumer instances get ``new`` as their attribute ``name``."""
+
+    async def app(scope, receive, send):
+        instance = consumer()
+        setattr(instance, name, types.MethodType(new, instance))
+        await instance(scope, receive, send)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("consumer", "name", "new", "text", "reply"),
+    [
+        (TextEcho, "websocket_receive", replaced_websocket_receive, "x1", "x2"),
+        (JsonEcho, "websocket_receive", replaced_websocket_receive, '{"n": 1}', '{"n": 2}'),
+        (JsonEcho, "send", replaced_send, '{"n": 1}', 'sent:{"n": 1}'),
+    ],
+    ids=["TextEcho.websocket_receive", "JsonEcho.websocket_receive", "JsonEcho.send"],
+)
+async def test_a_hook_set_on_the_instance_runs(consumer, name, new, text, reply):
+    assert await exchange(with_hook(consumer, name, new), text) == reply
+
+
+async def test_mocks_set_on_the_instance_are_called():
+    """``consumer.decode_json = AsyncMock(...)`` and the like, as Channels honours them."""
+    instances = []
+
+    async def app(scope, receive, send):
+        instance = JsonEcho()
+        instance.decode_json = mock.AsyncMock(return_value={"decoded": 1})
+        instance.encode_json = mock.AsyncMock(return_value="encoded")
+        instance.send = mock.AsyncMock()
+        instances.append(instance)
+        await instance(scope, receive, send)
+
+    socket = WebsocketCommunicator(app, "/ws/")
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data='{"n": 1}')
+    assert await socket.receive_nothing()  # the mocked send sent nothing
+    await socket.disconnect()
+    (instance,) = instances
+    instance.decode_json.assert_awaited_once_with('{"n": 1}')
+    instance.encode_json.assert_awaited_once_with({"decoded": 1})
+    instance.send.assert_awaited_once_with(text_data="encoded", close=False)
+
+
+async def test_a_mock_patched_on_the_class_sees_the_frame():
+    with mock.patch.object(JsonEcho, "send", new_callable=mock.AsyncMock) as send:
+        socket = WebsocketCommunicator(JsonEcho.as_asgi(), "/ws/")
+        assert (await socket.connect())[0]
+        await socket.send_to(text_data='{"n": 1}')
+        assert await socket.receive_nothing()
+        await socket.disconnect()
+    send.assert_awaited_once_with(text_data='{"n": 1}', close=False)
+
+
+class Helpers(AsyncConsumer):
+    """A mixin after ``WebsocketProtocol`` in the class's order, with no ``dispatch``."""
+
+
+class TextWithHelpers(TextEcho, Helpers):
+    pass
+
+
+async def test_a_dispatch_patched_on_a_mixin_after_the_protocol_runs():
+    with mock.patch.object(Helpers, "dispatch", replaced_base_dispatch):
+        assert await exchange(TextWithHelpers.as_asgi(), "x1") == "x3"
+    assert await exchange(TextWithHelpers.as_asgi(), "x1") == "x1"
 
 
 async def test_the_default_json_hooks_still_work_when_called_directly():
