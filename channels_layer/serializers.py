@@ -100,15 +100,20 @@ class MsgPackSerializer(BaseMessageSerializer):
     """msgpack: compact, and bytes stay bytes. The default."""
 
     # ``msgpack.packb`` makes a Packer per call, which costs twice the packing of a small
-    # message; a Packer is not for two threads at once, so each thread keeps its own.
+    # message; a Packer is not for two threads at once, so each thread keeps its own. It
+    # is taken out while it packs (a message whose dict subclass serializes again from
+    # ``items()`` gets a Packer of its own, not the same one's half-written buffer), and
+    # not put back after a failure or an output over ``KEEP_PACKER_BELOW`` bytes (a Packer
+    # keeps its buffer as large as the largest message it packed).
     _packers = threading.local()
+    KEEP_PACKER_BELOW = 64 * 1024
 
     def as_bytes(self, message: Any) -> bytes:
-        try:
-            pack = self._packers.pack
-        except AttributeError:
-            pack = self._packers.pack = msgpack.Packer(use_bin_type=True).pack
+        idle = self._packers.__dict__
+        pack = idle.pop("pack", None) or msgpack.Packer(use_bin_type=True).pack
         data: bytes = pack(message)
+        if len(data) < self.KEEP_PACKER_BELOW:
+            idle["pack"] = pack
         return data
 
     def from_bytes(self, data: bytes) -> Any:

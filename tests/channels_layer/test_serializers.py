@@ -182,3 +182,27 @@ def test_msgpack_packs_the_same_after_a_refused_message_and_from_many_threads_at
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+class _Reserializing(dict):
+    """A dict whose items() serializes another message, as a custom mapping might."""
+
+    def items(self):
+        MsgPackSerializer().as_bytes({"type": "inner", "payload": {"a": 1}})
+        return super().items()
+
+
+def test_msgpack_packing_again_while_packing_spoils_neither_message():
+    message = {"type": "outer", "payload": _Reserializing(a=1)}
+    expected = msgpack.packb({"type": "outer", "payload": {"a": 1}}, use_bin_type=True)
+    assert MsgPackSerializer().as_bytes(message) == expected
+
+
+def test_msgpack_keeps_no_large_buffer_after_a_large_message():
+    serializer = MsgPackSerializer()
+    serializer.as_bytes({"type": "t"})
+    kept = MsgPackSerializer._packers.pack
+    serializer.as_bytes({"type": "t", "blob": b"x" * (2 * serializer.KEEP_PACKER_BELOW)})
+    assert getattr(MsgPackSerializer._packers, "pack", None) is None  # that Packer went
+    serializer.as_bytes({"type": "t"})
+    assert MsgPackSerializer._packers.pack is not kept  # a new one for the next
