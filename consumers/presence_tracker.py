@@ -84,11 +84,14 @@ class Peer:
 
 
 class Changes:
-    """Joins and leaves not yet sent; a join followed by its leave cancels out."""
+    """Joins and leaves not yet sent; a join followed by its leave cancels out, unless
+    that join replaced a leave of an entry subscribers show: then that leave stands."""
 
     def __init__(self) -> None:
         self.joins: dict[tuple[str, str], dict[str, Any]] = {}
         self.leaves: dict[tuple[str, str], dict[str, Any]] = {}
+        # Leaves a later join of the same entry replaced (a meta changed), kept for its leave.
+        self.replaced: dict[tuple[str, str], dict[str, Any]] = {}
         self.count = 0  # changes ever made: how far a sender got is told by this
 
     def __bool__(self) -> bool:
@@ -97,17 +100,21 @@ class Changes:
     def join(self, key: str, ref: str, meta: dict[str, Any]) -> None:
         self.count += 1
         # A leave then a join of one entry: it stays (a diff's joins are applied first).
-        self.leaves.pop((key, ref), None)
+        left = self.leaves.pop((key, ref), None)
+        if left is not None:
+            self.replaced[key, ref] = left
         self.joins[key, ref] = meta
 
     def leave(self, key: str, ref: str, meta: dict[str, Any]) -> None:
         self.count += 1
         if self.joins.pop((key, ref), None) is None:
             self.leaves[key, ref] = meta
+        elif (left := self.replaced.pop((key, ref), None)) is not None:
+            self.leaves[key, ref] = left  # what subscribers show must still go
 
     def take(self) -> tuple[dict, dict]:
         joins, leaves = self.joins, self.leaves
-        self.joins, self.leaves = {}, {}
+        self.joins, self.leaves, self.replaced = {}, {}, {}
         return joins, leaves
 
 

@@ -202,6 +202,17 @@ def test_an_entry_that_leaves_and_joins_again_stays_in_the_diff():
     assert changes.take() == ({("ada", "r1"): {"tab": 2}}, {})
 
 
+def test_an_entry_whose_meta_changed_then_left_leaves_in_the_diff():
+    changes = presence_tracker.Changes()
+    changes.leave("ada", "r1", {"tab": 1})  # subscribers show tab 1
+    changes.join("ada", "r1", {"tab": 2})
+    changes.leave("ada", "r1", {"tab": 2})
+    assert changes.take() == ({}, {("ada", "r1"): {"tab": 1}})
+    changes.join("ada", "r2", {"tab": 3})  # a join then its leave, nothing shown before
+    changes.leave("ada", "r2", {"tab": 3})
+    assert changes.take() == ({}, {})
+
+
 class Partitionable:
     """A layer as one process sees it, with a switch that cuts it off the network."""
 
