@@ -74,8 +74,7 @@ def sync_client(url: str | Sequence[str], cluster: bool) -> SyncClient:
     return redis.RedisCluster(
         startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in seeds],
         retry=redis.retry.Retry(NoBackoff(), 0),
-        **TIMEOUTS,
-        **options,
+        **{**TIMEOUTS, **options},  # a URL's own timeouts win, as with from_url
     )
 
 
@@ -90,6 +89,5 @@ def async_client(url: str | Sequence[str], cluster: bool) -> AsyncClient:
     return redis.asyncio.RedisCluster(
         startup_nodes=[redis.asyncio.cluster.ClusterNode(host, port) for host, port in seeds],
         retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
-        **TIMEOUTS,
-        **options,
+        **{**TIMEOUTS, **options},  # a URL's own timeouts win, as with from_url
     )

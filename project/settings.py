@@ -108,7 +108,7 @@ except ValueError:
     redis_retry_timeout = -1.0
 if not 0 < redis_retry_timeout < 3600:
     raise ImproperlyConfigured(
-        f"REDIS_RETRY_TIMEOUT must be seconds (0-3600), not {retry_timeout!r}"
+        f"REDIS_RETRY_TIMEOUT must be seconds, more than 0 and under 3600, not {retry_timeout!r}"
     )
 # A server database: pool threads keep their connection for a minute (checked before
 # reuse) instead of opening one per job, which halved the moderation worker's verdict time.

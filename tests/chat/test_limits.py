@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from chat import limits
+from chat import limits, limits_redis
 from chat.conf import setting
 from chat.limits_redis import cluster_options
 from tests.redis_servers import REDIS_URL, RedisClusterServers
@@ -146,6 +146,23 @@ def test_cluster_urls_give_seeds_and_the_first_ones_password_and_tls():
     with pytest.raises(ValueError, match="redis:// or rediss://") as refused:
         cluster_options(["redis://node-1:7000", "unix://:s3cret@/run/redis.sock"])
     assert "s3cret" not in str(refused.value)
+
+
+async def test_a_cluster_urls_own_timeouts_win_over_the_limits_defaults(limits_cluster):
+    url = f"{limits_cluster.url}?socket_timeout=3&socket_connect_timeout=2"
+    sync = limits_redis.sync_client([url], True)  # it reads the slot map now
+    try:
+        assert sync.ping()
+        pool = sync.get_default_node().redis_connection.connection_pool
+        assert pool.connection_kwargs["socket_timeout"] == 3
+    finally:
+        sync.close()
+    client = limits_redis.async_client([url], True)
+    try:
+        assert await client.ping()
+        assert client.connection_kwargs["socket_connect_timeout"] == 2
+    finally:
+        await client.aclose()
 
 
 async def test_limits_on_a_cluster_fail_open_while_a_master_fails_over(settings):
