@@ -84,8 +84,10 @@ from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
 
-# Channel names found valid that a layer keeps, with their process (see _checked_owner).
-KNOWN_CHANNELS = 512
+# Channel names found valid that a layer keeps, with their process (see _checked_owner):
+# more than a busy process's consumers (each reads its own name), since the map is
+# dropped whole when full.
+KNOWN_CHANNELS = 16384
 
 logger = logging.getLogger(__name__)
 
@@ -438,8 +440,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _checked_owner(self, channel: str) -> str:
         """``_owner(channel)``, or ``TypeError`` for an invalid name. Names found valid
-        are kept (a few hundred at most): most sends and receives reuse a few names, and
-        checking one costs more than looking it up."""
+        are kept (up to ``KNOWN_CHANNELS``): sends and receives reuse the names of the
+        process's consumers, and checking one costs more than looking it up."""
         known = self._known_channels
         if type(channel) is str:
             owner = known.get(channel)
