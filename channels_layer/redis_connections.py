@@ -186,13 +186,17 @@ class RedisConnections:
         """Await ``work`` once a new home loop has its subscriptions back, so nothing this
         process publishes (to itself, or to a group it is in) goes to a connection that
         is not subscribed yet."""
-        state = self.state()
-        if state.resubscribing:
-            pending = [confirmed for confirmed in state.resubscribing if not confirmed.done()]
-            if pending:
-                await asyncio.wait(pending, timeout=self.retry_timeout)
-            else:
-                state.resubscribing = []
+        try:
+            state = self.state()
+            if state.resubscribing:
+                pending = [confirmed for confirmed in state.resubscribing if not confirmed.done()]
+                if pending:
+                    await asyncio.wait(pending, timeout=self.retry_timeout)
+                else:
+                    state.resubscribing = []
+        except BaseException:  # cancelled while waiting: the work never starts
+            work.close()
+            raise
         return await work
 
     def _home_loop(self) -> asyncio.AbstractEventLoop:
