@@ -351,6 +351,27 @@ async def open_chat_clients(
         return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
+async def post_timed(poster: ChatClient, text: str, sent: dict[str, float]) -> None:
+    """Post ``text``; once the server took it, ``sent[text]`` is when it was sent."""
+    sent_at = time.monotonic()
+    if await poster.post(text):
+        sent[text] = sent_at
+
+
+def first_arrival(clients: Sequence[ChatClient], sent: dict[str, float], after: float) -> float:
+    """When the first post sent after ``after`` reached any client; 0.0 while none has."""
+    return min(
+        (
+            client.received[text]
+            for text, at in sent.items()
+            if at > after
+            for client in clients
+            if text in client.received
+        ),
+        default=0.0,
+    )
+
+
 async def close_all(clients: Sequence[ChatClient], timeout: float = 30) -> None:
     """Close every client still open (best effort, bounded)."""
     with contextlib.suppress(TimeoutError):

@@ -15,7 +15,9 @@ from tests.reliability.cluster import (
     chat_database,
     close_all,
     cluster,
+    first_arrival,
     open_chat_clients,
+    post_timed,
     seed_chat,
     tracebacks,
     wait_until,
@@ -42,29 +44,18 @@ async def drill(redis_cluster: RedisClusterServers, site, seed) -> None:
         sent: dict[str, float] = {}
         killed_at = resumed_at = 0.0
 
-        async def post(poster, text: str) -> None:
-            sent_at = time.monotonic()
-            if await poster.post(text):
-                sent[text] = sent_at
-
         number = 0
         while not resumed_at or time.monotonic() < resumed_at + AFTER_RESUME:
             if number == 10:
                 killed_at = time.monotonic()
                 await asyncio.to_thread(victim.kill)
-            await asyncio.gather(*(post(p, f"post-{i}-{number}") for i, p in enumerate(posters)))
+            await asyncio.gather(
+                *(post_timed(p, f"post-{i}-{number}", sent) for i, p in enumerate(posters))
+            )
             number += 1
             await asyncio.sleep(POST_EVERY)
             if killed_at and not resumed_at:
-                arrivals = [
-                    c.received[text]
-                    for text, at in sent.items()
-                    if at > killed_at
-                    for c in clients
-                    if text in c.received
-                ]
-                if arrivals:
-                    resumed_at = min(arrivals)
+                resumed_at = first_arrival(clients, sent, killed_at)
                 assert time.monotonic() < killed_at + RESUME_WITHIN, "delivery did not resume"
         later = [text for text, at in sent.items() if at > resumed_at + 0.5]
         await wait_until(lambda: all(t in c.received for c in clients for t in later), 20)

@@ -29,7 +29,9 @@ from tests.reliability.cluster import (
     chat_database,
     close_all,
     cluster,
+    first_arrival,
     open_chat_clients,
+    post_timed,
     seed_chat,
     tracebacks,
     wait_until,
@@ -51,32 +53,21 @@ async def phase(site: Cluster, clients, posters, name: str, event: Callable[[], 
     sent: dict[str, float] = {}
     ended_at = resumed_at = 0.0
 
-    async def post(poster, text: str) -> None:
-        sent_at = time.monotonic()
-        if await poster.post(text):
-            sent[text] = sent_at
-
     happening = None
     number = 0
     while not resumed_at or time.monotonic() < resumed_at + AFTER_RESUME:
         if number == 10:
             happening = asyncio.ensure_future(asyncio.to_thread(event))
-        await asyncio.gather(*(post(p, f"{name}-{i}-{number}") for i, p in enumerate(posters)))
+        await asyncio.gather(
+            *(post_timed(p, f"{name}-{i}-{number}", sent) for i, p in enumerate(posters))
+        )
         number += 1
         await asyncio.sleep(POST_EVERY)
         if happening is not None and happening.done() and not ended_at:
             happening.result()
             ended_at = time.monotonic()
         if ended_at and not resumed_at:
-            arrivals = [
-                c.received[text]
-                for text, at in sent.items()
-                if at > ended_at
-                for c in clients
-                if text in c.received
-            ]
-            if arrivals:
-                resumed_at = min(arrivals)
+            resumed_at = first_arrival(clients, sent, ended_at)
             assert time.monotonic() < ended_at + RESUME_WITHIN, "delivery did not resume"
     with contextlib.suppress(TimeoutError):  # what is missing then is counted below
         await wait_until(lambda: all(t in c.received for c in clients for t in sent), 20)
