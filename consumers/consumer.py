@@ -310,6 +310,17 @@ class AsyncConsumer:
             )
         return cast(Handler, handler)
 
+    @property
+    def base_send(self) -> Send:
+        """The connection's own send, by Channels' name (demultiplexers and hand-written
+        consumers await it with raw ASGI messages); setting it reroutes every send, as
+        on Channels."""
+        return self._asgi_send
+
+    @base_send.setter
+    def base_send(self, send: Send) -> None:
+        self._asgi_send = send
+
     async def send(self, message: Message) -> None:
         """Send an ASGI message to the client's connection; ``ClientGone`` if it has left."""
         try:
@@ -358,3 +369,9 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""
         self._outbox.put(message)
+
+    @property  # type: ignore[misc]
+    def base_send(self) -> Callable[[Message], None]:  # type: ignore[override]
+        """The connection's own send for handler code, as on Channels: a plain call that
+        queues the message in order with ``send()``'s."""
+        return self._outbox.put
