@@ -100,9 +100,9 @@ class WebsocketProtocol(AsyncConsumer):
     # Set once a client's frame was refused: what it sends until the close lands is dropped.
     _refused = False
     # Whether ``AsyncConsumer`` comes right after this class in the class's order: then
-    # while ``AsyncConsumer.dispatch`` is the default, it is the next ``dispatch`` and its
-    # two lines run here, one coroutine less a message (with a class in between, one that
-    # could get a ``dispatch`` later, it is called).
+    # while ``AsyncConsumer.dispatch`` (or ``send``) is the default, it is the next
+    # ``dispatch`` (``send``) and its lines run here, one coroutine less a message (with a
+    # class in between, one that could get a ``dispatch`` or ``send`` later, it is called).
     _base_dispatch_inline: ClassVar[bool] = False
     receive: Callable[..., Any]  # each shell's hooks, sync or async
     websocket_receive: Callable[..., Any]
@@ -280,13 +280,13 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         try:
             await self.connect()
         except (AcceptConnection, DenyConnection) as outcome:
-            await AsyncConsumer.send(self, self._connect_outcome(outcome))
+            await super().send(self._connect_outcome(outcome))
 
     async def connect(self) -> None:
         await self.accept()
 
     async def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
-        await AsyncConsumer.send(self, accept_message(subprotocol, headers))
+        await super().send(accept_message(subprotocol, headers))
 
     async def websocket_receive(self, message: Message) -> None:
         text = message.get("text")
@@ -305,8 +305,8 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         close: bool | int = False,
     ) -> None:
         message = frame_message(text_data, bytes_data)
-        if AsyncConsumer.send is not _BASE_SEND:
-            await AsyncConsumer.send(self, message)
+        if not self._base_dispatch_inline or AsyncConsumer.send is not _BASE_SEND:
+            await super().send(message)  # a class between us and AsyncConsumer may send
         else:
             try:  # AsyncConsumer.send, inline: one coroutine less per frame
                 await self._asgi_send(message)
@@ -316,7 +316,7 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
             await self.close(None if close is True else close)
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
-        await AsyncConsumer.send(self, close_message(code, reason))
+        await super().send(close_message(code, reason))
 
     async def websocket_disconnect(self, message: Message) -> None:
         await self.disconnect(message.get("code", CLOSE_NO_STATUS))
@@ -398,6 +398,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
             getattr(self.encode_json, "__func__", None) is not _ENCODE_JSON
             or getattr(self.send, "__func__", None) is not _SEND
             or AsyncConsumer.send is not _BASE_SEND
+            or not self._base_dispatch_inline
         ):
             await self.send(text_data=await self.encode_json(content), close=close)
             return

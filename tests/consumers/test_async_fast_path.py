@@ -472,3 +472,38 @@ async def test_frames_are_counted_once_when_the_consumer_counts_for_the_watch():
     await socket.disconnect()
     after = (tally.frames_in, tally.frames_out, tally.bytes_in, tally.bytes_out, tally.open)
     assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 5, 5, 0]
+
+
+class SendLogger(AsyncConsumer):
+    """A mixin placed after the protocol that sees every ASGI message sent, as the next
+    ``send`` of ``AsyncWebsocketConsumer``'s ``super().send`` on Channels."""
+
+    async def send(self, message):
+        self.logged.append(message["type"])
+        await super().send(message)
+
+
+@pytest.mark.parametrize("base", [AsyncWebsocketConsumer, AsyncJsonWebsocketConsumer])
+async def test_a_send_mixin_after_the_protocol_sees_accept_frames_and_close(base):
+    logged = []
+
+    class Logged(base, SendLogger):
+        async def connect(self):
+            self.logged = logged
+            await self.accept()
+
+        async def receive(self, text_data=None, bytes_data=None):
+            if base is AsyncJsonWebsocketConsumer:
+                await self.send_json({"echo": text_data}, close=True)
+            else:
+                await self.send(text_data=text_data, close=True)
+
+        async def receive_json(self, content, **kwargs):
+            await self.send_json(content, close=True)
+
+    socket = WebsocketCommunicator(Logged.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data='"hi"')
+    await socket.receive_from()
+    await socket.wait()
+    assert logged == ["websocket.accept", "websocket.send", "websocket.close"]
