@@ -150,9 +150,16 @@ class AsyncConsumer:
         """An ASGI application that makes a new consumer for each connection."""
         cls(**initkwargs)  # validates the keywords at routing time, not at the first request
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(**initkwargs)(scope, receive, send)
+        def start(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            return cls(**initkwargs)(scope, receive, send)
 
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await start(scope, receive, send)
+
+        # A coroutine function, as servers and asgiref check; our routers call start()
+        # instead, which leaves out this coroutine: one frame less a connection.
+        app._asgi_start = start  # type: ignore[attr-defined]
+        start.app = app  # type: ignore[attr-defined]
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         functools.update_wrapper(app, cls, updated=())
@@ -164,8 +171,10 @@ class AsyncConsumer:
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-        with contextlib.suppress(StopConsumer, ClientGone):
+        try:
             await self._handle_messages(receive)
+        except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
+            return
 
     async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.

@@ -10,8 +10,8 @@ connections, threads busy, presence) is read at scrape time. Labels are bounded:
 class, a close code the server sent or a standard one, a refusal reason; never a user, room
 or channel name. ``CONSUMERS_METRICS = False`` (read once) makes every hook a no-op.
 
-How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` serves it through ``serve``,
-which watches its ASGI messages (``WebSocketWatch``); the origin check, the router and
+How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` watches its ASGI messages
+(``watching``, a ``WebSocketWatch``; ``serve`` for other callers); the origin check, the router and
 ``DenyConnection`` name the reason when a handshake is refused.
 """
 
@@ -162,12 +162,22 @@ def unwatched(
     return call, None
 
 
-async def serve(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Any:
-    """Run ``application``, watching the connection if it is a WebSocket."""
+def watching(scope: Scope, receive: Receive, send: Send) -> WebSocketWatch | None:
+    """A watch for this task's connection if it is a WebSocket (None if not, or with metrics
+    off): pass the application its ``receive`` and ``send``, and call its ``end(1006)`` when
+    the application returns. For a caller that runs the application in its own frame."""
     if scope["type"] != "websocket" or not enabled():
-        return await application(scope, receive, send)
+        return None
     watch = WebSocketWatch(receive, send)
     _watch.set(watch)
+    return watch
+
+
+async def serve(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Any:
+    """Run ``application``, watching the connection if it is a WebSocket."""
+    watch = watching(scope, receive, send)
+    if watch is None:
+        return await application(scope, receive, send)
     try:
         return await application(scope, watch.receive, watch.send)
     finally:
