@@ -25,7 +25,6 @@ from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
 
-Source = Callable[[], Awaitable[Message]]
 # Seconds a cancelled layer reader gets to end before the consumer ends without it.
 READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
@@ -166,20 +165,11 @@ class AsyncConsumer:
         return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope = scope
-        self._asgi_send = _bounded(scope, send)
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-        try:
-            await self._handle_messages(receive)
-        except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
-            return
-
-    async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.
 
-        This task reads the connection. Layer messages are read by a second task, started
+        This task reads the connection, in this one coroutine for the connection's life (a
+        frame per connection, resumed at each of its wake-ups). Layer messages are read by a
+        second task, started
         when the layer says the first one is ready (``when_ready``): until then the consumer
         waits on a future, not on a task and its frames, which is what most connections
         that only sit in a group cost. Once started, the task stays parked in ``receive``
@@ -194,48 +184,55 @@ class AsyncConsumer:
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
         (Methods and attributes, not closures: an idle connection should cost little.)
         """
+        self.scope = scope
+        self._asgi_send = _bounded(scope, send)
+        self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
         receive, received = metrics.unwatched(receive)
-        if self.channel_layer is None:
-            while True:
-                message = await receive()
-                if received is not None:
-                    received(message)
-                await self.dispatch(message)
-        self._turn = turn = _Turn()
-        connection_side = asyncio.current_task()
-        assert connection_side is not None  # noqa: S101  for mypy: called from a task
-        self._connection_side = connection_side
-        self._reading: asyncio.Task[None] | None = None
-        self._frame_waiting = False
-        self._ready: asyncio.Future[None] | None = None
-        if not await self._idle():
-            self._reading = asyncio.ensure_future(self._read_layer())
         try:
-            while True:
-                message = await receive()
-                if received is not None:
-                    received(message)
-                self._frame_waiting = True
-                if not turn.take_now():
-                    await turn.take()
-                try:
-                    self._frame_waiting = False
+            if layer is None:
+                while True:
+                    message = await receive()
+                    if received is not None:
+                        received(message)
                     await self.dispatch(message)
-                finally:
-                    turn.release()
-        except asyncio.CancelledError:
-            reading = self._reading
-            ended = reading is not None and reading.done() and not reading.cancelled()
-            if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
-                raise error from None
-            raise
-        finally:
-            if self._ready is not None:
-                self._ready.cancel()
-            if self._reading is not None:
-                self._reading.cancel()
-                await self._reader_stopped(self._reading)
+            self.channel_name = await layer.new_channel()
+            self._turn = turn = _Turn()
+            connection_side = asyncio.current_task()
+            assert connection_side is not None  # noqa: S101  for mypy: called from a task
+            self._connection_side = connection_side
+            self._reading: asyncio.Task[None] | None = None
+            self._frame_waiting = False
+            self._ready: asyncio.Future[None] | None = None
+            if not await self._idle():
+                self._reading = asyncio.ensure_future(self._read_layer())
+            try:
+                while True:
+                    message = await receive()
+                    if received is not None:
+                        received(message)
+                    self._frame_waiting = True
+                    if not turn.take_now():
+                        await turn.take()
+                    try:
+                        self._frame_waiting = False
+                        await self.dispatch(message)
+                    finally:
+                        turn.release()
+            except asyncio.CancelledError:
+                reading = self._reading
+                ended = reading is not None and reading.done() and not reading.cancelled()
+                if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
+                    raise error from None
+                raise
+            finally:
+                if self._ready is not None:
+                    self._ready.cancel()
+                if self._reading is not None:
+                    self._reading.cancel()
+                    await self._reader_stopped(self._reading)
+        except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
+            return
 
     async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
         """Wait for the cancelled layer reader, a bounded time: one that swallows its

@@ -63,11 +63,8 @@ async def test_an_idle_websocket_waits_in_the_outer_router_and_the_consumer_only
     inner = URLRouter([path("room/", Accepting.as_asgi())])
     application = ProtocolTypeRouter({"websocket": URLRouter([path("ws/", inner)])})
     chain = await idle_chain(application)
-    assert chain[:3] == [
-        "ProtocolTypeRouter.__call__",
-        "AsyncConsumer.__call__",
-        "AsyncConsumer._handle_messages",
-    ]
+    assert chain[:2] == ["ProtocolTypeRouter.__call__", "AsyncConsumer.__call__"]
+    assert not any("_handle_messages" in name for name in chain)
     assert not any("URLRouter" in name or ".app" in name or "serve" in name for name in chain)
 
 
