@@ -121,9 +121,9 @@ class URLRouter:
         self._patterns = [_pattern_for(route) for route in self.routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        return await self.route(scope, receive, send)
+        return await self._route(scope, receive, send)
 
-    def route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Any]:
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Any]:
         """What ``__call__`` awaits: the routed application's awaitable for the connection,
         or ``NoRouteFound`` at once. For a caller that awaits it in its own frame."""
         path = _routing_path(scope)
@@ -166,7 +166,7 @@ def _started(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     ``as_asgi()`` app that only pass the connection on: each would stay suspended for the
     whole connection (memory per connection) and be resumed at each wake-up of its task."""
     if type(application).__call__ is URLRouter.__call__:
-        return cast(URLRouter, application).route(scope, receive, send)
+        return cast(URLRouter, application)._route(scope, receive, send)
     start = getattr(application, "_asgi_start", None)
     # Its own, not one functools.wraps() copied onto a wrapper that must run.
     if start is not None and getattr(start, "app", None) is application:
