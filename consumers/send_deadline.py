@@ -56,8 +56,7 @@ class SendDeadline:
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[None] = self._loop.create_future()  # what a quick send gives
-        self._done.set_result(None)
+        self._done = _done_future(self._loop)  # what a quick send gives
         # The sends in progress, by task (a consumer may send from more than one).
         self._sending: dict[asyncio.Task[object], _Sending] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -138,6 +137,22 @@ class SendDeadline:
             self._scope.get("path", "?"),
             self._timeout,
         )
+
+
+# What a send that ended at once gives, shared by the connections on the last loop seen (one
+# a connection was 264 B): done, so awaiting it never touches its loop; of the running loop,
+# so ensure_future() and wait_for() take it; nothing can cancel or call back a done future.
+_done: asyncio.Future[None] | None = None
+
+
+def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    global _done  # a one-entry cache: a server has one loop
+    done = _done
+    if done is None or done.get_loop() is not loop:
+        done = loop.create_future()
+        done.set_result(None)
+        _done = done
+    return done
 
 
 @types.coroutine
