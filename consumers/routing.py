@@ -70,7 +70,7 @@ class ProtocolTypeRouter:
             )
         if _outermost_router.get() or scope["type"] not in ("http", "websocket"):
             return await _started(application, scope, receive, send)
-        token = _outermost_router.set(True)
+        _outermost_router.set(True)  # unset below as set(False), not reset(): no token kept
         # The metrics' watch in this frame, not in a coroutine of its own (see _started).
         watch = metrics.watching(scope, receive, send)
         try:
@@ -84,7 +84,7 @@ class ProtocolTypeRouter:
             await _refuse(scope, receive, send)
             return None
         finally:
-            _outermost_router.reset(token)
+            _outermost_router.set(False)  # what it was: only an outermost router gets here
 
 
 async def _answer_lifespan(receive: Receive, send: Send) -> None:

@@ -12,7 +12,7 @@ from django.urls import path
 
 from consumers.consumer import AsyncConsumer
 from consumers.exceptions import StopConsumer
-from consumers.routing import ProtocolTypeRouter, URLRouter
+from consumers.routing import ProtocolTypeRouter, URLRouter, _outermost_router
 from consumers.testing import WebsocketCommunicator
 
 
@@ -121,3 +121,26 @@ def test_apps_and_routers_are_still_coroutine_functions_to_servers_and_asgiref()
         assert inspect.iscoroutinefunction(application.__call__)
     for application in (app, router, protocol_router):
         assert guarantee_single_callable(application) is application
+
+
+async def test_the_outermost_router_mark_is_unset_when_the_connection_ends():
+    """Set while the outermost router serves the connection, unset after, as reset() did."""
+    seen = []
+
+    async def http_app(scope, receive, send):
+        seen.append(_outermost_router.get())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        pass
+
+    application = ProtocolTypeRouter({"http": http_app})
+    await application({"type": "http", "path": "/"}, receive, send)
+    assert seen == [True]
+    assert _outermost_router.get() is False
+    await application({"type": "http", "path": "/"}, receive, send)  # outermost again
+    assert seen == [True, True]
