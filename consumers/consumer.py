@@ -86,14 +86,15 @@ class _Turn:
     """The consumer's turn between its connection and its layer channel: a FIFO lock taken
     without a coroutine when free (``asyncio.Lock.acquire`` is one, and on Python 3.11 it
     also walks its waiters through a generator once anyone has waited: 0.4 us a frame).
-    A release hands the turn straight to the first waiter. The waiters are a list, not a
-    deque: at most the consumer's two sides wait (an empty deque is 700 B a connection)."""
+    A release hands the turn straight to the first waiter. The waiters are a list made at
+    the first wait, not a deque: at most the consumer's two sides wait, and most idle
+    connections never do (an empty deque is 700 B a connection)."""
 
     __slots__ = ("_waiters", "held")
 
     def __init__(self) -> None:
         self.held = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def take_now(self) -> bool:
         """Take the turn if it is free."""
@@ -107,6 +108,8 @@ class _Turn:
         if self.take_now():
             return
         waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         try:
             await waiter
@@ -119,8 +122,9 @@ class _Turn:
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.pop(0)
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)  # still held: the waiter has it now
                 return
@@ -186,6 +190,7 @@ class AsyncConsumer:
         """
         self.scope = scope
         self._asgi_send = _bounded(scope, send)
+        del send  # what the server or a watch gave: kept in this frame for life otherwise
         self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
         receive, received = metrics.unwatched(receive)
