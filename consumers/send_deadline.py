@@ -57,8 +57,9 @@ class SendDeadline:
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._done = _done_future(self._loop)  # what a quick send gives
-        # The sends in progress, by task (a consumer may send from more than one).
-        self._sending: dict[asyncio.Task[object], _Sending] = {}
+        # The sends in progress, by task (a consumer may send from more than one); made at
+        # the first send that waits, as most connections' sends never do.
+        self._sending: dict[asyncio.Task[object], _Sending] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, message: Message) -> Awaitable[None]:
@@ -86,7 +87,10 @@ class SendDeadline:
             self._count(message)
             return
         sending = _Sending(self._loop.time() + self._timeout, task.cancelling())
-        self._sending[task] = sending
+        sendings = self._sending
+        if sendings is None:
+            sendings = self._sending = {}
+        sendings[task] = sending
         if self._timer is None:
             self._timer = self._loop.call_at(sending.deadline, self._expire)
         try:
@@ -106,7 +110,7 @@ class SendDeadline:
                 task.uncancel()  # the send ended without the cancellation
             self._count(message)
         finally:
-            del self._sending[task]
+            del sendings[task]
 
     def _count(self, message: Message) -> None:
         if self._sent is not None:
@@ -117,7 +121,7 @@ class SendDeadline:
         self._timer = None
         now = self._loop.time()
         upcoming = None
-        for task, sending in self._sending.items():
+        for task, sending in (self._sending or {}).items():
             if sending.expired:
                 continue
             if sending.deadline <= now:
