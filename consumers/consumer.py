@@ -193,13 +193,13 @@ class AsyncConsumer:
         del send  # what the server or a watch gave: kept in this frame for life otherwise
         self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
-        receive, received = metrics.unwatched(receive)
+        receive, watch = metrics.unwatched(receive)
         try:
             if layer is None:
                 while True:
                     message = await receive()
-                    if received is not None:
-                        received(message)
+                    if watch is not None:
+                        watch.received(message)
                     await self.dispatch(message)
             self.channel_name = await layer.new_channel()
             self._turn = turn = _Turn()
@@ -214,8 +214,8 @@ class AsyncConsumer:
             try:
                 while True:
                     message = await receive()
-                    if received is not None:
-                        received(message)
+                    if watch is not None:
+                        watch.received(message)
                     self._frame_waiting = True
                     if not turn.take_now():
                         await turn.take()

@@ -145,20 +145,19 @@ class WebSocketWatch:
         tally.closes[label] = tally.closes.get(label, 0) + 1
 
 
-def unwatched(
-    call: Callable[..., Any],
-) -> tuple[Callable[..., Any], Callable[[Message], None] | None]:
-    """For a watch's ``receive`` or ``send``: the server's own, and the watch's count to run
-    after each message (``received``, ``sent``); for any other callable, itself and None.
-    A consumer that counts itself saves the watch's coroutine on every message, and a
-    level the task goes through at each wake-up."""
+def unwatched(call: Callable[..., Any]) -> tuple[Callable[..., Any], WebSocketWatch | None]:
+    """For a watch's ``receive`` or ``send``: the server's own, and the watch, whose count
+    (``received``, ``sent``) to run after each message; for any other callable, itself and
+    None. A consumer that counts itself saves the watch's coroutine on every message, and a
+    level the task goes through at each wake-up; keeping the watch rather than its bound
+    method saves an object per connection."""
     watch = getattr(call, "__self__", None)
     if type(watch) is WebSocketWatch:
         function = getattr(call, "__func__", None)
         if function is WebSocketWatch.receive:
-            return watch._receive, watch.received
+            return watch._receive, watch
         if function is WebSocketWatch.send:
-            return watch._send, watch.sent
+            return watch._send, watch
     return call, None
 
 

@@ -188,5 +188,5 @@ def send_within_deadline(send: Send, scope: Scope) -> Send:
     from django.conf import settings
 
     timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-    send, sent = metrics.unwatched(send)
-    return SendDeadline(send, scope, timeout, sent)
+    send, watch = metrics.unwatched(send)
+    return SendDeadline(send, scope, timeout, None if watch is None else watch.sent)
