@@ -23,7 +23,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,24 @@ class _Queue:
         # messages are always at the front.
         self.messages: list[tuple[float, bytes, Any]] = []
         self.waiters: list[asyncio.Future[None]] = []
+
+
+class _Ready(asyncio.Future[None]):
+    """A ``when_ready`` future: withdrawn from its channel's waiters when cancelled, by
+    itself rather than a done callback (a partial and a context: 300 B a connection)."""
+
+    __slots__ = ("_channel", "_mailboxes")
+
+    def __init__(self, mailboxes: Mailboxes, channel: str) -> None:
+        super().__init__(loop=asyncio.get_running_loop())
+        self._mailboxes = mailboxes
+        self._channel = channel
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._mailboxes._withdraw(self._channel, self)
+        return True
 
 
 class Mailboxes:
@@ -157,7 +174,7 @@ class Mailboxes:
         future instead of a task and its coroutine frames, about 2 KiB less per connection.
         Like a ``get()`` wake-up it only says "try now"; cancel it to stop waiting.
         """
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready = _Ready(self, channel)
         with self._lock:
             queue = self._queue(channel)
             self._drop_expired(channel, queue, time.monotonic())
@@ -165,12 +182,10 @@ class Mailboxes:
                 ready.set_result(None)
                 return ready
             queue.waiters.append(ready)
-        ready.add_done_callback(functools.partial(self._withdraw, channel))
         return ready
 
     def _withdraw(self, channel: str, ready: asyncio.Future[None]) -> None:
-        if not ready.cancelled():
-            return
+        """A ``when_ready`` future was cancelled: it waits no more."""
         with self._lock:
             queue = self._channels.get(channel)
             if queue is not None:

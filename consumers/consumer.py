@@ -9,7 +9,6 @@ can reach it. Messages are handled one at a time, in arrival order.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -26,7 +25,6 @@ from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
 
-Source = Callable[[], Awaitable[Message]]
 # Seconds a cancelled layer reader gets to end before the consumer ends without it.
 READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
@@ -88,13 +86,15 @@ class _Turn:
     """The consumer's turn between its connection and its layer channel: a FIFO lock taken
     without a coroutine when free (``asyncio.Lock.acquire`` is one, and on Python 3.11 it
     also walks its waiters through a generator once anyone has waited: 0.4 us a frame).
-    A release hands the turn straight to the first waiter."""
+    A release hands the turn straight to the first waiter. The waiters are a list made at
+    the first wait, not a deque: at most the consumer's two sides wait, and most idle
+    connections never do (an empty deque is 700 B a connection)."""
 
     __slots__ = ("_waiters", "held")
 
     def __init__(self) -> None:
         self.held = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def take_now(self) -> bool:
         """Take the turn if it is free."""
@@ -108,6 +108,8 @@ class _Turn:
         if self.take_now():
             return
         waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         try:
             await waiter
@@ -120,8 +122,9 @@ class _Turn:
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)  # still held: the waiter has it now
                 return
@@ -150,27 +153,27 @@ class AsyncConsumer:
         """An ASGI application that makes a new consumer for each connection."""
         cls(**initkwargs)  # validates the keywords at routing time, not at the first request
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(**initkwargs)(scope, receive, send)
+        def start(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            return cls(**initkwargs)(scope, receive, send)
 
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await start(scope, receive, send)
+
+        # A coroutine function, as servers and asgiref check; our routers call start()
+        # instead, which leaves out this coroutine: one frame less a connection.
+        app._asgi_start = start  # type: ignore[attr-defined]
+        start.app = app  # type: ignore[attr-defined]
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         functools.update_wrapper(app, cls, updated=())
         return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope = scope
-        self._asgi_send = _bounded(scope, send)
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-        with contextlib.suppress(StopConsumer, ClientGone):
-            await self._handle_messages(receive)
-
-    async def _handle_messages(self, receive: Source) -> None:
         """Handle messages from the connection and the layer channel one at a time.
 
-        This task reads the connection. Layer messages are read by a second task, started
+        This task reads the connection, in this one coroutine for the connection's life (a
+        frame per connection, resumed at each of its wake-ups). Layer messages are read by a
+        second task, started
         when the layer says the first one is ready (``when_ready``): until then the consumer
         waits on a future, not on a task and its frames, which is what most connections
         that only sit in a group cost. Once started, the task stays parked in ``receive``
@@ -185,48 +188,56 @@ class AsyncConsumer:
         stops (StopConsumer or an error) it cancels this task, which then raises the same.
         (Methods and attributes, not closures: an idle connection should cost little.)
         """
+        self.scope = scope
+        self._asgi_send = _bounded(scope, send)
+        del send  # what the server or a watch gave: kept in this frame for life otherwise
+        self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
-        receive, received = metrics.unwatched(receive)
-        if self.channel_layer is None:
-            while True:
-                message = await receive()
-                if received is not None:
-                    received(message)
-                await self.dispatch(message)
-        self._turn = turn = _Turn()
-        connection_side = asyncio.current_task()
-        assert connection_side is not None  # noqa: S101  for mypy: called from a task
-        self._connection_side = connection_side
-        self._reading: asyncio.Task[None] | None = None
-        self._frame_waiting = False
-        self._ready: asyncio.Future[None] | None = None
-        if not await self._idle():
-            self._reading = asyncio.ensure_future(self._read_layer())
+        receive, watch = metrics.unwatched(receive)
         try:
-            while True:
-                message = await receive()
-                if received is not None:
-                    received(message)
-                self._frame_waiting = True
-                if not turn.take_now():
-                    await turn.take()
-                try:
-                    self._frame_waiting = False
+            if layer is None:
+                while True:
+                    message = await receive()
+                    if watch is not None:
+                        watch.received(message)
                     await self.dispatch(message)
-                finally:
-                    turn.release()
-        except asyncio.CancelledError:
-            reading = self._reading
-            ended = reading is not None and reading.done() and not reading.cancelled()
-            if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
-                raise error from None
-            raise
-        finally:
-            if self._ready is not None:
-                self._ready.cancel()
-            if self._reading is not None:
-                self._reading.cancel()
-                await self._reader_stopped(self._reading)
+            self.channel_name = await layer.new_channel()
+            self._turn = turn = _Turn()
+            connection_side = asyncio.current_task()
+            assert connection_side is not None  # noqa: S101  for mypy: called from a task
+            self._connection_side = connection_side
+            self._reading: asyncio.Task[None] | None = None
+            self._frame_waiting = False
+            self._ready: asyncio.Future[None] | None = None
+            if not await self._idle():
+                self._reading = asyncio.ensure_future(self._read_layer())
+            try:
+                while True:
+                    message = await receive()
+                    if watch is not None:
+                        watch.received(message)
+                    self._frame_waiting = True
+                    if not turn.take_now():
+                        await turn.take()
+                    try:
+                        self._frame_waiting = False
+                        await self.dispatch(message)
+                    finally:
+                        turn.release()
+            except asyncio.CancelledError:
+                reading = self._reading
+                ended = reading is not None and reading.done() and not reading.cancelled()
+                if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
+                    raise error from None
+                raise
+            finally:
+                if self._ready is not None:
+                    self._ready.cancel()
+                if self._reading is not None:
+                    self._reading.cancel()
+                    await self._reader_stopped(self._reading)
+        except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
+            return
 
     async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
         """Wait for the cancelled layer reader, a bounded time: one that swallows its

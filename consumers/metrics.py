@@ -10,8 +10,8 @@ connections, threads busy, presence) is read at scrape time. Labels are bounded:
 class, a close code the server sent or a standard one, a refusal reason; never a user, room
 or channel name. ``CONSUMERS_METRICS = False`` (read once) makes every hook a no-op.
 
-How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` serves it through ``serve``,
-which watches its ASGI messages (``WebSocketWatch``); the origin check, the router and
+How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` watches its ASGI messages
+(``watching``, a ``WebSocketWatch``; ``serve`` for other callers); the origin check, the router and
 ``DenyConnection`` name the reason when a handshake is refused.
 """
 
@@ -145,29 +145,38 @@ class WebSocketWatch:
         tally.closes[label] = tally.closes.get(label, 0) + 1
 
 
-def unwatched(
-    call: Callable[..., Any],
-) -> tuple[Callable[..., Any], Callable[[Message], None] | None]:
-    """For a watch's ``receive`` or ``send``: the server's own, and the watch's count to run
-    after each message (``received``, ``sent``); for any other callable, itself and None.
-    A consumer that counts itself saves the watch's coroutine on every message, and a
-    level the task goes through at each wake-up."""
+def unwatched(call: Callable[..., Any]) -> tuple[Callable[..., Any], WebSocketWatch | None]:
+    """For a watch's ``receive`` or ``send``: the server's own, and the watch, whose count
+    (``received``, ``sent``) to run after each message; for any other callable, itself and
+    None. A consumer that counts itself saves the watch's coroutine on every message, and a
+    level the task goes through at each wake-up; keeping the watch rather than its bound
+    method saves an object per connection."""
     watch = getattr(call, "__self__", None)
     if type(watch) is WebSocketWatch:
         function = getattr(call, "__func__", None)
         if function is WebSocketWatch.receive:
-            return watch._receive, watch.received
+            return watch._receive, watch
         if function is WebSocketWatch.send:
-            return watch._send, watch.sent
+            return watch._send, watch
     return call, None
+
+
+def watching(scope: Scope, receive: Receive, send: Send) -> WebSocketWatch | None:
+    """A watch for this task's connection if it is a WebSocket (None if not, or with metrics
+    off): pass the application its ``receive`` and ``send``, and call its ``end(1006)`` when
+    the application returns. For a caller that runs the application in its own frame."""
+    if scope["type"] != "websocket" or not enabled():
+        return None
+    watch = WebSocketWatch(receive, send)
+    _watch.set(watch)
+    return watch
 
 
 async def serve(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Any:
     """Run ``application``, watching the connection if it is a WebSocket."""
-    if scope["type"] != "websocket" or not enabled():
+    watch = watching(scope, receive, send)
+    if watch is None:
         return await application(scope, receive, send)
-    watch = WebSocketWatch(receive, send)
-    _watch.set(watch)
     try:
         return await application(scope, watch.receive, watch.send)
     finally:

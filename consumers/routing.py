@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -69,15 +69,22 @@ class ProtocolTypeRouter:
                 f"(ProtocolTypeRouter knows {sorted(self.application_mapping)})"
             )
         if _outermost_router.get() or scope["type"] not in ("http", "websocket"):
-            return await application(scope, receive, send)
-        token = _outermost_router.set(True)
+            return await _started(application, scope, receive, send)
+        _outermost_router.set(True)  # unset below as set(False), not reset(): no token kept
+        # The metrics' watch in this frame, not in a coroutine of its own (see _started).
+        watch = metrics.watching(scope, receive, send)
         try:
-            return await metrics.serve(application, scope, receive, send)
+            if watch is None:
+                return await _started(application, scope, receive, send)
+            try:
+                return await _started(application, scope, watch.receive, watch.send)
+            finally:
+                watch.end(1006)
         except NoRouteFound:
             await _refuse(scope, receive, send)
             return None
         finally:
-            _outermost_router.reset(token)
+            _outermost_router.set(False)  # what it was: only an outermost router gets here
 
 
 async def _answer_lifespan(receive: Receive, send: Send) -> None:
@@ -114,19 +121,27 @@ class URLRouter:
         self._patterns = [_pattern_for(route) for route in self.routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        return await self._route(scope, receive, send)
+
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[Any]:
+        """What ``__call__`` awaits: the routed application's awaitable for the connection,
+        or ``NoRouteFound`` at once. For a caller that awaits it in its own frame."""
         path = _routing_path(scope)
         match = None if path is None else self.resolve(path)
         if match is None:
             raise NoRouteFound(f"No route found for path {scope.get('path')!r}.")
         application, args, kwargs, remaining = match
-        url_route = scope.get("url_route", {"args": (), "kwargs": {}})
         scope = dict(scope)
+        url_route = scope.get("url_route")
         scope["path_remaining"] = remaining
-        scope["url_route"] = {
-            "args": (*url_route["args"], *args),
-            "kwargs": {**url_route["kwargs"], **kwargs},
-        }
-        return await application(scope, receive, send)
+        if url_route is None:
+            scope["url_route"] = {"args": tuple(args), "kwargs": dict(kwargs)}
+        else:
+            scope["url_route"] = {
+                "args": (*url_route["args"], *args),
+                "kwargs": {**url_route["kwargs"], **kwargs},
+            }
+        return _started(application, scope, receive, send)
 
     def resolve(self, path: str) -> Match | None:
         """The application and arguments for a path, trying nested routers depth first."""
@@ -144,6 +159,19 @@ class URLRouter:
                 return application, (*args, *inner_args), {**kwargs, **inner_kwargs}, remaining
             return cast(ASGIApp, route.callback), tuple(args), kwargs, rest
         return None
+
+
+def _started(application: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Awaitable[Any]:
+    """``application(scope, receive, send)``, less the coroutines of a ``URLRouter`` and an
+    ``as_asgi()`` app that only pass the connection on: each would stay suspended for the
+    whole connection (memory per connection) and be resumed at each wake-up of its task."""
+    if type(application).__call__ is URLRouter.__call__:
+        return cast(URLRouter, application)._route(scope, receive, send)
+    start = getattr(application, "_asgi_start", None)
+    # Its own, not one functools.wraps() copied onto a wrapper that must run.
+    if start is not None and getattr(start, "app", None) is application:
+        return cast(Awaitable[Any], start(scope, receive, send))
+    return cast(Awaitable[Any], application(scope, receive, send))
 
 
 def _pattern_for(route: URLPattern | URLResolver) -> RoutePattern | RegexPattern:

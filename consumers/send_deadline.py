@@ -56,10 +56,10 @@ class SendDeadline:
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[None] = self._loop.create_future()  # what a quick send gives
-        self._done.set_result(None)
-        # The sends in progress, by task (a consumer may send from more than one).
-        self._sending: dict[asyncio.Task[object], _Sending] = {}
+        self._done = _done_future(self._loop)  # what a quick send gives
+        # The sends in progress, by task (a consumer may send from more than one); made at
+        # the first send that waits, as most connections' sends never do.
+        self._sending: dict[asyncio.Task[object], _Sending] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, message: Message) -> Awaitable[None]:
@@ -87,7 +87,10 @@ class SendDeadline:
             self._count(message)
             return
         sending = _Sending(self._loop.time() + self._timeout, task.cancelling())
-        self._sending[task] = sending
+        sendings = self._sending
+        if sendings is None:
+            sendings = self._sending = {}
+        sendings[task] = sending
         if self._timer is None:
             self._timer = self._loop.call_at(sending.deadline, self._expire)
         try:
@@ -107,7 +110,7 @@ class SendDeadline:
                 task.uncancel()  # the send ended without the cancellation
             self._count(message)
         finally:
-            del self._sending[task]
+            del sendings[task]
 
     def _count(self, message: Message) -> None:
         if self._sent is not None:
@@ -118,7 +121,7 @@ class SendDeadline:
         self._timer = None
         now = self._loop.time()
         upcoming = None
-        for task, sending in self._sending.items():
+        for task, sending in (self._sending or {}).items():
             if sending.expired:
                 continue
             if sending.deadline <= now:
@@ -138,6 +141,22 @@ class SendDeadline:
             self._scope.get("path", "?"),
             self._timeout,
         )
+
+
+# What a send that ended at once gives, shared by the connections on the last loop seen (one
+# a connection was 264 B): done, so awaiting it never touches its loop; of the running loop,
+# so ensure_future() and wait_for() take it; nothing can cancel or call back a done future.
+_done: asyncio.Future[None] | None = None
+
+
+def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    global _done  # a one-entry cache: a server has one loop
+    done = _done
+    if done is None or done.get_loop() is not loop:
+        done = loop.create_future()
+        done.set_result(None)
+        _done = done
+    return done
 
 
 @types.coroutine
@@ -169,5 +188,5 @@ def send_within_deadline(send: Send, scope: Scope) -> Send:
     from django.conf import settings
 
     timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
-    send, sent = metrics.unwatched(send)
-    return SendDeadline(send, scope, timeout, sent)
+    send, watch = metrics.unwatched(send)
+    return SendDeadline(send, scope, timeout, None if watch is None else watch.sent)

@@ -101,3 +101,37 @@ def test_a_fan_out_from_another_thread_wakes_receivers_on_their_loop_and_skips_g
     results, left = asyncio.run(fan_out_from_a_thread())
     assert results == [(b"p", None)] * 4
     assert left == 0  # nothing queued or parked is left behind
+
+
+async def test_a_cancelled_when_ready_future_leaves_its_channel_at_once():
+    mailboxes = Mailboxes()
+    ready = mailboxes.when_ready("chan")
+    assert isinstance(ready, asyncio.Future)
+    assert mailboxes.waiting("chan") == 1
+    assert ready.cancel()
+    assert mailboxes.waiting("chan") == 0
+    assert "chan" not in mailboxes  # nothing left behind for a channel nobody reads
+    assert not ready.cancel()  # cancelled already: nothing more to withdraw
+
+
+async def test_a_wake_up_handed_to_a_cancelled_when_ready_future_goes_to_the_next_receiver():
+    """The sender chose ``first`` (from another thread: its wake-up is in flight), then
+    ``first`` is cancelled: the message must wake ``second``, not sit unseen."""
+    mailboxes = Mailboxes()
+    first = mailboxes.when_ready("chan")
+    second = mailboxes.when_ready("chan")
+    in_a_thread(mailboxes.put, "chan", b"m", 60, None)
+    assert first.cancel()
+    await asyncio.wait_for(second, 1)
+    assert await mailboxes.get("chan") == (b"m", None)
+
+
+async def test_a_when_ready_future_awaited_by_a_cancelled_task_leaves_its_channel():
+    mailboxes = Mailboxes()
+    ready = mailboxes.when_ready("chan")
+    task = asyncio.ensure_future(asyncio.wait_for(ready, 60))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert ready.cancelled()
+    assert mailboxes.waiting("chan") == 0
