@@ -353,6 +353,7 @@ class SyncConsumer(AsyncConsumer):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._pool = sync_pool()
         self._outbox = Outbox(_bounded(scope, send))
+        self._handler_send: Callable[[Message], None] = self._outbox.put
         try:
             await super().__call__(scope, receive, self._outbox.send_now)
         finally:
@@ -379,10 +380,14 @@ class SyncConsumer(AsyncConsumer):
 
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the client's connection, from handler code."""
-        self._outbox.put(message)
+        self._handler_send(message)
 
-    @property  # type: ignore[misc]
-    def base_send(self) -> Callable[[Message], None]:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def base_send(self) -> Callable[[Message], None]:
         """The connection's own send for handler code, as on Channels: a plain call that
-        queues the message in order with ``send()``'s."""
-        return self._outbox.put
+        queues the message in order with ``send()``'s; setting it reroutes every send."""
+        return self._handler_send
+
+    @base_send.setter
+    def base_send(self, send: Callable[[Message], None]) -> None:
+        self._handler_send = send

@@ -227,13 +227,13 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
         try:
             self.connect()
         except (AcceptConnection, DenyConnection) as outcome:
-            SyncConsumer.send(self, self._connect_outcome(outcome))
+            super().send(self._connect_outcome(outcome))
 
     def connect(self) -> None:
         self.accept()
 
     def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
-        SyncConsumer.send(self, accept_message(subprotocol, headers))
+        super().send(accept_message(subprotocol, headers))
 
     def websocket_receive(self, message: Message) -> None:
         text = message.get("text")
@@ -251,12 +251,12 @@ class WebsocketConsumer(WebsocketProtocol, SyncConsumer):
         bytes_data: bytes | None = None,
         close: bool | int = False,
     ) -> None:
-        SyncConsumer.send(self, frame_message(text_data, bytes_data))
+        super().send(frame_message(text_data, bytes_data))
         if close is not False:
             self.close(None if close is True else close)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        SyncConsumer.send(self, close_message(code, reason))
+        super().send(close_message(code, reason))
 
     def websocket_disconnect(self, message: Message) -> None:
         self.disconnect(message.get("code", CLOSE_NO_STATUS))

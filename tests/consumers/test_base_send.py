@@ -78,3 +78,28 @@ async def test_setting_base_send_reroutes_an_async_consumers_sends():
     assert await socket.receive_from() == "hi"
     await socket.disconnect()
     assert seen == ["websocket.accept", "websocket.send"]
+
+
+async def test_setting_base_send_reroutes_a_sync_consumers_sends():
+    seen = []
+
+    class Spied(WebsocketConsumer):
+        def connect(self):
+            send = self.base_send
+
+            def spy(message):
+                seen.append(message["type"])
+                send(message)
+
+            self.base_send = spy
+            self.accept()
+
+        def receive(self, text_data=None, bytes_data=None):
+            self.send(text_data=text_data)
+
+    socket = WebsocketCommunicator(Spied.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data="hi")
+    assert await socket.receive_from() == "hi"
+    await socket.disconnect()
+    assert seen == ["websocket.accept", "websocket.send"]
