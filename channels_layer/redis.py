@@ -5,9 +5,8 @@ How it works, in the Phoenix.PubSub manner:
 - Every process has an id (``client_prefix``). A message for one of its consumers'
   channels (``specific.<id>!<suffix>``) reaches it by the layer's delivery strategy
   (``redis_delivery``): its inbox, one Redis list drained in batches into in-memory
-  mailboxes, with capacity counted per channel (a process's message to its own channel
-  is counted there too, and put straight into the mailbox); or, for
-  ``RedisPubSubChannelLayer``, its pub/sub topic.
+  mailboxes, with capacity counted per channel; or, for ``RedisPubSubChannelLayer``, its
+  pub/sub topic. A process's ``send`` to its own channel goes straight into the mailbox.
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
   process may receive from them; each message goes to one receiver (``redis_named``).
   ``at_least_once`` ones keep a message under a lease until its job is done
@@ -74,7 +73,7 @@ from .redis_connections import (
     ProcessInbox,
     RedisConnections,
 )
-from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
+from .redis_delivery import SENT_HERE, DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
@@ -257,10 +256,17 @@ class RedisChannelLayer(BaseChannelLayer):
 
     @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
-        """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
+        """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity.
+        A channel of this process takes it straight into its mailbox, without Redis
+        (see ``redis_delivery``)."""
         owner = self._checked_owner(channel)
-        payload = self.serialize(message)
-        if not await self._connections.run(self._send_to, channel, owner, payload):
+        if owner == self.client_prefix and "!" in channel:
+            payload = serializers.encode(self, self._serializer, message, seal=False)
+            sent = self._delivery.send_here(channel, payload)
+        else:
+            payload = self.serialize(message)
+            sent = await self._connections.run(self._send_to, channel, owner, payload)
+        if not sent:
             metrics.dropped_full["redis"]()
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
@@ -285,7 +291,10 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 payload = await self._connections.run(self._named.receive, channel)
             try:
-                message = self.deserialize(payload)
+                if receipt is SENT_HERE:  # never left the process, so never sealed
+                    message = serializers.decode(self._serializer, payload, unsealed=True)
+                else:
+                    message = self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
                 continue

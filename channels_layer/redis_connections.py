@@ -308,12 +308,6 @@ class RedisConnections:
             return False
         return state.inbox_reader is not None and not state.inbox_reader.done()
 
-    def inbox_progress_here(self) -> InboxProgress | None:
-        """The inbox reader's progress if it runs on the calling loop, the home loop."""
-        if not self.inbox_reader_runs_here():
-            return None
-        return cast(LoopState, self._state).inbox_progress
-
     def subscribed_here(self, topic: str) -> bool:
         """Whether the calling loop is the home loop and Redis confirmed ``topic``."""
         state = self._state
