@@ -23,24 +23,7 @@ How it works, in the Phoenix.PubSub manner:
   ``redis_envelopes``.
   ARCHITECTURE.md follows one message from a consumer to a socket.
 
-The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``KeyScheme``;
-on a Cluster every name is a hash tag, ``{prefix}:{kind}:{{name}}``):
-
-==================  ===============================================  ======================
-kind:name           holds                                            expires
-==================  ===============================================  ======================
-inbox:<process>     list: entries for the process's consumer chans   expiry (+1 s)
-pending:<process>   hash: pending count per channel, inbox seq no.   expiry (+1 s)
-channel:<name>      list: a named channel's entries                  expiry, or
-                                                                     group_expiry if leased
-leases:<name>       zset: leased entries by lease deadline           group_expiry
-group:<group>       zset: direct members (other processes' chans)    group_expiry
-procs:<group>       zset: processes with local members, by time      group_expiry
-broadcast:<group>   (sharded) pub/sub topic: the group's broadcasts  (not stored)
-history:{<group>}   stream: a history group's last messages          ttl after last send
-position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
-process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
-==================  ===============================================  ======================
+The Redis keys, all under ``prefix``: the table in ``redis_hosts``.
 """
 
 from __future__ import annotations
@@ -77,16 +60,11 @@ from .redis_delivery import SENT_HERE, DeliveryContext, InboxDelivery, ProcessDe
 from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
-from .redis_hosts import KeyScheme, ShardRing, parse_hosts
+from .redis_hosts import ChannelOwners, KeyScheme, ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
-
-# Channel names found valid that a layer keeps, with their process (see _checked_owner):
-# more than a busy process's consumers (each reads its own name), since the map is
-# dropped whole when full.
-KNOWN_CHANNELS = 16384
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +136,7 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
-        self._known_channels: dict[str, str] = {}
+        self._owners = ChannelOwners(self.require_valid_channel_name)
         # Set below; the mailboxes report what left them to the delivery strategy.
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries(
@@ -259,7 +237,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity.
         A channel of this process takes it straight into its mailbox, without Redis
         (see ``redis_delivery``)."""
-        owner = self._checked_owner(channel)
+        owner = self._owners.checked(channel)
         if owner == self.client_prefix and "!" in channel:
             payload = serializers.encode(self, self._serializer, message, seal=False)
             sent = self._delivery.send_here(channel, payload)
@@ -274,7 +252,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def receive(self, channel: str) -> Message:
         """The next unexpired message on ``channel``; each message reaches one receiver.
         A message that cannot be decrypted or decoded is logged and skipped."""
-        owner = self._checked_owner(channel)
+        owner = self._owners.checked(channel)
         local = "!" in channel
         if local and owner != self.client_prefix:
             raise ValueError(
@@ -403,10 +381,10 @@ class RedisChannelLayer(BaseChannelLayer):
     # Work done on the home loop ----------------------------------------------------------
 
     async def _send(self, channel: str, payload: bytes) -> bool:
-        return await self._send_to(channel, self._owner(channel), payload)
+        return await self._send_to(channel, ChannelOwners.of(channel), payload)
 
     async def _send_to(self, channel: str, owner: str, payload: bytes) -> bool:
-        """``owner``: the process of a consumer channel (``_owner``)."""
+        """``owner``: the process of a consumer channel (``ChannelOwners``)."""
         if "!" in channel:
             return await self._delivery.send(channel, owner, payload)
         return await self._named.send(channel, payload)
@@ -447,27 +425,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # Helpers ---------------------------------------------------------------------------
 
-    def _checked_owner(self, channel: str) -> str:
-        """``_owner(channel)``, or ``TypeError`` for an invalid name. Names found valid
-        are kept (up to ``KNOWN_CHANNELS``): sends and receives reuse the names of the
-        process's consumers, and checking one costs more than looking it up."""
-        known = self._known_channels
-        if type(channel) is str:
-            owner = known.get(channel)
-            if owner is not None:
-                return owner
-        self.require_valid_channel_name(channel)
-        owner = self._owner(channel)
-        if len(known) >= KNOWN_CHANNELS:
-            known.clear()
-        known[channel] = owner
-        return owner
-
-    def _owner(self, channel: str) -> str:
-        return channel.partition("!")[0].rpartition(".")[2]
-
     def _is_local(self, channel: str) -> bool:
-        return "!" in channel and self._owner(channel) == self.client_prefix
+        return "!" in channel and ChannelOwners.of(channel) == self.client_prefix
 
     def serialize(self, message: Message) -> bytes:
         """Check and encode ``message`` with the ``serializer_format``'s serializer

@@ -45,7 +45,7 @@ INBOX_BATCH = 500
 
 @dataclass(frozen=True)
 class ProcessInbox:
-    """Where this process's inbox lives (see the key table in ``channels_layer.redis``)."""
+    """Where this process's inbox lives (see the key table in ``redis_hosts``)."""
 
     owner: str  # the process id, ``client_prefix``
     key: str  # the inbox list

@@ -46,7 +46,7 @@ class DeliveryContext:
 
     connections: RedisConnections
     mailboxes: Mailboxes
-    key: Callable[[str, str], str]  # (kind, name) -> Redis key, see the layer's key table
+    key: Callable[[str, str], str]  # (kind, name) -> Redis key, see the key table in redis_hosts
     owner: str  # this process's id
     expiry: float
     capacity: Callable[[str], int]  # a channel's capacity
