@@ -240,6 +240,10 @@ class RedisChannelLayer(BaseChannelLayer):
         owner = self._owners.checked(channel)
         if owner == self.client_prefix and "!" in channel:
             payload = serializers.encode(self, self._serializer, message, seal=False)
+            # A suspension point, as a send through Redis is: a sender in a loop lets the
+            # receivers (and everything else on its loop) run, and can be cancelled; a
+            # cancelled send sends nothing.
+            await asyncio.sleep(0)
             sent = self._delivery.send_here(channel, payload)
         else:
             payload = self.serialize(message)

@@ -200,6 +200,37 @@ async def test_a_send_from_another_thread_wakes_the_receiver(make_layer):
     sending.join()
 
 
+async def test_a_sender_in_a_loop_lets_the_receiver_run(make_layer):
+    layer = make_layer()
+    channel = await layer.new_channel()
+    got: list[int] = []
+
+    async def receive_all():
+        while True:
+            got.append((await layer.receive(channel))["n"])
+
+    receiving = asyncio.ensure_future(receive_all())
+    await asyncio.sleep(0.05)
+    seen_while_sending = []
+    for n in range(20):
+        await layer.send(channel, {"type": "n", "n": n})
+        seen_while_sending.append(len(got))
+    receiving.cancel()
+    assert seen_while_sending[-1] >= 10
+    assert got == list(range(len(got)))
+
+
+async def test_a_cancelled_send_sends_nothing(make_layer):
+    layer = make_layer()
+    channel = await layer.new_channel()
+    sending = asyncio.ensure_future(layer.send(channel, {"type": "n"}))
+    await asyncio.sleep(0)  # it starts, and waits for its turn
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert channel not in layer._mailboxes
+
+
 async def test_flush_empties_it_and_close_keeps_it(make_layer):
     """As Redis would keep a message queued there across ``close()``: the layer is
     shared by the process's consumers, and reconnects when used again."""
