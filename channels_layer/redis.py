@@ -221,6 +221,11 @@ class RedisChannelLayer(BaseChannelLayer):
             random_prefix_length=0,
             expiry=max(kept, self.history.longest_ttl),
         )
+        # A subclass's serialize()/deserialize() see every message, same-process ones too.
+        self._own_codec = (
+            type(self).serialize is not RedisChannelLayer.serialize
+            or type(self).deserialize is not RedisChannelLayer.deserialize
+        )
         self._history = RedisHistory(
             self._connections,
             self._key,
@@ -235,14 +240,12 @@ class RedisChannelLayer(BaseChannelLayer):
     @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity.
-        A channel of this process takes it straight into its mailbox, without Redis
-        (see ``redis_delivery``)."""
+        A channel of this process takes it into its mailbox, without Redis."""
         owner = self._owners.checked(channel)
         if owner == self.client_prefix and "!" in channel:
-            payload = serializers.encode(self, self._serializer, message, seal=False)
-            # A suspension point, as a send through Redis is: a sender in a loop lets the
-            # receivers (and everything else on its loop) run, and can be cancelled; a
-            # cancelled send sends nothing.
+            payload = self._encode_here(message)
+            # A suspension point, as on the way to Redis: a sender in a loop lets its
+            # receivers run; a cancelled send sends nothing.
             await asyncio.sleep(0)
             sent = self._delivery.send_here(channel, payload)
         else:
@@ -273,7 +276,7 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 payload = await self._connections.run(self._named.receive, channel)
             try:
-                if receipt is SENT_HERE:  # never left the process, so never sealed
+                if receipt is SENT_HERE and not self._own_codec:
                     message = serializers.decode(self._serializer, payload, unsealed=True)
                 else:
                     message = self.deserialize(payload)
@@ -431,6 +434,12 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _is_local(self, channel: str) -> bool:
         return "!" in channel and ChannelOwners.of(channel) == self.client_prefix
+
+    def _encode_here(self, message: Message) -> bytes:
+        """``serialize`` for a message that stays in the process: not sealed (encrypted)."""
+        if self._own_codec:
+            return self.serialize(message)
+        return serializers.encode(self, self._serializer, message, seal=False)
 
     def serialize(self, message: Message) -> bytes:
         """Check and encode ``message`` with the ``serializer_format``'s serializer

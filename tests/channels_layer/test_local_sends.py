@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from channels_layer.exceptions import ChannelFull
 from channels_layer.pubsub import RedisPubSubChannelLayer
+from channels_layer.redis import RedisChannelLayer
 from channels_layer.script_batcher import ScriptBatcher
 
 ON_CLUSTER = True
@@ -87,6 +88,24 @@ async def test_the_receiver_gets_a_serialized_copy(make_layer):
     assert got == {"type": "n", "items": [1, 2], "pair": [3, 4], "raw": b"\x00"}
     got["items"].append("changed by the receiver")
     assert message["items"] == [1, 2, "changed after the send"]
+
+
+class Tagging(RedisChannelLayer):
+    """A project's subclass with an encoding of its own, as channels_redis allows."""
+
+    def serialize(self, message):
+        return b"tagged:" + super().serialize(message)
+
+    def deserialize(self, data):
+        assert data.startswith(b"tagged:")
+        return {**super().deserialize(data[len(b"tagged:") :]), "tagged": True}
+
+
+async def test_a_subclass_serialize_and_deserialize_see_its_own_messages_too(make_layer):
+    layer = make_layer(Tagging)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "n"})
+    assert await receive(layer, channel) == {"type": "n", "tagged": True}
 
 
 async def test_a_message_msgpack_cannot_carry_fails_as_on_the_way_to_redis(make_layer):
