@@ -5,9 +5,8 @@ How it works, in the Phoenix.PubSub manner:
 - Every process has an id (``client_prefix``). A message for one of its consumers'
   channels (``specific.<id>!<suffix>``) reaches it by the layer's delivery strategy
   (``redis_delivery``): its inbox, one Redis list drained in batches into in-memory
-  mailboxes, with capacity counted per channel (a process's message to its own channel
-  is counted there too, and put straight into the mailbox); or, for
-  ``RedisPubSubChannelLayer``, its pub/sub topic.
+  mailboxes, with capacity counted per channel; or, for ``RedisPubSubChannelLayer``, its
+  pub/sub topic. A process's ``send`` to its own channel goes straight into the mailbox.
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
   process may receive from them; each message goes to one receiver (``redis_named``).
   ``at_least_once`` ones keep a message under a lease until its job is done
@@ -24,24 +23,7 @@ How it works, in the Phoenix.PubSub manner:
   ``redis_envelopes``.
   ARCHITECTURE.md follows one message from a consumer to a socket.
 
-The Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``KeyScheme``;
-on a Cluster every name is a hash tag, ``{prefix}:{kind}:{{name}}``):
-
-==================  ===============================================  ======================
-kind:name           holds                                            expires
-==================  ===============================================  ======================
-inbox:<process>     list: entries for the process's consumer chans   expiry (+1 s)
-pending:<process>   hash: pending count per channel, inbox seq no.   expiry (+1 s)
-channel:<name>      list: a named channel's entries                  expiry, or
-                                                                     group_expiry if leased
-leases:<name>       zset: leased entries by lease deadline           group_expiry
-group:<group>       zset: direct members (other processes' chans)    group_expiry
-procs:<group>       zset: processes with local members, by time      group_expiry
-broadcast:<group>   (sharded) pub/sub topic: the group's broadcasts  (not stored)
-history:{<group>}   stream: a history group's last messages          ttl after last send
-position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
-process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
-==================  ===============================================  ======================
+The Redis keys, all under ``prefix``: the table in ``redis_hosts``.
 """
 
 from __future__ import annotations
@@ -74,20 +56,15 @@ from .redis_connections import (
     ProcessInbox,
     RedisConnections,
 )
-from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
+from .redis_delivery import SENT_HERE, DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
-from .redis_hosts import KeyScheme, ShardRing, parse_hosts
+from .redis_hosts import ChannelOwners, KeyScheme, ShardRing, parse_hosts
 from .redis_leases import LEASE_SCRIPTS, Lease, Leases
 from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
-
-# Channel names found valid that a layer keeps, with their process (see _checked_owner):
-# more than a busy process's consumers (each reads its own name), since the map is
-# dropped whole when full.
-KNOWN_CHANNELS = 16384
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +136,7 @@ class RedisChannelLayer(BaseChannelLayer):
         # Names this process's connections in Redis's CLIENT LIST.
         self.connection_name = f"channels-layer-{self.client_prefix}"
         self._ring = ShardRing(len(self.hosts))
-        self._known_channels: dict[str, str] = {}
+        self._owners = ChannelOwners(self.require_valid_channel_name)
         # Set below; the mailboxes report what left them to the delivery strategy.
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries(
@@ -244,6 +221,11 @@ class RedisChannelLayer(BaseChannelLayer):
             random_prefix_length=0,
             expiry=max(kept, self.history.longest_ttl),
         )
+        # A subclass's serialize()/deserialize() see every message, same-process ones too.
+        self._own_codec = (
+            type(self).serialize is not RedisChannelLayer.serialize
+            or type(self).deserialize is not RedisChannelLayer.deserialize
+        )
         self._history = RedisHistory(
             self._connections,
             self._key,
@@ -257,10 +239,19 @@ class RedisChannelLayer(BaseChannelLayer):
 
     @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
-        """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity."""
-        owner = self._checked_owner(channel)
-        payload = self.serialize(message)
-        if not await self._connections.run(self._send_to, channel, owner, payload):
+        """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity.
+        A channel of this process takes it into its mailbox, without Redis."""
+        owner = self._owners.checked(channel)
+        if owner == self.client_prefix and "!" in channel:
+            payload = self._encode_here(message)
+            # A suspension point, as on the way to Redis: a sender in a loop lets its
+            # receivers run; a cancelled send sends nothing.
+            await asyncio.sleep(0)
+            sent = self._delivery.send_here(channel, payload)
+        else:
+            payload = self.serialize(message)
+            sent = await self._connections.run(self._send_to, channel, owner, payload)
+        if not sent:
             metrics.dropped_full["redis"]()
             capacity = self.get_capacity(channel)
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
@@ -268,7 +259,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def receive(self, channel: str) -> Message:
         """The next unexpired message on ``channel``; each message reaches one receiver.
         A message that cannot be decrypted or decoded is logged and skipped."""
-        owner = self._checked_owner(channel)
+        owner = self._owners.checked(channel)
         local = "!" in channel
         if local and owner != self.client_prefix:
             raise ValueError(
@@ -285,7 +276,10 @@ class RedisChannelLayer(BaseChannelLayer):
             else:
                 payload = await self._connections.run(self._named.receive, channel)
             try:
-                message = self.deserialize(payload)
+                if receipt is SENT_HERE and not self._own_codec:
+                    message = serializers.decode(self._serializer, payload, unsealed=True)
+                else:
+                    message = self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
                 continue
@@ -394,10 +388,10 @@ class RedisChannelLayer(BaseChannelLayer):
     # Work done on the home loop ----------------------------------------------------------
 
     async def _send(self, channel: str, payload: bytes) -> bool:
-        return await self._send_to(channel, self._owner(channel), payload)
+        return await self._send_to(channel, ChannelOwners.of(channel), payload)
 
     async def _send_to(self, channel: str, owner: str, payload: bytes) -> bool:
-        """``owner``: the process of a consumer channel (``_owner``)."""
+        """``owner``: the process of a consumer channel (``ChannelOwners``)."""
         if "!" in channel:
             return await self._delivery.send(channel, owner, payload)
         return await self._named.send(channel, payload)
@@ -438,27 +432,14 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # Helpers ---------------------------------------------------------------------------
 
-    def _checked_owner(self, channel: str) -> str:
-        """``_owner(channel)``, or ``TypeError`` for an invalid name. Names found valid
-        are kept (up to ``KNOWN_CHANNELS``): sends and receives reuse the names of the
-        process's consumers, and checking one costs more than looking it up."""
-        known = self._known_channels
-        if type(channel) is str:
-            owner = known.get(channel)
-            if owner is not None:
-                return owner
-        self.require_valid_channel_name(channel)
-        owner = self._owner(channel)
-        if len(known) >= KNOWN_CHANNELS:
-            known.clear()
-        known[channel] = owner
-        return owner
-
-    def _owner(self, channel: str) -> str:
-        return channel.partition("!")[0].rpartition(".")[2]
-
     def _is_local(self, channel: str) -> bool:
-        return "!" in channel and self._owner(channel) == self.client_prefix
+        return "!" in channel and ChannelOwners.of(channel) == self.client_prefix
+
+    def _encode_here(self, message: Message) -> bytes:
+        """``serialize`` for a message that stays in the process: not sealed (encrypted)."""
+        if self._own_codec:
+            return self.serialize(message)
+        return serializers.encode(self, self._serializer, message, seal=False)
 
     def serialize(self, message: Message) -> bytes:
         """Check and encode ``message`` with the ``serializer_format``'s serializer

@@ -45,7 +45,7 @@ INBOX_BATCH = 500
 
 @dataclass(frozen=True)
 class ProcessInbox:
-    """Where this process's inbox lives (see the key table in ``channels_layer.redis``)."""
+    """Where this process's inbox lives (see the key table in ``redis_hosts``)."""
 
     owner: str  # the process id, ``client_prefix``
     key: str  # the inbox list
@@ -307,12 +307,6 @@ class RedisConnections:
         if state is None or state.closing or state.loop is not asyncio.get_running_loop():
             return False
         return state.inbox_reader is not None and not state.inbox_reader.done()
-
-    def inbox_progress_here(self) -> InboxProgress | None:
-        """The inbox reader's progress if it runs on the calling loop, the home loop."""
-        if not self.inbox_reader_runs_here():
-            return None
-        return cast(LoopState, self._state).inbox_progress
 
     def subscribed_here(self, topic: str) -> bool:
         """Whether the calling loop is the home loop and Redis confirmed ``topic``."""

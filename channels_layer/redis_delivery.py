@@ -5,6 +5,10 @@ it waits there while the process is busy or reconnecting, and ``capacity`` holds
 channel. ``RedisPubSubChannelLayer`` publishes it to the process's topic
 (``PubSubDelivery``): nothing is stored, so it is the fastest, and at-most-once. Both end in
 the process's mailboxes (``mailbox.Mailboxes``), where ``receive()`` takes it.
+
+A ``send()`` to one of the sending process's own channels goes straight into its mailbox
+(``send_here``), never to Redis: nothing is counted there for it, and it carries the
+``SENT_HERE`` receipt, so its taking is not reported to Redis either.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import defaultdict
@@ -32,6 +35,9 @@ logger = logging.getLogger("channels_layer.redis")
 
 # The mailbox receipt of a message counted in its process's pending hash.
 COUNTED = 1
+# The mailbox receipt of a message its own process sent (``send_here``): not counted in
+# Redis, and not sealed (see ``serializers.encode``).
+SENT_HERE = "here"
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class DeliveryContext:
 
     connections: RedisConnections
     mailboxes: Mailboxes
-    key: Callable[[str, str], str]  # (kind, name) -> Redis key, see the layer's key table
+    key: Callable[[str, str], str]  # (kind, name) -> Redis key, see the key table in redis_hosts
     owner: str  # this process's id
     expiry: float
     capacity: Callable[[str], int]  # a channel's capacity
@@ -57,6 +63,11 @@ class ProcessDelivery(Protocol):
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
         """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full."""
+        ...
+
+    def send_here(self, channel: str, payload: bytes) -> bool:
+        """Put ``payload`` (not sealed) straight into the mailbox of ``channel``, one of
+        this process's; from any thread. False if the sender must get ``ChannelFull``."""
         ...
 
     async def start_reading(self) -> None:
@@ -118,32 +129,19 @@ return results
 """
 )
 
-# The counts of this process's own pending hash: forget messages it has taken out of its
-# inbox or mailboxes (delivered or expired), and count messages for its own channels, which
-# go straight to their mailboxes, against their capacity as SEND_TO_PROCESS counts the
-# others. Both in one script, so they share one EVALSHA when they meet in a batch.
-# ARGV groups: channel, messages taken, capacity (-1: count nothing), ttl.
-# Result: 1 counted, else 0 (full, or nothing to count).
-COUNT_HERE = """
-local results, counted = {}, false
-for i = 1, #ARGV, 4 do
-  local channel, capacity = ARGV[i], tonumber(ARGV[i + 2])
+# Forget, in this process's pending hash, the messages it has taken out of its inbox or
+# mailboxes (delivered or expired). ARGV groups: channel, messages taken. Result: 0.
+FORGET_TAKEN = """
+local results = {}
+for i = 1, #ARGV, 2 do
+  local channel = ARGV[i]
   local pending = tonumber(redis.call('HGET', KEYS[1], channel) or '0') - tonumber(ARGV[i + 1])
-  if capacity >= 0 and pending < capacity then
-    pending = pending + 1
-    counted = true
-    results[#results + 1] = 1
-  else
-    results[#results + 1] = 0
-  end
   if pending > 0 then
     redis.call('HSET', KEYS[1], channel, pending)
   else
     redis.call('HDEL', KEYS[1], channel)
   end
-end
-if counted then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  results[#results + 1] = 0
 end
 return results
 """
@@ -152,16 +150,17 @@ return results
 class InboxDelivery:
     """Messages wait in the process's inbox list, counted per channel against its capacity.
 
-    A message for one of this process's own channels is counted the same way (one round
-    trip) but put straight into its mailbox: it does not travel through the inbox, so the
-    inbox reader is not woken for it. That is done only while nothing this process sent
-    itself through the inbox can still be on its way (after the reader has delivered it,
-    or found the inbox empty), so a sender's messages keep their order.
+    A message for one of this process's own channels does not go to Redis: ``send_here``
+    puts it into its mailbox, refused once the mailbox holds the channel's capacity
+    (whatever sent what it holds). The two counts are apart: other processes are refused
+    once ``capacity`` of theirs are pending in Redis (queued in the inbox, or in the
+    mailbox and not yet received), this process once its mailbox is full, so a channel
+    filled from both sides may hold up to twice its capacity, never more.
     """
 
     scripts: ClassVar[dict[str, str]] = {
         "send_to_process": SEND_TO_PROCESS,
-        "count_here": COUNT_HERE,
+        "forget_taken": FORGET_TAKEN,
     }
     reads_from_new_channel: ClassVar[bool] = False
 
@@ -172,49 +171,17 @@ class InboxDelivery:
         context.connections.before_batch(
             context.connections.ring.shard(context.owner), self._add_taken_to
         )
-        # The last entry this process queued in its own inbox: number, and when queued.
-        self._queued_here_seq = 0
-        self._queued_here_at = -math.inf
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
         context = self.context
-        here = owner == context.owner
-        if here and self._nothing_queued_here():
-            return await self._send_here(channel, payload)
         keys = [context.key("inbox", owner), context.key("pending", owner)]
         entry = envelopes.process_entry(channel, payload)
         args = [channel, entry, context.capacity(channel), int(context.expiry) + 1]
         shard = context.connections.ring.shard(owner)
-        seq = await context.connections.script(shard, "send_to_process", keys, args)
-        if here and seq:
-            self._queued_here_seq = max(self._queued_here_seq, int(seq))
-            self._queued_here_at = time.monotonic()
-        return bool(seq)
+        return bool(await context.connections.script(shard, "send_to_process", keys, args))
 
-    def _nothing_queued_here(self) -> bool:
-        """Whether the inbox reader runs on this loop and nothing this process queued in
-        its own inbox is still to be delivered (see the class docstring)."""
-        progress = self.context.connections.inbox_progress_here()
-        return progress is not None and (
-            progress.delivered >= self._queued_here_seq
-            or progress.empty_since > self._queued_here_at
-        )
-
-    async def _send_here(self, channel: str, payload: bytes) -> bool:
-        context = self.context
-        sent_at = time.time()
-
-        def counted(result: Any) -> None:
-            # Run as the reply arrives, even if the sender was cancelled meanwhile.
-            if result:
-                metrics.received("redis", sent_at)
-                remaining = context.expiry - (time.time() - sent_at)
-                context.mailboxes.put(channel, payload, remaining, capacity=None, receipt=COUNTED)
-
-        keys = [context.key("pending", context.owner)]
-        args = [channel, 0, context.capacity(channel), int(context.expiry) + 1]
-        shard = context.connections.ring.shard(context.owner)
-        return bool(await context.connections.script(shard, "count_here", keys, args, counted))
+    def send_here(self, channel: str, payload: bytes) -> bool:
+        return _put_here(self.context, channel, payload)
 
     async def start_reading(self) -> None:
         await self.context.connections.start_inbox_reader()
@@ -254,24 +221,19 @@ class InboxDelivery:
     def _add_taken_to(self, batch: ScriptBatcher) -> None:
         context = self.context
         keys = [context.key("pending", context.owner)]
-        ttl = int(context.expiry) + 1
         for channel, n in self._taken_counts.take_all().items():
-            batch.call("count_here", keys, [channel, n, -1, ttl]).add_done_callback(_lost)
+            batch.call("forget_taken", keys, [channel, n]).add_done_callback(_lost)
 
     async def _flush_taken(self, taken: dict[str, int]) -> None:
         context = self.context
         keys = [context.key("pending", context.owner)]
         shard = context.connections.ring.shard(context.owner)
-        ttl = int(context.expiry) + 1
 
         async def count(state: LoopState) -> None:
             # One future per channel, all in the same EVALSHA: no coroutine or task each.
             batcher = state.scripts[shard]
             await asyncio.gather(
-                *(
-                    batcher.call("count_here", keys, [channel, n, -1, ttl])
-                    for channel, n in taken.items()
-                )
+                *(batcher.call("forget_taken", keys, [channel, n]) for channel, n in taken.items())
             )
 
         with contextlib.suppress(*UNAVAILABLE):  # the counts went with the Redis that lost them
@@ -322,10 +284,13 @@ class PubSubDelivery:
         capacity = context.capacity(channel)
         metrics.received("redis", sent_at)
         if remaining > 0 and not context.mailboxes.put(channel, payload, remaining, capacity):
-            metrics.dropped_full["redis"]()
-            pubsub_logger.warning(
-                "Dropped a message for %r: its queue holds its capacity of %d", channel, capacity
-            )
+            _dropped_full(channel, capacity)
+        return True
+
+    def send_here(self, channel: str, payload: bytes) -> bool:
+        """As a message published to this process would be: dropped and logged if full."""
+        if not _put_here(self.context, channel, payload):
+            _dropped_full(channel, self.context.capacity(channel))
         return True
 
     def deliver_from_inbox(self, entry: bytes, progress: InboxProgress) -> None:
@@ -336,6 +301,22 @@ class PubSubDelivery:
 
 
 pubsub_logger = logging.getLogger("channels_layer.pubsub")
+
+
+def _put_here(context: DeliveryContext, channel: str, payload: bytes) -> bool:
+    """``send_here``: into the mailbox for ``expiry`` seconds, up to the capacity."""
+    capacity = context.capacity(channel)
+    if not context.mailboxes.put(channel, payload, context.expiry, capacity, SENT_HERE):
+        return False
+    metrics.received("redis", time.time())  # reached its process: at once
+    return True
+
+
+def _dropped_full(channel: str, capacity: int) -> None:
+    metrics.dropped_full["redis"]()
+    pubsub_logger.warning(
+        "Dropped a message for %r: its queue holds its capacity of %d", channel, capacity
+    )
 
 
 def _lost(done: asyncio.Future[Any]) -> None:

@@ -11,6 +11,25 @@ With ``cluster=True``, ``hosts`` holds nodes of a Redis Cluster (URLs, pairs or 
 and follows slots as they move. Several seeds let a process start while one node is down.
 Keys then carry their name as a hash tag (``KeyScheme``), so the keys one script touches
 together, and a group's sharded pub/sub topic, are all in one slot.
+
+The layer's Redis keys, all under ``prefix`` (``{prefix}:{kind}:{name}``, made by ``KeyScheme``;
+on a Cluster every name is a hash tag, ``{prefix}:{kind}:{{name}}``):
+
+==================  ===============================================  ======================
+kind:name           holds                                            expires
+==================  ===============================================  ======================
+inbox:<process>     list: entries for the process's consumer chans   expiry (+1 s)
+pending:<process>   hash: pending count per channel, inbox seq no.   expiry (+1 s)
+channel:<name>      list: a named channel's entries                  expiry, or
+                                                                     group_expiry if leased
+leases:<name>       zset: leased entries by lease deadline           group_expiry
+group:<group>       zset: direct members (other processes' chans)    group_expiry
+procs:<group>       zset: processes with local members, by time      group_expiry
+broadcast:<group>   (sharded) pub/sub topic: the group's broadcasts  (not stored)
+history:{<group>}   stream: a history group's last messages          ttl after last send
+position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
+process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
+==================  ===============================================  ======================
 """
 
 from __future__ import annotations
@@ -18,7 +37,7 @@ from __future__ import annotations
 import bisect
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,13 +66,17 @@ CLUSTER_REDIS_PY = (8, 2)
 
 # Kinds of key whose name is a hash tag even on single servers (kept so for stored data).
 ALWAYS_TAGGED = frozenset({"history", "position"})
+# Channel names found valid that a layer keeps, with their process (``ChannelOwners``):
+# more than a busy process's consumers (each reads its own name), since the map is
+# dropped whole when full.
+KNOWN_CHANNELS = 16384
 
 
 @dataclass(frozen=True)
 class KeyScheme:
-    """The layer's keys, ``{prefix}:{kind}:{name}`` (see the key table in
-    ``channels_layer.redis``); on a Cluster the name is written ``{name}``, a hash tag, so
-    a process's, a channel's or a group's keys (and topic) share one slot."""
+    """The layer's keys, ``{prefix}:{kind}:{name}`` (see the key table above); on a
+    Cluster the name is written ``{name}``, a hash tag, so a process's, a channel's or a
+    group's keys (and topic) share one slot."""
 
     prefix: str
     cluster: bool = False
@@ -71,6 +94,36 @@ class KeyScheme:
     def name_of(key: str) -> str:
         """The name in a key (prefixes never hold a colon; names never hold braces)."""
         return key.split(":", 2)[2].removeprefix("{").removesuffix("}")
+
+
+class ChannelOwners:
+    """The process of each consumer channel (``{prefix}.{process}!{suffix}``), whose inbox
+    and pending hash its messages go to. Names found valid are kept (up to
+    ``KNOWN_CHANNELS``): sends and receives reuse the names of the process's consumers, and
+    checking one costs more than looking it up."""
+
+    def __init__(self, validate: Callable[[Any], object]) -> None:
+        self._validate = validate  # raises for an invalid channel name
+        self._known: dict[str, str] = {}
+
+    def checked(self, channel: str) -> str:
+        """``of(channel)``, or ``validate``'s error for an invalid name."""
+        known = self._known
+        if type(channel) is str:
+            owner = known.get(channel)
+            if owner is not None:
+                return owner
+        self._validate(channel)
+        owner = self.of(channel)
+        if len(known) >= KNOWN_CHANNELS:
+            known.clear()
+        known[channel] = owner
+        return owner
+
+    @staticmethod
+    def of(channel: str) -> str:
+        """The process part of a consumer channel's name (any string for a named one)."""
+        return channel.partition("!")[0].rpartition(".")[2]
 
 
 @dataclass(frozen=True)

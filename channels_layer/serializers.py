@@ -174,15 +174,18 @@ registry.register_serializer("msgpack", MsgPackSerializer)
 registry.register_serializer("json", JSONSerializer)
 
 
-def encode(layer: BaseChannelLayer, serializer: Any, message: Message) -> bytes:
+def encode(layer: BaseChannelLayer, serializer: Any, message: Message, seal: bool = True) -> bytes:
     """Check ``message``, encode it and hold it to ``layer.max_message_size`` (measured
-    before encryption, so the limit does not depend on the keys), then seal it."""
+    before encryption, so the limit does not depend on the keys), then seal it; unless
+    ``seal`` is False (a message that never leaves the process: read it back with
+    ``decode(..., unsealed=True)``)."""
     if isinstance(serializer, MsgPackSerializer):
         layer.require_valid_message(message)  # names the path of a value msgpack refuses
     else:
         layer.require_message_shape(message)
     if isinstance(serializer, BaseMessageSerializer):
-        return serializer.seal(layer.check_size(message, serializer.as_bytes(message)))
+        data = layer.check_size(message, serializer.as_bytes(message))
+        return serializer.seal(data) if seal else data
     data = serializer.serialize(message)
     if not isinstance(data, bytes):
         raise TypeError(f"{type(serializer).__name__}.serialize() returned {type(data).__name__}")
