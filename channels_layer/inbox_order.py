@@ -100,8 +100,6 @@ class InboxProgress:
 
     def __init__(self) -> None:
         self.delivered = 0
-        # When (``time.monotonic()``) the latest read that found the inbox empty was made.
-        self.empty_since = -math.inf
         # [inbox number to wait for (inf: not known yet), deliver, held since]
         self._held: deque[list[Any]] = deque()
 
@@ -136,11 +134,9 @@ class InboxProgress:
         if self._held:
             self._release(lambda mark: False)
 
-    def drained(self, asked_at: float) -> None:
-        """The inbox was found empty by a read made at ``asked_at``: whatever was queued
-        before has been delivered (or lost with an expired or flushed inbox), so nothing
-        needs to wait."""
-        self.empty_since = max(self.empty_since, asked_at)
+    def drained(self) -> None:
+        """The inbox was found empty: whatever was queued before has been delivered (or
+        lost with an expired or flushed inbox), so nothing needs to wait."""
         self._release(lambda mark: mark != math.inf)
 
     def _release_stale(self) -> None:

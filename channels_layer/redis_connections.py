@@ -331,7 +331,6 @@ class RedisConnections:
         next_sweep = time.monotonic() + inbox.sweep_every
         while not state.closing:
             stopping.raise_if_cancelled()
-            asked_at = time.monotonic()
             try:
                 popped = await client.blmpop(
                     BLOCK_SECONDS, 1, inbox.key, direction="LEFT", count=INBOX_BATCH
@@ -345,7 +344,7 @@ class RedisConnections:
             for entry in cast(list[bytes], popped[1]) if popped else ():
                 self.callbacks.deliver_from_inbox(entry, state.inbox_progress)
             if not popped:
-                state.inbox_progress.drained(asked_at)
+                state.inbox_progress.drained()
             if time.monotonic() >= next_sweep:
                 self.callbacks.sweep()
                 next_sweep = time.monotonic() + inbox.sweep_every

@@ -124,7 +124,7 @@ async def test_held_broadcasts_are_merged_into_the_inbox_stream_in_order():
     # b1 right after the entry it followed; b2 once 120 was delivered.
     assert delivered == ["free", 90, 100, "b1", 120, "b2"]
     progress.settle([progress.hold(None, broadcast("b3"))], 500)
-    progress.drained(asked_at=0.0)  # the inbox expired or was flushed: nothing to wait for
+    progress.drained()  # the inbox expired or was flushed: nothing to wait for
     assert delivered[-1] == "b3"
 
 
