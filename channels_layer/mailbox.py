@@ -23,16 +23,48 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 # Called, under the lock, with (channel, receipt) for every message dropped unread.
 OnDiscard = Callable[[str, Any], None]
 # Members a fan-out queues to under one hold of the lock: few enough that a thread
 # waiting for it (a sync consumer's send) waits a fraction of a millisecond.
 FAN_OUT_BATCH = 256
+# Turns a message taken from a channel into what ``receive()`` returns (the layer's
+# decoding); a ValueError drops the message.
+Decode = Callable[[str, bytes, Any], Any]
+
+
+class EagerReceiver(Protocol):
+    """A receiver that handles a message in the sender's call when it is idle (see
+    ``Mailboxes.put``), instead of being woken to take it: no task switch per message."""
+
+    def claim(self) -> bool:
+        """Whether it can handle a message now, and if so, reserve itself for it. Called
+        under the mailboxes' lock, on the receiver's own loop: no I/O, no callbacks."""
+
+    def handle(self, message: Any) -> bool:
+        """Handle the claimed message; never raises (the sender must not see its errors).
+        True: wake the receiver's waiter, it has the rest of the work to do."""
+
+    def release(self) -> None:
+        """Give the claim back: the claimed message was dropped."""
+
+
+class _Eager(threading.local):
+    """Whether this thread runs an eager hand-over now: a message sent from it goes to the
+    queue, so eager handling nests one level deep at most."""
+
+    running = False
+
+
+_eager = _Eager()
 
 
 class _Queue:
@@ -55,14 +87,27 @@ class _Queue:
 
 class _Ready(asyncio.Future[None]):
     """A ``when_ready`` future: withdrawn from its channel's waiters when cancelled, by
-    itself rather than a done callback (a partial and a context: 300 B a connection)."""
+    itself rather than a done callback (a partial and a context: 300 B a connection).
+    With an ``eager`` receiver (``offer_eagerly``), a sender may hand it a message while
+    it waits, instead of resolving it."""
 
-    __slots__ = ("_channel", "_mailboxes")
+    __slots__ = ("_channel", "_mailboxes", "eager")
 
     def __init__(self, mailboxes: Mailboxes, channel: str) -> None:
         super().__init__(loop=asyncio.get_running_loop())
         self._mailboxes = mailboxes
         self._channel = channel
+        self.eager: EagerReceiver | None = None
+
+    def wake(self) -> None:
+        """Resolve it now, out of its channel's waiters (its receiver has work to do)."""
+        with self._mailboxes._lock:
+            queue = self._mailboxes._channels.get(self._channel)
+            if queue is not None and self in queue.waiters:
+                queue.waiters.remove(self)
+                self._mailboxes._forget_if_idle(self._channel, queue)
+        if not self.done():
+            self.set_result(None)
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
@@ -79,18 +124,29 @@ class Mailboxes:
     elsewhere.
     """
 
-    def __init__(self, on_discard: OnDiscard | None = None) -> None:
+    def __init__(self, on_discard: OnDiscard | None = None, decode: Decode | None = None) -> None:
+        """``decode``: how the layer's ``receive()`` makes a message of a payload and its
+        receipt; without it, no receiver is handed a message eagerly."""
         self._lock = threading.Lock()
         self._channels: dict[str, _Queue] = {}
         self._on_discard = on_discard
+        self._decode = decode
 
     def put(
         self, channel: str, payload: bytes, expiry: float, capacity: int | None, receipt: Any = None
     ) -> bool:
         """Queue ``payload`` for ``expiry`` seconds and wake one receiver; False if the
-        channel already holds ``capacity`` messages (None: no limit)."""
+        channel already holds ``capacity`` messages (None: no limit).
+
+        An idle eager receiver (nothing queued before, waiting with ``offer_eagerly`` on
+        this thread's loop) handles the message in this call instead."""
+        loop = _running_loop()
+        eager = self._eager_list(loop)
         with self._lock:
-            return self._put(channel, payload, expiry, capacity, receipt, _running_loop())
+            queued = self._put(channel, payload, expiry, capacity, receipt, loop, None, eager)
+        if eager:
+            self._hand_over(eager)
+        return queued
 
     def put_many(
         self,
@@ -105,13 +161,17 @@ class Mailboxes:
         read once per ``FAN_OUT_BATCH`` channels, not per member."""
         full = []
         loop = _running_loop()
+        eager = self._eager_list(loop)
         for start in range(0, len(channels), FAN_OUT_BATCH):
             with self._lock:
                 now = time.monotonic()
                 for channel in channels[start : start + FAN_OUT_BATCH]:
                     limit = capacity(channel)
-                    if not self._put(channel, payload, expiry, limit, receipt, loop, now):
+                    if not self._put(channel, payload, expiry, limit, receipt, loop, now, eager):
                         full.append(channel)
+            if eager:
+                self._hand_over(eager)
+                eager.clear()
         return full
 
     def _put(
@@ -123,8 +183,10 @@ class Mailboxes:
         receipt: Any,
         loop: asyncio.AbstractEventLoop | None,
         now: float | None = None,
+        eager: list[tuple[str, _Ready, bytes, Any]] | None = None,
     ) -> bool:
-        """``put`` under the lock; ``loop`` is the running loop (None: none here)."""
+        """``put`` under the lock; ``loop`` is the running loop (None: none here). With
+        ``eager``, a message for an idle eager receiver is added there, not queued."""
         if now is None:
             now = time.monotonic()
         queue = self._channels.get(channel)
@@ -134,9 +196,43 @@ class Mailboxes:
             self._drop_expired(channel, queue, now)  # expired messages must not count
             if capacity is not None and len(queue.messages) >= capacity:
                 return False
+        if eager is not None and not queue.messages:
+            ready = _idle_receiver(queue, loop)
+            if ready is not None:
+                eager.append((channel, ready, payload, receipt))
+                return True
         queue.messages.append((now + expiry, payload, receipt))
         _wake_one(queue, loop)
         return True
+
+    def _eager_list(
+        self, loop: asyncio.AbstractEventLoop | None
+    ) -> list[tuple[str, _Ready, bytes, Any]] | None:
+        """Where ``_put`` notes the messages it hands over; None: none may be."""
+        if self._decode is None or loop is None or _eager.running:
+            return None
+        return []
+
+    def _hand_over(self, eager: list[tuple[str, _Ready, bytes, Any]]) -> None:
+        """Have the claimed receivers handle their messages, outside the lock (a handler
+        may send), one level deep: what their handlers send is queued."""
+        decode = self._decode
+        assert decode is not None  # noqa: S101  for mypy: only with a decode
+        _eager.running = True
+        try:
+            for channel, ready, payload, receipt in eager:
+                receiver = ready.eager
+                assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
+                try:
+                    message = decode(channel, payload, receipt)
+                except Exception:
+                    logger.exception("Dropped a message on %r that could not be decoded", channel)
+                    receiver.release()
+                    continue
+                if receiver.handle(message):
+                    ready.wake()
+        finally:
+            _eager.running = False
 
     async def get(self, channel: str) -> tuple[bytes, Any]:
         """Wait for the next unexpired message on ``channel``: ``(payload, receipt)``."""
@@ -250,6 +346,27 @@ class Mailboxes:
         """Drop an empty channel nobody waits on, so departed consumers leave no trace."""
         if not queue.messages and not queue.waiters and self._channels.get(channel) is queue:
             del self._channels[channel]
+
+
+def _idle_receiver(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> _Ready | None:
+    """The receiver first in line, if it is eager, on the running loop and claims the
+    message now; hold the lock."""
+    for waiter in queue.waiters:
+        if waiter.done():
+            continue  # gone: _wake_one skips it too
+        if type(waiter) is not _Ready or waiter.eager is None or waiter.get_loop() is not running:
+            return None
+        return waiter if waiter.eager.claim() else None
+    return None
+
+
+def offer_eagerly(ready: asyncio.Future[None], receiver: EagerReceiver) -> bool:
+    """Let senders on ``ready``'s loop hand ``receiver`` their messages while ``ready``
+    (from ``Mailboxes.when_ready``) waits; False if ``ready`` is not one of those."""
+    if not isinstance(ready, _Ready):
+        return False
+    ready.eager = receiver
+    return True
 
 
 def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:

@@ -54,7 +54,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         messages, "ttl": seconds}}`` (see ``channels_layer.history``)."""
         super().__init__(**config)
         self.history = HistoryConfig(history)
-        self._mailboxes = Mailboxes(on_discard=metrics.counting_expiries("memory"))
+        self._mailboxes = Mailboxes(
+            on_discard=metrics.counting_expiries("memory"),
+            decode=lambda channel, payload, receipt: self.deserialize(payload),
+        )
         self._groups = GroupMembers()
         self._next_sweep = 0.0
         self._kept = _KeptHistories(self.group_expiry)
@@ -65,6 +68,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
         self.require_valid_channel_name(channel)
+        self._sweep_now_and_then()  # a receiver handed its messages eagerly never sweeps
         payload = self.serialize(message)
         capacity = self.get_capacity(channel)
         if not self._mailboxes.put(channel, payload, self.expiry, capacity):
@@ -73,15 +77,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next unexpired message on ``channel``; each message reaches one receiver."""
-        # A consumer receives on one name, again and again: check it once.
+        self._check_receiving_name(channel)
+        self._sweep_now_and_then()
+        payload, _ = await self._mailboxes.get(channel)
+        return self.deserialize(payload)
+
+    def _check_receiving_name(self, channel: str) -> None:
+        """A consumer receives on one name, again and again: check it once."""
         if type(channel) is not str or channel not in self._checked_names:
             self.require_valid_channel_name(channel)
             if len(self._checked_names) >= CHECKED_NAMES_KEPT:
                 self._checked_names.clear()
             self._checked_names.add(channel)
-        self._sweep_now_and_then()
-        payload, _ = await self._mailboxes.get(channel)
-        return self.deserialize(payload)
 
     def _sweep_now_and_then(self) -> None:
         """Drop expired messages of every channel, at most once per ``SWEEP_EVERY`` (or
@@ -93,7 +100,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``."""
-        self.require_valid_channel_name(channel)
+        self._check_receiving_name(channel)
         return self._mailboxes.when_ready(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -157,6 +164,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         return [self.deserialize(payload) for payload in payloads]
 
     def _deliver(self, group: str, payload: bytes) -> None:
+        self._sweep_now_and_then()
         members = self._groups.live_members(group)
         for channel in self._mailboxes.put_many(members, payload, self.expiry, self.get_capacity):
             self.skipped_members.skipped(group, channel)
