@@ -37,7 +37,7 @@ OnDiscard = Callable[[str, Any], None]
 # waiting for it (a sync consumer's send) waits a fraction of a millisecond.
 FAN_OUT_BATCH = 256
 # Turns a message taken from a channel into what ``receive()`` returns (the layer's
-# decoding); a ValueError drops the message.
+# decoding); a ValueError drops the message (the decode logs why).
 Decode = Callable[[str, bytes, Any], Any]
 
 
@@ -225,8 +225,11 @@ class Mailboxes:
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
                     message = decode(channel, payload, receipt)
+                except ValueError:  # dropped, as receive() drops it (logged by decode)
+                    receiver.release()
+                    continue
                 except Exception:
-                    logger.exception("Dropped a message on %r that could not be decoded", channel)
+                    logger.exception("Dropped a message on %r: it could not be decoded", channel)
                     receiver.release()
                     continue
                 if receiver.handle(message):
