@@ -57,6 +57,10 @@ class EagerReceiver(Protocol):
         """Give the claim back: the claimed message was dropped."""
 
 
+# A message claimed by an idle eager receiver: channel, its waiter, payload, receipt.
+Handing = tuple[str, "_Ready", bytes, Any]
+
+
 class _Eager(threading.local):
     """Whether this thread runs an eager hand-over now: a message sent from it goes to the
     queue, so eager handling nests one level deep at most."""
@@ -145,7 +149,7 @@ class Mailboxes:
         with self._lock:
             queued = self._put(channel, payload, expiry, capacity, receipt, loop, None, eager)
         if eager:
-            self._hand_over(eager)
+            self.hand_over(eager)
         return queued
 
     def put_many(
@@ -155,13 +159,16 @@ class Mailboxes:
         expiry: float,
         capacity: Callable[[str], int | None],
         receipt: Any = None,
+        deferred: list[Handing] | None = None,
     ) -> list[str]:
         """``put`` the same ``payload`` to each of ``channels`` (a group's fan-out); the
         channels that were full. One pass: the lock, the clock and the running loop are
-        read once per ``FAN_OUT_BATCH`` channels, not per member."""
+        read once per ``FAN_OUT_BATCH`` channels, not per member. With ``deferred``, the
+        idle eager receivers are only claimed, into that list: the caller hands them
+        their messages (``hand_over``) once it holds no lock a handler might want."""
         full = []
         loop = _running_loop()
-        eager = self._eager_list(loop)
+        eager = self._eager_list(loop) if deferred is None else deferred
         for start in range(0, len(channels), FAN_OUT_BATCH):
             with self._lock:
                 now = time.monotonic()
@@ -169,9 +176,9 @@ class Mailboxes:
                     limit = capacity(channel)
                     if not self._put(channel, payload, expiry, limit, receipt, loop, now, eager):
                         full.append(channel)
-            if eager:
-                self._hand_over(eager)
-                eager.clear()
+        if eager and deferred is None:
+            # Once every member has it: what a handler sends comes after it everywhere.
+            self.hand_over(eager)
         return full
 
     def _put(
@@ -183,7 +190,7 @@ class Mailboxes:
         receipt: Any,
         loop: asyncio.AbstractEventLoop | None,
         now: float | None = None,
-        eager: list[tuple[str, _Ready, bytes, Any]] | None = None,
+        eager: list[Handing] | None = None,
     ) -> bool:
         """``put`` under the lock; ``loop`` is the running loop (None: none here). With
         ``eager``, a message for an idle eager receiver is added there, not queued."""
@@ -205,19 +212,18 @@ class Mailboxes:
         _wake_one(queue, loop)
         return True
 
-    def _eager_list(
-        self, loop: asyncio.AbstractEventLoop | None
-    ) -> list[tuple[str, _Ready, bytes, Any]] | None:
+    def _eager_list(self, loop: asyncio.AbstractEventLoop | None) -> list[Handing] | None:
         """Where ``_put`` notes the messages it hands over; None: none may be."""
         if self._decode is None or loop is None or _eager.running:
             return None
         return []
 
-    def _hand_over(self, eager: list[tuple[str, _Ready, bytes, Any]]) -> None:
+    def hand_over(self, eager: list[Handing]) -> None:
         """Have the claimed receivers handle their messages, outside the lock (a handler
         may send), one level deep: what their handlers send is queued."""
         decode = self._decode
-        assert decode is not None  # noqa: S101  for mypy: only with a decode
+        if not eager or decode is None:
+            return
         _eager.running = True
         try:
             for channel, ready, payload, receipt in eager:

@@ -33,7 +33,7 @@ from .history import (
     require_limit,
     require_position,
 )
-from .mailbox import GroupMembers, Mailboxes
+from .mailbox import GroupMembers, Handing, Mailboxes
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +128,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if rule is None:
             self._deliver(group, self.serialize(message))
             return None
+        handing: list[Handing] = []
         with self._kept.lock:  # so members get a group's messages in the order of offsets
             kept = self._kept.of(group, rule)
             position = Position(kept.epoch, kept.offset + 1)
             # Once: every member, and the history, get the same bytes.
             payload = self.serialize({**message, POSITION_KEY: position_of(group, position)})
             kept.add(payload)
-            self._deliver(group, payload)
+            self._deliver(group, payload, handing)
+        self._mailboxes.hand_over(handing)  # a handler may read or add to the history
         return position
 
     async def group_position(self, group: str) -> Position:
@@ -163,10 +165,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
             payloads = [payload for _, _, payload in itertools.islice(kept.entries, start, stop)]
         return [self.deserialize(payload) for payload in payloads]
 
-    def _deliver(self, group: str, payload: bytes) -> None:
+    def _deliver(self, group: str, payload: bytes, handing: list[Handing] | None = None) -> None:
+        """Queue ``payload`` for the members (``handing``: see ``Mailboxes.put_many``)."""
         self._sweep_now_and_then()
         members = self._groups.live_members(group)
-        for channel in self._mailboxes.put_many(members, payload, self.expiry, self.get_capacity):
+        full = self._mailboxes.put_many(
+            members, payload, self.expiry, self.get_capacity, deferred=handing
+        )
+        for channel in full:
             self.skipped_members.skipped(group, channel)
             metrics.dropped_full["memory"]()
 

@@ -74,6 +74,24 @@ class Other(Member):
     log: list = []
 
 
+class Both(Member):
+    groups = ["room", "others"]
+    log: list = []
+
+    async def ev_forward(self, message):
+        self.log.append(("outer", message["n"]))
+
+
+class Historian(Member):
+    groups = ["hist.room"]
+    log: list = []
+
+    async def ev_quick(self, message):
+        position = await self.channel_layer.group_position("hist.room")
+        self.log.append(("position", position.offset))
+        await self.send(text_data=f"quick {message['n']}")
+
+
 class SyncMember(WebsocketConsumer):
     groups = ["room"]
     log: list = []
@@ -89,7 +107,7 @@ class SyncMember(WebsocketConsumer):
 
 @pytest.fixture(autouse=True)
 def fresh_logs():
-    for cls in (Member, Other, SyncMember):
+    for cls in (Member, Other, Both, Historian, SyncMember):
         cls.log = []
     Member.instances = []
     Member.gate = asyncio.Event()
@@ -278,6 +296,34 @@ async def test_what_an_eager_handler_sends_is_queued_not_handled_in_it():
     assert await other.receive_from() == "quick 1"
     await socket.disconnect()
     await other.disconnect()
+
+
+async def test_every_member_has_a_broadcast_before_what_a_handler_sends_because_of_it(
+    monkeypatch,
+):
+    monkeypatch.setattr("channels_layer.mailbox.FAN_OUT_BATCH", 1)  # one member a pass
+    forwarder, both = await connected(), await connected(Both)
+    await get_channel_layer().group_send("room", {"type": "ev.forward", "n": 1})
+    assert await both.receive_from() == "quick 1"
+    assert [entry[:2] for entry in Both.log] == [("outer", 1), ("quick", 1)]
+    await forwarder.disconnect()
+    await both.disconnect()
+
+
+async def test_a_handler_may_use_the_history_of_the_group_that_reached_it(settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_layer.memory.InMemoryChannelLayer",
+            "CONFIG": {"history": {"hist.*": {"size": 5, "ttl": 60}}},
+        }
+    }
+    socket = await connected(Historian)
+    sent = await asyncio.wait_for(
+        get_channel_layer().group_send("hist.room", {"type": "ev.quick", "n": 1}), 1
+    )
+    assert Historian.log == [("position", sent.offset)]  # handled within, with no deadlock
+    assert await socket.receive_from() == "quick 1"
+    await socket.disconnect()
 
 
 async def test_sync_consumers_are_not_handled_in_the_senders_call():
