@@ -1,7 +1,8 @@
-"""Channel queues and group memberships held in this process's memory, and the one way
-the layer wakes code on another thread's event loop.
+"""Channel queues held in this process's memory, and the one way the layer wakes code on
+another thread's event loop.
 
-The in-memory layer is just these two pieces; the Redis layer uses them for the channels and
+The in-memory layer is just these and its group memberships (``group_members``, also
+importable from here); the Redis layer uses them for the channels and
 group members that live in this process, so that a broadcast crosses Redis once per process
 and is fanned out here (the Phoenix.PubSub model). The layer side's concurrency lives here;
 the consumer side's is in ``consumers.threads``.
@@ -18,6 +19,10 @@ Invariants:
   from elsewhere through ``call_soon_on`` (``wake`` for futures), which every module of the
   layer uses and which gives up quietly on a loop that has closed or a future already
   done (a receiver that has gone).
+- Eager hand-over (``EagerReceiver``): a message for an idle receiver waiting on the
+  sender's own loop, with nothing queued before it, is handled in the sender's call instead
+  of being queued; it still reaches that one receiver, in order. Never from another thread,
+  never nested more than one level, never under this module's lock.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+from .group_members import GroupMembers as GroupMembers  # where the layers import it from
 
 logger = logging.getLogger(__name__)
 
@@ -137,18 +144,25 @@ class Mailboxes:
         self._decode = decode
 
     def put(
-        self, channel: str, payload: bytes, expiry: float, capacity: int | None, receipt: Any = None
+        self,
+        channel: str,
+        payload: bytes,
+        expiry: float,
+        capacity: int | None,
+        receipt: Any = None,
+        deferred: list[Handing] | None = None,
     ) -> bool:
         """Queue ``payload`` for ``expiry`` seconds and wake one receiver; False if the
         channel already holds ``capacity`` messages (None: no limit).
 
         An idle eager receiver (nothing queued before, waiting with ``offer_eagerly`` on
-        this thread's loop) handles the message in this call instead."""
+        this thread's loop) handles the message in this call instead (with ``deferred``:
+        see ``put_many``)."""
         loop = _running_loop()
-        eager = self._eager_list(loop)
+        eager = self._eager_list(loop, deferred)
         with self._lock:
             queued = self._put(channel, payload, expiry, capacity, receipt, loop, None, eager)
-        if eager:
+        if eager and deferred is None:
             self.hand_over(eager)
         return queued
 
@@ -168,7 +182,7 @@ class Mailboxes:
         their messages (``hand_over``) once it holds no lock a handler might want."""
         full = []
         loop = _running_loop()
-        eager = self._eager_list(loop) if deferred is None else deferred
+        eager = self._eager_list(loop, deferred)
         for start in range(0, len(channels), FAN_OUT_BATCH):
             with self._lock:
                 now = time.monotonic()
@@ -212,11 +226,13 @@ class Mailboxes:
         _wake_one(queue, loop)
         return True
 
-    def _eager_list(self, loop: asyncio.AbstractEventLoop | None) -> list[Handing] | None:
+    def _eager_list(
+        self, loop: asyncio.AbstractEventLoop | None, deferred: list[Handing] | None
+    ) -> list[Handing] | None:
         """Where ``_put`` notes the messages it hands over; None: none may be."""
         if self._decode is None or loop is None or _eager.running:
             return None
-        return []
+        return [] if deferred is None else deferred
 
     def hand_over(self, eager: list[Handing]) -> None:
         """Have the claimed receivers handle their messages, outside the lock (a handler
@@ -429,59 +445,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():  # it may have been cancelled while the wake-up was in flight
         waiter.set_result(None)
-
-
-class GroupMembers:
-    """Which channels belong to which group, each membership with its own deadline."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # group -> {channel: membership deadline on time.monotonic()}
-        self._groups: dict[str, dict[str, float]] = {}
-
-    def add(self, group: str, channel: str, expiry: float) -> bool:
-        """Add or renew a membership; True if the group had no members before."""
-        with self._lock:
-            members = self._groups.get(group)
-            first = members is None
-            if members is None:
-                members = self._groups[group] = {}
-            members[channel] = time.monotonic() + expiry
-            return first
-
-    def discard(self, group: str, channel: str) -> bool:
-        """Remove a membership; True if that left the group empty."""
-        with self._lock:
-            members = self._groups.get(group)
-            if members is None or members.pop(channel, None) is None:
-                return False
-            if members:
-                return False
-            del self._groups[group]
-            return True
-
-    def live_members(self, group: str) -> list[str]:
-        """The group's unexpired members, forgetting the expired ones."""
-        with self._lock:
-            members = self._groups.get(group)
-            if members is None:
-                return []
-            now = time.monotonic()
-            for channel in [c for c, deadline in members.items() if deadline <= now]:
-                del members[channel]
-            if not members:
-                del self._groups[group]
-            return list(members)
-
-    def groups(self) -> list[str]:
-        with self._lock:
-            return list(self._groups)
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        """``{group: {channel: membership deadline on time.monotonic()}}``, copied."""
-        with self._lock:
-            return {group: dict(members) for group, members in self._groups.items()}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._groups.clear()

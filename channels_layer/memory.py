@@ -64,14 +64,21 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._checked_names: set[str] = set()  # valid channel names receive() was given
         metrics.watch_layer("memory", self._mailboxes, self._groups)
 
-    @metrics.timed("memory", "send")
     async def send(self, channel: str, message: Message) -> None:
-        """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
+        """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages.
+        An idle consumer may handle it in this call (``consumers.eager``), outside the time
+        the layer's metrics give the call."""
+        handing: list[Handing] = []
+        await self._send(channel, message, handing)
+        self._mailboxes.hand_over(handing)
+
+    @metrics.timed("memory", "send")
+    async def _send(self, channel: str, message: Message, handing: list[Handing]) -> None:
         self.require_valid_channel_name(channel)
         self._sweep_now_and_then()  # a receiver handed its messages eagerly never sweeps
         payload = self.serialize(message)
         capacity = self.get_capacity(channel)
-        if not self._mailboxes.put(channel, payload, self.expiry, capacity):
+        if not self._mailboxes.put(channel, payload, self.expiry, capacity, deferred=handing):
             metrics.dropped_full["memory"]()
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
 
@@ -119,16 +126,25 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         self._groups.discard(group, channel)
 
-    @metrics.timed("memory", "group_send")
     async def group_send(self, group: str, message: Message) -> Position | None:
         """Deliver ``message`` to every live member; a full member misses it, no error.
-        For a group with history: keep it, and return its ``Position`` (None otherwise)."""
+        For a group with history: keep it, and return its ``Position`` (None otherwise).
+        Idle members may handle it in this call (``consumers.eager``), once every member
+        has it, after the layer's own work (and the time its metrics give the call)."""
+        handing: list[Handing] = []
+        position = await self._group_send(group, message, handing)
+        self._mailboxes.hand_over(handing)  # a handler may read or add to the history
+        return position
+
+    @metrics.timed("memory", "group_send")
+    async def _group_send(
+        self, group: str, message: Message, handing: list[Handing]
+    ) -> Position | None:
         self.require_valid_group_name(group)
         rule = self.history.rule(group)
         if rule is None:
-            self._deliver(group, self.serialize(message))
+            self._deliver(group, self.serialize(message), handing)
             return None
-        handing: list[Handing] = []
         with self._kept.lock:  # so members get a group's messages in the order of offsets
             kept = self._kept.of(group, rule)
             position = Position(kept.epoch, kept.offset + 1)
@@ -136,7 +152,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             payload = self.serialize({**message, POSITION_KEY: position_of(group, position)})
             kept.add(payload)
             self._deliver(group, payload, handing)
-        self._mailboxes.hand_over(handing)  # a handler may read or add to the history
         return position
 
     async def group_position(self, group: str) -> Position:
@@ -165,7 +180,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             payloads = [payload for _, _, payload in itertools.islice(kept.entries, start, stop)]
         return [self.deserialize(payload) for payload in payloads]
 
-    def _deliver(self, group: str, payload: bytes, handing: list[Handing] | None = None) -> None:
+    def _deliver(self, group: str, payload: bytes, handing: list[Handing]) -> None:
         """Queue ``payload`` for the members (``handing``: see ``Mailboxes.put_many``)."""
         self._sweep_now_and_then()
         members = self._groups.live_members(group)

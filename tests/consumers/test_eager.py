@@ -3,10 +3,12 @@ sender's call, as the consumer's reader task would have handled it."""
 
 import asyncio
 import contextvars
+import time
 
 import pytest
 
 from channels_layer import get_channel_layer
+from channels_layer.metrics import CALL_SECONDS
 from consumers.consumer import AsyncConsumer
 from consumers.exceptions import StopConsumer
 from consumers.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
@@ -59,6 +61,10 @@ class Member(AsyncWebsocketConsumer):
 
     async def ev_raise(self, message):
         raise RuntimeError("boom in a handler")
+
+    async def ev_slow(self, message):
+        time.sleep(0.1)  # CPU a handler spends without suspending
+        self.log.append(("slow",))
 
     async def ev_stop(self, message):
         raise StopConsumer
@@ -323,6 +329,21 @@ async def test_a_handler_may_use_the_history_of_the_group_that_reached_it(settin
     )
     assert Historian.log == [("position", sent.offset)]  # handled within, with no deadlock
     assert await socket.receive_from() == "quick 1"
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize("call", ["send", "group_send"])
+async def test_the_layers_call_time_leaves_out_the_handlers_it_ran(call):
+    socket = await connected()
+    layer = get_channel_layer()
+    timings = CALL_SECONDS.labels("memory", call)
+    _, before = timings.read()
+    if call == "send":
+        await layer.send(Member.instances[-1].channel_name, {"type": "ev.slow"})
+    else:
+        await layer.group_send("room", {"type": "ev.slow"})
+    assert Member.log == [("slow",)]
+    assert timings.read()[1] - before < 0.05
     await socket.disconnect()
 
 
