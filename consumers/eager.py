@@ -145,6 +145,8 @@ class EagerReader:
         previous = _swap_current_task(self._loop, task)
         try:
             handed = self.context.run(self._first_step, message)
+        except RuntimeError:  # its context is entered (a callback of the reader's sent)
+            handed = Handed(self._consumer.dispatch(message), None)  # for the reader to run
         finally:
             _swap_current_task(self._loop, previous)
         if handed is None:

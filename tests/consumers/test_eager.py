@@ -347,6 +347,19 @@ async def test_the_layers_call_time_leaves_out_the_handlers_it_ran(call):
     await socket.disconnect()
 
 
+async def test_a_message_put_from_the_readers_own_context_is_left_to_the_reader():
+    socket = await connected()
+    (consumer,) = Member.instances
+    layer = get_channel_layer()
+    payload = layer.serialize({"type": "ev.quick", "n": 1})
+    # As a callback scheduled by the reader task would: its context is the one entered.
+    consumer._eager.context.run(layer._mailboxes.put, consumer.channel_name, payload, 60, None)
+    assert Member.log == []
+    assert await socket.receive_from() == "quick 1"
+    assert Member.log[0][2] is consumer._reading
+    await socket.disconnect()
+
+
 async def test_sync_consumers_are_not_handled_in_the_senders_call():
     socket = await connected(SyncMember)
     layer = get_channel_layer()
