@@ -183,16 +183,21 @@ class Mailboxes:
         full = []
         loop = _running_loop()
         eager = self._eager_list(loop, deferred)
-        for start in range(0, len(channels), FAN_OUT_BATCH):
-            with self._lock:
-                now = time.monotonic()
-                for channel in channels[start : start + FAN_OUT_BATCH]:
-                    limit = capacity(channel)
-                    if not self._put(channel, payload, expiry, limit, receipt, loop, now, eager):
-                        full.append(channel)
-        if eager and deferred is None:
-            # Once every member has it: what a handler sends comes after it everywhere.
-            self.hand_over(eager)
+        try:
+            for start in range(0, len(channels), FAN_OUT_BATCH):
+                with self._lock:
+                    now = time.monotonic()
+                    for channel in channels[start : start + FAN_OUT_BATCH]:
+                        limit = capacity(channel)
+                        if not self._put(
+                            channel, payload, expiry, limit, receipt, loop, now, eager
+                        ):
+                            full.append(channel)
+        finally:
+            # Once every member has it: what a handler sends comes after it everywhere
+            # (and, should a pass fail, what was claimed is still handled).
+            if eager and deferred is None:
+                self.hand_over(eager)
         return full
 
     def _put(

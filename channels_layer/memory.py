@@ -69,8 +69,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         An idle consumer may handle it in this call (``consumers.eager``), outside the time
         the layer's metrics give the call."""
         handing: list[Handing] = []
-        await self._send(channel, message, handing)
-        self._mailboxes.hand_over(handing)
+        try:
+            await self._send(channel, message, handing)
+        finally:  # what was claimed must be handled, or its consumer keeps its turn
+            self._mailboxes.hand_over(handing)
 
     @metrics.timed("memory", "send")
     async def _send(self, channel: str, message: Message, handing: list[Handing]) -> None:
@@ -132,9 +134,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         Idle members may handle it in this call (``consumers.eager``), once every member
         has it, after the layer's own work (and the time its metrics give the call)."""
         handing: list[Handing] = []
-        position = await self._group_send(group, message, handing)
-        self._mailboxes.hand_over(handing)  # a handler may read or add to the history
-        return position
+        try:
+            return await self._group_send(group, message, handing)
+        finally:  # what was claimed must be handled; outside the history's lock
+            self._mailboxes.hand_over(handing)
 
     @metrics.timed("memory", "group_send")
     async def _group_send(

@@ -117,3 +117,23 @@ async def test_a_message_that_cannot_be_decoded_gives_the_claim_back():
     await layer.send(channel, {"type": "n", "n": 0})
     assert (receiver.got, receiver.released, ready.done()) == ([], 1, False)
     ready.cancel()
+
+
+async def test_what_was_claimed_is_handled_even_if_the_fan_out_fails_after():
+    layer = InMemoryChannelLayer()
+    first, second = await layer.new_channel(), await layer.new_channel()
+    for channel in (first, second):
+        await layer.group_add("room", channel)
+    receiver = Receiver()
+    ready = await idle(layer, first, receiver)
+
+    def capacity(channel):
+        if channel == second:
+            raise RuntimeError("no capacity for you")
+        return 10
+
+    layer.get_capacity = capacity
+    with pytest.raises(RuntimeError, match="no capacity"):
+        await layer.group_send("room", {"type": "n", "n": 0})
+    assert [message["n"] for message in receiver.got] == [0]  # not left claimed
+    ready.cancel()
