@@ -1,7 +1,8 @@
-"""Channel queues and group memberships held in this process's memory, and the one way
-the layer wakes code on another thread's event loop.
+"""Channel queues held in this process's memory, and the one way the layer wakes code on
+another thread's event loop.
 
-The in-memory layer is just these two pieces; the Redis layer uses them for the channels and
+The in-memory layer is just these and its group memberships (``group_members``, also
+importable from here); the Redis layer uses them for the channels and
 group members that live in this process, so that a broadcast crosses Redis once per process
 and is fanned out here (the Phoenix.PubSub model). The layer side's concurrency lives here;
 the consumer side's is in ``consumers.threads``.
@@ -18,21 +19,63 @@ Invariants:
   from elsewhere through ``call_soon_on`` (``wake`` for futures), which every module of the
   layer uses and which gives up quietly on a loop that has closed or a future already
   done (a receiver that has gone).
+- Eager hand-over (``EagerReceiver``): a message for an idle receiver waiting on the
+  sender's own loop, with nothing queued before it, is handled in the sender's call instead
+  of being queued; it still reaches that one receiver, in order. Never from another thread,
+  never nested more than one level, never under this module's lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
+
+from .group_members import GroupMembers as GroupMembers  # where the layers import it from
+
+logger = logging.getLogger(__name__)
 
 # Called, under the lock, with (channel, receipt) for every message dropped unread.
 OnDiscard = Callable[[str, Any], None]
 # Members a fan-out queues to under one hold of the lock: few enough that a thread
 # waiting for it (a sync consumer's send) waits a fraction of a millisecond.
 FAN_OUT_BATCH = 256
+# Turns a message taken from a channel into what ``receive()`` returns (the layer's
+# decoding); a ValueError drops the message (the decode logs why).
+Decode = Callable[[str, bytes, Any], Any]
+
+
+class EagerReceiver(Protocol):
+    """A receiver that handles a message in the sender's call when it is idle (see
+    ``Mailboxes.put``), instead of being woken to take it: no task switch per message."""
+
+    def claim(self) -> bool:
+        """Whether it can handle a message now, and if so, reserve itself for it. Called
+        under the mailboxes' lock, on the receiver's own loop: no I/O, no callbacks."""
+
+    def handle(self, message: Any) -> bool:
+        """Handle the claimed message; never raises (the sender must not see its errors).
+        True: wake the receiver's waiter, it has the rest of the work to do."""
+
+    def release(self) -> None:
+        """Give the claim back: the claimed message was dropped."""
+
+
+# A message claimed by an idle eager receiver: channel, its waiter, payload, receipt.
+Handing = tuple[str, "_Ready", bytes, Any]
+
+
+class _Eager(threading.local):
+    """Whether this thread runs an eager hand-over now: a message sent from it goes to the
+    queue, so eager handling nests one level deep at most."""
+
+    running = False
+
+
+_eager = _Eager()
 
 
 class _Queue:
@@ -55,14 +98,27 @@ class _Queue:
 
 class _Ready(asyncio.Future[None]):
     """A ``when_ready`` future: withdrawn from its channel's waiters when cancelled, by
-    itself rather than a done callback (a partial and a context: 300 B a connection)."""
+    itself rather than a done callback (a partial and a context: 300 B a connection).
+    With an ``eager`` receiver (``offer_eagerly``), a sender may hand it a message while
+    it waits, instead of resolving it."""
 
-    __slots__ = ("_channel", "_mailboxes")
+    __slots__ = ("_channel", "_mailboxes", "eager")
 
     def __init__(self, mailboxes: Mailboxes, channel: str) -> None:
         super().__init__(loop=asyncio.get_running_loop())
         self._mailboxes = mailboxes
         self._channel = channel
+        self.eager: EagerReceiver | None = None
+
+    def wake(self) -> None:
+        """Resolve it now, out of its channel's waiters (its receiver has work to do)."""
+        with self._mailboxes._lock:
+            queue = self._mailboxes._channels.get(self._channel)
+            if queue is not None and self in queue.waiters:
+                queue.waiters.remove(self)
+                self._mailboxes._forget_if_idle(self._channel, queue)
+        if not self.done():
+            self.set_result(None)
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
@@ -79,18 +135,36 @@ class Mailboxes:
     elsewhere.
     """
 
-    def __init__(self, on_discard: OnDiscard | None = None) -> None:
+    def __init__(self, on_discard: OnDiscard | None = None, decode: Decode | None = None) -> None:
+        """``decode``: how the layer's ``receive()`` makes a message of a payload and its
+        receipt; without it, no receiver is handed a message eagerly."""
         self._lock = threading.Lock()
         self._channels: dict[str, _Queue] = {}
         self._on_discard = on_discard
+        self._decode = decode
 
     def put(
-        self, channel: str, payload: bytes, expiry: float, capacity: int | None, receipt: Any = None
+        self,
+        channel: str,
+        payload: bytes,
+        expiry: float,
+        capacity: int | None,
+        receipt: Any = None,
+        deferred: list[Handing] | None = None,
     ) -> bool:
         """Queue ``payload`` for ``expiry`` seconds and wake one receiver; False if the
-        channel already holds ``capacity`` messages (None: no limit)."""
+        channel already holds ``capacity`` messages (None: no limit).
+
+        An idle eager receiver (nothing queued before, waiting with ``offer_eagerly`` on
+        this thread's loop) handles the message in this call instead (with ``deferred``:
+        see ``put_many``)."""
+        loop = _running_loop()
+        eager = self._eager_list(loop, deferred)
         with self._lock:
-            return self._put(channel, payload, expiry, capacity, receipt, _running_loop())
+            queued = self._put(channel, payload, expiry, capacity, receipt, loop, None, eager)
+        if eager and deferred is None:
+            self.hand_over(eager)
+        return queued
 
     def put_many(
         self,
@@ -99,19 +173,31 @@ class Mailboxes:
         expiry: float,
         capacity: Callable[[str], int | None],
         receipt: Any = None,
+        deferred: list[Handing] | None = None,
     ) -> list[str]:
         """``put`` the same ``payload`` to each of ``channels`` (a group's fan-out); the
         channels that were full. One pass: the lock, the clock and the running loop are
-        read once per ``FAN_OUT_BATCH`` channels, not per member."""
+        read once per ``FAN_OUT_BATCH`` channels, not per member. With ``deferred``, the
+        idle eager receivers are only claimed, into that list: the caller hands them
+        their messages (``hand_over``) once it holds no lock a handler might want."""
         full = []
         loop = _running_loop()
-        for start in range(0, len(channels), FAN_OUT_BATCH):
-            with self._lock:
-                now = time.monotonic()
-                for channel in channels[start : start + FAN_OUT_BATCH]:
-                    limit = capacity(channel)
-                    if not self._put(channel, payload, expiry, limit, receipt, loop, now):
-                        full.append(channel)
+        eager = self._eager_list(loop, deferred)
+        try:
+            for start in range(0, len(channels), FAN_OUT_BATCH):
+                with self._lock:
+                    now = time.monotonic()
+                    for channel in channels[start : start + FAN_OUT_BATCH]:
+                        limit = capacity(channel)
+                        if not self._put(
+                            channel, payload, expiry, limit, receipt, loop, now, eager
+                        ):
+                            full.append(channel)
+        finally:
+            # Once every member has it: what a handler sends comes after it everywhere
+            # (and, should a pass fail, what was claimed is still handled).
+            if eager and deferred is None:
+                self.hand_over(eager)
         return full
 
     def _put(
@@ -123,8 +209,10 @@ class Mailboxes:
         receipt: Any,
         loop: asyncio.AbstractEventLoop | None,
         now: float | None = None,
+        eager: list[Handing] | None = None,
     ) -> bool:
-        """``put`` under the lock; ``loop`` is the running loop (None: none here)."""
+        """``put`` under the lock; ``loop`` is the running loop (None: none here). With
+        ``eager``, a message for an idle eager receiver is added there, not queued."""
         if now is None:
             now = time.monotonic()
         queue = self._channels.get(channel)
@@ -134,9 +222,47 @@ class Mailboxes:
             self._drop_expired(channel, queue, now)  # expired messages must not count
             if capacity is not None and len(queue.messages) >= capacity:
                 return False
+        if eager is not None and not queue.messages:
+            ready = _idle_receiver(queue, loop)
+            if ready is not None:
+                eager.append((channel, ready, payload, receipt))
+                return True
         queue.messages.append((now + expiry, payload, receipt))
         _wake_one(queue, loop)
         return True
+
+    def _eager_list(
+        self, loop: asyncio.AbstractEventLoop | None, deferred: list[Handing] | None
+    ) -> list[Handing] | None:
+        """Where ``_put`` notes the messages it hands over; None: none may be."""
+        if self._decode is None or loop is None or _eager.running:
+            return None
+        return [] if deferred is None else deferred
+
+    def hand_over(self, eager: list[Handing]) -> None:
+        """Have the claimed receivers handle their messages, outside the lock (a handler
+        may send), one level deep: what their handlers send is queued."""
+        decode = self._decode
+        if not eager or decode is None:
+            return
+        _eager.running = True
+        try:
+            for channel, ready, payload, receipt in eager:
+                receiver = ready.eager
+                assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
+                try:
+                    message = decode(channel, payload, receipt)
+                except ValueError:  # dropped, as receive() drops it (logged by decode)
+                    receiver.release()
+                    continue
+                except Exception:
+                    logger.exception("Dropped a message on %r: it could not be decoded", channel)
+                    receiver.release()
+                    continue
+                if receiver.handle(message):
+                    ready.wake()
+        finally:
+            _eager.running = False
 
     async def get(self, channel: str) -> tuple[bytes, Any]:
         """Wait for the next unexpired message on ``channel``: ``(payload, receipt)``."""
@@ -252,6 +378,27 @@ class Mailboxes:
             del self._channels[channel]
 
 
+def _idle_receiver(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> _Ready | None:
+    """The receiver first in line, if it is eager, on the running loop and claims the
+    message now; hold the lock."""
+    for waiter in queue.waiters:
+        if waiter.done():
+            continue  # gone: _wake_one skips it too
+        if type(waiter) is not _Ready or waiter.eager is None or waiter.get_loop() is not running:
+            return None
+        return waiter if waiter.eager.claim() else None
+    return None
+
+
+def offer_eagerly(ready: asyncio.Future[None], receiver: EagerReceiver) -> bool:
+    """Let senders on ``ready``'s loop hand ``receiver`` their messages while ``ready``
+    (from ``Mailboxes.when_ready``) waits; False if ``ready`` is not one of those."""
+    if not isinstance(ready, _Ready):
+        return False
+    ready.eager = receiver
+    return True
+
+
 def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:
     """Wake the longest-waiting live receiver if a message is queued. Hold the lock;
     ``running`` is the running loop (None: none in this thread), read once by the caller:
@@ -303,59 +450,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():  # it may have been cancelled while the wake-up was in flight
         waiter.set_result(None)
-
-
-class GroupMembers:
-    """Which channels belong to which group, each membership with its own deadline."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # group -> {channel: membership deadline on time.monotonic()}
-        self._groups: dict[str, dict[str, float]] = {}
-
-    def add(self, group: str, channel: str, expiry: float) -> bool:
-        """Add or renew a membership; True if the group had no members before."""
-        with self._lock:
-            members = self._groups.get(group)
-            first = members is None
-            if members is None:
-                members = self._groups[group] = {}
-            members[channel] = time.monotonic() + expiry
-            return first
-
-    def discard(self, group: str, channel: str) -> bool:
-        """Remove a membership; True if that left the group empty."""
-        with self._lock:
-            members = self._groups.get(group)
-            if members is None or members.pop(channel, None) is None:
-                return False
-            if members:
-                return False
-            del self._groups[group]
-            return True
-
-    def live_members(self, group: str) -> list[str]:
-        """The group's unexpired members, forgetting the expired ones."""
-        with self._lock:
-            members = self._groups.get(group)
-            if members is None:
-                return []
-            now = time.monotonic()
-            for channel in [c for c, deadline in members.items() if deadline <= now]:
-                del members[channel]
-            if not members:
-                del self._groups[group]
-            return list(members)
-
-    def groups(self) -> list[str]:
-        with self._lock:
-            return list(self._groups)
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        """``{group: {channel: membership deadline on time.monotonic()}}``, copied."""
-        with self._lock:
-            return {group: dict(members) for group, members in self._groups.items()}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._groups.clear()

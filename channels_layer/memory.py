@@ -33,7 +33,7 @@ from .history import (
     require_limit,
     require_position,
 )
-from .mailbox import GroupMembers, Mailboxes
+from .mailbox import GroupMembers, Handing, Mailboxes
 
 logger = logging.getLogger(__name__)
 
@@ -54,34 +54,50 @@ class InMemoryChannelLayer(BaseChannelLayer):
         messages, "ttl": seconds}}`` (see ``channels_layer.history``)."""
         super().__init__(**config)
         self.history = HistoryConfig(history)
-        self._mailboxes = Mailboxes(on_discard=metrics.counting_expiries("memory"))
+        self._mailboxes = Mailboxes(
+            on_discard=metrics.counting_expiries("memory"),
+            decode=lambda channel, payload, receipt: self.deserialize(payload),
+        )
         self._groups = GroupMembers()
         self._next_sweep = 0.0
         self._kept = _KeptHistories(self.group_expiry)
         self._checked_names: set[str] = set()  # valid channel names receive() was given
         metrics.watch_layer("memory", self._mailboxes, self._groups)
 
-    @metrics.timed("memory", "send")
     async def send(self, channel: str, message: Message) -> None:
-        """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages."""
+        """Queue ``message``; raise ``ChannelFull`` when ``channel`` holds ``capacity`` messages.
+        An idle consumer may handle it in this call (``consumers.eager``), outside the time
+        the layer's metrics give the call."""
+        handing: list[Handing] = []
+        try:
+            await self._send(channel, message, handing)
+        finally:  # what was claimed must be handled, or its consumer keeps its turn
+            self._mailboxes.hand_over(handing)
+
+    @metrics.timed("memory", "send")
+    async def _send(self, channel: str, message: Message, handing: list[Handing]) -> None:
         self.require_valid_channel_name(channel)
+        self._sweep_now_and_then()  # a receiver handed its messages eagerly never sweeps
         payload = self.serialize(message)
         capacity = self.get_capacity(channel)
-        if not self._mailboxes.put(channel, payload, self.expiry, capacity):
+        if not self._mailboxes.put(channel, payload, self.expiry, capacity, deferred=handing):
             metrics.dropped_full["memory"]()
             raise ChannelFull(f"Channel {channel!r} is at its capacity of {capacity} messages")
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next unexpired message on ``channel``; each message reaches one receiver."""
-        # A consumer receives on one name, again and again: check it once.
+        self._check_receiving_name(channel)
+        self._sweep_now_and_then()
+        payload, _ = await self._mailboxes.get(channel)
+        return self.deserialize(payload)
+
+    def _check_receiving_name(self, channel: str) -> None:
+        """A consumer receives on one name, again and again: check it once."""
         if type(channel) is not str or channel not in self._checked_names:
             self.require_valid_channel_name(channel)
             if len(self._checked_names) >= CHECKED_NAMES_KEPT:
                 self._checked_names.clear()
             self._checked_names.add(channel)
-        self._sweep_now_and_then()
-        payload, _ = await self._mailboxes.get(channel)
-        return self.deserialize(payload)
 
     def _sweep_now_and_then(self) -> None:
         """Drop expired messages of every channel, at most once per ``SWEEP_EVERY`` (or
@@ -93,7 +109,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``."""
-        self.require_valid_channel_name(channel)
+        self._check_receiving_name(channel)
         return self._mailboxes.when_ready(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -112,14 +128,25 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         self._groups.discard(group, channel)
 
-    @metrics.timed("memory", "group_send")
     async def group_send(self, group: str, message: Message) -> Position | None:
         """Deliver ``message`` to every live member; a full member misses it, no error.
-        For a group with history: keep it, and return its ``Position`` (None otherwise)."""
+        For a group with history: keep it, and return its ``Position`` (None otherwise).
+        Idle members may handle it in this call (``consumers.eager``), once every member
+        has it, after the layer's own work (and the time its metrics give the call)."""
+        handing: list[Handing] = []
+        try:
+            return await self._group_send(group, message, handing)
+        finally:  # what was claimed must be handled; outside the history's lock
+            self._mailboxes.hand_over(handing)
+
+    @metrics.timed("memory", "group_send")
+    async def _group_send(
+        self, group: str, message: Message, handing: list[Handing]
+    ) -> Position | None:
         self.require_valid_group_name(group)
         rule = self.history.rule(group)
         if rule is None:
-            self._deliver(group, self.serialize(message))
+            self._deliver(group, self.serialize(message), handing)
             return None
         with self._kept.lock:  # so members get a group's messages in the order of offsets
             kept = self._kept.of(group, rule)
@@ -127,7 +154,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             # Once: every member, and the history, get the same bytes.
             payload = self.serialize({**message, POSITION_KEY: position_of(group, position)})
             kept.add(payload)
-            self._deliver(group, payload)
+            self._deliver(group, payload, handing)
         return position
 
     async def group_position(self, group: str) -> Position:
@@ -156,9 +183,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
             payloads = [payload for _, _, payload in itertools.islice(kept.entries, start, stop)]
         return [self.deserialize(payload) for payload in payloads]
 
-    def _deliver(self, group: str, payload: bytes) -> None:
+    def _deliver(self, group: str, payload: bytes, handing: list[Handing]) -> None:
+        """Queue ``payload`` for the members (``handing``: see ``Mailboxes.put_many``)."""
+        self._sweep_now_and_then()
         members = self._groups.live_members(group)
-        for channel in self._mailboxes.put_many(members, payload, self.expiry, self.get_capacity):
+        full = self._mailboxes.put_many(
+            members, payload, self.expiry, self.get_capacity, deferred=handing
+        )
+        for channel in full:
             self.skipped_members.skipped(group, channel)
             metrics.dropped_full["memory"]()
 

@@ -35,7 +35,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from . import metrics, serializers
+from . import metrics, redis_local, serializers
 from . import redis_envelopes as envelopes
 from .base import (
     AT_LEAST_ONCE,
@@ -141,7 +141,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries(
                 "redis", lambda channel, receipt: self._delivery.taken(channel, receipt)
-            )
+            ),
+            decode=functools.partial(redis_local.local_message, self),
         )
         inbox = ProcessInbox(
             owner=self.client_prefix,

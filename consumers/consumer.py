@@ -18,6 +18,7 @@ from typing import Any, ClassVar, cast
 
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers import metrics
+from consumers.eager import EagerReader
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.send_deadline import send_within_deadline
 from consumers.threads import Outbox, close_old_connections_here, sync_pool
@@ -207,6 +208,7 @@ class AsyncConsumer:
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side
             self._reading: asyncio.Task[None] | None = None
+            self._eager: EagerReader | None = None
             self._frame_waiting = False
             self._ready: asyncio.Future[None] | None = None
             if not await self._idle():
@@ -266,17 +268,28 @@ class AsyncConsumer:
 
     def _start_reading(self, ready: asyncio.Future[None]) -> None:
         if not ready.cancelled() and not self._connection_side.done():
-            self._reading = asyncio.ensure_future(self._read_layer())
+            if isinstance(self, SyncConsumer):  # its handlers' threads: no eager dispatch
+                self._reading = asyncio.ensure_future(self._read_layer())
+            else:
+                self._eager = EagerReader(self)
+                self._reading = self._eager.start(self._read_layer())
 
     async def _read_layer(self) -> None:
         # For mypy: only started once the consumer has a layer and a channel.
         assert self.channel_layer is not None and self.channel_name is not None  # noqa: S101
+        eager = self._eager
         try:
             while True:
-                message = await self.channel_layer.receive(self.channel_name)
-                await self._turn.take()
+                # Handed: a handler the layer began in its sender's call (consumers.eager).
+                handed = None if eager is None else await eager.wait()
+                if handed is None:
+                    message = await self.channel_layer.receive(self.channel_name)
+                    await self._turn.take()
                 try:
-                    await self.dispatch(message)
+                    if handed is None:
+                        await self.dispatch(message)
+                    else:
+                        await handed
                     handled = 1
                     while (
                         self._frame_waiting

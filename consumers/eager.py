@@ -1,0 +1,169 @@
+"""Eager dispatch: a layer message for an idle consumer is handled in its sender's call.
+
+A broadcast to 1,000 consumers woke 1,000 parked layer readers, and the loop then resumed
+each one to take its message and dispatch it: a task switch per member, about as much CPU
+as the handler's own send. When a consumer's layer reader waits on an empty channel and its
+turn is free, the layer's mailbox hands it the message instead (``EagerReader``, an
+``EagerReceiver`` of ``channels_layer.mailbox``): the handler's first step runs right there,
+as the reader task (``current_task()``) and in the reader task's context, so a handler that
+does not suspend (the usual ``await self.send(...)``) ends within the sender's call. One that
+suspends is handed to the reader task, which goes on with it exactly where it stopped, as if
+it had run it all along; one that raises has the reader task raise it. The sender sees
+neither, nor waits for either.
+
+Per consumer nothing changes: one handler at a time (the eager handler holds the turn), in
+arrival order (a message queued, or a handler running, means no eager hand-over), and a
+consumer cancelled while its handler waits sees the cancellation in the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import types
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any
+
+from channels_layer.mailbox import offer_eagerly
+
+if TYPE_CHECKING:
+    from consumers.consumer import AsyncConsumer
+
+if sys.version_info >= (3, 12):
+    from asyncio.tasks import _swap_current_task
+else:
+    from asyncio.tasks import _current_tasks, _enter_task, _leave_task  # type: ignore[attr-defined]
+
+    def _swap_current_task(
+        loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
+    ) -> asyncio.Task[Any] | None:
+        """Make ``task`` the loop's current task; the one that was (Python 3.12's own)."""
+        previous = _current_tasks.get(loop)
+        if previous is not None:
+            _leave_task(loop, previous)
+        if task is not None:
+            _enter_task(loop, task)
+        return previous
+
+
+class Handed:
+    """The rest of a handler that suspended (or raised) in its eager first step, for the
+    reader task to await: it goes on as ``await`` would have."""
+
+    __slots__ = ("_error", "_step", "_suspended_on")
+
+    def __init__(self, step: Any, suspended_on: Any, error: BaseException | None = None) -> None:
+        self._step = step
+        self._suspended_on = suspended_on
+        self._error = error
+
+    def cancelled(self, error: asyncio.CancelledError) -> None:
+        """The reader was cancelled before it went on: as a task cancelled while it
+        waits, cancel what the handler waits on, or else throw the cancellation in."""
+        waiting = self._suspended_on
+        if self._step is None or (isinstance(waiting, asyncio.Future) and waiting.cancel()):
+            return
+        self._error = error
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return _go_on(self._step, self._suspended_on, self._error)
+
+
+def _go_on(step: Any, suspended_on: Any, error: BaseException | None) -> Generator[Any, Any, None]:
+    if step is None:
+        assert error is not None  # noqa: S101  for mypy: a handler that raised
+        raise error
+    try:
+        if error is not None:
+            suspended_on = step.throw(error)
+        while True:
+            try:
+                value = yield suspended_on
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as thrown:  # a cancellation: the handler's to handle
+                suspended_on = step.throw(thrown)
+            else:
+                suspended_on = step.send(value)
+    except StopIteration:
+        return
+
+
+class EagerReader:
+    """A consumer's layer reader, as the mailbox sees it while it waits (``wait``)."""
+
+    __slots__ = ("_consumer", "_loop", "context", "handed", "task")
+
+    def __init__(self, consumer: AsyncConsumer) -> None:
+        self._consumer = consumer
+        self._loop = asyncio.get_running_loop()
+        self.context = contextvars.copy_context()  # the reader task's: handlers run in it
+        self.task: asyncio.Task[None] | None = None
+        self.handed: Handed | None = None
+
+    def start(self, reading: Awaitable[None]) -> asyncio.Task[None]:
+        """Start the reader task in ``context``."""
+        self.task = self._loop.create_task(reading, context=self.context)  # type: ignore[arg-type]
+        return self.task
+
+    async def wait(self) -> Handed | None:
+        """Wait for the next layer message: None to receive it, or a handler's rest (its
+        consumer's turn taken) to await."""
+        consumer = self._consumer
+        assert consumer.channel_layer is not None and consumer.channel_name is not None  # noqa: S101
+        ready = await consumer.channel_layer.when_ready(consumer.channel_name)
+        if ready is None:
+            return None
+        offer_eagerly(ready, self)
+        try:
+            await ready
+        except asyncio.CancelledError as error:
+            handed = self.handed
+            if handed is None:
+                raise
+            handed.cancelled(error)  # the handler sees it, as when the reader ran it
+        handed, self.handed = self.handed, None
+        return handed
+
+    # channels_layer.mailbox.EagerReceiver
+
+    def claim(self) -> bool:
+        task = self.task
+        return task is not None and not task.cancelling() and self._consumer._turn.take_now()
+
+    def release(self) -> None:
+        self._consumer._turn.release()
+
+    def handle(self, message: Any) -> bool:
+        task = self.task
+        assert task is not None  # noqa: S101  for mypy: claimed, so started
+        if task.cancelling():  # since the claim: as a reader woken, then cancelled
+            self.release()
+            return False
+        previous = _swap_current_task(self._loop, task)
+        try:
+            handed = self.context.run(self._first_step, message)
+        except RuntimeError:  # its context is entered (a callback of the reader's sent)
+            handed = Handed(self._consumer.dispatch(message), None)  # for the reader to run
+        finally:
+            _swap_current_task(self._loop, previous)
+        if handed is None:
+            self.release()
+            return False
+        self.handed = handed
+        return True
+
+    def _first_step(self, message: Any) -> Handed | None:
+        try:
+            awaitable = self._consumer.dispatch(message)
+            step = awaitable if type(awaitable) is types.CoroutineType else awaitable.__await__()
+            suspended_on = step.send(None)
+        except StopIteration:
+            return None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:
+            return Handed(None, None, error)
+        return Handed(step, suspended_on)
