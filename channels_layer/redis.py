@@ -29,6 +29,7 @@ The Redis keys, all under ``prefix``: the table in ``redis_hosts``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -48,7 +49,7 @@ from .base import (
     Message,
 )
 from .exceptions import ChannelFull
-from .history import HistoryConfig, Position, Stamp, require_limit, require_position
+from .history import HistoryConfig, Position, require_limit, require_position
 from .mailbox import Mailboxes
 from .redis_connections import (
     LayerCallbacks,
@@ -56,7 +57,7 @@ from .redis_connections import (
     ProcessInbox,
     RedisConnections,
 )
-from .redis_delivery import SENT_HERE, DeliveryContext, InboxDelivery, ProcessDelivery
+from .redis_delivery import DeliveryContext, InboxDelivery, ProcessDelivery
 from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
@@ -268,24 +269,18 @@ class RedisChannelLayer(BaseChannelLayer):
                 "made it with new_channel() can receive from it"
             )
         while True:
-            receipt = None
             if local:
                 if not self._delivery.reading():
                     await self._connections.run(self._delivery.start_reading)
                 payload, receipt = await self._mailboxes.get(channel)
-                self._delivery.taken(channel, receipt)
-            else:
-                payload = await self._connections.run(self._named.receive, channel)
+                with contextlib.suppress(ValueError):  # logged, dropped: the next one
+                    return redis_local.local_message(self, channel, payload, receipt)
+                continue
+            payload = await self._connections.run(self._named.receive, channel)
             try:
-                if receipt is SENT_HERE and not self._own_codec:
-                    message = serializers.decode(self._serializer, payload, unsealed=True)
-                else:
-                    message = self.deserialize(payload)
+                return self.deserialize(payload)
             except ValueError as error:
                 logger.error("Dropped a message on %r: %s", channel, error)
-                continue
-            # A broadcast to a group with history: its position (see redis_groups).
-            return receipt.add_to(message) if isinstance(receipt, Stamp) else message
 
     async def when_ready(self, channel: str) -> asyncio.Future[None] | None:
         """See ``BaseChannelLayer.when_ready``: for this process's own channels."""

@@ -1,13 +1,15 @@
-"""What the Redis layer's ``receive()`` makes of a message from this process's mailboxes,
-for a consumer handed it eagerly (``mailbox.EagerReceiver``) rather than receiving it."""
+"""What the Redis layer makes of a message from this process's mailboxes: the one decoding
+for ``receive()`` and for a consumer handed it eagerly (``mailbox.EagerReceiver``)."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import serializers
 from .base import Message
 from .history import Stamp
+from .redis_delivery import SENT_HERE
 
 if TYPE_CHECKING:
     from .redis import RedisChannelLayer
@@ -16,12 +18,16 @@ logger = logging.getLogger("channels_layer.redis")
 
 
 def local_message(layer: RedisChannelLayer, channel: str, payload: bytes, receipt: Any) -> Message:
-    """As ``receive()``: the message has left the mailbox (``taken``, for the inbox's
-    counts), a history group's position is added; ``ValueError`` (logged) if it cannot be
-    decoded or decrypted, and it is dropped."""
+    """The message has left the mailbox (``taken``, for the inbox's counts); a message sent
+    here was not sealed, so it is not unsealed, unless a subclass brings its own codec; a
+    history group's position is added. ``ValueError`` (logged) if it cannot be decoded or
+    decrypted, and it is dropped."""
     layer._delivery.taken(channel, receipt)
     try:
-        message = layer.deserialize(payload)
+        if receipt is SENT_HERE and not layer._own_codec:
+            message = serializers.decode(layer._serializer, payload, unsealed=True)
+        else:
+            message = layer.deserialize(payload)
     except ValueError as error:
         logger.error("Dropped a message on %r: %s", channel, error)
         raise

@@ -137,3 +137,22 @@ async def test_what_was_claimed_is_handled_even_if_the_fan_out_fails_after():
         await layer.group_send("room", {"type": "n", "n": 0})
     assert [message["n"] for message in receiver.got] == [0]  # not left claimed
     ready.cancel()
+
+
+async def test_an_encrypted_layers_own_messages_are_handed_over_readable(make_layer):
+    """A send to the process's own channel is not sealed: handed over, it is not unsealed
+    either (it was dropped as undecryptable), while one from another process is."""
+    key = "a-key-for-this-test-only"
+    layer, other = (make_layer(symmetric_encryption_keys=[key]) for _ in range(2))
+    channel = await layer.new_channel()
+    receiver = Receiver()
+    ready = await idle(layer, channel, receiver)
+    await layer.send(channel, {"type": "n", "from": "here"})
+    await other.send(channel, {"type": "n", "from": "there"})
+
+    async def both():
+        return len(receiver.got) == 2
+
+    await until(both, "both messages are handed over")
+    assert [message["from"] for message in receiver.got] == ["here", "there"]
+    ready.cancel()
