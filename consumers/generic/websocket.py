@@ -283,7 +283,10 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         bytes_data: bytes | None = None,
         close: bool | int = False,
     ) -> None:
-        message = frame_message(text_data, bytes_data)
+        if type(text_data) is str:  # frame_message's usual case, without its call
+            message = {"type": "websocket.send", "text": text_data}
+        else:
+            message = frame_message(text_data, bytes_data)
         if not self._base_dispatch_inline or AsyncConsumer.send is not _BASE_SEND:
             await super().send(message)  # a class between us and AsyncConsumer may send
         else:
