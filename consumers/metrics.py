@@ -226,6 +226,10 @@ class _Handling:
         tb: TracebackType | None,
     ) -> None:
         self.observe(time.perf_counter() - self.started)
+        if kind is not None or self.job:  # not a WebSocket frame handled normally
+            self._count(kind)
+
+    def _count(self, kind: type[BaseException] | None) -> None:
         failed = kind is not None and not issubclass(kind, _NOT_FAILURES)
         if failed:
             self.errors()
@@ -256,13 +260,12 @@ def _bind(cls: type) -> tuple[Callable[[float], None], Callable[[], None]]:
 
 
 def handling(consumer: Any) -> _Handling | _NotMeasured:
-    """``with handling(consumer):`` around one handler call."""
-    if not enabled():
-        return _not_measured
+    """``with handling(consumer):`` around one handler call. What it gives is kept on the
+    consumer (``CONSUMERS_METRICS`` is read once), so a frame asks nothing else."""
     try:
         return consumer._consumers_handling
     except AttributeError:
-        timer = _Handling(consumer)
+        timer = _Handling(consumer) if enabled() else _not_measured
         if consumer is not None:
             consumer._consumers_handling = timer
         return timer

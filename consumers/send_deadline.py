@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from consumers import metrics
 from consumers.types import Message, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
+# An awaitable stepped by hand: a coroutine itself, or what any other's ``__await__`` gives.
+Step = Coroutine[Any, Any, Any] | Generator[Any, Any, Any]
 
 
 class _Sending:
@@ -68,7 +70,9 @@ class SendDeadline:
         Not a coroutine: the first step runs in the call, and a send that ends there (the
         usual case) gives a future already done, which costs less to await than a
         coroutine of its own (an error it raised is raised by the call)."""
-        step = self._send(message).__await__()
+        sending = self._send(message)
+        # A coroutine (every server's send) steps as its own iterator: no wrapper to make.
+        step: Step = sending if type(sending) is types.CoroutineType else sending.__await__()
         try:
             suspended_on = step.send(None)
         except StopIteration:
@@ -77,9 +81,7 @@ class SendDeadline:
             return self._done
         return self._wait(step, suspended_on, message)
 
-    async def _wait(
-        self, step: Generator[Any, Any, Any], suspended_on: Any, message: Message
-    ) -> None:
+    async def _wait(self, step: Step, suspended_on: Any, message: Message) -> None:
         """The rest of a send that suspended, within the deadline."""
         task = asyncio.current_task()
         if task is None:  # not from a task: nothing to cancel
@@ -160,7 +162,7 @@ def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
 
 
 @types.coroutine
-def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, None]:
+def _resume(step: Step, suspended_on: Any) -> Generator[Any, Any, None]:
     """Go on with an awaitable whose first step has run and suspended on ``suspended_on``,
     as ``await`` would have: what it yields goes to the task, and what the task sends or
     throws (a cancellation) goes back to it."""

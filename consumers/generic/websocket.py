@@ -1,8 +1,9 @@
 """WebSocket consumers: connect/receive/disconnect hooks over the ASGI WebSocket messages.
 
-The protocol logic lives once, in ``WebsocketProtocol``: building and checking messages,
-joining and leaving ``groups``, and turning a crash in a handler into a 1011 close for that
-connection alone. The four public classes are thin sync and async shells around it.
+The protocol logic lives once, in ``WebsocketProtocol``: checking frames, joining and
+leaving ``groups``, and turning a crash in a handler into a 1011 close for that connection
+alone. The four public classes are thin sync and async shells around it; the messages
+themselves are built in ``consumers.generic.frames``.
 """
 
 from __future__ import annotations
@@ -23,20 +24,26 @@ from consumers.exceptions import (
     InvalidChannelLayerError,
     StopConsumer,
 )
+from consumers.generic.frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_NO_STATUS,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    accept_message,
+    close_message,
+    frame_message,
+    invalid_json,
+    longer_than,
+)
 from consumers.generic.jsonframes import MAX_JSON_DEPTH, dump_json, parse_json
-from consumers.headers import Headers, encode_headers
+from consumers.headers import Headers
 from consumers.types import Message
 
 logger = logging.getLogger("consumers.websocket")
 
 
-CLOSE_NORMAL = 1000
-CLOSE_NO_STATUS = 1005
-CLOSE_ABNORMAL = 1006
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
 # A JSON frame that took over PACE_ABOVE seconds to decode holds its connection's next
 # frame for PACE_FACTOR times as long: servers hand queued frames over without
 # suspending, so without it one client's costly frames would keep the loop from the others.
@@ -48,34 +55,6 @@ PACE_FACTOR = 3.0
 # take PACE_ABOVE by its own cost even 9 times slower (a garbage collection it happens to
 # set off is not its cost: a collection is not paced either when another call sets it off).
 DECODE_CHARS_PER_SECOND = 5_000_000
-
-
-def accept_message(subprotocol: str | None = None, headers: Headers | None = None) -> Message:
-    message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
-    if headers:
-        message["headers"] = encode_headers(headers)
-    return message
-
-
-def close_message(code: int | None = None, reason: str | None = None) -> Message:
-    message: Message = {"type": "websocket.close", "code": CLOSE_NORMAL if code is None else code}
-    if reason:
-        # A close frame carries at most 123 bytes of reason.
-        message["reason"] = reason.encode()[:123].decode(errors="ignore")
-    return message
-
-
-def frame_message(text_data: str | None = None, bytes_data: bytes | None = None) -> Message:
-    """A ``websocket.send``; an empty string is a frame too, only ``None`` means absent."""
-    if text_data is not None:
-        if not isinstance(text_data, str):
-            raise TypeError(f"text_data must be a str, got {type(text_data).__name__}")
-        return {"type": "websocket.send", "text": text_data}
-    if bytes_data is not None:
-        if not isinstance(bytes_data, bytes | bytearray):
-            raise TypeError(f"bytes_data must be bytes, got {type(bytes_data).__name__}")
-        return {"type": "websocket.send", "bytes": bytes(bytes_data)}
-    raise ValueError("send() needs text_data or bytes_data")
 
 
 # A frame's way skips the coroutine of a hook still at its default, doing its work in
@@ -162,7 +141,7 @@ class WebsocketProtocol(AsyncConsumer):
         if self._refused:
             return True
         limit = self.max_frame_size
-        if limit is None or not _longer_than(message, limit):
+        if limit is None or not longer_than(message, limit):
             return False
         refusal = _rejected(self, CLOSE_TOO_BIG, f"frame over {limit} bytes")
         await self._close_anyway(close_message(*refusal))
@@ -304,7 +283,10 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         bytes_data: bytes | None = None,
         close: bool | int = False,
     ) -> None:
-        message = frame_message(text_data, bytes_data)
+        if type(text_data) is str:  # frame_message's usual case, without its call
+            message = {"type": "websocket.send", "text": text_data}
+        else:
+            message = frame_message(text_data, bytes_data)
         if not self._base_dispatch_inline or AsyncConsumer.send is not _BASE_SEND:
             await super().send(message)  # a class between us and AsyncConsumer may send
         else:
@@ -340,7 +322,7 @@ class JsonWebsocketConsumer(WebsocketConsumer):
         try:
             content = self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
-            return self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+            return self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, invalid_json(error)))
         decoding = time.perf_counter() - started
         self.receive_json(content)
         if decoding > PACE_ABOVE:
@@ -376,14 +358,14 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
                 content = parse_json(text_data)  # decode_json
             except (ValueError, RecursionError) as error:
                 return await self.close(
-                    *_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error))
+                    *_rejected(self, CLOSE_INVALID_PAYLOAD, invalid_json(error))
                 )
             return await self.receive_json(content)
         started = time.perf_counter()
         try:
             content = await self.decode_json(text_data)
         except (ValueError, RecursionError) as error:
-            return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, _invalid_json(error)))
+            return await self.close(*_rejected(self, CLOSE_INVALID_PAYLOAD, invalid_json(error)))
         decoding = time.perf_counter() - started
         await self.receive_json(content)
         if decoding > PACE_ABOVE:
@@ -425,23 +407,6 @@ _DECODE_JSON = vars(AsyncJsonWebsocketConsumer)["decode_json"].__func__
 _ENCODE_JSON = vars(AsyncJsonWebsocketConsumer)["encode_json"].__func__
 
 NOT_JSON_TEXT = "binary frame where JSON text was expected"
-
-
-def _longer_than(message: Message, limit: int) -> bool:
-    """Whether a ``websocket.receive`` carries more than ``limit`` bytes, measured without
-    encoding text unless its length in characters leaves it open."""
-    text = message.get("text")
-    if text is None:
-        return len(message.get("bytes") or b"") > limit
-    if len(text) > limit:
-        return True
-    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
-
-
-def _invalid_json(error: Exception) -> str:
-    if isinstance(error, RecursionError):
-        return "JSON nested too deeply"
-    return str(error)
 
 
 def _rejected(consumer: WebsocketProtocol, code: int, reason: str) -> tuple[int, str]:
