@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -237,6 +238,8 @@ class Mailboxes:
         """Where ``_put`` notes the messages it hands over; None: none may be."""
         if self._decode is None or loop is None or _eager.running:
             return None
+        if sys.exc_info()[1] is not None:  # a sender in an except block: not the handlers'
+            return None
         return [] if deferred is None else deferred
 
     def hand_over(self, eager: list[Handing]) -> None:
@@ -247,7 +250,7 @@ class Mailboxes:
             return
         _eager.running = True
         try:
-            for channel, ready, payload, receipt in eager:
+            for position, (channel, ready, payload, receipt) in enumerate(eager):
                 receiver = ready.eager
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
@@ -259,8 +262,13 @@ class Mailboxes:
                     logger.exception("Dropped a message on %r: it could not be decoded", channel)
                     receiver.release()
                     continue
-                if receiver.handle(message):
-                    ready.wake()
+                try:
+                    if receiver.handle(message):
+                        ready.wake()
+                except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
+                    for _, later, _, _ in eager[position + 1 :]:
+                        later.eager.release()  # type: ignore[union-attr]
+                    raise
         finally:
             _eager.running = False
 

@@ -50,7 +50,7 @@ from .base import (
 )
 from .exceptions import ChannelFull
 from .history import HistoryConfig, Position, require_limit, require_position
-from .mailbox import Mailboxes
+from .mailbox import Handing, Mailboxes
 from .redis_connections import (
     LayerCallbacks,
     LoopState,
@@ -239,17 +239,26 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # The spec -------------------------------------------------------------------------
 
-    @metrics.timed("redis", "send")
     async def send(self, channel: str, message: Message) -> None:
         """Queue ``message`` on ``channel``; ``ChannelFull`` if it holds its capacity.
-        A channel of this process takes it into its mailbox, without Redis."""
+        A channel of this process takes it into its mailbox, without Redis, and an idle
+        consumer may handle it in this call (``consumers.eager``), outside the time the
+        layer's metrics give the call."""
+        handing: list[Handing] = []
+        try:
+            await self._timed_send(channel, message, handing)
+        finally:  # what was claimed must be handled, or its consumer keeps its turn
+            self._mailboxes.hand_over(handing)
+
+    @metrics.timed("redis", "send")
+    async def _timed_send(self, channel: str, message: Message, handing: list[Handing]) -> None:
         owner = self._owners.checked(channel)
         if owner == self.client_prefix and "!" in channel:
             payload = self._encode_here(message)
             # A suspension point, as on the way to Redis: a sender in a loop lets its
             # receivers run; a cancelled send sends nothing.
             await asyncio.sleep(0)
-            sent = self._delivery.send_here(channel, payload)
+            sent = self._delivery.send_here(channel, payload, handing)
         else:
             payload = self.serialize(message)
             sent = await self._connections.run(self._send_to, channel, owner, payload)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 from . import metrics
 from . import redis_envelopes as envelopes
 from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
-from .mailbox import Mailboxes
+from .mailbox import Handing, Mailboxes
 from .redis_connections import LoopState, RedisConnections
 from .redis_health import UNAVAILABLE
 from .script_batcher import ScriptBatcher
@@ -65,9 +65,10 @@ class ProcessDelivery(Protocol):
         """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full."""
         ...
 
-    def send_here(self, channel: str, payload: bytes) -> bool:
+    def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
         """Put ``payload`` (not sealed) straight into the mailbox of ``channel``, one of
-        this process's; from any thread. False if the sender must get ``ChannelFull``."""
+        this process's; from any thread. False if the sender must get ``ChannelFull``.
+        An idle eager receiver's claim goes to ``handing`` (``Mailboxes.put``)."""
         ...
 
     async def start_reading(self) -> None:
@@ -180,8 +181,8 @@ class InboxDelivery:
         shard = context.connections.ring.shard(owner)
         return bool(await context.connections.script(shard, "send_to_process", keys, args))
 
-    def send_here(self, channel: str, payload: bytes) -> bool:
-        return _put_here(self.context, channel, payload)
+    def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
+        return _put_here(self.context, channel, payload, handing)
 
     async def start_reading(self) -> None:
         await self.context.connections.start_inbox_reader()
@@ -287,9 +288,9 @@ class PubSubDelivery:
             _dropped_full(channel, capacity)
         return True
 
-    def send_here(self, channel: str, payload: bytes) -> bool:
+    def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
         """As a message published to this process would be: dropped and logged if full."""
-        if not _put_here(self.context, channel, payload):
+        if not _put_here(self.context, channel, payload, handing):
             _dropped_full(channel, self.context.capacity(channel))
         return True
 
@@ -303,10 +304,13 @@ class PubSubDelivery:
 pubsub_logger = logging.getLogger("channels_layer.pubsub")
 
 
-def _put_here(context: DeliveryContext, channel: str, payload: bytes) -> bool:
+def _put_here(
+    context: DeliveryContext, channel: str, payload: bytes, handing: list[Handing]
+) -> bool:
     """``send_here``: into the mailbox for ``expiry`` seconds, up to the capacity."""
     capacity = context.capacity(channel)
-    if not context.mailboxes.put(channel, payload, context.expiry, capacity, SENT_HERE):
+    mailboxes = context.mailboxes
+    if not mailboxes.put(channel, payload, context.expiry, capacity, SENT_HERE, handing):
         return False
     metrics.received("redis", time.time())  # reached its process: at once
     return True

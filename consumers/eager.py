@@ -104,8 +104,13 @@ class EagerReader:
         self.handed: Handed | None = None
 
     def start(self, reading: Awaitable[None]) -> asyncio.Task[None]:
-        """Start the reader task in ``context``."""
-        self.task = self._loop.create_task(reading, context=self.context)  # type: ignore[arg-type]
+        """Start the reader task in ``context``. A loop whose task factory takes no
+        ``context`` (an older tracing library's ``factory(loop, coro)``) gets a plain
+        task, and this consumer no eager hand-over (``claim`` sees no task)."""
+        try:
+            self.task = self._loop.create_task(reading, context=self.context)  # type: ignore[arg-type]
+        except TypeError:
+            return self._loop.create_task(reading)  # type: ignore[arg-type]
         return self.task
 
     async def wait(self) -> Handed | None:
@@ -131,7 +136,14 @@ class EagerReader:
 
     def claim(self) -> bool:
         task = self.task
-        return task is not None and not task.cancelling() and self._consumer._turn.take_now()
+        if task is None or task.cancelling():
+            return False
+        # A connection side woken (a frame given to it) but not yet run goes first, as the
+        # frame arrived first: its wait is over, the turn still free.
+        waiting = getattr(self._consumer._connection_side, "_fut_waiter", None)
+        if waiting is None or waiting.done():
+            return False
+        return self._consumer._turn.take_now()
 
     def release(self) -> None:
         self._consumer._turn.release()

@@ -37,6 +37,9 @@ from consumers.generic.frames import (
     invalid_json,
     longer_than,
 )
+from consumers.generic.frames import (
+    CLOSE_NORMAL as CLOSE_NORMAL,  # importable from here, as before frames.py
+)
 from consumers.generic.jsonframes import MAX_JSON_DEPTH, dump_json, parse_json
 from consumers.headers import Headers
 from consumers.types import Message
