@@ -168,10 +168,20 @@ class PoolQueue(Generic[T]):
         return None
 
     def _act(self, wake: LockType | int) -> None:
-        if isinstance(wake, int):
-            self._start(wake)
-        else:
+        if not isinstance(wake, int):
             wake.release()
+            return
+        try:
+            self._start(wake)
+        except BaseException:  # no thread after all (RuntimeError: can't start one)
+            self.lock.acquire()
+            try:
+                self.threads -= 1
+                self.idle -= 1
+                self._awake -= 1
+            finally:
+                self.lock.release()
+            raise
 
 
 def _spin(calls: deque[T]) -> bool:

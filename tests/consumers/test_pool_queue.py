@@ -4,6 +4,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from consumers import pool_queue
 from consumers.threads import SyncPool
 
@@ -80,3 +82,20 @@ async def test_calls_queued_beyond_the_pools_size_run_as_threads_come_free():
     assert await asyncio.gather(*(pool.run(job, n) for n in range(20))) == list(range(20))
     assert sorted(order) == list(range(20))
     assert pool._threads == 2
+
+
+async def test_a_thread_that_could_not_start_leaves_the_pool_able_to_start_another():
+    pool = SyncPool(2)
+    start = pool._calls._start
+    failures = []
+
+    def fails_once(number):
+        if not failures:
+            failures.append(number)
+            raise RuntimeError("can't start new thread")
+        start(number)
+
+    pool._calls._start = fails_once
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        await pool.run(int)
+    assert await asyncio.wait_for(pool.run(lambda: "ran"), 3) == "ran"
