@@ -18,10 +18,8 @@ Invariants:
   a loop that has closed.
 - Wake-ups are batched: whatever pool threads hand back to a loop while it is busy
   (results and sends, of every connection) costs one wake-up of it together. The other
-  way, with ``CONSUMERS_SYNC_THREADS_BATCH`` on Linux, waking a pool thread never preempts
-  the loop's thread (``wake_without_preempting``): the woken thread needs the GIL, which
-  the loop holds until it sleeps or makes a system call, so it starts on the calls queued
-  by then.
+  way, a call goes to a pool thread already awake when there is one, and a thread that
+  ends a call takes the next queued one, any connection's (``consumers.pool_queue``).
 - Code in a pool thread sees the caller's context variables, and its changes flow back;
   ``async_to_sync`` there runs its coroutine on the caller's loop, as under
   ``sync_to_async`` (``lend_loop_to_async_to_sync``, the one place that touches asgiref's
@@ -43,23 +41,21 @@ sends it: no task of its own, and one wake-up for a frame's reply and the handle
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
-import os
-import queue
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.backends.signals import connection_created
 
 from channels_layer.mailbox import call_soon_on
 from consumers import metrics
+from consumers.lent_loop import lend_loop_to_async_to_sync
+from consumers.pool_queue import PoolQueue, wake_without_preempting
 from consumers.types import Message, Send
 
 # A failed send is the consumer's: it logs under the consumer's name.
@@ -94,7 +90,8 @@ def hand_back(loop: asyncio.AbstractEventLoop, callback: Finish, target: Any, va
     """Run ``callback(target, value)`` on ``loop`` soon, from any thread; False if the loop
     has closed. Only the first callback of a batch wakes the loop; later ones join it."""
     entry = (callback, target, value)
-    with _pending_lock:
+    _pending_lock.acquire()  # not ``with``: a hot path, and ``with`` costs 0.2 us more
+    try:
         batch = _pending.get(loop)
         if batch is not None and not loop.is_closed():
             batch.append(entry)
@@ -106,6 +103,8 @@ def hand_back(loop: asyncio.AbstractEventLoop, callback: Finish, target: Any, va
         if loop.is_closed():
             return False
         _pending[loop] = [entry]
+    finally:
+        _pending_lock.release()
     if call_soon_on(loop, _run_batch, loop):
         return True
     with _pending_lock:  # the loop has closed: nobody waits for these any more
@@ -114,23 +113,37 @@ def hand_back(loop: asyncio.AbstractEventLoop, callback: Finish, target: Any, va
 
 
 def _run_batch(loop: asyncio.AbstractEventLoop) -> None:
-    with _pending_lock:
+    _pending_lock.acquire()
+    try:
         batch = _pending.pop(loop, ())
+    finally:
+        _pending_lock.release()
     for callback, target, value in batch:
         callback(target, value)
 
 
 class SyncPool:
-    """Threads that run sync callables for coroutines, started as they are needed."""
+    """Threads that run sync callables for coroutines, started as they are needed; which
+    thread takes a call, and when one is woken, is ``consumers.pool_queue``'s."""
 
     def __init__(self, size: int, batch_threads: bool = False) -> None:
         self.size = size
         self.batch_threads = batch_threads
-        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-        self._queued = 0
+        self._calls: PoolQueue[_Call] = PoolQueue(size, self._start)
+        # What the metrics read, under ``_lock``.
+        self._lock = self._calls.lock
+
+    @property
+    def _threads(self) -> int:
+        return self._calls.threads
+
+    @property
+    def _idle(self) -> int:
+        return self._calls.idle
+
+    @property
+    def _queued(self) -> int:
+        return len(self._calls)
 
     async def run(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``func(*args, **kwargs)`` on a pool thread and return its result."""
@@ -154,59 +167,43 @@ class SyncPool:
         """Queue ``func(*args, **kwargs)`` to run in ``context`` on a pool thread; then
         ``finish(target, outcome)`` runs on the calling loop (unless it has closed)."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            self._queued += 1
-            # A new thread whenever calls outnumber idle threads, so a slow call never
-            # holds up one queued behind it while the pool has room.
-            start = self._queued > self._idle and self._threads < self.size
-            if start:
-                self._threads += 1
-                name = f"consumers-sync-{self._threads}"
         self._calls.put((loop, finish, target, context, func, args, kwargs, metrics.queued_at()))
-        if start:
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _start(self, number: int) -> None:
+        name = f"consumers-sync-{number}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _check(self, _: None) -> None:
+        self._calls.check()
 
     def _work(self) -> None:
         if self.batch_threads:
             wake_without_preempting()
+        take = self._calls.take
+        parked = threading.Lock()
+        parked.acquire()
+        returning = False
+        # The loop lent to async_to_sync stays lent between calls (no code but the calls
+        # runs in this thread), and changes with the caller's loop: 0.4 us a call less.
+        lent: asyncio.AbstractEventLoop | None = None
         while True:
-            with self._lock:
-                self._idle += 1
-            loop, finish, target, context, func, args, kwargs, queued = self._calls.get()
+            call, backlog = take(parked, returning)
+            returning = True
+            loop, finish, target, context, func, args, kwargs, queued = call
             metrics.queue_waited(queued)
-            with self._lock:
-                self._idle -= 1
-                self._queued -= 1
-            lend_loop_to_async_to_sync(loop)
+            # Calls wait behind this one: the loop checks whether they need another thread
+            # once it runs, which is once this thread lets the GIL go (pool_queue).
+            if backlog and not hand_back(loop, SyncPool._check, self, None):
+                self._calls.check()
+            if loop is not lent:
+                lend_loop_to_async_to_sync(loop)
+                lent = loop
             try:
                 outcome: Outcome = (True, context.run(func, *args, **kwargs))
             except BaseException as error:
                 outcome = (False, error)
-            finally:
-                lend_loop_to_async_to_sync(None)
             hand_back(loop, finish, target, outcome)
-            del finish, target, context, func, args, kwargs, outcome
-
-
-def wake_without_preempting() -> None:
-    """Mark this thread so that waking it never preempts the thread running on its core
-    (Linux's ``SCHED_BATCH``: the same share of the CPU at the same priority, but a woken
-    thread waits for a free core, or for the running thread to sleep or use up its slice).
-
-    A pool thread is woken by the event loop's thread, which holds the GIL. Preempted at
-    once, the loop's thread went on holding the GIL while the woken one ran only to find
-    it taken and sleep again: two context switches for nothing per wake-up (without them
-    a sync echo costs a server pinned to one core about a tenth less CPU). Marked, the woken
-    thread runs once the loop sleeps or lets the GIL go, as it had to anyway, and finds
-    every call queued by then. The cost, why it is off unless ``CONSUMERS_SYNC_THREADS_BATCH``
-    says so: on a core busy with another process's work, a woken thread (a handler whose
-    database query came back, too) waits up to that process's slice, a few milliseconds,
-    instead of preempting it (sync p99 of 31-54 ms in 3 of 5 rounds on a shared machine,
-    against 12 ms at most), and threads a handler starts inherit the policy. Elsewhere
-    (other systems, a sandbox that refuses the call) threads stay as they were.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            del call, loop, finish, target, context, func, args, kwargs, outcome
 
 
 def _settle(done: asyncio.Future[Any], outcome: Outcome) -> None:
@@ -217,24 +214,6 @@ def _settle(done: asyncio.Future[Any], outcome: Outcome) -> None:
         done.set_result(value)
     else:
         done.set_exception(value)
-
-
-def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop | None) -> None:
-    """Make ``async_to_sync`` in this thread run its coroutines on ``loop`` (None: stop),
-    as it does in a thread of asgiref's ``sync_to_async``.
-
-    The one place that touches asgiref's private state: the ``main_event_loop``,
-    ``main_event_loop_pid`` and ``task_context`` attributes of ``SyncToAsync.threadlocal``,
-    as ``SyncToAsync.thread_handler`` sets them and ``AsyncToSync.__call__`` reads them in
-    asgiref 3.13 (hence the pin asgiref>=3.13,<3.14; a test in
-    tests/consumers/test_threads.py fails if a release changes them).
-    """
-    local = SyncToAsync.threadlocal
-    if loop is None:
-        local.main_event_loop = None
-        return
-    local.main_event_loop, local.main_event_loop_pid = loop, os.getpid()
-    local.task_context = None
 
 
 def _restore(context: contextvars.Context) -> None:
@@ -346,13 +325,17 @@ class Outbox:
 
     def put(self, message: Message) -> None:
         """Queue a message from any thread."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with`` (here and in ``run``): 0.2 us less a message
+        try:
             if self.gone:
                 return
             self._queued.append(message)
             if self._wake_scheduled:
                 return
             self._wake_scheduled = True
+        finally:
+            lock.release()
         if not hand_back(self._loop, Outbox._woken, self, None):
             with self._lock:  # the loop has closed: nothing will ever send these
                 self.gone = True
@@ -367,19 +350,39 @@ class Outbox:
         context = contextvars.copy_context()
         waiter = self._loop.create_future()
         run = self._run = _Run(waiter)
+        lock, queued = self._lock, self._queued
         try:
             pool.submit(_Run.ended, run, context, func, args, {})
             while True:
                 await waiter
-                await self._send_queued()
+                while True:  # _send_queued's lines, in place: one coroutine less a call
+                    lock.acquire()
+                    try:
+                        if not queued:
+                            self._wake_scheduled = False
+                            break
+                        message = queued.popleft()
+                    finally:
+                        lock.release()
+                    try:
+                        await self._send(message)
+                    except OSError:
+                        self._client_gone()
+                    except Exception:
+                        logger.exception("Could not send %r to the client", message.get("type"))
                 outcome = run.outcome
                 if outcome is not None:
                     break
                 waiter = run.waiter = self._loop.create_future()
-        finally:
+        except BaseException:
             run.waiter = self._run = None
-            self._settle()
+            self._settle()  # a cancelled run: what its handler queued goes out from a drain
             _restore(context)
+            raise
+        # Ended: all it queued is out, and what another thread queues from now on wakes a
+        # drain of its own (no run to wake), so there is nothing to settle.
+        run.waiter = self._run = None
+        _restore(context)
         ok, value = outcome
         if ok:
             return value
@@ -440,8 +443,11 @@ class Outbox:
             try:
                 await self._send(message)
             except OSError:
-                with self._lock:
-                    self.gone = True
-                    self._queued.clear()
+                self._client_gone()
             except Exception:
                 logger.exception("Could not send %r to the client", message.get("type"))
+
+    def _client_gone(self) -> None:
+        with self._lock:
+            self.gone = True
+            self._queued.clear()
