@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .flat_copy import copy_if_flat
 from .group_members import GroupMembers as GroupMembers  # where the layers import it from
 
 logger = logging.getLogger(__name__)
@@ -135,13 +136,21 @@ class Mailboxes:
     elsewhere.
     """
 
-    def __init__(self, on_discard: OnDiscard | None = None, decode: Decode | None = None) -> None:
+    def __init__(
+        self,
+        on_discard: OnDiscard | None = None,
+        decode: Decode | None = None,
+        decode_once: bool = False,
+    ) -> None:
         """``decode``: how the layer's ``receive()`` makes a message of a payload and its
-        receipt; without it, no receiver is handed a message eagerly."""
+        receipt; without it, no receiver is handed a message eagerly. ``decode_once``: it
+        reads nothing but the payload and has no side effect, so the members of a fan-out
+        handed one payload may each get a copy of one decoding (``copy_if_flat``)."""
         self._lock = threading.Lock()
         self._channels: dict[str, _Queue] = {}
         self._on_discard = on_discard
         self._decode = decode
+        self._decode_once = decode_once
 
     def put(
         self,
@@ -245,13 +254,22 @@ class Mailboxes:
         decode = self._decode
         if not eager or decode is None:
             return
+        # A fan-out's one payload, decoded once: each member gets its own copy of it.
+        once = self._decode_once and len(eager) > 1
+        decoded: bytes | None = None
+        template: dict[str, Any] = {}
         _eager.running = True
         try:
             for channel, ready, payload, receipt in eager:
                 receiver = ready.eager
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
-                    message = decode(channel, payload, receipt)
+                    if payload is decoded:
+                        message = template.copy()
+                    else:
+                        message = decode(channel, payload, receipt)
+                        if once and (copy := copy_if_flat(message)) is not None:
+                            decoded, template = payload, copy
                 except ValueError:  # dropped, as receive() drops it (logged by decode)
                     receiver.release()
                     continue

@@ -57,6 +57,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries("memory"),
             decode=lambda channel, payload, receipt: self.deserialize(payload),
+            # A subclass's own deserialize may not be a pure function of the payload.
+            decode_once=type(self).deserialize is BaseChannelLayer.deserialize,
         )
         self._groups = GroupMembers()
         self._next_sweep = 0.0

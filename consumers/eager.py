@@ -42,10 +42,10 @@ else:
     ) -> asyncio.Task[Any] | None:
         """Make ``task`` the loop's current task; the one that was (Python 3.12's own)."""
         if task is None:
-            return _current_tasks.pop(loop, None)  # type: ignore[no-any-return]
+            return _current_tasks.pop(loop, None)
         previous = _current_tasks.get(loop)
         _current_tasks[loop] = task
-        return previous  # type: ignore[no-any-return]
+        return previous
 
 
 class Handed:
