@@ -193,10 +193,20 @@ class Mailboxes:
         loop = _running_loop()
         eager = self._eager_list(loop, deferred)
         try:
+            queues = self._channels
             for start in range(0, len(channels), FAN_OUT_BATCH):
                 with self._lock:
                     now = time.monotonic()
                     for channel in channels[start : start + FAN_OUT_BATCH]:
+                        queue = queues.get(channel)
+                        if eager is not None and queue is not None and not queue.messages:
+                            # _put's usual case, less its calls: no capacity to check
+                            ready = _idle_receiver(queue, loop)
+                            if ready is not None:
+                                eager.append((channel, ready, payload, receipt))
+                            else:
+                                self._put(channel, payload, expiry, None, receipt, loop, now)
+                            continue
                         limit = capacity(channel)
                         if not self._put(
                             channel, payload, expiry, limit, receipt, loop, now, eager
