@@ -143,14 +143,15 @@ class Mailboxes:
         decode_once: bool = False,
     ) -> None:
         """``decode``: how the layer's ``receive()`` makes a message of a payload and its
-        receipt; without it, no receiver is handed a message eagerly. ``decode_once``: it
-        reads nothing but the payload and has no side effect, so the members of a fan-out
-        handed one payload may each get a copy of one decoding (``copy_if_flat``)."""
+        receipt; without it, no receiver is handed a message eagerly. ``decode_once``
+        (also settable later): for a fan-out's one payload and receipt it gives the same
+        message and does nothing per channel, so the members handed it may each get a copy
+        of one decoding (``copy_if_flat``)."""
         self._lock = threading.Lock()
         self._channels: dict[str, _Queue] = {}
         self._on_discard = on_discard
         self._decode = decode
-        self._decode_once = decode_once
+        self.decode_once = decode_once
 
     def put(
         self,
@@ -265,8 +266,8 @@ class Mailboxes:
         if not eager or decode is None:
             return
         # A fan-out's one payload, decoded once: each member gets its own copy of it.
-        once = self._decode_once and len(eager) > 1
-        decoded: bytes | None = None
+        once = self.decode_once and len(eager) > 1
+        decoded: tuple[bytes, Any] | None = None  # the payload and receipt of ``template``
         template: dict[str, Any] = {}
         _eager.running = True
         try:
@@ -274,12 +275,12 @@ class Mailboxes:
                 receiver = ready.eager
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
-                    if payload is decoded:
+                    if decoded is not None and payload is decoded[0] and receipt is decoded[1]:
                         message = template.copy()
                     else:
                         message = decode(channel, payload, receipt)
                         if once and (copy := copy_if_flat(message)) is not None:
-                            decoded, template = payload, copy
+                            decoded, template = (payload, receipt), copy
                 except ValueError:  # dropped, as receive() drops it (logged by decode)
                     receiver.release()
                     continue

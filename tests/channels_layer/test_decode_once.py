@@ -1,6 +1,7 @@
 """A broadcast handed to idle eager receivers is decoded once (``Mailboxes(decode_once=)``):
 each member still gets a message of its own, as a decoding per member gave it."""
 
+import asyncio
 import copy
 
 import msgpack
@@ -76,3 +77,32 @@ def test_only_a_dict_of_immutable_values_is_copied():
     assert copy_if_flat({"t": "x", "l": []}) is None
     assert copy_if_flat({"t": "x", "d": {}}) is None
     assert copy_if_flat(["x"]) is None
+
+
+async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer):
+    layer = make_layer()
+    decoded = []
+    deserialize = layer.deserialize
+
+    def counting(data):
+        decoded.append(data)
+        return deserialize(data)
+
+    layer.deserialize = counting  # the class's own: still the layer's codec
+    receivers = []
+    for _ in range(3):
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        receiver = Mutating()
+        ready = await layer.when_ready(channel)
+        assert offer_eagerly(ready, receiver)
+        receivers.append((receiver, ready))
+    await layer.group_send("room", {"type": "said", "text": "hi"})
+    deadline = asyncio.get_running_loop().time() + 5
+    while not all(receiver.got for receiver, _ in receivers):
+        assert asyncio.get_running_loop().time() < deadline, "the broadcast arrives"
+        await asyncio.sleep(0.01)
+    for _, ready in receivers:
+        ready.cancel()
+    assert [receiver.got for receiver, _ in receivers] == [[{"type": "said", "text": "hi"}]] * 3
+    assert len(decoded) == 1
