@@ -267,7 +267,8 @@ class Mailboxes:
             return
         # A fan-out's one payload, decoded once: each member gets its own copy of it.
         once = self.decode_once and len(eager) > 1
-        decoded: tuple[bytes, Any] | None = None  # the payload and receipt of ``template``
+        decoded: bytes | None = None  # the payload and receipt of ``template``
+        decoded_receipt: Any = None
         template: dict[str, Any] = {}
         _eager.running = True
         try:
@@ -275,12 +276,12 @@ class Mailboxes:
                 receiver = ready.eager
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
-                    if decoded is not None and payload is decoded[0] and receipt is decoded[1]:
+                    if payload is decoded and receipt is decoded_receipt:
                         message = template.copy()
                     else:
                         message = decode(channel, payload, receipt)
                         if once and (copy := copy_if_flat(message)) is not None:
-                            decoded, template = (payload, receipt), copy
+                            decoded, decoded_receipt, template = payload, receipt, copy
                 except ValueError:  # dropped, as receive() drops it (logged by decode)
                     receiver.release()
                     continue
