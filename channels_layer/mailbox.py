@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .flat_copy import copy_if_flat
 from .group_members import GroupMembers as GroupMembers  # where the layers import it from
 
 logger = logging.getLogger(__name__)
@@ -136,13 +137,22 @@ class Mailboxes:
     elsewhere.
     """
 
-    def __init__(self, on_discard: OnDiscard | None = None, decode: Decode | None = None) -> None:
+    def __init__(
+        self,
+        on_discard: OnDiscard | None = None,
+        decode: Decode | None = None,
+        decode_once: bool = False,
+    ) -> None:
         """``decode``: how the layer's ``receive()`` makes a message of a payload and its
-        receipt; without it, no receiver is handed a message eagerly."""
+        receipt; without it, no receiver is handed a message eagerly. ``decode_once``
+        (also settable later): for a fan-out's one payload and receipt it gives the same
+        message and does nothing per channel, so the members handed it may each get a copy
+        of one decoding (``copy_if_flat``)."""
         self._lock = threading.Lock()
         self._channels: dict[str, _Queue] = {}
         self._on_discard = on_discard
         self._decode = decode
+        self.decode_once = decode_once
 
     def put(
         self,
@@ -185,10 +195,20 @@ class Mailboxes:
         loop = _running_loop()
         eager = self._eager_list(loop, deferred)
         try:
+            queues = self._channels
             for start in range(0, len(channels), FAN_OUT_BATCH):
                 with self._lock:
                     now = time.monotonic()
                     for channel in channels[start : start + FAN_OUT_BATCH]:
+                        queue = queues.get(channel)
+                        if eager is not None and queue is not None and not queue.messages:
+                            # _put's usual case, less its calls: no capacity to check
+                            ready = _idle_receiver(queue, loop)
+                            if ready is not None:
+                                eager.append((channel, ready, payload, receipt))
+                            else:
+                                self._put(channel, payload, expiry, None, receipt, loop, now)
+                            continue
                         limit = capacity(channel)
                         if not self._put(
                             channel, payload, expiry, limit, receipt, loop, now, eager
@@ -248,13 +268,23 @@ class Mailboxes:
         decode = self._decode
         if not eager or decode is None:
             return
+        # A fan-out's one payload, decoded once: each member gets its own copy of it.
+        once = self.decode_once and len(eager) > 1
+        decoded: bytes | None = None  # the payload and receipt of ``template``
+        decoded_receipt: Any = None
+        template: dict[str, Any] = {}
         _eager.running = True
         try:
             for position, (channel, ready, payload, receipt) in enumerate(eager):
                 receiver = ready.eager
                 assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
                 try:
-                    message = decode(channel, payload, receipt)
+                    if payload is decoded and receipt is decoded_receipt:
+                        message = template.copy()
+                    else:
+                        message = decode(channel, payload, receipt)
+                        if once and (copy := copy_if_flat(message)) is not None:
+                            decoded, decoded_receipt, template = payload, receipt, copy
                 except ValueError:  # dropped, as receive() drops it (logged by decode)
                     receiver.release()
                     continue

@@ -1,7 +1,8 @@
 """A channel layer kept in this process's memory: for development, tests and single-process sites.
 
 Messages are stored msgpack-encoded, exactly as the Redis layer sends them, so a message
-that works here works there and every receiver decodes its own copy. Safe to use from
+that works here works there and every receiver gets its own copy (the idle members of a
+broadcast handed it eagerly: copies of one decoding, see ``Mailboxes``). Safe to use from
 several threads and event loops at once (see ``channels_layer.mailbox``). Groups configured
 for history keep their last messages here too (``channels_layer.history``), in an epoch
 drawn when the group is first used, so a restarted process starts new epochs.
@@ -57,6 +58,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._mailboxes = Mailboxes(
             on_discard=metrics.counting_expiries("memory"),
             decode=lambda channel, payload, receipt: self.deserialize(payload),
+            # A subclass's own deserialize may not be a pure function of the payload.
+            decode_once=type(self).deserialize is BaseChannelLayer.deserialize,
         )
         self._groups = GroupMembers()
         self._next_sweep = 0.0

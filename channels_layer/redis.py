@@ -228,6 +228,9 @@ class RedisChannelLayer(BaseChannelLayer):
             type(self).serialize is not RedisChannelLayer.serialize
             or type(self).deserialize is not RedisChannelLayer.deserialize
         )
+        # A broadcast's members here may share one decoding: local_message's ``taken``
+        # counts nothing for a fan-out's receipt, and our own codec is a pure function.
+        self._mailboxes.decode_once = not self._own_codec
         self._history = RedisHistory(
             self._connections,
             self._key,

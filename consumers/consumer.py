@@ -318,8 +318,13 @@ class AsyncConsumer:
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
-        with metrics.handling(self):
+        timer, started = metrics.handling(self), metrics.clock()  # ``with``, less two calls
+        try:
             await self._handler(message)(message)
+        except BaseException as error:
+            timer.ended(started, type(error))
+            raise
+        timer.ended(started)
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
         try:

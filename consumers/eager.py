@@ -33,17 +33,18 @@ if TYPE_CHECKING:
 if sys.version_info >= (3, 12):
     from asyncio.tasks import _swap_current_task
 else:
-    from asyncio.tasks import _current_tasks, _enter_task, _leave_task  # type: ignore[attr-defined]
+    # The dict ``current_task()`` reads (``_asyncio``'s own when built): writing it is what
+    # ``_enter_task``/``_leave_task`` do, less their checks and two calls (0.2 us a member).
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
 
     def _swap_current_task(
         loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
     ) -> asyncio.Task[Any] | None:
         """Make ``task`` the loop's current task; the one that was (Python 3.12's own)."""
+        if task is None:
+            return _current_tasks.pop(loop, None)
         previous = _current_tasks.get(loop)
-        if previous is not None:
-            _leave_task(loop, previous)
-        if task is not None:
-            _enter_task(loop, task)
+        _current_tasks[loop] = task
         return previous
 
 

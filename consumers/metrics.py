@@ -202,6 +202,10 @@ def slow_client_dropped() -> None:
         tally.slow_dropped += 1
 
 
+# What ``_Handling.ended`` is given the start of a handler call by.
+clock = time.perf_counter
+
+
 class _Handling:
     """Times a consumer's handler calls (one at a time: a consumer handles one message
     after the other); counts failures, and a worker's job outcomes. Made once per
@@ -225,7 +229,12 @@ class _Handling:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.observe(time.perf_counter() - self.started)
+        self.ended(self.started, kind)
+
+    def ended(self, started: float, kind: type[BaseException] | None = None) -> None:
+        """A handler call that began at ``started`` (``clock()``) is over, ``kind`` what it
+        raised: ``with`` without its two calls, for the hot paths (a broadcast's members)."""
+        self.observe(clock() - started)
         if kind is not None or self.job:  # not a WebSocket frame handled normally
             self._count(kind)
 
@@ -242,6 +251,9 @@ class _NotMeasured:
         pass
 
     def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def ended(self, started: float, kind: type[BaseException] | None = None) -> None:
         pass
 
 

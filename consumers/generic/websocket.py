@@ -111,15 +111,26 @@ class WebsocketProtocol(AsyncConsumer):
                 kind == "websocket.receive"
                 and getattr(self.websocket_receive, "__func__", None) is _WEBSOCKET_RECEIVE
             ):
-                with metrics.handling(self):  # AsyncConsumer.dispatch, websocket_receive
+                # AsyncConsumer.dispatch (its ``with``, without two calls), websocket_receive
+                timer, started = metrics.handling(self), metrics.clock()
+                try:
                     text = message.get("text")
                     if text is not None:
                         await self.receive(text_data=text)
                     else:
                         await self.receive(bytes_data=message.get("bytes"))
-            else:
-                with metrics.handling(self):  # AsyncConsumer.dispatch
+                except BaseException as error:
+                    timer.ended(started, type(error))
+                    raise
+                timer.ended(started)
+            else:  # AsyncConsumer.dispatch (its ``with``, without two calls)
+                timer, started = metrics.handling(self), metrics.clock()
+                try:
                     await self._handler(message)(message)
+                except BaseException as error:
+                    timer.ended(started, type(error))
+                    raise
+                timer.ended(started)
         except StopConsumer:
             if kind == "websocket.disconnect":
                 await self._leave_groups()

@@ -156,3 +156,20 @@ async def test_an_encrypted_layers_own_messages_are_handed_over_readable(make_la
     await until(both, "both messages are handed over")
     assert [message["from"] for message in receiver.got] == ["here", "there"]
     ready.cancel()
+
+
+async def test_a_broadcast_wakes_a_member_that_does_not_claim_and_hands_the_others():
+    layer = InMemoryChannelLayer(capacity=1)
+    declining, claiming, busy = [await layer.new_channel() for _ in range(3)]
+    for channel in (declining, claiming, busy):
+        await layer.group_add("room", channel)
+    await layer.send(busy, {"type": "n", "n": -1})  # full: misses the broadcast
+    woken = await idle(layer, declining, Receiver(claims=False))
+    receiver = Receiver()
+    ready = await idle(layer, claiming, receiver)
+    await layer.group_send("room", {"type": "n", "n": 0})
+    assert woken.done() and not ready.done()
+    assert (await layer.receive(declining))["n"] == 0
+    assert [message["n"] for message in receiver.got] == [0]
+    assert (await layer.receive(busy))["n"] == -1
+    ready.cancel()

@@ -1,0 +1,108 @@
+"""A broadcast handed to idle eager receivers is decoded once (``Mailboxes(decode_once=)``):
+each member still gets a message of its own, as a decoding per member gave it."""
+
+import asyncio
+import copy
+
+import msgpack
+
+from channels_layer.flat_copy import copy_if_flat
+from channels_layer.mailbox import offer_eagerly
+from channels_layer.memory import InMemoryChannelLayer
+
+
+class Mutating:
+    """Handles by changing the message it was given, as a handler may."""
+
+    def __init__(self):
+        self.got = []
+
+    def claim(self):
+        return True
+
+    def handle(self, message):
+        self.got.append(copy.deepcopy(message))
+        message["text"] = "changed"
+        if isinstance(message.get("items"), list):
+            message["items"].append("changed")
+        return False
+
+    def release(self):
+        pass
+
+
+async def broadcast_to(layer, members, message):
+    receivers = []
+    for _ in range(members):
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        receiver = Mutating()
+        ready = await layer.when_ready(channel)
+        assert offer_eagerly(ready, receiver)
+        receivers.append((receiver, ready))
+    await layer.group_send("room", message)
+    for _, ready in receivers:
+        ready.cancel()
+    return [receiver.got for receiver, _ in receivers]
+
+
+async def test_a_member_changing_its_message_changes_no_other_members():
+    got = await broadcast_to(InMemoryChannelLayer(), 3, {"type": "said", "text": "hi", "n": 1})
+    assert got == [[{"type": "said", "text": "hi", "n": 1}]] * 3
+
+
+async def test_a_nested_message_is_decoded_for_each_member():
+    message = {"type": "said", "text": "hi", "items": ["a"]}
+    got = await broadcast_to(InMemoryChannelLayer(), 3, message)
+    assert got == [[{"type": "said", "text": "hi", "items": ["a"]}]] * 3
+
+
+async def test_a_layer_with_its_own_deserialize_decodes_for_each_member():
+    decoded = []
+
+    class Counting(InMemoryChannelLayer):
+        def deserialize(self, data):
+            decoded.append(data)
+            return super().deserialize(data)
+
+    got = await broadcast_to(Counting(), 3, {"type": "said", "text": "hi"})
+    assert got == [[{"type": "said", "text": "hi"}]] * 3
+    assert len(decoded) == 3
+
+
+def test_only_a_dict_of_immutable_values_is_copied():
+    flat = msgpack.unpackb(msgpack.packb({"t": "x", "b": b"y", "n": 1, "f": 1.5, "z": None}))
+    copy = copy_if_flat(flat)
+    assert copy == flat and copy is not flat
+    assert copy_if_flat({"t": "x", "l": []}) is None
+    assert copy_if_flat({"t": "x", "d": {}}) is None
+    assert copy_if_flat(["x"]) is None
+
+
+async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer):
+    layer = make_layer()
+    decoded = []
+    deserialize = layer.deserialize
+
+    def counting(data):
+        decoded.append(data)
+        return deserialize(data)
+
+    layer.deserialize = counting  # the class's own: still the layer's codec
+    receivers = []
+    for _ in range(3):
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        receiver = Mutating()
+        ready = await layer.when_ready(channel)
+        assert offer_eagerly(ready, receiver)
+        receivers.append((receiver, ready))
+    await layer.group_send("room", {"type": "said", "text": "hi"})
+    deadline = asyncio.get_running_loop().time() + 5
+    while not all(receiver.got for receiver, _ in receivers):
+        assert asyncio.get_running_loop().time() < deadline, "the broadcast arrives"
+        await asyncio.sleep(0.01)
+    for _, ready in receivers:
+        ready.cancel()
+    assert [receiver.got for receiver, _ in receivers] == [[{"type": "said", "text": "hi"}]] * 3
+    assert len(decoded) == 1
