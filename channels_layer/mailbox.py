@@ -33,10 +33,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
-from .flat_copy import copy_if_flat
 from .group_members import GroupMembers as GroupMembers  # where the layers import it from
+from .handover import Decode, EagerReceiver, Handing, hand_over, handing_over
 
 logger = logging.getLogger(__name__)
 
@@ -45,39 +45,6 @@ OnDiscard = Callable[[str, Any], None]
 # Members a fan-out queues to under one hold of the lock: few enough that a thread
 # waiting for it (a sync consumer's send) waits a fraction of a millisecond.
 FAN_OUT_BATCH = 256
-# Turns a message taken from a channel into what ``receive()`` returns (the layer's
-# decoding); a ValueError drops the message (the decode logs why).
-Decode = Callable[[str, bytes, Any], Any]
-
-
-class EagerReceiver(Protocol):
-    """A receiver that handles a message in the sender's call when it is idle (see
-    ``Mailboxes.put``), instead of being woken to take it: no task switch per message."""
-
-    def claim(self) -> bool:
-        """Whether it can handle a message now, and if so, reserve itself for it. Called
-        under the mailboxes' lock, on the receiver's own loop: no I/O, no callbacks."""
-
-    def handle(self, message: Any) -> bool:
-        """Handle the claimed message; never raises (the sender must not see its errors).
-        True: wake the receiver's waiter, it has the rest of the work to do."""
-
-    def release(self) -> None:
-        """Give the claim back: the claimed message was dropped."""
-
-
-# A message claimed by an idle eager receiver: channel, its waiter, payload, receipt.
-Handing = tuple[str, "_Ready", bytes, Any]
-
-
-class _Eager(threading.local):
-    """Whether this thread runs an eager hand-over now: a message sent from it goes to the
-    queue, so eager handling nests one level deep at most."""
-
-    running = False
-
-
-_eager = _Eager()
 
 
 class _Queue:
@@ -256,51 +223,16 @@ class Mailboxes:
         self, loop: asyncio.AbstractEventLoop | None, deferred: list[Handing] | None
     ) -> list[Handing] | None:
         """Where ``_put`` notes the messages it hands over; None: none may be."""
-        if self._decode is None or loop is None or _eager.running:
+        if self._decode is None or loop is None or handing_over.running:
             return None
         if sys.exc_info()[1] is not None:  # a sender in an except block: not the handlers'
             return None
         return [] if deferred is None else deferred
 
     def hand_over(self, eager: list[Handing]) -> None:
-        """Have the claimed receivers handle their messages, outside the lock (a handler
-        may send), one level deep: what their handlers send is queued."""
-        decode = self._decode
-        if not eager or decode is None:
-            return
-        # A fan-out's one payload, decoded once: each member gets its own copy of it.
-        once = self.decode_once and len(eager) > 1
-        decoded: bytes | None = None  # the payload and receipt of ``template``
-        decoded_receipt: Any = None
-        template: dict[str, Any] = {}
-        _eager.running = True
-        try:
-            for position, (channel, ready, payload, receipt) in enumerate(eager):
-                receiver = ready.eager
-                assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
-                try:
-                    if payload is decoded and receipt is decoded_receipt:
-                        message = template.copy()
-                    else:
-                        message = decode(channel, payload, receipt)
-                        if once and (copy := copy_if_flat(message)) is not None:
-                            decoded, decoded_receipt, template = payload, receipt, copy
-                except ValueError:  # dropped, as receive() drops it (logged by decode)
-                    receiver.release()
-                    continue
-                except Exception:
-                    logger.exception("Dropped a message on %r: it could not be decoded", channel)
-                    receiver.release()
-                    continue
-                try:
-                    if receiver.handle(message):
-                        ready.wake()
-                except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
-                    for _, later, _, _ in eager[position + 1 :]:
-                        later.eager.release()  # type: ignore[union-attr]
-                    raise
-        finally:
-            _eager.running = False
+        """Have the claimed receivers handle their messages (``handover.hand_over``)."""
+        if eager and self._decode is not None:
+            hand_over(eager, self._decode, self.decode_once)
 
     async def get(self, channel: str) -> tuple[bytes, Any]:
         """Wait for the next unexpired message on ``channel``: ``(payload, receipt)``."""

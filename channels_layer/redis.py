@@ -257,7 +257,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _timed_send(self, channel: str, message: Message, handing: list[Handing]) -> None:
         owner = self._owners.checked(channel)
         if owner == self.client_prefix and "!" in channel:
-            payload = self._encode_here(message)
+            payload = redis_local.encode_here(self, message)
             # A suspension point, as on the way to Redis: a sender in a loop lets its
             # receivers run; a cancelled send sends nothing.
             await asyncio.sleep(0)
@@ -442,12 +442,6 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _is_local(self, channel: str) -> bool:
         return "!" in channel and ChannelOwners.of(channel) == self.client_prefix
-
-    def _encode_here(self, message: Message) -> bytes:
-        """``serialize`` for a message that stays in the process: not sealed (encrypted)."""
-        if self._own_codec:
-            return self.serialize(message)
-        return serializers.encode(self, self._serializer, message, seal=False)
 
     def serialize(self, message: Message) -> bytes:
         """Check and encode ``message`` with the ``serializer_format``'s serializer

@@ -1,5 +1,6 @@
-"""What the Redis layer makes of a message from this process's mailboxes: the one decoding
-for ``receive()`` and for a consumer handed it eagerly (``mailbox.EagerReceiver``)."""
+"""A Redis layer's messages that stay in this process: encoded for its own mailboxes, not
+sealed (``encode_here``), and what it makes of a message from them: the one decoding for
+``receive()`` and for a consumer handed it eagerly (``handover.EagerReceiver``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
     from .redis import RedisChannelLayer
 
 logger = logging.getLogger("channels_layer.redis")
+
+
+def encode_here(layer: RedisChannelLayer, message: Message) -> bytes:
+    """``serialize`` for a message that stays in the process: not sealed (encrypted);
+    a subclass's own codec is used as it is."""
+    if layer._own_codec:
+        return layer.serialize(message)
+    return serializers.encode(layer, layer._serializer, message, seal=False)
 
 
 def local_message(layer: RedisChannelLayer, channel: str, payload: bytes, receipt: Any) -> Message:

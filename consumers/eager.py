@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 from channels_layer.mailbox import offer_eagerly
+from consumers.stepping import resume
 
 if TYPE_CHECKING:
     from consumers.consumer import AsyncConsumer
@@ -75,21 +76,12 @@ def _go_on(step: Any, suspended_on: Any, error: BaseException | None) -> Generat
     if step is None:
         assert error is not None  # noqa: S101  for mypy: a handler that raised
         raise error
-    try:
-        if error is not None:
+    if error is not None:  # a cancellation before the reader went on: the handler's
+        try:
             suspended_on = step.throw(error)
-        while True:
-            try:
-                value = yield suspended_on
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as thrown:  # a cancellation: the handler's to handle
-                suspended_on = step.throw(thrown)
-            else:
-                suspended_on = step.send(value)
-    except StopIteration:
-        return
+        except StopIteration:
+            return
+    yield from resume(step, suspended_on)
 
 
 class EagerReader:

@@ -18,15 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from consumers import metrics
+from consumers.stepping import Step, resume
 from consumers.types import Message, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
-# An awaitable stepped by hand: a coroutine itself, or what any other's ``__await__`` gives.
-Step = Coroutine[Any, Any, Any] | Generator[Any, Any, Any]
 
 
 class _Sending:
@@ -85,7 +84,7 @@ class SendDeadline:
         """The rest of a send that suspended, within the deadline."""
         task = asyncio.current_task()
         if task is None:  # not from a task: nothing to cancel
-            await _resume(step, suspended_on)
+            await resume(step, suspended_on)
             self._count(message)
             return
         sending = _Sending(self._loop.time() + self._timeout, task.cancelling())
@@ -96,7 +95,7 @@ class SendDeadline:
         if self._timer is None:
             self._timer = self._loop.call_at(sending.deadline, self._expire)
         try:
-            await _resume(step, suspended_on)
+            await resume(step, suspended_on)
         except BaseException as error:
             # As asyncio.timeout: our cancellation, and no other since, is a timeout.
             if (
@@ -159,29 +158,6 @@ def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         done.set_result(None)
         _done = done
     return done
-
-
-@types.coroutine
-def _resume(step: Step, suspended_on: Any) -> Generator[Any, Any, None]:
-    """Go on with an awaitable whose first step has run and suspended on ``suspended_on``,
-    as ``await`` would have: what it yields goes to the task, and what the task sends or
-    throws (a cancellation) goes back to it."""
-    while True:
-        try:
-            value = yield suspended_on
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as error:
-            try:
-                suspended_on = step.throw(error)
-            except StopIteration:
-                return
-        else:
-            try:
-                suspended_on = step.send(value)
-            except StopIteration:
-                return
 
 
 def send_within_deadline(send: Send, scope: Scope) -> Send:

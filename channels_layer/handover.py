@@ -1,0 +1,95 @@
+"""Eager hand-over: a message for an idle receiver is handled in its sender's call.
+
+``Mailboxes.put``/``put_many`` claim an idle ``EagerReceiver`` under their lock (nothing
+queued before the message, the receiver waiting on the sender's loop); ``hand_over`` then
+has each claimed receiver handle its message, outside the lock. No task switch per
+message, which is most of what a broadcast to many idle consumers costs otherwise
+(``consumers.eager`` is the consumer side).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .flat_copy import copy_if_flat
+
+if TYPE_CHECKING:
+    from .mailbox import _Ready
+
+logger = logging.getLogger("channels_layer.mailbox")
+
+# Turns a message taken from a channel into what ``receive()`` returns (the layer's
+# decoding); a ValueError drops the message (the decode logs why).
+Decode = Callable[[str, bytes, Any], Any]
+
+
+class EagerReceiver(Protocol):
+    """A receiver that handles a message in the sender's call when it is idle (see
+    ``Mailboxes.put``), instead of being woken to take it: no task switch per message."""
+
+    def claim(self) -> bool:
+        """Whether it can handle a message now, and if so, reserve itself for it. Called
+        under the mailboxes' lock, on the receiver's own loop: no I/O, no callbacks."""
+
+    def handle(self, message: Any) -> bool:
+        """Handle the claimed message; never raises (the sender must not see its errors).
+        True: wake the receiver's waiter, it has the rest of the work to do."""
+
+    def release(self) -> None:
+        """Give the claim back: the claimed message was dropped."""
+
+
+# A message claimed by an idle eager receiver: channel, its waiter, payload, receipt.
+Handing = tuple[str, "_Ready", bytes, Any]
+
+
+class _HandingOver(threading.local):
+    """Whether this thread runs an eager hand-over now: a message sent from it goes to the
+    queue, so eager handling nests one level deep at most."""
+
+    running = False
+
+
+handing_over = _HandingOver()
+
+
+def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
+    """Have the claimed receivers handle their messages, outside the mailboxes' lock (a
+    handler may send), one level deep: what their handlers send is queued. With
+    ``decode_once``, a fan-out's one payload is decoded once and each member gets its own
+    copy of it (``flat_copy``)."""
+    once = decode_once and len(eager) > 1
+    decoded: bytes | None = None  # the payload and receipt of ``template``
+    decoded_receipt: Any = None
+    template: dict[str, Any] = {}
+    handing_over.running = True
+    try:
+        for position, (channel, ready, payload, receipt) in enumerate(eager):
+            receiver = ready.eager
+            assert receiver is not None  # noqa: S101  for mypy: _idle_receiver's
+            try:
+                if payload is decoded and receipt is decoded_receipt:
+                    message = template.copy()
+                else:
+                    message = decode(channel, payload, receipt)
+                    if once and (copy := copy_if_flat(message)) is not None:
+                        decoded, decoded_receipt, template = payload, receipt, copy
+            except ValueError:  # dropped, as receive() drops it (logged by decode)
+                receiver.release()
+                continue
+            except Exception:
+                logger.exception("Dropped a message on %r: it could not be decoded", channel)
+                receiver.release()
+                continue
+            try:
+                if receiver.handle(message):
+                    ready.wake()
+            except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
+                for _, later, _, _ in eager[position + 1 :]:
+                    later.eager.release()  # type: ignore[union-attr]
+                raise
+    finally:
+        handing_over.running = False
