@@ -92,6 +92,34 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
         ),
         Row("layer", "p2p_sat.p50_ms", "point-to-point at saturation: p50", "ms"),
         Row("layer", "p2p_sat.p99_ms", "point-to-point at saturation: p99", "ms", None, "p2p_sat"),
+        Row(
+            "layer",
+            "p2p_rate_high.achieved",
+            "point-to-point, 10,000 msg/s offered: achieved",
+            "msg/s",
+        ),
+        Row(
+            "layer",
+            "p2p_rate_high.p99_ms",
+            "point-to-point, 10,000 msg/s offered: p99",
+            "ms",
+            Target("abs", "<", 5),
+            "p2p_rate_high",
+        ),
+        Row(
+            "layer",
+            "p2p_serial.rps",
+            "one sender awaiting each send, to another process",
+            "msg/s",
+            Target("abs", ">=", 8500),
+        ),
+        Row(
+            "layer",
+            "p2p_local_serial.rps",
+            "one sender awaiting each send, to its own process",
+            "msg/s",
+            Target("abs", ">=", 8500),
+        ),
     ]
     for size in group_sizes:
         out += _group_rows(size)
