@@ -173,3 +173,31 @@ async def test_a_broadcast_wakes_a_member_that_does_not_claim_and_hands_the_othe
     assert [message["n"] for message in receiver.got] == [0]
     assert (await layer.receive(busy))["n"] == -1
     ready.cancel()
+
+
+async def test_claims_after_a_keyboardinterrupt_in_a_handler_are_given_back():
+    """A handler's KeyboardInterrupt reaches the sender (it is not an error to swallow);
+    the members claimed after it keep no claim (their consumers' turns would be held)."""
+    layer = InMemoryChannelLayer()
+    receivers, readies = [], []
+    for _ in range(2):
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        receiver = Interrupting()
+        receivers.append(receiver)
+        readies.append(await idle(layer, channel, receiver))
+    with pytest.raises(KeyboardInterrupt):
+        await layer.group_send("room", {"type": "n", "n": 0})
+    assert sorted((r.handled, r.released) for r in receivers) == [(0, 1), (1, 0)]
+    for ready in readies:
+        ready.cancel()
+
+
+class Interrupting(Receiver):
+    def __init__(self):
+        super().__init__()
+        self.handled = 0
+
+    def handle(self, message):
+        self.handled += 1
+        raise KeyboardInterrupt
