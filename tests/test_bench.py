@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -206,3 +207,31 @@ def test_tiny_scale_scenario_opens_every_connection_and_reaches_each(tmp_path: P
     assert figures["scale.lost"] == 0 and figures["scale.p99_ms"] > 0
     assert figures["scale.kib_per_conn"] > 0
     assert "| connections open after the storm |" in (tmp_path / "latest.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_tiny_scale_behind_nginx_reaches_every_client_of_both_servers(tmp_path: Path) -> None:
+    """Two server processes behind nginx, the clients spread over load-generator processes
+    (``bench.scale_fleet``): every client open, every delivery to each of them counted."""
+    code, output = run_harness(
+        "--tiny",
+        "--impls",
+        "ours,bare",
+        "--server",
+        "uvicorn",
+        "--scenarios",
+        "scale2",
+        "--output",
+        str(tmp_path),
+        timeout=60,
+    )
+    assert code == 0, output
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["errors"] == [], data["errors"]
+    for impl in ("ours", "bare"):
+        figures = data["medians"]["uvicorn"][impl]
+        assert figures["scale2.connected"] == 600 and figures["scale2.storm_errors"] == 0
+        assert figures["scale2.lost"] == 0 and figures["scale2.p99_ms"] > 0
+        assert figures["scale2.kib_per_conn"] > 0
+    table = (tmp_path / "latest.md").read_text()
+    assert "| scale, 2 processes + nginx: broadcast to all, p99 ours/bare |" in table

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.harness import nginx_proxy
 from bench.harness.procs import LOAD_CORE, SERVER_CORE, Processes
 from bench.loadgen import percentiles
 from testsupport.processes import Process, wait_for_port
@@ -180,7 +181,7 @@ def make_impls(
             f"{apps}.socketio_app",
             protocol="socketio",
             # No sync handlers on an ASGI server, no plain HTTP view, no channel layer.
-            scenarios=frozenset({"echo", "broadcast", "memory", "scale"}),
+            scenarios=frozenset({"echo", "broadcast", "memory", "scale", "scale2"}),
             echo_variants=("async", "json"),
         )
     return impls
@@ -276,18 +277,24 @@ def stop(ctx: Context, procs: list[Process]) -> None:
 
 
 def loadgen(
-    ctx: Context, spec: dict[str, Any], servers: list[tuple[Process, int]]
+    ctx: Context,
+    spec: dict[str, Any],
+    servers: list[tuple[Process, int]],
+    ports: list[int] | None = None,
+    module: str = "bench.loadgen",
 ) -> dict[str, Any]:
-    """Run one load-generator measurement (pinned to the load core) and return its result."""
+    """Run one load-generator measurement (pinned to the load core) and return its result;
+    its clients connect to ``ports`` (a proxy's), by default the servers' own. ``module``:
+    the load generator (``bench.scale_fleet`` spreads the clients over processes)."""
     spec = {
         **spec,
-        "ports": [port for _, port in servers],
+        "ports": ports or [port for _, port in servers],
         "server_pids": [proc.pid for proc, _ in servers],
     }
     spec.setdefault("deadline", 180)
     proc = ctx.procs.start(
         f"loadgen-{spec['mode']}",
-        [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+        [sys.executable, "-m", module, json.dumps(spec)],
         core=LOAD_CORE,
         pipe=True,
     )
@@ -732,10 +739,47 @@ def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
         )
     finally:
         stop(ctx, [proc for proc, _ in servers])
-    metrics = _copy(result, "scale", ("connected", "storm_errors", "storm_s", "kib_per_conn"))
-    metrics.update(_copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost")))
+    return _scale_metrics(result, "scale")
+
+
+def scale2(ctx: Context, impl: Impl) -> dict[str, Any]:
+    """Twice ``scale_connections`` WebSockets over two server processes behind nginx (as
+    deployed: ``least_conn``), the Redis layer between them: the storm (twice the time),
+    RSS per idle connection over both processes, then a broadcast to all of them."""
+    profile = ctx.profile
+    servers = start_servers(ctx, impl, count=2, layer="redis")
+    started = [proc for proc, _ in servers]
+    try:
+        proxy, port = nginx_proxy.start(ctx.procs, [port for _, port in servers])
+        started.append(proxy)
+        result = loadgen(
+            ctx,
+            {
+                "mode": "scale",
+                "protocol": impl.protocol,
+                "path": "/ws/broadcast/",
+                "connections": 2 * profile.scale_connections,
+                "messages": profile.scale_messages,
+                "storm_s": 20.0,
+                "timeout": 15,
+                "settle": profile.settle,
+                "deadline": 400,
+                "shards": 2,
+            },
+            servers,
+            ports=[port],
+            module="bench.scale_fleet",
+        )
+    finally:
+        stop(ctx, started)
+    return _scale_metrics(result, "scale2")
+
+
+def _scale_metrics(result: dict[str, Any], tag: str) -> dict[str, Any]:
+    metrics = _copy(result, tag, ("connected", "storm_errors", "storm_s", "kib_per_conn"))
+    metrics.update(_copy(result, tag, ("p50_ms", "p99_ms", "max_ms", "lost")))
     if result.get("storm_error_sample"):
-        metrics["scale.storm_error_sample"] = result["storm_error_sample"]
+        metrics[f"{tag}.storm_error_sample"] = result["storm_error_sample"]
     return metrics
 
 
@@ -806,4 +850,5 @@ SCENARIOS: dict[str, Callable[[Context, Impl], dict[str, Any]]] = {
     "memory": memory,
     "recovery": recovery,
     "scale": scale,
+    "scale2": scale2,
 }
