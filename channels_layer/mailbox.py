@@ -172,7 +172,7 @@ class Mailboxes:
                             # _put's usual case, less its calls: no capacity to check
                             ready = _idle_receiver(queue, loop)
                             if ready is not None:
-                                eager.append((channel, ready, payload, receipt))
+                                eager += (channel, ready, payload, receipt)
                             else:
                                 self._put(channel, payload, expiry, None, receipt, loop, now)
                             continue
@@ -213,7 +213,7 @@ class Mailboxes:
         if eager is not None and not queue.messages:
             ready = _idle_receiver(queue, loop)
             if ready is not None:
-                eager.append((channel, ready, payload, receipt))
+                eager += (channel, ready, payload, receipt)
                 return True
         queue.messages.append((now + expiry, payload, receipt))
         _wake_one(queue, loop)
@@ -319,10 +319,18 @@ class Mailboxes:
         return 0 if queue is None else len(queue.waiters)
 
     def sweep(self) -> None:
-        """Drop expired messages everywhere, so channels nobody reads do not grow forever."""
+        """Drop expired messages everywhere, so channels nobody reads do not grow forever.
+        Only the channels with something to drop are visited twice: a pair made for each of
+        10,000 idle consumers' channels, each second, set off a dozen garbage collections."""
         with self._lock:
             now = time.monotonic()
-            for channel, queue in list(self._channels.items()):
+            stale = [
+                channel
+                for channel, queue in self._channels.items()
+                if not queue.waiters or (queue.messages and queue.messages[0][0] <= now)
+            ]
+            for channel in stale:
+                queue = self._channels[channel]
                 self._drop_expired(channel, queue, now)
                 self._forget_if_idle(channel, queue)
 
