@@ -733,7 +733,9 @@ def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
     finally:
         stop(ctx, [proc for proc, _ in servers])
     metrics = _copy(result, "scale", ("connected", "storm_errors", "storm_s", "kib_per_conn"))
-    metrics.update(_copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost")))
+    metrics.update(
+        _copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost", "srv_ms_per_broadcast"))
+    )
     if result.get("storm_error_sample"):
         metrics["scale.storm_error_sample"] = result["storm_error_sample"]
     return metrics
