@@ -734,7 +734,11 @@ def scale(ctx: Context, impl: Impl) -> dict[str, Any]:
         stop(ctx, [proc for proc, _ in servers])
     metrics = _copy(result, "scale", ("connected", "storm_errors", "storm_s", "kib_per_conn"))
     metrics.update(
-        _copy(result, "scale", ("p50_ms", "p99_ms", "max_ms", "lost", "srv_ms_per_broadcast"))
+        _copy(
+            result,
+            "scale",
+            ("p50_ms", "p99_ms", "max_ms", "lost", "srv_ms_per_broadcast", "lg_cpu_pct"),
+        )
     )
     if result.get("storm_error_sample"):
         metrics["scale.storm_error_sample"] = result["storm_error_sample"]
