@@ -588,7 +588,11 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
         for client in clients:
             if isinstance(client, SocketIO):
                 client.event = b"broadcast"
+        cpu_before = own_before = wall_before = 0.0
         for sequence in range(-1, messages if clients else -1):  # -1: unmeasured warm-up
+            if sequence == 0:
+                cpu_before = tree_cpu_seconds(pid)
+                own_before, wall_before = time.process_time(), time.perf_counter()
             everyone.clear()
             pending[sequence] = len(clients)
             sent_at[sequence] = time.perf_counter()
@@ -597,6 +601,12 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.wait_for(everyone.wait(), spec.get("timeout", 30))
             except TimeoutError:
                 timed_out += sequence >= 0
+        broadcasts_cpu = tree_cpu_seconds(pid) - cpu_before if clients else 0.0
+        own_share = (
+            (time.process_time() - own_before) / (time.perf_counter() - wall_before)
+            if clients and messages
+            else None
+        )
         await asyncio.sleep(0.2)
     finally:
         await close_all(clients, wait=10)
@@ -610,6 +620,14 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
         "kib_per_conn": round((after - before) / opened, 2) if opened else None,
         "lost": opened * messages - len(latencies) if clients else None,
         "timed_out_messages": timed_out,
+        # The server's CPU per measured broadcast: steadier than the latencies.
+        "srv_ms_per_broadcast": (
+            round(broadcasts_cpu * 1e3 / messages, 2) if clients and messages else None
+        ),
+        # This load generator's CPU over the same broadcasts, % of its core: near 100, it
+        # was the bottleneck; well under, it idled between frames, and on loopback waking
+        # it again is part of the server's write.
+        "lg_cpu_pct": round(own_share * 100, 1) if own_share is not None else None,
         **percentiles(latencies),
     }
 

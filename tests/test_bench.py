@@ -206,6 +206,7 @@ def test_tiny_scale_scenario_opens_every_connection_and_reaches_each(tmp_path: P
     assert figures["scale.connected"] == 300 and figures["scale.storm_errors"] == 0
     assert figures["scale.lost"] == 0 and figures["scale.p99_ms"] > 0
     assert figures["scale.kib_per_conn"] > 0
+    assert figures["scale.srv_ms_per_broadcast"] >= 0 and figures["scale.lg_cpu_pct"] > 0
     assert "| connections open after the storm |" in (tmp_path / "latest.md").read_text()
 
 

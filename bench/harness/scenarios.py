@@ -777,7 +777,8 @@ def scale2(ctx: Context, impl: Impl) -> dict[str, Any]:
 
 def _scale_metrics(result: dict[str, Any], tag: str) -> dict[str, Any]:
     metrics = _copy(result, tag, ("connected", "storm_errors", "storm_s", "kib_per_conn"))
-    metrics.update(_copy(result, tag, ("p50_ms", "p99_ms", "max_ms", "lost")))
+    latencies = ("p50_ms", "p99_ms", "max_ms", "lost", "srv_ms_per_broadcast", "lg_cpu_pct")
+    metrics.update(_copy(result, tag, latencies))
     if result.get("storm_error_sample"):
         metrics[f"{tag}.storm_error_sample"] = result["storm_error_sample"]
     return metrics
