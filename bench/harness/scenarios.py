@@ -160,6 +160,13 @@ def make_impls(
             f"{apps}.settings_ours_nometrics",
             f"{apps}.ours",
         ),
+        "bare-adapted": Impl(
+            "bare-adapted",
+            project_python,
+            [ours_source, ROOT],
+            f"{apps}.settings_ours",
+            f"{apps}.bare_adapted",
+        ),
         "django": Impl(
             "django", project_python, [ROOT], f"{apps}.settings_django", f"{apps}.django_only"
         ),
