@@ -181,13 +181,11 @@ def scale(spec: dict[str, Any]) -> dict[str, Any]:
         errors = [error for result in storms for error in result["errors"]]
         time.sleep(spec.get("settle", 1.0))
         after = sum(map(tree_rss_kib, pids))
-        sender = next(
-            (pipe for pipe, r in zip(fleet.pipes, storms, strict=True) if r["opened"]), None
-        )
+        senders = [pipe for pipe, r in zip(fleet.pipes, storms, strict=True) if r["opened"]]
         timed_out = 0
-        for sequence in range(-1, messages if sender else -1):  # -1: unmeasured warm-up
+        for sequence in range(-1, messages if senders else -1):  # -1: unmeasured warm-up
             fleet.everyone(30, {"cmd": "arm", "sequence": sequence})
-            (sent,) = fleet.ask([sender], 30, {"cmd": "send", "sequence": sequence})
+            (sent,) = fleet.ask(senders[:1], 30, {"cmd": "send", "sequence": sequence})
             command = {"cmd": "wait", "sequence": sequence, "timeout": timeout, **sent}
             waited = fleet.everyone(timeout + 30, command)
             timed_out += sequence >= 0 and not all(reply["complete"] for reply in waited)
