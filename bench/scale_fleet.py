@@ -61,7 +61,10 @@ class Shard:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            command = await loop.run_in_executor(None, self.pipe.recv)
+            try:
+                command = await loop.run_in_executor(None, self.pipe.recv)
+            except EOFError:  # the coordinator gave up (``Fleet.stop`` after a failure)
+                return
             reply = await getattr(self, command.pop("cmd"))(**command)
             self.pipe.send(reply)
             if reply.get("closed"):
@@ -120,7 +123,13 @@ class Shard:
         return {"closed": True}
 
 
-def _shard_main(spec: dict[str, Any], count: int, pipe: Connection) -> None:
+def _shard_main(
+    spec: dict[str, Any], count: int, pipe: Connection, inherited: list[Connection]
+) -> None:
+    # The coordinator's pipe ends, copied by fork: kept open here, the coordinator's
+    # closing them would never reach this shard's ``recv``.
+    for end in inherited:
+        end.close()
     asyncio.run(Shard(spec, count, pipe).run())
 
 
@@ -136,8 +145,11 @@ class Fleet:
         for index in range(shards):
             share = total // shards + (index < total % shards)
             ours, theirs = context.Pipe()
-            process = context.Process(target=_shard_main, args=(spec, share, theirs))
+            process = context.Process(
+                target=_shard_main, args=(spec, share, theirs, [*self.pipes, ours])
+            )
             process.start()
+            theirs.close()  # the shard's own now
             self.pipes.append(ours)
             self.processes.append(process)
 
@@ -164,6 +176,7 @@ class Fleet:
             process.join(15)
             if process.is_alive():
                 process.kill()
+                process.join()
 
 
 def scale(spec: dict[str, Any]) -> dict[str, Any]:

@@ -87,12 +87,21 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
                 logger.exception("Dropped a message on %r: it could not be decoded", channel)
                 receiver.release()
                 continue
+            except BaseException:  # KeyboardInterrupt (a signal) here: this claim too
+                receiver.release()
+                _release_later(eager, position)
+                raise
             try:
                 if receiver.handle(message):
                     ready.wake()
             except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
-                for later in eager[position * 4 + 5 :: 4]:  # their waiters
-                    later.eager.release()
+                _release_later(eager, position)
                 raise
     finally:
         handing_over.running = False
+
+
+def _release_later(eager: list[Handing], position: int) -> None:
+    """Give back the claims after the ``position``-th: their messages are dropped."""
+    for later in eager[position * 4 + 5 :: 4]:  # their waiters
+        later.eager.release()
