@@ -8,7 +8,7 @@ A coordinator (this process, no connections of its own) forks ``shards`` process
 opening its share of ``connections``. All storm at once; then one shard sends each
 broadcast and every shard times the deliveries to its own clients against the send time
 (``time.perf_counter`` is the system's monotonic clock, the same in every process). The
-result has the keys of ``bench.loadgen.scale``.
+result has the keys of ``bench.loadgen.scale`` but its own CPU share (``lg_cpu_pct``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from bench.loadgen import (
     open_clients,
     percentiles,
     storm,
+    tree_cpu_seconds,
     tree_rss_kib,
 )
 from testsupport.system import raise_open_files_limit
@@ -195,13 +196,16 @@ def scale(spec: dict[str, Any]) -> dict[str, Any]:
         time.sleep(spec.get("settle", 1.0))
         after = sum(map(tree_rss_kib, pids))
         senders = [pipe for pipe, r in zip(fleet.pipes, storms, strict=True) if r["opened"]]
-        timed_out = 0
+        timed_out, cpu_before = 0, 0.0
         for sequence in range(-1, messages if senders else -1):  # -1: unmeasured warm-up
+            if sequence == 0:
+                cpu_before = sum(map(tree_cpu_seconds, pids))
             fleet.everyone(30, {"cmd": "arm", "sequence": sequence})
             (sent,) = fleet.ask(senders[:1], 30, {"cmd": "send", "sequence": sequence})
             command = {"cmd": "wait", "sequence": sequence, "timeout": timeout, **sent}
             waited = fleet.everyone(timeout + 30, command)
             timed_out += sequence >= 0 and not all(reply["complete"] for reply in waited)
+        broadcasts_cpu = sum(map(tree_cpu_seconds, pids)) - cpu_before if senders else 0.0
         time.sleep(0.2)
         latencies = [
             x for reply in fleet.everyone(60, {"cmd": "stats"}) for x in reply["latencies"]
@@ -219,6 +223,10 @@ def scale(spec: dict[str, Any]) -> dict[str, Any]:
         "kib_per_conn": round((after - before) / opened, 2) if opened else None,
         "lost": opened * messages - len(latencies) if opened else None,
         "timed_out_messages": timed_out,
+        # The servers' CPU per measured broadcast, both together: steadier than latencies.
+        "srv_ms_per_broadcast": (
+            round(broadcasts_cpu * 1e3 / messages, 2) if senders and messages else None
+        ),
         **percentiles(latencies),
     }
 
