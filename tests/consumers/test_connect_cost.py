@@ -179,3 +179,19 @@ def test_a_send_is_not_inspected_when_daphne_is_not_loaded(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "daphne.server", raising=False)
     assert _from_daphne(Touchy()) is False
+
+
+# The layer -----------------------------------------------------------------------------
+
+
+def test_a_built_layer_is_found_without_the_settings(monkeypatch):
+    from channels_layer import registry
+
+    layer = InMemoryChannelLayer()
+    monkeypatch.setitem(registry.channel_layers.backends, "connect-cost", layer)
+
+    def no_settings(self):
+        raise AssertionError("the settings were read")
+
+    monkeypatch.setattr(registry.ChannelLayerManager, "configs", property(no_settings))
+    assert registry.get_channel_layer("connect-cost") is layer
