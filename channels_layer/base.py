@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import os
 import re
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -120,7 +120,52 @@ def _require_encodable(value: Any, path: str) -> None:
 
 
 def _is_valid(name: Any, pattern: re.Pattern[str], max_length: int) -> bool:
-    return isinstance(name, str) and len(name) <= max_length and bool(pattern.fullmatch(name))
+    if not isinstance(name, str) or len(name) > max_length:
+        return False
+    if pattern is _GROUP_NAME:
+        known = _VALID_GROUPS
+    elif pattern is _CHANNEL_NAME:
+        known = _VALID_CHANNELS
+    else:
+        return pattern.fullmatch(name) is not None
+    if name in known:
+        return True
+    if pattern.fullmatch(name) is None:
+        return False
+    _remember_valid(known, name)
+    return True
+
+
+def _remember_valid(known: set[str], name: str) -> None:
+    if len(known) >= VALID_NAMES_KEPT:
+        known.clear()  # the names in use now come back at their next check
+    known.add(name)
+
+
+# Names that matched ``_GROUP_NAME`` or ``_CHANNEL_NAME`` lately, and the channels this
+# process named: a connection's group and channel are checked at each group_add,
+# group_discard and receive, and a set lookup costs a tenth of the match. Bounded (cleared
+# when full); a set's operations are atomic, so threads may share them.
+VALID_NAMES_KEPT = 4096
+_VALID_GROUPS: set[str] = set()
+_VALID_CHANNELS: set[str] = set()
+
+
+def _random_hex() -> str:
+    """16 random hex digits from ``os.urandom``, as ``secrets.token_hex(8)`` gives, drawn from
+    a batch: one system call per ``HEX_BATCH`` channel names instead of one each."""
+    try:
+        return _hex_batch.pop()  # atomic: two threads never get the same digits
+    except IndexError:
+        digits = os.urandom(8 * HEX_BATCH).hex()
+        _hex_batch.extend(digits[i : i + 16] for i in range(16, len(digits), 16))
+        return digits[:16]
+
+
+HEX_BATCH = 256
+_hex_batch: list[str] = []
+# A forked child must not name channels with its parent's digits.
+os.register_at_fork(after_in_child=_hex_batch.clear)
 
 
 class SkippedMembers:
@@ -238,9 +283,12 @@ class BaseChannelLayer:
 
     def _new_channel_name(self, prefix: str, owner: str) -> str:
         """``{prefix}.{owner}!{random}``: the shape of every process-local channel name."""
-        suffix = f".{owner}!{secrets.token_hex(8)}"
+        suffix = f".{owner}!{_random_hex()}"
         self.require_valid_prefix(prefix, room=len(suffix))
-        return prefix + suffix
+        name = prefix + suffix
+        if _is_valid(owner, _GROUP_NAME, self.MAX_NAME_LENGTH):  # so the name is valid too
+            _remember_valid(_VALID_CHANNELS, name)
+        return name
 
     def _require_name(
         self, name: Any, pattern: re.Pattern[str], what: str, extra: str = ""

@@ -117,6 +117,11 @@ channel_layers = ChannelLayerManager()
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
     """The layer for ``alias`` (configured, or given with ``channel_layers.set``), or None,
     so consumers can run without."""
+    # A layer built (or set) already, the usual case: one dict lookup per connect, not the
+    # settings, the lock and a second lookup (a dict's get is atomic: no lock needed).
+    layer = channel_layers.backends.get(alias)
+    if layer is not None:
+        return layer
     if alias not in channel_layers.configs and alias not in channel_layers.backends:
         return None
     return channel_layers[alias]

@@ -61,7 +61,10 @@ NAMES_KEPT = 512
 def _from_daphne(send: Send) -> bool:
     """Daphne's send (its ``handle_reply``, perhaps behind middleware) writes at once and
     never waits for the client; ``consumers.daphne`` bounds what waits unsent instead."""
-    adaptation = sys.modules.get("consumers.daphne")
+    modules = sys.modules
+    if "daphne.server" not in modules:  # no Daphne in this process: the usual answer, at once
+        return False
+    adaptation = modules.get("consumers.daphne")
     if adaptation is not None and adaptation.serving:
         return True
     server = getattr(getattr(send, "func", None), "__self__", None)
@@ -139,6 +142,12 @@ class AsyncConsumer:
     channel_layer: BaseChannelLayer | None
     channel_name: str | None = None
     scope: Scope
+    # The layer side's state, set on the instance only once it changes: four stores and
+    # dict entries less per connection, which most connections never change but _ready.
+    _reading: asyncio.Task[None] | None = None
+    _eager: EagerReader | None = None
+    _frame_waiting = False
+    _ready: asyncio.Future[None] | None = None
 
     def __init__(self, **initkwargs: Any) -> None:
         for key, value in initkwargs.items():
@@ -207,10 +216,7 @@ class AsyncConsumer:
             connection_side = asyncio.current_task()
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side
-            self._reading: asyncio.Task[None] | None = None
-            self._eager: EagerReader | None = None
-            self._frame_waiting = False
-            self._ready: asyncio.Future[None] | None = None
+            # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
             if not await self._idle():
                 self._reading = asyncio.ensure_future(self._read_layer())
             try:
@@ -391,8 +397,13 @@ class SyncConsumer(AsyncConsumer):
     def _run_handler(handler: Handler, message: Message) -> None:
         close_old_connections_here()
         try:
-            with metrics.handling(getattr(handler, "__self__", None)):
+            timer, started = metrics.handling(getattr(handler, "__self__", None)), metrics.clock()
+            try:
                 handler(message)
+            except BaseException as error:
+                timer.ended(started, type(error))
+                raise
+            timer.ended(started)
         finally:
             close_old_connections_here()
 

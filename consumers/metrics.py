@@ -18,7 +18,9 @@ How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` watches its ASGI m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -207,21 +209,24 @@ clock = time.perf_counter
 
 
 class _Handling:
-    """Times a consumer's handler calls (one at a time: a consumer handles one message
-    after the other); counts failures, and a worker's job outcomes. Made once per
-    consumer, at its first message."""
+    """Times a consumer class's handler calls; counts failures, and a worker's job outcomes.
+    One per class and kind of scope (WebSocket or HTTP, or a worker's ``channel``), shared
+    by its consumers: a connection makes none (one each was an object, a weak-dict lookup
+    and a caught ``AttributeError`` per connect)."""
 
-    __slots__ = ("errors", "job", "observe", "started")
+    __slots__ = ("errors", "job", "observe")
 
-    def __init__(self, consumer: Any) -> None:
-        cls = type(consumer)
+    def __init__(self, cls: type, job: bool) -> None:
         bound = _by_class.get(cls) or _bind(cls)
         self.observe, self.errors = bound
-        scope = getattr(consumer, "scope", None)
-        self.job = scope is not None and scope.get("type") == "channel"
+        self.job = job
 
     def __enter__(self) -> None:
-        self.started = time.perf_counter()
+        # Shared, so the start is kept per thread (sync handlers of one class run at once).
+        try:
+            _starts.stack.append(time.perf_counter())
+        except AttributeError:
+            _starts.stack = [time.perf_counter()]
 
     def __exit__(
         self,
@@ -229,7 +234,7 @@ class _Handling:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.ended(self.started, kind)
+        self.ended(_starts.stack.pop(), kind)
 
     def ended(self, started: float, kind: type[BaseException] | None = None) -> None:
         """A handler call that began at ``started`` (``clock()``) is over, ``kind`` what it
@@ -244,6 +249,10 @@ class _Handling:
             self.errors()
         if self.job:
             (_jobs_failed if failed else _jobs_done).inc()
+
+
+# The start of each ``with handling(...)`` block open on a thread, innermost last.
+_starts = threading.local()
 
 
 class _NotMeasured:
@@ -274,13 +283,29 @@ def _bind(cls: type) -> tuple[Callable[[float], None], Callable[[], None]]:
 def handling(consumer: Any) -> _Handling | _NotMeasured:
     """``with handling(consumer):`` around one handler call. What it gives is kept on the
     consumer (``CONSUMERS_METRICS`` is read once), so a frame asks nothing else."""
-    try:
-        return consumer._consumers_handling
-    except AttributeError:
-        timer = _Handling(consumer) if enabled() else _not_measured
+    timer = getattr(consumer, "_consumers_handling", None)
+    if timer is None:
+        timer = _timer_for(consumer)
         if consumer is not None:
             consumer._consumers_handling = timer
-        return timer
+    return timer
+
+
+def _timer_for(consumer: Any) -> _Handling | _NotMeasured:
+    """The class's shared timer for the consumer's kind of scope, made at its first use."""
+    if not enabled():
+        return _not_measured
+    cls = type(consumer)
+    scope = getattr(consumer, "scope", None)
+    job = scope is not None and scope.get("type") == "channel"
+    timers: tuple[_Handling, _Handling] | None = cls.__dict__.get("_consumers_timers")
+    if timers is None:
+        # On the class, not in a dict of ours: it goes when the class does.
+        timers = (_Handling(cls, False), _Handling(cls, True))
+        # A built-in type (a handler without a consumer) takes none: made at each call.
+        with contextlib.suppress(TypeError):
+            setattr(cls, "_consumers_timers", timers)  # noqa: B010  a name mypy does not know
+    return timers[job]
 
 
 def job_redelivered() -> None:

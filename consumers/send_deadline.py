@@ -21,6 +21,8 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.core.signals import setting_changed
+
 from consumers import metrics
 from consumers.stepping import Step, resume
 from consumers.types import Message, Scope, Send
@@ -163,8 +165,31 @@ def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
 def send_within_deadline(send: Send, scope: Scope) -> Send:
     """``send`` bounded by ``CONSUMERS_WEBSOCKET_SEND_TIMEOUT`` (default 10 s); a metrics
     watch's ``send`` is unwrapped, its count run here."""
-    from django.conf import settings
-
-    timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
+    timeout = _timeout
+    if timeout is None:
+        timeout = _read_timeout()
     send, watch = metrics.unwatched(send)
     return SendDeadline(send, scope, timeout, None if watch is None else watch.sent)
+
+
+# The setting, read at the first connection and again after it changes: reading an unset
+# setting through Django's lazy settings raised and caught an AttributeError per connect.
+_timeout: float | None = None
+
+
+def _read_timeout() -> float:
+    global _timeout
+    from django.conf import settings
+
+    _timeout = float(getattr(settings, "CONSUMERS_WEBSOCKET_SEND_TIMEOUT", 10))
+    return _timeout
+
+
+def _forget_timeout(*, setting: str, **kwargs: Any) -> None:
+    global _timeout
+    if setting == "CONSUMERS_WEBSOCKET_SEND_TIMEOUT":
+        _timeout = None
+
+
+# The same signal object as django.test.signals.setting_changed (override_settings).
+setting_changed.connect(_forget_timeout)
