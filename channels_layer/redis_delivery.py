@@ -111,11 +111,10 @@ SEND_TO_PROCESS = (
     + """
 local results, entries = {}, {}
 for i = 1, #ARGV, 4 do
-  local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
-  if pending >= tonumber(ARGV[i + 2]) then
+  if redis.call('HINCRBY', KEYS[2], ARGV[i], 1) > tonumber(ARGV[i + 2]) then
+    redis.call('HINCRBY', KEYS[2], ARGV[i], -1)  -- it was full: as it was
     results[#results + 1] = 0
   else
-    redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
     entries[#entries + 1] = next_entry(KEYS[2], ARGV[i + 1])
     results[#results + 1] = seq
   end

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -169,17 +170,23 @@ class ScriptBatcher:
         if connection is None:
             assert isinstance(self.client, Redis)  # noqa: S101  for mypy: see _direct
             connection = self._connection = await self.client.connection_pool.get_connection()
+        replies: list[Any] = []
         try:
-            await _write(connection, [_pack(commands, connection)])
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:  # this command's error; the rest follow
-                    replies.append(error)
-        except BaseException:
+            if not connection.is_connected:  # within its own connect timeout
+                await connection.connect()
+            # One deadline for the whole batch, not one timer per write and per reply.
+            async with asyncio.timeout(connection.socket_timeout):
+                await _write(connection, [_pack(commands, connection)])
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as error:  # this command's error; the rest follow
+                        replies.append(error)
+        except BaseException as error:
             # Replies may be left unread on it: start afresh (it reconnects when used).
             await connection.disconnect(nowait=True)
+            if isinstance(error, TimeoutError):
+                raise RedisTimeoutError("Timeout reading from or writing to Redis") from None
             raise
         return replies
 
@@ -196,13 +203,8 @@ async def _write(connection: AbstractConnection, packed: list[bytes]) -> None:
     if bare_write is None:
         await connection.send_packed_command(packed, check_health=False)
         return
-    if not connection.is_connected:
-        await connection.connect()
     try:
-        async with asyncio.timeout(connection.socket_timeout):
-            await bare_write(packed)
-    except TimeoutError:
-        raise RedisTimeoutError("Timeout writing to socket") from None
+        await bare_write(packed)  # under the batch's deadline (``_write_and_read``)
     except OSError as error:
         raise RedisConnectionError(f"Error while writing to socket: {error}") from error
 
