@@ -610,7 +610,30 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.2)
     finally:
         await close_all(clients, wait=10)
-    opened = len(clients)
+    return {
+        **scale_figures(
+            len(clients), errors, storm_s, (before, after), messages, latencies, broadcasts_cpu
+        ),
+        "timed_out_messages": timed_out,
+        # This load generator's CPU over the same broadcasts, % of its core: near 100, it
+        # was the bottleneck; well under, it idled between frames, and on loopback waking
+        # it again is part of the server's write.
+        "lg_cpu_pct": round(own_share * 100, 1) if own_share is not None else None,
+    }
+
+
+def scale_figures(
+    opened: int,
+    errors: list[str],
+    storm_s: float,
+    rss_kib: tuple[int, int],
+    messages: int,
+    latencies: list[float],
+    broadcasts_cpu: float,
+) -> dict[str, Any]:
+    """The scale scenario's result from what was measured: the storm, RSS before and after
+    it, the broadcasts' latencies and the server's CPU over them."""
+    before, after = rss_kib
     return {
         "connected": opened,
         "storm_errors": len(errors),
@@ -618,16 +641,11 @@ async def scale(spec: dict[str, Any]) -> dict[str, Any]:
         "storm_s": round(storm_s, 3),
         "rss_before_kib": before,
         "kib_per_conn": round((after - before) / opened, 2) if opened else None,
-        "lost": opened * messages - len(latencies) if clients else None,
-        "timed_out_messages": timed_out,
+        "lost": opened * messages - len(latencies) if opened else None,
         # The server's CPU per measured broadcast: steadier than the latencies.
         "srv_ms_per_broadcast": (
-            round(broadcasts_cpu * 1e3 / messages, 2) if clients and messages else None
+            round(broadcasts_cpu * 1e3 / messages, 2) if opened and messages else None
         ),
-        # This load generator's CPU over the same broadcasts, % of its core: near 100, it
-        # was the bottleneck; well under, it idled between frames, and on loopback waking
-        # it again is part of the server's write.
-        "lg_cpu_pct": round(own_share * 100, 1) if own_share is not None else None,
         **percentiles(latencies),
     }
 

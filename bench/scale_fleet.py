@@ -26,7 +26,7 @@ from bench.loadgen import (
     WebSocket,
     close_all,
     open_clients,
-    percentiles,
+    scale_figures,
     storm,
     tree_cpu_seconds,
     tree_rss_kib,
@@ -213,22 +213,11 @@ def scale(spec: dict[str, Any]) -> dict[str, Any]:
         fleet.everyone(60, {"cmd": "close"})
     finally:
         fleet.stop()
-    return {
-        "connected": opened,
-        "shards": len(fleet.pipes),
-        "storm_errors": len(errors),
-        "storm_error_sample": sorted(set(errors))[:3],
-        "storm_s": round(max(result["last_open"] for result in storms), 3),
-        "rss_before_kib": before,
-        "kib_per_conn": round((after - before) / opened, 2) if opened else None,
-        "lost": opened * messages - len(latencies) if opened else None,
-        "timed_out_messages": timed_out,
-        # The servers' CPU per measured broadcast, both together: steadier than latencies.
-        "srv_ms_per_broadcast": (
-            round(broadcasts_cpu * 1e3 / messages, 2) if senders and messages else None
-        ),
-        **percentiles(latencies),
-    }
+    last_open = max(result["last_open"] for result in storms)
+    figures = scale_figures(
+        opened, errors, last_open, (before, after), messages, latencies, broadcasts_cpu
+    )
+    return {**figures, "shards": len(fleet.pipes), "timed_out_messages": timed_out}
 
 
 if __name__ == "__main__":
