@@ -9,6 +9,8 @@ import pytest
 from django.test import override_settings
 from django.urls import path, re_path
 from django.urls.resolvers import RoutePattern
+from django.utils import translation
+from django.utils.functional import lazy
 
 from channels_layer import base
 from channels_layer.base import BaseChannelLayer
@@ -195,3 +197,17 @@ def test_a_built_layer_is_found_without_the_settings(monkeypatch):
 
     monkeypatch.setattr(registry.ChannelLayerManager, "configs", property(no_settings))
     assert registry.get_channel_layer("connect-cost") is layer
+
+
+def test_a_translated_route_matches_in_the_active_language():
+    """A lazily translated route's regex follows the active language (Django compiles
+    one per language): text compared as at startup would keep the startup language's."""
+    words = {"en": "chat/", "fr": "discussion/"}
+    route = lazy(lambda: words.get(translation.get_language(), "chat/"), str)()
+    router = URLRouter([path(route, app)])
+    with translation.override("fr"):
+        assert router.resolve("discussion/") == (app, (), {}, "")
+        assert router.resolve("chat/") is None
+    with translation.override("en"):
+        assert router.resolve("chat/") == (app, (), {}, "")
+
