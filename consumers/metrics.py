@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -222,11 +221,9 @@ class _Handling:
         self.job = job
 
     def __enter__(self) -> None:
-        # Shared, so the start is kept per thread (sync handlers of one class run at once).
-        try:
-            _starts.stack.append(time.perf_counter())
-        except AttributeError:
-            _starts.stack = [time.perf_counter()]
+        # Shared, so the start is kept per context: per thread (sync handlers of one class
+        # run at once) and per task (async handlers interleave on one thread).
+        _starts.set((*_starts.get(), time.perf_counter()))
 
     def __exit__(
         self,
@@ -234,7 +231,9 @@ class _Handling:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.ended(_starts.stack.pop(), kind)
+        *outer, started = _starts.get()
+        _starts.set(tuple(outer))
+        self.ended(started, kind)
 
     def ended(self, started: float, kind: type[BaseException] | None = None) -> None:
         """A handler call that began at ``started`` (``clock()``) is over, ``kind`` what it
@@ -251,8 +250,9 @@ class _Handling:
             (_jobs_failed if failed else _jobs_done).inc()
 
 
-# The start of each ``with handling(...)`` block open on a thread, innermost last.
-_starts = threading.local()
+# The start of each ``with handling(...)`` block open in this context, innermost last: a
+# thread's or a task's own (a per-thread stack mixed up interleaved tasks' starts).
+_starts: ContextVar[tuple[float, ...]] = ContextVar("consumers_handler_starts", default=())
 
 
 class _NotMeasured:

@@ -210,6 +210,9 @@ def _literal_for(pattern: RoutePattern | RegexPattern) -> tuple[str, bool] | Non
     tried. None for any other pattern, or one whose regex is not that shape."""
     if not isinstance(pattern, RoutePattern) or pattern.converters:
         return None
+    # A translated route (gettext_lazy) has a regex per active language: not one text.
+    if not isinstance(getattr(pattern, "_route", None), str):
+        return None
     text = str(pattern)
     is_endpoint = getattr(pattern, "_is_endpoint", None)
     if type(is_endpoint) is not bool:

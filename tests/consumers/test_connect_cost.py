@@ -1,6 +1,7 @@
 """What a WebSocket connect costs the server (issue 20, connection storms): work done once
 instead of per connection gives the same answers as before."""
 
+import asyncio
 import os
 import sys
 import threading
@@ -9,6 +10,8 @@ import pytest
 from django.test import override_settings
 from django.urls import path, re_path
 from django.urls.resolvers import RoutePattern
+from django.utils import translation
+from django.utils.functional import lazy
 
 from channels_layer import base
 from channels_layer.base import BaseChannelLayer
@@ -195,3 +198,44 @@ def test_a_built_layer_is_found_without_the_settings(monkeypatch):
 
     monkeypatch.setattr(registry.ChannelLayerManager, "configs", property(no_settings))
     assert registry.get_channel_layer("connect-cost") is layer
+
+
+def test_a_translated_route_matches_in_the_active_language():
+    """A lazily translated route's regex follows the active language (Django compiles
+    one per language): text compared as at startup would keep the startup language's."""
+    words = {"en": "chat/", "fr": "discussion/"}
+    route = lazy(lambda: words.get(translation.get_language(), "chat/"), str)()
+    router = URLRouter([path(route, app)])
+    with translation.override("fr"):
+        assert router.resolve("discussion/") == (app, (), {}, "")
+        assert router.resolve("chat/") is None
+    with translation.override("en"):
+        assert router.resolve("chat/") == (app, (), {}, "")
+
+
+async def test_interleaved_handlers_on_one_loop_keep_their_own_starts(monkeypatch):
+    """Async handlers of several consumers interleave on one thread: each ``with
+    handling()`` block is timed from its own start, whatever order they end in."""
+    first, second = Timed(), Timed()
+    first.scope = second.scope = {"type": "websocket"}
+    timer = metrics.handling(first)
+    seen = []
+    monkeypatch.setattr(timer, "observe", seen.append)
+    clock = iter([0.0, 1.0, 3.0, 4.0])
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(metrics, "clock", lambda: next(clock))
+    second_started, first_done = asyncio.Event(), asyncio.Event()
+
+    async def slow():
+        with metrics.handling(first):  # from 0 to 3
+            await second_started.wait()
+        first_done.set()
+
+    async def late():
+        await asyncio.sleep(0)
+        with metrics.handling(second):  # from 1 to 4: it ends after the first
+            second_started.set()
+            await first_done.wait()
+
+    await asyncio.gather(slow(), late())
+    assert seen == [3.0, 3.0]
