@@ -47,24 +47,30 @@ OnDiscard = Callable[[str, Any], None]
 FAN_OUT_BATCH = 256
 
 
-class _Queue:
-    """One channel's pending messages and the receivers waiting for one.
+class _Queue(list["asyncio.Future[None]"]):
+    """One channel's pending messages, and, as the list it is, the receivers waiting for one
+    (oldest first): an idle consumer's channel is this one object, not a queue and a list of
+    waiters, one object less per connection for the cyclic collector to scan.
 
     Lists, not deques: an idle connection's queue is empty most of its life, and an empty
     deque costs over 600 bytes against 56; a queue holds at most ``capacity`` messages,
     so taking from the front stays cheap. A new queue shares one empty tuple for its
     messages until the first is queued (``_put`` makes the list): an idle consumer's queue
-    never holds one, 56 bytes a connection. (A plain class: a consumer's queue is made
+    never holds one, 56 bytes a connection. (No dataclass: a consumer's queue is made
     anew each time it parks for its next message, and this ``__init__`` is the cheapest.)
     """
 
-    __slots__ = ("messages", "waiters")
+    __slots__ = ("messages",)
 
     def __init__(self) -> None:
         # (time.monotonic() deadline, payload, receipt); deadlines only grow, so expired
         # messages are always at the front. Read-only until ``_put`` replaces it.
         self.messages: list[tuple[float, bytes, Any]] = _NO_MESSAGES
-        self.waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def waiters(self) -> list[asyncio.Future[None]]:
+        """The receivers waiting, oldest first: the queue itself."""
+        return self
 
 
 # Every new queue's messages: a tuple, so that an append meant for a list fails loudly.
@@ -89,8 +95,8 @@ class _Ready(asyncio.Future[None]):
         """Resolve it now, out of its channel's waiters (its receiver has work to do)."""
         with self._mailboxes._lock:
             queue = self._mailboxes._channels.get(self._channel)
-            if queue is not None and self in queue.waiters:
-                queue.waiters.remove(self)
+            if queue is not None and self in queue:
+                queue.remove(self)
                 self._mailboxes._forget_if_idle(self._channel, queue)
         if not self.done():
             self.set_result(None)
@@ -265,7 +271,7 @@ class Mailboxes:
             except BaseException:
                 with self._lock:
                     try:
-                        queue.waiters.remove(waiter)
+                        queue.remove(waiter)
                     except ValueError:
                         # A sender already chose us; hand its wake-up to the next receiver.
                         _wake_one(queue, _running_loop())
@@ -294,8 +300,8 @@ class Mailboxes:
         with self._lock:
             queue = self._channels.get(channel)
             if queue is not None:
-                if ready in queue.waiters:
-                    queue.waiters.remove(ready)
+                if ready in queue:
+                    queue.remove(ready)
                 else:  # a sender chose it as it was cancelled: pass the wake-up on
                     _wake_one(queue, _running_loop())
                 self._forget_if_idle(channel, queue)
@@ -325,7 +331,7 @@ class Mailboxes:
     def waiting(self, channel: str) -> int:
         """How many receivers are parked on ``channel`` (for tests and diagnostics)."""
         queue = self._channels.get(channel)
-        return 0 if queue is None else len(queue.waiters)
+        return 0 if queue is None else len(queue)
 
     def sweep(self) -> None:
         """Drop expired messages everywhere, so channels nobody reads do not grow forever.
@@ -336,7 +342,7 @@ class Mailboxes:
             stale = [
                 channel
                 for channel, queue in self._channels.items()
-                if not queue.waiters or (queue.messages and queue.messages[0][0] <= now)
+                if not queue or (queue.messages and queue.messages[0][0] <= now)
             ]
             for channel in stale:
                 queue = self._channels[channel]
@@ -361,23 +367,19 @@ class Mailboxes:
 
     def _forget_if_idle(self, channel: str, queue: _Queue) -> None:
         """Drop an empty channel nobody waits on, so departed consumers leave no trace."""
-        if not queue.messages and not queue.waiters and self._channels.get(channel) is queue:
+        if not queue.messages and not queue and self._channels.get(channel) is queue:
             del self._channels[channel]
 
 
 def _add_waiter(queue: _Queue, waiter: asyncio.Future[None]) -> None:
-    """Append ``waiter``; the first one in a list of one (32 bytes less than ``append`` to
-    an empty list makes room for: what an idle connection's queue holds all its life)."""
-    if queue.waiters:
-        queue.waiters.append(waiter)
-    else:
-        queue.waiters = [waiter]
+    """Append ``waiter``; hold the lock."""
+    queue.append(waiter)
 
 
 def _idle_receiver(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> _Ready | None:
     """The receiver first in line, if it is eager, on the running loop and claims the
     message now; hold the lock."""
-    for waiter in queue.waiters:
+    for waiter in queue:
         if waiter.done():
             continue  # gone: _wake_one skips it too
         if type(waiter) is not _Ready or waiter.eager is None or waiter.get_loop() is not running:
@@ -401,7 +403,7 @@ def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:
     a broadcast wakes up to thousands of receivers in one go."""
     if not queue.messages:
         return
-    waiters = queue.waiters
+    waiters = queue
     while waiters:
         waiter = waiters.pop(0)
         if waiter.done():

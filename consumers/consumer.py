@@ -92,13 +92,21 @@ class _Turn:
     also walks its waiters through a generator once anyone has waited: 0.4 us a frame).
     A release hands the turn straight to the first waiter. The waiters are a list made at
     the first wait, not a deque: at most the consumer's two sides wait, and most idle
-    connections never do (an empty deque is 700 B a connection)."""
+    connections never do (an empty deque is 700 B a connection).
 
-    __slots__ = ("_waiters", "held")
+    Called with the layer's ready future, it starts its consumer's layer side: the done
+    callback of ``_idle``, instead of a bound method each idle connection would keep."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_consumer", "_waiters", "held")
+
+    def __init__(self, consumer: AsyncConsumer | None = None) -> None:
         self.held = False
         self._waiters: list[asyncio.Future[None]] | None = None
+        self._consumer = consumer
+
+    def __call__(self, ready: asyncio.Future[None]) -> None:
+        assert self._consumer is not None  # noqa: S101  for mypy: made by a consumer
+        self._consumer._start_reading(ready)
 
     def take_now(self) -> bool:
         """Take the turn if it is free."""
@@ -212,7 +220,7 @@ class AsyncConsumer:
                         watch.received(message)
                     await self.dispatch(message)
             self.channel_name = await layer.new_channel()
-            self._turn = turn = _Turn()
+            self._turn = turn = _Turn(self)
             connection_side = asyncio.current_task()
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side
@@ -269,7 +277,7 @@ class AsyncConsumer:
         self._ready = await self.channel_layer.when_ready(self.channel_name)
         if self._ready is None:
             return False
-        self._ready.add_done_callback(self._start_reading)
+        self._ready.add_done_callback(self._turn)  # self._start_reading
         return True
 
     def _start_reading(self, ready: asyncio.Future[None]) -> None:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.signals import setting_changed
 
@@ -41,11 +41,28 @@ class _Sending:
         self.expired = False
 
 
+class _Calls:
+    """A plain ``sent`` callable as a ``Counter``."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, sent: Callable[[Message], None]) -> None:
+        self.sent = sent
+
+
+class Counter(Protocol):
+    """What counts each message sent (``metrics.WebSocketWatch``)."""
+
+    def sent(self, message: Message) -> None: ...
+
+
 class SendDeadline:
     """``send`` with a deadline of ``timeout`` seconds on each call; ``sent``, if given, is
-    called with each message sent (the metrics' count, without a coroutine of its own)."""
+    called with each message sent (the metrics' count, without a coroutine of its own), as
+    is ``counter.sent``: the watch itself is kept, not its bound method (an object less a
+    connection for the collector to scan)."""
 
-    __slots__ = ("_done", "_loop", "_scope", "_send", "_sending", "_sent", "_timeout", "_timer")
+    __slots__ = ("_counter", "_done", "_loop", "_scope", "_send", "_sending", "_timeout", "_timer")
 
     def __init__(
         self,
@@ -53,9 +70,11 @@ class SendDeadline:
         scope: Scope,
         timeout: float,
         sent: Callable[[Message], None] | None = None,
+        *,
+        counter: Counter | None = None,
     ) -> None:
         self._send = send
-        self._sent = sent
+        self._counter = counter if sent is None else _Calls(sent)
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -77,8 +96,8 @@ class SendDeadline:
         try:
             suspended_on = step.send(None)
         except StopIteration:
-            if self._sent is not None:
-                self._sent(message)
+            if self._counter is not None:
+                self._counter.sent(message)
             return self._done
         return self._wait(step, suspended_on, message)
 
@@ -116,8 +135,8 @@ class SendDeadline:
             del sendings[task]
 
     def _count(self, message: Message) -> None:
-        if self._sent is not None:
-            self._sent(message)
+        if self._counter is not None:
+            self._counter.sent(message)
 
     def _expire(self) -> None:
         """Cancel the sends past their deadline; come back for the next one, if any."""
@@ -169,7 +188,7 @@ def send_within_deadline(send: Send, scope: Scope) -> Send:
     if timeout is None:
         timeout = _read_timeout()
     send, watch = metrics.unwatched(send)
-    return SendDeadline(send, scope, timeout, None if watch is None else watch.sent)
+    return SendDeadline(send, scope, timeout, counter=watch)
 
 
 # The setting, read at the first connection and again after it changes: reading an unset
