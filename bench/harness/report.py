@@ -42,18 +42,20 @@ class Row:
 
 def _group_rows(size: int) -> list[Row]:
     tag, label = f"group{size}", f"group of {size:,}"
-    target = Target("self:group10.send_ms", "<=", 2.0) if size == 10000 else None
+    big = size == 10000
+    send = Target("self:group10.send_ms", "<=", 2.0) if big else None
+    p99 = Target("bare", "<=", 1.5) if big else None  # issue 20: across processes, 10,000
     return [
-        Row("layer", f"{tag}.send_ms", f"{label}: group_send call", "ms", target),
+        Row("layer", f"{tag}.send_ms", f"{label}: group_send call", "ms", send),
         Row("layer", f"{tag}.p50_ms", f"{label}: fan-out latency p50", "ms"),
-        Row("layer", f"{tag}.p99_ms", f"{label}: fan-out latency p99", "ms"),
+        Row("layer", f"{tag}.p99_ms", f"{label}: fan-out latency p99", "ms", p99),
         Row("layer", f"{tag}.max_ms", f"{label}: fan-out latency max", "ms"),
         Row("layer", f"{tag}.lost", f"{label}: lost deliveries", "", Target("abs", "==", 0), tag),
     ]
 
 
 def _broadcast_rows(tag: str, size: int, where: str) -> list[Row]:
-    p99 = Target("bare", "<=", 1.5) if size == 1000 else None
+    p99 = Target("bare", "<=", 1.2) if size == 1000 else None  # issue 20, both layers
     lost = Target("abs", "==", 0)
     label = f"{size:,} clients, {where}"
     return [
@@ -65,6 +67,7 @@ def _broadcast_rows(tag: str, size: int, where: str) -> list[Row]:
 
 
 def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list[Row]:
+    """Every row of the tables; the targets are issue 20's goals, so "met" means met there."""
     out = [
         Row("layer", "p2p_rate.achieved", "point-to-point, 2,000 msg/s offered: achieved", "msg/s"),
         Row("layer", "p2p_rate.p50_ms", "point-to-point, 2,000 msg/s offered: p50", "ms"),
@@ -88,7 +91,7 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
             "p2p_sat.rps",
             "point-to-point at saturation: received",
             "msg/s",
-            Target("channels", ">=", 10),
+            Target("abs", ">=", 100_000),
         ),
         Row("layer", "p2p_sat.p50_ms", "point-to-point at saturation: p50", "ms"),
         Row("layer", "p2p_sat.p99_ms", "point-to-point at saturation: p99", "ms", None, "p2p_sat"),
@@ -124,9 +127,9 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
     for size in group_sizes:
         out += _group_rows(size)
     for variant, label, target in (
-        ("async", "async consumer", Target("bare", ">=", 0.9)),
-        ("sync", "sync consumer", Target("bare", ">=", 0.6)),
-        ("json", "async JSON consumer", Target("bare", ">=", 0.8)),
+        ("async", "async consumer", Target("bare", ">=", 0.95)),
+        ("sync", "sync consumer", Target("bare", ">=", 0.8)),
+        ("json", "async JSON consumer", Target("bare", ">=", 0.9)),
     ):
         out += [
             Row("echo", f"{variant}.rps", f"{label}: round trips", "/s", target),
@@ -163,7 +166,7 @@ def rows(broadcast_sizes: tuple[int, ...], group_sizes: tuple[int, ...]) -> list
             "idle.kib_per_conn",
             "RSS per idle connection in a group",
             "KiB",
-            Target("bare", "<=", 1.15),
+            Target("bare", "<=", 1.1),
         ),
         *_scale_rows("scale", storm_s=10),
         *_scale_rows("scale2", storm_s=20),
