@@ -156,6 +156,8 @@ class AsyncConsumer:
     _eager: EagerReader | None = None
     _frame_waiting = False
     _ready: asyncio.Future[None] | None = None
+    # The handler timer ``metrics.handling`` keeps on the consumer at its first message.
+    _consumers_handling: metrics._Handling | metrics._NotMeasured | None = None
 
     def __init__(self, **initkwargs: Any) -> None:
         for key, value in initkwargs.items():
@@ -232,14 +234,19 @@ class AsyncConsumer:
                     message = await receive()
                     if watch is not None:
                         watch.received(message)
-                    self._frame_waiting = True
-                    if not turn.take_now():
+                    if turn.held:  # take_now() in place: two calls less a frame
+                        self._frame_waiting = True  # seen by the layer side while it waits
                         await turn.take()
-                    try:
                         self._frame_waiting = False
+                    else:
+                        turn.held = True
+                    try:
                         await self.dispatch(message)
                     finally:
-                        turn.release()
+                        if turn._waiters:
+                            turn.release()
+                        else:  # release() with nobody waiting
+                            turn.held = False
             except asyncio.CancelledError:
                 reading = self._reading
                 ended = reading is not None and reading.done() and not reading.cancelled()
@@ -332,13 +339,19 @@ class AsyncConsumer:
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler named by the message's type."""
-        timer, started = metrics.handling(self), metrics.clock()  # ``with``, less two calls
+        # ``with metrics.handling(self)``, less its calls (``ended`` is only ``observe``
+        # for a call that did not raise, unless the timer counts a worker's jobs).
+        timer = self._consumers_handling or metrics.handling(self)
+        started = metrics.clock()
         try:
             await self._handler(message)(message)
         except BaseException as error:
             timer.ended(started, type(error))
             raise
-        timer.ended(started)
+        if timer.job:
+            timer.ended(started)
+        else:
+            timer.observe(metrics.clock() - started)
 
     def _handler(self, message: Message) -> Callable[[Message], Any]:
         try:
@@ -411,7 +424,10 @@ class SyncConsumer(AsyncConsumer):
             except BaseException as error:
                 timer.ended(started, type(error))
                 raise
-            timer.ended(started)
+            if timer.job:
+                timer.ended(started)
+            else:  # what ended() does then, without its call
+                timer.observe(metrics.clock() - started)
         finally:
             close_old_connections_here()
 

@@ -109,7 +109,11 @@ class WebSocketWatch:
         kind = message.get("type")
         if kind == "websocket.receive":
             tally.frames_in += 1
-            tally.bytes_in += _size(message)
+            text = message.get("text")  # _size(message), without its call
+            if text is not None and text.isascii():
+                tally.bytes_in += len(text)
+            else:
+                tally.bytes_in += _size(message)
         elif kind == "websocket.disconnect":
             self.end(message.get("code", 1005))
 
@@ -122,7 +126,11 @@ class WebSocketWatch:
         kind = message.get("type")
         if kind == "websocket.send":
             tally.frames_out += 1
-            tally.bytes_out += _size(message)
+            text = message.get("text")  # _size(message), without its call
+            if text is not None and text.isascii():
+                tally.bytes_out += len(text)
+            else:
+                tally.bytes_out += _size(message)
         elif kind == "websocket.accept" and not self.accepted:
             self.accepted = True
             tally.accepted += 1
@@ -237,7 +245,9 @@ class _Handling:
 
     def ended(self, started: float, kind: type[BaseException] | None = None) -> None:
         """A handler call that began at ``started`` (``clock()``) is over, ``kind`` what it
-        raised: ``with`` without its two calls, for the hot paths (a broadcast's members)."""
+        raised: ``with`` without its two calls, for the hot paths (a broadcast's members).
+        A frame's hot path that ended without an error and is not a ``job`` calls
+        ``observe(clock() - started)`` itself, which is all this does then."""
         self.observe(clock() - started)
         if kind is not None or self.job:  # not a WebSocket frame handled normally
             self._count(kind)
@@ -256,6 +266,13 @@ _starts: ContextVar[tuple[float, ...]] = ContextVar("consumers_handler_starts", 
 
 
 class _NotMeasured:
+    # What the hot paths read of a timer instead of calling ``ended``: no job, no count.
+    job = False
+
+    @staticmethod
+    def observe(seconds: float) -> None:
+        pass
+
     def __enter__(self) -> None:
         pass
 

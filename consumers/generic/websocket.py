@@ -112,7 +112,8 @@ class WebsocketProtocol(AsyncConsumer):
                 and getattr(self.websocket_receive, "__func__", None) is _WEBSOCKET_RECEIVE
             ):
                 # AsyncConsumer.dispatch (its ``with``, without two calls), websocket_receive
-                timer, started = metrics.handling(self), metrics.clock()
+                timer = self._consumers_handling or metrics.handling(self)
+                started = metrics.clock()
                 try:
                     text = message.get("text")
                     if text is not None:
@@ -122,15 +123,22 @@ class WebsocketProtocol(AsyncConsumer):
                 except BaseException as error:
                     timer.ended(started, type(error))
                     raise
-                timer.ended(started)
+                if timer.job:
+                    timer.ended(started)
+                else:  # what ended() does then, without its call
+                    timer.observe(metrics.clock() - started)
             else:  # AsyncConsumer.dispatch (its ``with``, without two calls)
-                timer, started = metrics.handling(self), metrics.clock()
+                timer = self._consumers_handling or metrics.handling(self)
+                started = metrics.clock()
                 try:
                     await self._handler(message)(message)
                 except BaseException as error:
                     timer.ended(started, type(error))
                     raise
-                timer.ended(started)
+                if timer.job:
+                    timer.ended(started)
+                else:
+                    timer.observe(metrics.clock() - started)
         except StopConsumer:
             if kind == "websocket.disconnect":
                 await self._leave_groups()
