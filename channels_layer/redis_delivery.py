@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 
 from . import metrics
 from . import redis_envelopes as envelopes
-from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
+from .inbox_order import QUEUE_LUA, REFRESH_SECONDS, InboxProgress, split_entry
 from .mailbox import Handing, Mailboxes
 from .redis_connections import LoopState, RedisConnections
 from .redis_health import UNAVAILABLE
@@ -102,12 +102,12 @@ class ProcessDelivery(Protocol):
 
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. Each entry carries a sequence number (see inbox_order). One RPUSH and one expiry
-# per key for the whole batch.
-# ARGV groups: channel, envelope, capacity, ttl. Result: the entry's sequence number if
-# queued, 0 if full.
+# own. Each entry carries a sequence number (see inbox_order's ``queue``, which also keeps
+# the keys' expiry). One RPUSH for the whole batch.
+# ARGV groups: channel, envelope, capacity, ttl (ms). Result: the entry's sequence number
+# if queued, 0 if full.
 SEND_TO_PROCESS = (
-    SEQUENCE_LUA
+    QUEUE_LUA
     + """
 local results, entries = {}, {}
 for i = 1, #ARGV, 4 do
@@ -115,19 +115,29 @@ for i = 1, #ARGV, 4 do
     redis.call('HINCRBY', KEYS[2], ARGV[i], -1)  -- it was full: as it was
     results[#results + 1] = 0
   else
-    entries[#entries + 1] = next_entry(KEYS[2], ARGV[i + 1])
-    results[#results + 1] = seq
+    entries[#entries + 1] = ARGV[i + 1]
+    results[#results + 1] = #entries
   end
 end
 if #entries > 0 then
-  redis.call('RPUSH', KEYS[1], unpack(entries))
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  save_seq(KEYS[2])
+  local first = queue(KEYS[1], KEYS[2], entries, ARGV[4]) - 1
+  for r = 1, #results do
+    if results[r] > 0 then
+      results[r] = first + results[r]
+    end
+  end
 end
 return results
 """
 )
+
+
+def inbox_ttl_ms(expiry: float) -> int:
+    """The inbox's and pending hash's time to live, refreshed as ``QUEUE_LUA`` says: the
+    ``expiry`` of its messages and 1 s more, from the last send, as when every send
+    refreshed them, plus the refresh interval."""
+    return int((int(expiry) + 1 + REFRESH_SECONDS) * 1000)
+
 
 # Forget, in this process's pending hash, the messages it has taken out of its inbox or
 # mailboxes (delivered or expired). ARGV groups: channel, messages taken. Result: 0.
@@ -176,7 +186,7 @@ class InboxDelivery:
         context = self.context
         keys = [context.key("inbox", owner), context.key("pending", owner)]
         entry = envelopes.process_entry(channel, payload)
-        args = [channel, entry, context.capacity(channel), int(context.expiry) + 1]
+        args = [channel, entry, context.capacity(channel), inbox_ttl_ms(context.expiry)]
         shard = context.connections.ring.shard(owner)
         return bool(await context.connections.script(shard, "send_to_process", keys, args))
 
