@@ -33,6 +33,9 @@ from .script_batcher import ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
 
+# Processes whose inbox keys an ``InboxDelivery`` keeps at most.
+KNOWN_PROCESSES = 1024
+
 # The mailbox receipt of a message counted in its process's pending hash.
 COUNTED = 1
 # The mailbox receipt of a message its own process sent (``send_here``): not counted in
@@ -56,13 +59,17 @@ class ProcessDelivery(Protocol):
     """A strategy: called by the layer, on the home loop for the ``async`` methods."""
 
     scripts: ClassVar[dict[str, str]]  # the Lua scripts it runs, by name
+    # Whether ``send`` may be called from any loop (it gets to the home loop itself);
+    # else the layer calls it on the home loop, once its subscriptions are settled.
+    sends_from_any_loop: ClassVar[bool]
     # Whether a new consumer channel starts reading at once (else at its first receive).
     reads_from_new_channel: ClassVar[bool]
 
     def __init__(self, context: DeliveryContext) -> None: ...
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
-        """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full."""
+        """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full.
+        From any loop if ``sends_from_any_loop``, else on the home loop."""
         ...
 
     def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
@@ -173,9 +180,13 @@ class InboxDelivery:
         "forget_taken": FORGET_TAKEN,
     }
     reads_from_new_channel: ClassVar[bool] = False
+    sends_from_any_loop: ClassVar[bool] = True
 
     def __init__(self, context: DeliveryContext) -> None:
         self.context = context
+        self._ttl = inbox_ttl_ms(context.expiry)
+        # Each process's inbox keys and shard, found once (bounded: cleared when full).
+        self._routes: dict[str, tuple[list[str], int]] = {}
         self._taken_counts = _TakenCounts(context.connections, self._flush_taken)
         # Every batch to this process's shard carries the counts taken since the last.
         context.connections.before_batch(
@@ -184,11 +195,16 @@ class InboxDelivery:
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
         context = self.context
-        keys = [context.key("inbox", owner), context.key("pending", owner)]
+        route = self._routes.get(owner)
+        if route is None:
+            if len(self._routes) >= KNOWN_PROCESSES:
+                self._routes.clear()
+            keys = [context.key("inbox", owner), context.key("pending", owner)]
+            route = self._routes[owner] = (keys, context.connections.ring.shard(owner))
+        keys, shard = route
         entry = envelopes.process_entry(channel, payload)
-        args = [channel, entry, context.capacity(channel), inbox_ttl_ms(context.expiry)]
-        shard = context.connections.ring.shard(owner)
-        return bool(await context.connections.script(shard, "send_to_process", keys, args))
+        args = [channel, entry, context.capacity(channel), self._ttl]
+        return bool(await context.connections.run_script(shard, "send_to_process", keys, args))
 
     def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
         return _put_here(self.context, channel, payload, handing)
@@ -257,6 +273,7 @@ class PubSubDelivery:
 
     scripts: ClassVar[dict[str, str]] = {}
     reads_from_new_channel: ClassVar[bool] = True
+    sends_from_any_loop: ClassVar[bool] = False
 
     def __init__(self, context: DeliveryContext) -> None:
         self.context = context
