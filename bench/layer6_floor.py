@@ -14,8 +14,8 @@ from typing import Any
 
 sys.path.insert(0, os.environ.get("TREE", "."))
 
-from channels_layer.redis import RedisChannelLayer  # noqa: E402
-from channels_layer.script_batcher import ScriptBatcher  # noqa: E402
+from channels_layer.redis import RedisChannelLayer
+from channels_layer.script_batcher import ScriptBatcher
 
 
 async def main() -> None:
