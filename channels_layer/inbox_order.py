@@ -79,6 +79,49 @@ end
 """
 
 
+# How often, at most, a send refreshes the expiry of the inbox and of its pending hash
+# (see ``QUEUE_LUA``): the keys are given this much more time to live in return.
+REFRESH_SECONDS = 1.0
+REFRESH_FIELD = "#exp"  # in the pending hash: when (Redis's clock, us) it was last refreshed
+
+# Lua's ``queue(inbox, pending, envs, ttl_ms)``: RPUSH the envelopes ``envs`` onto list
+# ``inbox`` as entries numbered as above, keep the last number in hash ``pending``, and
+# return the first number given. One script call queues a whole batch: one clock reading,
+# one HMGET, one RPUSH and one HSET, whatever its size. The two keys' expiry is refreshed
+# at most once per ``REFRESH_SECONDS`` (the hash keeps when it last was), and the inbox's
+# also whenever this RPUSH made it (a drained list is gone from Redis); ``ttl_ms`` covers
+# the interval, so each key still lives until at least ``ttl_ms`` minus the interval after
+# the last send.
+QUEUE_LUA = f"""
+local function queue(inbox, pending, envs, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local saved = redis.call('HMGET', pending, '{SEQ_FIELD}', '{REFRESH_FIELD}')
+  local seq = math.max(tonumber(saved[1] or '0'), now - 1)
+  local first = seq + 1
+  for j = 1, #envs do
+    seq = seq + 1
+    envs[j] = string.format('%0{SEQ_DIGITS}.0f', seq) .. envs[j]
+  end
+  local length = redis.call('RPUSH', inbox, unpack(envs))
+  local last = tonumber(saved[2] or '0')
+  local numbered = string.format('%0{SEQ_DIGITS}.0f', seq)
+  if now - last >= {int(REFRESH_SECONDS * 1_000_000)} or now < last then
+    redis.call('PEXPIRE', inbox, ttl)
+    redis.call('PEXPIRE', pending, ttl)
+    local stamp = string.format('%.0f', now)
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
+  else
+    if length == #envs then
+      redis.call('PEXPIRE', inbox, ttl)
+    end
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered)
+  end
+  return first
+end
+"""
+
+
 def split_entry(entry: bytes) -> tuple[int, bytes]:
     """``(sequence number, envelope)`` of an inbox entry; ``ValueError`` if malformed."""
     return int(entry[:SEQ_DIGITS]), entry[SEQ_DIGITS:]

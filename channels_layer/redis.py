@@ -262,6 +262,9 @@ class RedisChannelLayer(BaseChannelLayer):
             # receivers run; a cancelled send sends nothing.
             await asyncio.sleep(0)
             sent = self._delivery.send_here(channel, payload, handing)
+        elif self._delivery.sends_from_any_loop and "!" in channel:
+            payload = self.serialize(message)
+            sent = await self._delivery.send(channel, owner, payload)  # it gets home itself
         else:
             payload = self.serialize(message)
             sent = await self._connections.run(self._send_to, channel, owner, payload)

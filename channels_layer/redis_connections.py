@@ -266,20 +266,59 @@ class RedisConnections:
             # Work begun on a loop that has stopped being home (a task left on a loop
             # that runs again later) goes home: here, state() would take the readers away.
             return await self.run(self.call, shard, operation)
-        deadline = time.monotonic() + self.retry_timeout
+        return await self._attempt(shard, operation, time.monotonic() + self.retry_timeout)
+
+    async def _attempt(
+        self,
+        shard: int,
+        operation: Callable[[LoopState], Awaitable[T]],
+        deadline: float,
+        error: BaseException | None = None,
+    ) -> T:
+        """``call``'s attempts until ``deadline``; ``error``: the first one's, if made."""
         while True:
-            try:
-                result = await operation(self.state())
-            except UNAVAILABLE as error:
+            if error is not None:
                 if time.monotonic() >= deadline:
                     label = self.hosts[shard].label
                     raise LayerUnavailable(
                         f"Redis {label} unreachable for {self.retry_timeout} s: {error}"
                     ) from error
                 await self.callbacks.unavailable(shard, error)
+            try:
+                result = await operation(self.state())
+            except UNAVAILABLE as failed:
+                error = failed
                 continue
             self.health[shard].up()
             return result
+
+    async def run_script(self, shard: int, name: str, keys: list[str], args: list[Any]) -> Any:
+        """``run(script, shard, name, keys, args)`` from any loop, in one step when called
+        on the home loop with its subscriptions settled (a sender awaiting each send):
+        its batcher's call is awaited at once, without the hops of ``run``, ``call`` and
+        ``script``; a first attempt Redis does not answer is retried as ``call`` would."""
+        running = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            self._main_loop = running
+        state = self._state
+        if (
+            state is None
+            or state.loop is not running
+            or state.resubscribing
+            or self._home_loop() is not running
+        ):
+            return await self.run(self.script, shard, name, keys, args)
+        deadline = time.monotonic() + self.retry_timeout
+        try:
+            result = await state.scripts[shard].call(name, keys, args)
+        except UNAVAILABLE as error:
+
+            def operation(state: LoopState) -> asyncio.Future[Any]:
+                return state.scripts[shard].call(name, keys, args)
+
+            return await self._attempt(shard, operation, deadline, error)
+        self.health[shard].up()
+        return result
 
     async def script(
         self,

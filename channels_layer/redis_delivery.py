@@ -25,13 +25,16 @@ from typing import Any, ClassVar, Protocol
 
 from . import metrics
 from . import redis_envelopes as envelopes
-from .inbox_order import SEQUENCE_LUA, InboxProgress, split_entry
+from .inbox_order import QUEUE_LUA, REFRESH_SECONDS, InboxProgress, split_entry
 from .mailbox import Handing, Mailboxes
 from .redis_connections import LoopState, RedisConnections
 from .redis_health import UNAVAILABLE
 from .script_batcher import ScriptBatcher
 
 logger = logging.getLogger("channels_layer.redis")
+
+# Processes whose inbox keys an ``InboxDelivery`` keeps at most.
+KNOWN_PROCESSES = 1024
 
 # The mailbox receipt of a message counted in its process's pending hash.
 COUNTED = 1
@@ -56,13 +59,17 @@ class ProcessDelivery(Protocol):
     """A strategy: called by the layer, on the home loop for the ``async`` methods."""
 
     scripts: ClassVar[dict[str, str]]  # the Lua scripts it runs, by name
+    # Whether ``send`` may be called from any loop (it gets to the home loop itself);
+    # else the layer calls it on the home loop, once its subscriptions are settled.
+    sends_from_any_loop: ClassVar[bool]
     # Whether a new consumer channel starts reading at once (else at its first receive).
     reads_from_new_channel: ClassVar[bool]
 
     def __init__(self, context: DeliveryContext) -> None: ...
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
-        """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full."""
+        """Queue ``payload`` for ``channel`` of process ``owner``; False if it is full.
+        From any loop if ``sends_from_any_loop``, else on the home loop."""
         ...
 
     def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
@@ -102,12 +109,12 @@ class ProcessDelivery(Protocol):
 
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
-# own. Each entry carries a sequence number (see inbox_order). One RPUSH and one expiry
-# per key for the whole batch.
-# ARGV groups: channel, envelope, capacity, ttl. Result: the entry's sequence number if
-# queued, 0 if full.
+# own. Each entry carries a sequence number (see inbox_order's ``queue``, which also keeps
+# the keys' expiry). One RPUSH for the whole batch.
+# ARGV groups: channel, envelope, capacity, ttl (ms). Result: the entry's sequence number
+# if queued, 0 if full.
 SEND_TO_PROCESS = (
-    SEQUENCE_LUA
+    QUEUE_LUA
     + """
 local results, entries = {}, {}
 for i = 1, #ARGV, 4 do
@@ -115,19 +122,29 @@ for i = 1, #ARGV, 4 do
     redis.call('HINCRBY', KEYS[2], ARGV[i], -1)  -- it was full: as it was
     results[#results + 1] = 0
   else
-    entries[#entries + 1] = next_entry(KEYS[2], ARGV[i + 1])
-    results[#results + 1] = seq
+    entries[#entries + 1] = ARGV[i + 1]
+    results[#results + 1] = #entries
   end
 end
 if #entries > 0 then
-  redis.call('RPUSH', KEYS[1], unpack(entries))
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  save_seq(KEYS[2])
+  local first = queue(KEYS[1], KEYS[2], entries, ARGV[4]) - 1
+  for r = 1, #results do
+    if results[r] > 0 then
+      results[r] = first + results[r]
+    end
+  end
 end
 return results
 """
 )
+
+
+def inbox_ttl_ms(expiry: float) -> int:
+    """The inbox's and pending hash's time to live, refreshed as ``QUEUE_LUA`` says: the
+    ``expiry`` of its messages and 1 s more, from the last send, as when every send
+    refreshed them, plus the refresh interval."""
+    return int((int(expiry) + 1 + REFRESH_SECONDS) * 1000)
+
 
 # Forget, in this process's pending hash, the messages it has taken out of its inbox or
 # mailboxes (delivered or expired). ARGV groups: channel, messages taken. Result: 0.
@@ -163,9 +180,13 @@ class InboxDelivery:
         "forget_taken": FORGET_TAKEN,
     }
     reads_from_new_channel: ClassVar[bool] = False
+    sends_from_any_loop: ClassVar[bool] = True
 
     def __init__(self, context: DeliveryContext) -> None:
         self.context = context
+        self._ttl = inbox_ttl_ms(context.expiry)
+        # Each process's inbox keys and shard, found once (bounded: cleared when full).
+        self._routes: dict[str, tuple[list[str], int]] = {}
         self._taken_counts = _TakenCounts(context.connections, self._flush_taken)
         # Every batch to this process's shard carries the counts taken since the last.
         context.connections.before_batch(
@@ -174,11 +195,16 @@ class InboxDelivery:
 
     async def send(self, channel: str, owner: str, payload: bytes) -> bool:
         context = self.context
-        keys = [context.key("inbox", owner), context.key("pending", owner)]
+        route = self._routes.get(owner)
+        if route is None:
+            if len(self._routes) >= KNOWN_PROCESSES:
+                self._routes.clear()
+            keys = [context.key("inbox", owner), context.key("pending", owner)]
+            route = self._routes[owner] = (keys, context.connections.ring.shard(owner))
+        keys, shard = route
         entry = envelopes.process_entry(channel, payload)
-        args = [channel, entry, context.capacity(channel), int(context.expiry) + 1]
-        shard = context.connections.ring.shard(owner)
-        return bool(await context.connections.script(shard, "send_to_process", keys, args))
+        args = [channel, entry, context.capacity(channel), self._ttl]
+        return bool(await context.connections.run_script(shard, "send_to_process", keys, args))
 
     def send_here(self, channel: str, payload: bytes, handing: list[Handing]) -> bool:
         return _put_here(self.context, channel, payload, handing)
@@ -247,6 +273,7 @@ class PubSubDelivery:
 
     scripts: ClassVar[dict[str, str]] = {}
     reads_from_new_channel: ClassVar[bool] = True
+    sends_from_any_loop: ClassVar[bool] = False
 
     def __init__(self, context: DeliveryContext) -> None:
         self.context = context

@@ -1,0 +1,101 @@
+"""Issue 20, part 6: the cheaper inbox send script keeps its guarantees. It refreshes the
+inbox's and pending hash's expiry at most once per ``REFRESH_SECONDS`` (and the inbox's
+whenever a send makes it anew), with a time to live that covers the interval; entries keep
+numbers that only grow, across a flushed inbox too."""
+
+import asyncio
+
+import pytest
+import redis
+
+from channels_layer import inbox_order
+from channels_layer.inbox_order import split_entry
+from channels_layer.redis_delivery import inbox_ttl_ms
+
+pytestmark = pytest.mark.single_server
+
+
+@pytest.fixture
+def server(redis_servers):
+    (started,) = redis_servers(1)
+    return started
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    return client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0})["calls"]
+
+
+def _keys(layer, owner: str) -> tuple[str, str]:
+    return layer._key("inbox", owner), layer._key("pending", owner)
+
+
+async def test_a_busy_inbox_refreshes_its_expiry_once_per_interval(make_layer, server):
+    url = f"redis://127.0.0.1:{server.port}"
+    sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
+    channel = await receiver.new_channel()  # never read: the inbox keeps every entry
+    client = redis.Redis(port=server.port)
+    before = _calls(client, "expire") + _calls(client, "pexpire")
+    for n in range(50):
+        await sender.send(channel, {"type": "n", "n": n})
+    refreshes = _calls(client, "expire") + _calls(client, "pexpire") - before
+    # Two keys, refreshed by the first send (in well under REFRESH_SECONDS; once more if
+    # the interval ended meanwhile), not by each of the 50.
+    assert 2 <= refreshes <= 4
+    inbox, pending = _keys(sender, receiver.client_prefix)
+    assert client.llen(inbox) == 50
+    # Each key lives at least expiry + 1 s more after any send, as when every send
+    # refreshed it.
+    for key in (inbox, pending):
+        assert client.pttl(key) > (5 + 1) * 1000
+    assert client.pttl(inbox) <= inbox_ttl_ms(5)
+
+
+async def test_an_inbox_made_anew_between_refreshes_still_expires(make_layer, server):
+    """A receiver drains the inbox (Redis deletes an empty list): the send that makes it
+    again gives it a time to live, though the pending hash needs no refresh yet."""
+    url = f"redis://127.0.0.1:{server.port}"
+    sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
+    channel = await receiver.new_channel()
+    client = redis.Redis(port=server.port)
+    inbox, pending = _keys(sender, receiver.client_prefix)
+    await sender.send(channel, {"type": "n", "n": 1})
+    client.delete(inbox)  # as a BLMPOP that took its last entry
+    await sender.send(channel, {"type": "n", "n": 2})
+    assert client.llen(inbox) == 1
+    assert client.pttl(inbox) > (5 + 1) * 1000
+    assert client.pttl(pending) > (5 + 1) * 1000
+
+
+async def test_the_keys_are_refreshed_again_after_the_interval(make_layer, server, monkeypatch):
+    url = f"redis://127.0.0.1:{server.port}"
+    sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
+    channel = await receiver.new_channel()
+    client = redis.Redis(port=server.port)
+    inbox, pending = _keys(sender, receiver.client_prefix)
+    await sender.send(channel, {"type": "n", "n": 1})
+    client.pexpire(inbox, 4_000)  # as if set a while ago: a send within the interval
+    client.pexpire(pending, 4_000)  # leaves them be
+    await sender.send(channel, {"type": "n", "n": 2})
+    assert client.pttl(inbox) <= 4_000 and client.pttl(pending) <= 4_000
+    await asyncio.sleep(inbox_order.REFRESH_SECONDS + 0.05)
+    await sender.send(channel, {"type": "n", "n": 3})
+    assert client.pttl(inbox) > (5 + 1) * 1000 and client.pttl(pending) > (5 + 1) * 1000
+
+
+async def test_entry_numbers_only_grow_across_a_flushed_inbox(make_layer, server):
+    url = f"redis://127.0.0.1:{server.port}"
+    sender, receiver = make_layer(hosts=[url]), make_layer(hosts=[url])
+    channel = await receiver.new_channel()
+    client = redis.Redis(port=server.port)
+    inbox, pending = _keys(sender, receiver.client_prefix)
+    await asyncio.gather(*(sender.send(channel, {"type": "n", "n": n}) for n in range(20)))
+    numbers = [split_entry(entry)[0] for entry in client.lrange(inbox, 0, -1)]
+    assert numbers == sorted(set(numbers)) and len(numbers) == 20
+    assert int(client.hget(pending, inbox_order.SEQ_FIELD)) == numbers[-1]
+    client.delete(inbox, pending)
+    await sender.send(channel, {"type": "n", "n": 20})
+    (entry,) = client.lrange(inbox, 0, -1)
+    assert split_entry(entry)[0] > numbers[-1]
+    # And the messages are as sent.
+    received = [(await asyncio.wait_for(receiver.receive(channel), 2))["n"] for _ in range(1)]
+    assert received == [20]
