@@ -18,8 +18,8 @@ on a Cluster every name is a hash tag, ``{prefix}:{kind}:{{name}}``):
 ==================  ===============================================  ======================
 kind:name           holds                                            expires
 ==================  ===============================================  ======================
-inbox:<process>     list: entries for the process's consumer chans   expiry (+1 s)
-pending:<process>   hash: pending count per channel, inbox seq no.   expiry (+1 s)
+inbox:<process>     list: entries for the process's consumer chans   expiry (+1-2 s) [1]
+pending:<process>   hash: pending count per channel, inbox seq no.   expiry (+1-2 s) [1]
 channel:<name>      list: a named channel's entries                  expiry, or
                                                                      group_expiry if leased
 leases:<name>       zset: leased entries by lease deadline           group_expiry
@@ -30,6 +30,9 @@ history:{<group>}   stream: a history group's last messages          ttl after l
 position:{<group>}  hash: a history group's epoch and last offset    max(ttl, group_expiry)
 process:<process>   pub/sub topic: the pub/sub layer's inbox         (not stored)
 ==================  ===============================================  ======================
+
+[1] A send refreshes these two at most once a second (``inbox_order.QUEUE_LUA``), so they
+live at least ``expiry`` + 1 s after the last send and at most a second more.
 """
 
 from __future__ import annotations
