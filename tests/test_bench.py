@@ -33,24 +33,26 @@ def run_harness(*args: str, timeout: float = 40) -> tuple[int | None, str]:
     return harness.finish(timeout, grace=15), harness.output
 
 
+def tiny_run(
+    output: Path, impls: str, scenarios: str, timeout: float = 40, server: str = "uvicorn"
+) -> dict:
+    """A ``--tiny`` run that must exit 0 and record no error; its raw JSON."""
+    code, log = run_harness(
+        *("--tiny", "--impls", impls, "--server", server, "--scenarios", scenarios),
+        *("--output", str(output)),
+        timeout=timeout,
+    )
+    assert code == 0, log
+    data = json.loads((output / "latest.json").read_text())
+    assert data["errors"] == [], data["errors"]
+    return data
+
+
 @pytest.mark.timeout(150)  # the harness's own limit is 90 s (it stops its children then)
 def test_tiny_run_on_two_servers_writes_tables_and_json_and_stops_its_processes(
     tmp_path: Path,
 ) -> None:
-    code, output = run_harness(
-        "--tiny",
-        "--impls",
-        "ours,bare",
-        "--server",
-        "daphne,uvicorn",
-        "--scenarios",
-        "layer,echo,memory",
-        "--output",
-        str(tmp_path),
-        timeout=90,
-    )
-    assert code == 0, output
-
+    data = tiny_run(tmp_path, "ours,bare", "layer,echo,memory", 90, server="daphne,uvicorn")
     table = (tmp_path / "latest.md").read_text()
     assert "| metric | unit | ours | Channels | Socket.IO | bare |" in table
     assert "## Ratios per server, measured in the same run" in table
@@ -62,8 +64,6 @@ def test_tiny_run_on_two_servers_writes_tables_and_json_and_stops_its_processes(
     assert "| 50 clients, pipelined 16 deep |" in table  # redis-benchmark beside the layer
     assert "not yet" in table  # the scenarios it did not run are marked
 
-    data = json.loads((tmp_path / "latest.json").read_text())
-    assert data["errors"] == [], data["errors"]
     expected = {("layer", impl, None) for impl in ("ours", "bare", "redis")}
     expected |= {
         (scenario, impl, server)
@@ -83,30 +83,28 @@ def test_tiny_run_on_two_servers_writes_tables_and_json_and_stops_its_processes(
     assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
 
 
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """One tiny run of ours beside every peer whose venv is built (ours is measured once
+    for all of them); the medians per peer. The run must succeed: a failure fails every
+    peer's test."""
+    ready = [peer for peer in sorted(envs.PEERS) if envs.ready(envs.PEERS[peer])]
+    if not ready:
+        return {}
+    output = tmp_path_factory.mktemp("peers")
+    data = tiny_run(output, ",".join(["ours", *ready]), "echo,broadcast", timeout=120)
+    return data["medians"]["uvicorn"]
+
+
 @pytest.mark.parametrize("peer", sorted(envs.PEERS))
-@pytest.mark.timeout(150)
-def test_tiny_run_of_a_peer_when_its_venv_is_built(tmp_path: Path, peer: str) -> None:
-    if not envs.ready(envs.PEERS[peer]):
+@pytest.mark.timeout(180)
+def test_tiny_run_of_a_peer_when_its_venv_is_built(peers_run: dict[str, dict], peer: str) -> None:
+    if peer not in peers_run:
         pytest.skip(
             f"bench/.venv-{peer} is not built with the wanted versions (building it needs the "
             f"package index): run `python -m bench.run --impls {peer}` once"
         )
-    code, output = run_harness(
-        "--tiny",
-        "--impls",
-        f"ours,{peer}",
-        "--server",
-        "uvicorn",
-        "--scenarios",
-        "echo,broadcast",
-        "--output",
-        str(tmp_path),
-        timeout=90,
-    )
-    assert code == 0, output
-    data = json.loads((tmp_path / "latest.json").read_text())
-    assert data["errors"] == [], data["errors"]
-    figures = data["medians"]["uvicorn"][peer]
+    figures = peers_run[peer]
     assert figures["async.rps"] > 0 and figures["json.rps"] > 0
     # Every delivery of every broadcast arrived, in one process and across two over Redis.
     assert [value for key, value in figures.items() if key.endswith(".lost")] == [0] * 4
@@ -188,20 +186,7 @@ def test_redis_benchmark_output_is_read() -> None:
 
 
 def test_tiny_scale_scenario_opens_every_connection_and_reaches_each(tmp_path: Path) -> None:
-    code, output = run_harness(
-        "--tiny",
-        "--impls",
-        "ours",
-        "--server",
-        "uvicorn",
-        "--scenarios",
-        "scale",
-        "--output",
-        str(tmp_path),
-    )
-    assert code == 0, output
-    data = json.loads((tmp_path / "latest.json").read_text())
-    assert data["errors"] == [], data["errors"]
+    data = tiny_run(tmp_path, "ours", "scale")
     figures = data["medians"]["uvicorn"]["ours"]
     assert figures["scale.connected"] == 300 and figures["scale.storm_errors"] == 0
     assert figures["scale.lost"] == 0 and figures["scale.p99_ms"] > 0
@@ -214,21 +199,7 @@ def test_tiny_scale_scenario_opens_every_connection_and_reaches_each(tmp_path: P
 def test_tiny_scale_behind_nginx_reaches_every_client_of_both_servers(tmp_path: Path) -> None:
     """Two server processes behind nginx, the clients spread over load-generator processes
     (``bench.scale_fleet``): every client open, every delivery to each of them counted."""
-    code, output = run_harness(
-        "--tiny",
-        "--impls",
-        "ours,bare",
-        "--server",
-        "uvicorn",
-        "--scenarios",
-        "scale2",
-        "--output",
-        str(tmp_path),
-        timeout=60,
-    )
-    assert code == 0, output
-    data = json.loads((tmp_path / "latest.json").read_text())
-    assert data["errors"] == [], data["errors"]
+    data = tiny_run(tmp_path, "ours,bare", "scale2", timeout=60)
     for impl in ("ours", "bare"):
         figures = data["medians"]["uvicorn"][impl]
         assert figures["scale2.connected"] == 600 and figures["scale2.storm_errors"] == 0

@@ -5,6 +5,7 @@ import asyncio
 import copy
 
 import msgpack
+import pytest
 
 from channels_layer.flat_copy import copy_if_flat
 from channels_layer.mailbox import offer_eagerly
@@ -31,7 +32,8 @@ class Mutating:
         pass
 
 
-async def broadcast_to(layer, members, message):
+async def eager_members(layer, members):
+    """``members`` channels in the group "room", each waiting with an eager receiver."""
     receivers = []
     for _ in range(members):
         channel = await layer.new_channel()
@@ -40,21 +42,27 @@ async def broadcast_to(layer, members, message):
         ready = await layer.when_ready(channel)
         assert offer_eagerly(ready, receiver)
         receivers.append((receiver, ready))
+    return receivers
+
+
+async def broadcast_to(layer, members, message):
+    receivers = await eager_members(layer, members)
     await layer.group_send("room", message)
     for _, ready in receivers:
         ready.cancel()
     return [receiver.got for receiver, _ in receivers]
 
 
-async def test_a_member_changing_its_message_changes_no_other_members():
-    got = await broadcast_to(InMemoryChannelLayer(), 3, {"type": "said", "text": "hi", "n": 1})
-    assert got == [[{"type": "said", "text": "hi", "n": 1}]] * 3
-
-
-async def test_a_nested_message_is_decoded_for_each_member():
-    message = {"type": "said", "text": "hi", "items": ["a"]}
+@pytest.mark.parametrize(
+    "message",
+    [{"type": "said", "text": "hi", "n": 1}, {"type": "said", "text": "hi", "items": ["a"]}],
+    ids=["flat", "nested"],
+)
+async def test_a_member_changing_its_message_changes_no_other_members(message):
+    """A flat message is copied for each member, a nested one decoded for each."""
+    expected = copy.deepcopy(message)
     got = await broadcast_to(InMemoryChannelLayer(), 3, message)
-    assert got == [[{"type": "said", "text": "hi", "items": ["a"]}]] * 3
+    assert got == [[expected]] * 3
 
 
 async def test_a_layer_with_its_own_deserialize_decodes_for_each_member():
@@ -89,14 +97,7 @@ async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer
         return deserialize(data)
 
     layer.deserialize = counting  # the class's own: still the layer's codec
-    receivers = []
-    for _ in range(3):
-        channel = await layer.new_channel()
-        await layer.group_add("room", channel)
-        receiver = Mutating()
-        ready = await layer.when_ready(channel)
-        assert offer_eagerly(ready, receiver)
-        receivers.append((receiver, ready))
+    receivers = await eager_members(layer, 3)
     await layer.group_send("room", {"type": "said", "text": "hi"})
     deadline = asyncio.get_running_loop().time() + 5
     while not all(receiver.got for receiver, _ in receivers):

@@ -8,25 +8,9 @@ import gc
 import pytest
 
 from channels_layer.mailbox import Mailboxes, offer_eagerly
+from tests.channels_layer.receivers import Counting
 
 MEMBERS = 5000  # seven times the collector's first threshold (700)
-
-
-class Idle:
-    """An eager receiver that handles and forgets each message."""
-
-    def __init__(self):
-        self.handled = 0
-
-    def claim(self):
-        return True
-
-    def handle(self, message):
-        self.handled += 1
-        return False
-
-    def release(self):
-        raise AssertionError("nothing is dropped here")
 
 
 class Collections:
@@ -61,7 +45,7 @@ def idle_channels(mailboxes, count):
     channels = [f"specific.inmemory!{index:016x}" for index in range(count)]
     receivers = []
     for channel in channels:
-        receiver = Idle()
+        receiver = Counting()
         assert offer_eagerly(mailboxes.when_ready(channel), receiver)
         receivers.append(receiver)
     return channels, receivers
@@ -74,17 +58,18 @@ async def test_a_fan_out_to_idle_members_sets_off_no_collection():
     with Collections() as collections:
         full = mailboxes.put_many(channels, b"payload", 60.0, lambda channel: None)
     assert full == []
-    assert all(receiver.handled == 1 for receiver in receivers)
+    assert all((receiver.handled, receiver.released) == (1, 0) for receiver in receivers)
     assert collections.count <= 1, collections.count  # a claim kept per member: 7 or more
 
 
 @pytest.mark.usefixtures("collector_on")
 async def test_the_sweep_over_idle_channels_sets_off_no_collection():
     mailboxes = Mailboxes()
-    idle_channels(mailboxes, MEMBERS)
+    _, receivers = idle_channels(mailboxes, MEMBERS)
     with Collections() as collections:
         mailboxes.sweep()
     assert collections.count <= 1, collections.count  # a pair per channel: 7 or more
+    assert not any(receiver.handled or receiver.released for receiver in receivers)
     assert len(mailboxes) == MEMBERS  # the waiting ones stay
 
 

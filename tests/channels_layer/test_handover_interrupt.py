@@ -7,22 +7,7 @@ import pytest
 
 from channels_layer.mailbox import offer_eagerly
 from channels_layer.memory import InMemoryChannelLayer
-
-
-class Receiver:
-    def __init__(self):
-        self.handled = 0
-        self.released = 0
-
-    def claim(self):
-        return True
-
-    def handle(self, message):
-        self.handled += 1
-        return False
-
-    def release(self):
-        self.released += 1
+from tests.channels_layer.receivers import Counting
 
 
 @pytest.mark.parametrize("interrupted", [0, 1, 2])
@@ -43,7 +28,7 @@ async def test_claims_are_given_back_after_a_keyboardinterrupt_while_decoding(in
     for _ in range(3):
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
-        receivers.append(Receiver())
+        receivers.append(Counting())
         ready = await layer.when_ready(channel)
         assert offer_eagerly(ready, receivers[-1])
         readies.append(ready)

@@ -67,8 +67,7 @@ def chat_database(engine: str = "postgres", directory: Path | None = None) -> It
         return
     if engine != "postgres":
         raise ValueError(f"engine must be 'postgres' or 'sqlite', not {engine!r}")
-    with temporary_database("reliability") as url:
-        _migrate(url)
+    with temporary_database("reliability", migrated=True) as url:
         yield url
 
 
