@@ -163,7 +163,11 @@ class EagerReader:
         waiting = getattr(self._side, "_fut_waiter", None)
         if waiting is None or waiting.done():
             return False
-        return self._turn.take_now()
+        turn = self._turn  # its take_now(), less a call a member
+        if turn.held:
+            return False
+        turn.held = True
+        return True
 
     def release(self) -> None:
         self._turn.release()
