@@ -14,6 +14,9 @@ class GroupMembers:
         self._lock = threading.Lock()
         # group -> {channel: membership deadline on time.monotonic()}
         self._groups: dict[str, dict[str, float]] = {}
+        # group -> no membership of it ends before this: a broadcast to 10,000 members
+        # looks at each deadline only once one may have passed (a day's expiry, usually).
+        self._earliest: dict[str, float] = {}
 
     def add(self, group: str, channel: str, expiry: float) -> bool:
         """Add or renew a membership; True if the group had no members before."""
@@ -22,7 +25,9 @@ class GroupMembers:
             first = members is None
             if members is None:
                 members = self._groups[group] = {}
-            members[channel] = time.monotonic() + expiry
+            deadline = members[channel] = time.monotonic() + expiry
+            if first or deadline < self._earliest[group]:
+                self._earliest[group] = deadline
             return first
 
     def discard(self, group: str, channel: str) -> bool:
@@ -34,6 +39,7 @@ class GroupMembers:
             if members:
                 return False
             del self._groups[group]
+            del self._earliest[group]
             return True
 
     def live_members(self, group: str) -> list[str]:
@@ -43,10 +49,14 @@ class GroupMembers:
             if members is None:
                 return []
             now = time.monotonic()
-            for channel in [c for c, deadline in members.items() if deadline <= now]:
-                del members[channel]
-            if not members:
-                del self._groups[group]
+            if self._earliest[group] <= now:
+                for channel in [c for c, deadline in members.items() if deadline <= now]:
+                    del members[channel]
+                if not members:
+                    del self._groups[group]
+                    del self._earliest[group]
+                    return []
+                self._earliest[group] = min(members.values())
             return list(members)
 
     def groups(self) -> list[str]:
@@ -61,3 +71,4 @@ class GroupMembers:
     def clear(self) -> None:
         with self._lock:
             self._groups.clear()
+            self._earliest.clear()

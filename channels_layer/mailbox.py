@@ -178,15 +178,20 @@ class Mailboxes:
             for start in range(0, len(channels), FAN_OUT_BATCH):
                 with self._lock:
                     now = time.monotonic()
+                    # One entry for the batch's members: a tuple, never changed, so they
+                    # may share it (a tuple and a float less a member).
+                    entry = (now + expiry, payload, receipt)
                     for channel in channels[start : start + FAN_OUT_BATCH]:
                         queue = queues.get(channel)
-                        if eager is not None and queue is not None and not queue.messages:
+                        if queue is not None and not queue.messages:
                             # _put's usual case, less its calls: no capacity to check
-                            ready = _idle_receiver(queue, loop)
-                            if ready is not None:
-                                eager += (channel, ready, payload, receipt)
-                            else:
-                                self._put(channel, payload, expiry, None, receipt, loop, now)
+                            if eager is not None:
+                                ready = _idle_receiver(queue, loop)
+                                if ready is not None:
+                                    eager += (channel, ready, payload, receipt)
+                                    continue
+                            queue.messages = [entry]
+                            _wake_one(queue, loop)
                             continue
                         limit = capacity(channel)
                         if not self._put(
@@ -255,10 +260,12 @@ class Mailboxes:
             with self._lock:
                 queue = self._channels.get(channel)
                 if queue is not None and queue.messages:
-                    self._drop_expired(channel, queue, time.monotonic())
+                    if queue.messages[0][0] <= time.monotonic():
+                        self._drop_expired(channel, queue, time.monotonic())
                     if queue.messages:
                         _, payload, receipt = queue.messages.pop(0)
-                        self._forget_if_idle(channel, queue)
+                        if not queue.messages and not queue:  # _forget_if_idle's case
+                            del self._channels[channel]
                         return payload, receipt
                 if queue is None:
                     queue = self._channels[channel] = _Queue()
