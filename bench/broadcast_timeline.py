@@ -44,6 +44,40 @@ class Recorder:
             self.stamps.append(time.perf_counter())
 
 
+Inbox = asyncio.Queue[dict[str, Any]]
+
+
+async def connect_members(
+    app: Any, members: int, send: Any
+) -> tuple[list[Inbox], list[asyncio.Future[Any]]]:
+    """Connect ``members`` consumers of the broadcast route through ``app`` (each reads
+    its frames from an inbox of its own, all write to ``send``) and let them join."""
+    inboxes: list[Inbox] = []
+    tasks = []
+    for index in range(members):
+        inbox: Inbox = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+        inboxes.append(inbox)
+        scope = {
+            "type": "websocket",
+            "path": "/ws/broadcast/",
+            "headers": [],
+            "query_string": b"",
+            "client": ("127.0.0.1", index),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+        }
+        tasks.append(asyncio.ensure_future(app(scope, inbox.get, send)))
+    await asyncio.sleep(0.5)  # every consumer has joined and parked
+    return inboxes, tasks
+
+
+async def disconnect_members(inboxes: list[Inbox], tasks: list[asyncio.Future[Any]]) -> None:
+    for inbox in inboxes:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def marks(stamps: list[float], start: float) -> list[float]:
     """Milliseconds from ``start`` to the sends at each of MARKS."""
     last = len(stamps) - 1
@@ -58,23 +92,7 @@ async def measure(members: int, rounds: int, cost: float) -> dict[str, list[list
 
     app = build("consumers", None)
     recorder = Recorder(cost)
-    inboxes: list[asyncio.Queue[dict[str, Any]]] = []
-    tasks = []
-    for index in range(members):
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        inbox.put_nowait({"type": "websocket.connect"})
-        inboxes.append(inbox)
-        scope = {
-            "type": "websocket",
-            "path": "/ws/broadcast/",
-            "headers": [],
-            "query_string": b"",
-            "client": ("127.0.0.1", index),
-            "server": ("127.0.0.1", 80),
-            "subprotocols": [],
-        }
-        tasks.append(asyncio.ensure_future(app(scope, inbox.get, recorder.send)))
-    await asyncio.sleep(0.5)  # every consumer has joined and parked
+    inboxes, tasks = await connect_members(app, members, recorder.send)
     results: dict[str, list[list[float]]] = {"ours": [], "bare": []}
     frame = {"type": "websocket.send", "text": "x" * 32}
     for round_ in range(rounds + 2):  # the first two warm up
@@ -92,9 +110,7 @@ async def measure(members: int, rounds: int, cost: float) -> dict[str, list[list
             if round_ >= 2:
                 results[impl].append([*marks(recorder.stamps, start), used])
             await asyncio.sleep(0.01)
-    for inbox in inboxes:
-        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await disconnect_members(inboxes, tasks)
     return results
 
 

@@ -24,6 +24,8 @@ import statistics
 import time
 from typing import Any
 
+from bench.broadcast_timeline import connect_members, disconnect_members
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
 
@@ -46,23 +48,7 @@ async def measure(members: int, rounds: int) -> dict[str, Any]:
 
     app = build("consumers", None)
     counter = Counter()
-    inboxes: list[asyncio.Queue[dict[str, Any]]] = []
-    tasks = []
-    for index in range(members):
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        inbox.put_nowait({"type": "websocket.connect"})
-        inboxes.append(inbox)
-        scope = {
-            "type": "websocket",
-            "path": "/ws/broadcast/",
-            "headers": [],
-            "query_string": b"",
-            "client": ("127.0.0.1", index),
-            "server": ("127.0.0.1", 80),
-            "subprotocols": [],
-        }
-        tasks.append(asyncio.ensure_future(app(scope, inbox.get, counter.send)))
-    await asyncio.sleep(0.5)  # every consumer has joined and parked
+    inboxes, tasks = await connect_members(app, members, counter.send)
     layer: Any = get_channel_layer()
     mailboxes, groups = layer._mailboxes, layer._groups
     message = {"type": "bench.message", "text": "x" * 32}
@@ -113,9 +99,7 @@ async def measure(members: int, rounds: int) -> dict[str, Any]:
                 phases[key].append(value)
         await asyncio.sleep(0.01)
     gc.callbacks.remove(on_gc)
-    for inbox in inboxes:
-        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await disconnect_members(inboxes, tasks)
     return {"first": first, "phases": phases}
 
 

@@ -4,6 +4,7 @@ whenever a send makes it anew), with a time to live that covers the interval; en
 numbers that only grow, across a flushed inbox too."""
 
 import asyncio
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -25,15 +26,34 @@ def _calls(client: redis.Redis, command: str) -> int:
     return client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0})["calls"]
 
 
-def _keys(layer, owner: str) -> tuple[str, str]:
-    return layer._key("inbox", owner), layer._key("pending", owner)
+class Pair(NamedTuple):
+    sender: Any
+    receiver: Any
+    channel: str
+    client: redis.Redis
+    inbox: str
+    pending: str
 
 
-async def test_a_busy_inbox_refreshes_its_expiry_once_per_interval(make_layer, server):
+@pytest.fixture
+async def pair(make_layer, server) -> Pair:
+    """A sender and a receiver on the test's Redis (messages expire after 5 s), the
+    receiver's channel, a client of that Redis, and the receiving process's two keys."""
     url = f"redis://127.0.0.1:{server.port}"
     sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
-    channel = await receiver.new_channel()  # never read: the inbox keeps every entry
-    client = redis.Redis(port=server.port)
+    owner = receiver.client_prefix
+    return Pair(
+        sender,
+        receiver,
+        await receiver.new_channel(),
+        redis.Redis(port=server.port),
+        sender._key("inbox", owner),
+        sender._key("pending", owner),
+    )
+
+
+async def test_a_busy_inbox_refreshes_its_expiry_once_per_interval(pair):
+    sender, _, channel, client, inbox, pending = pair
     before = _calls(client, "expire") + _calls(client, "pexpire")
     for n in range(50):
         await sender.send(channel, {"type": "n", "n": n})
@@ -41,7 +61,6 @@ async def test_a_busy_inbox_refreshes_its_expiry_once_per_interval(make_layer, s
     # Two keys, refreshed by the first send (in well under REFRESH_SECONDS; once more if
     # the interval ended meanwhile), not by each of the 50.
     assert 2 <= refreshes <= 4
-    inbox, pending = _keys(sender, receiver.client_prefix)
     assert client.llen(inbox) == 50
     # Each key lives at least expiry + 1 s more after any send, as when every send
     # refreshed it.
@@ -50,14 +69,10 @@ async def test_a_busy_inbox_refreshes_its_expiry_once_per_interval(make_layer, s
     assert client.pttl(inbox) <= inbox_ttl_ms(5)
 
 
-async def test_an_inbox_made_anew_between_refreshes_still_expires(make_layer, server):
+async def test_an_inbox_made_anew_between_refreshes_still_expires(pair):
     """A receiver drains the inbox (Redis deletes an empty list): the send that makes it
     again gives it a time to live, though the pending hash needs no refresh yet."""
-    url = f"redis://127.0.0.1:{server.port}"
-    sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
-    channel = await receiver.new_channel()
-    client = redis.Redis(port=server.port)
-    inbox, pending = _keys(sender, receiver.client_prefix)
+    sender, _, channel, client, inbox, pending = pair
     await sender.send(channel, {"type": "n", "n": 1})
     client.delete(inbox)  # as a BLMPOP that took its last entry
     await sender.send(channel, {"type": "n", "n": 2})
@@ -66,12 +81,8 @@ async def test_an_inbox_made_anew_between_refreshes_still_expires(make_layer, se
     assert client.pttl(pending) > (5 + 1) * 1000
 
 
-async def test_the_keys_are_refreshed_again_after_the_interval(make_layer, server, monkeypatch):
-    url = f"redis://127.0.0.1:{server.port}"
-    sender, receiver = make_layer(hosts=[url], expiry=5), make_layer(hosts=[url], expiry=5)
-    channel = await receiver.new_channel()
-    client = redis.Redis(port=server.port)
-    inbox, pending = _keys(sender, receiver.client_prefix)
+async def test_the_keys_are_refreshed_again_after_the_interval(pair):
+    sender, _, channel, client, inbox, pending = pair
     await sender.send(channel, {"type": "n", "n": 1})
     client.pexpire(inbox, 4_000)  # as if set a while ago: a send within the interval
     client.pexpire(pending, 4_000)  # leaves them be
@@ -82,12 +93,8 @@ async def test_the_keys_are_refreshed_again_after_the_interval(make_layer, serve
     assert client.pttl(inbox) > (5 + 1) * 1000 and client.pttl(pending) > (5 + 1) * 1000
 
 
-async def test_entry_numbers_only_grow_across_a_flushed_inbox(make_layer, server):
-    url = f"redis://127.0.0.1:{server.port}"
-    sender, receiver = make_layer(hosts=[url]), make_layer(hosts=[url])
-    channel = await receiver.new_channel()
-    client = redis.Redis(port=server.port)
-    inbox, pending = _keys(sender, receiver.client_prefix)
+async def test_entry_numbers_only_grow_across_a_flushed_inbox(pair):
+    sender, receiver, channel, client, inbox, pending = pair
     await asyncio.gather(*(sender.send(channel, {"type": "n", "n": n}) for n in range(20)))
     numbers = [split_entry(entry)[0] for entry in client.lrange(inbox, 0, -1)]
     assert numbers == sorted(set(numbers)) and len(numbers) == 20
