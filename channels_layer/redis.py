@@ -231,6 +231,8 @@ class RedisChannelLayer(BaseChannelLayer):
         # A broadcast's members here may share one decoding: local_message's ``taken``
         # counts nothing for a fan-out's receipt, and our own codec is a pure function.
         self._mailboxes.decode_once = not self._own_codec
+        # The last broadcast receive() decoded here: its payload, receipt and a copy.
+        self._last_broadcast: tuple[bytes, Any, dict[str, Any]] | None = None
         self._history = RedisHistory(
             self._connections,
             self._key,

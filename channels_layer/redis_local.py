@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import serializers
 from .base import Message
+from .flat_copy import copy_if_flat
 from .history import Stamp
 from .redis_delivery import SENT_HERE
 
@@ -32,6 +33,9 @@ def local_message(layer: RedisChannelLayer, channel: str, payload: bytes, receip
     history group's position is added. ``ValueError`` (logged) if it cannot be decoded or
     decrypted, and it is dropped."""
     layer._delivery.taken(channel, receipt)
+    last = layer._last_broadcast  # only a broadcast's members share a payload object
+    if last is not None and last[0] is payload and last[1] is receipt:
+        return last[2].copy()
     try:
         if receipt is SENT_HERE and not layer._own_codec:
             message = serializers.decode(layer._serializer, payload, unsealed=True)
@@ -40,4 +44,11 @@ def local_message(layer: RedisChannelLayer, channel: str, payload: bytes, receip
     except ValueError as error:
         logger.error("Dropped a message on %r: %s", channel, error)
         raise
-    return receipt.add_to(message) if isinstance(receipt, Stamp) else message
+    if isinstance(receipt, Stamp):
+        message = receipt.add_to(message)
+    # A broadcast's (or a published message's): its members that receive() it next copy
+    # it rather than decode it again, as hand_over does for those handed it.
+    broadcast = receipt is None and layer._mailboxes.decode_once
+    if broadcast and (copy := copy_if_flat(message)) is not None:
+        layer._last_broadcast = (payload, receipt, copy)
+    return message

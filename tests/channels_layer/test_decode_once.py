@@ -107,3 +107,42 @@ async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer
         ready.cancel()
     assert [receiver.got for receiver, _ in receivers] == [[{"type": "said", "text": "hi"}]] * 3
     assert len(decoded) == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"type": "said", "text": "hi", "n": 1}, {"type": "said", "text": "hi", "items": ["a"]}],
+    ids=["flat", "nested"],
+)
+async def test_a_redis_broadcast_is_decoded_once_for_the_members_that_receive_it(
+    make_layer, message
+):
+    """Members reading with receive() (busy or sync consumers, workers) share a flat
+    message's one decoding too, each with a copy of its own; a nested one is decoded for
+    each, and a direct message is never taken for a broadcast's."""
+    layer = make_layer()
+    decoded = []
+    deserialize = layer.deserialize
+
+    def counting(data):
+        decoded.append(data)
+        return deserialize(data)
+
+    layer.deserialize = counting
+    channels = [await layer.new_channel() for _ in range(3)]
+    for channel in channels:
+        await layer.group_add("room", channel)
+    await layer.group_send("room", message)
+    got = []
+    for channel in channels:
+        received = await asyncio.wait_for(layer.receive(channel), 5)
+        got.append(copy.deepcopy(received))
+        received["text"] = "changed"
+        if "items" in received:
+            received["items"].append("changed")
+    assert got == [message] * 3
+    assert len(decoded) == (1 if "items" not in message else 3)
+    await layer.send(channels[0], {"type": "direct", "text": "hi"})
+    await layer.send(channels[1], {"type": "direct", "text": "hi"})
+    assert await asyncio.wait_for(layer.receive(channels[0]), 5) == {"type": "direct", "text": "hi"}
+    assert await asyncio.wait_for(layer.receive(channels[1]), 5) == {"type": "direct", "text": "hi"}
