@@ -1,0 +1,78 @@
+"""A broadcast's CPU in one process when its members read with ``receive()``, over Redis.
+
+    .venv/bin/python -m bench.receive_fanout [--members 10000] [--rounds 10]
+
+``--members`` channels of one Redis layer (``BENCH_REDIS_URL``, default db 5 of the local
+Redis, under a prefix of its own) join a group and each is read by a ``receive()`` loop,
+as busy or sync consumers and workers read; the process's CPU from ``group_send`` until
+every member has its message, per broadcast (after two warm-up rounds): the receiving
+side of the layer's "group of 10,000" row, without a server or the machine's noise. Pin it
+(``taskset -c 0``) on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
+
+
+async def measure(members: int, rounds: int) -> list[float]:
+    import django
+
+    django.setup()
+    from channels_layer.redis import RedisChannelLayer
+
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
+    layer = RedisChannelLayer(hosts=[url], prefix=f"receive-fanout-{os.getpid()}")
+    channels = [await layer.new_channel() for _ in range(members)]
+    for channel in channels:
+        await layer.group_add("room", channel)
+    remaining = members
+    everyone = asyncio.Event()
+
+    async def read(channel: str) -> None:
+        nonlocal remaining
+        while True:
+            await layer.receive(channel)
+            remaining -= 1
+            if remaining == 0:
+                everyone.set()
+
+    readers = [asyncio.ensure_future(read(channel)) for channel in channels]
+    await asyncio.sleep(0.5)
+    cpu_ms = []
+    for round_ in range(rounds + 2):  # the first two warm up
+        remaining = members
+        everyone.clear()
+        started = time.process_time()
+        await layer.group_send("room", {"type": "room.message", "text": "x" * 32, "n": round_})
+        await everyone.wait()
+        if round_ >= 2:
+            cpu_ms.append((time.process_time() - started) * 1e3)
+        await asyncio.sleep(0.05)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    await layer.flush()
+    return cpu_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    cpu_ms = asyncio.run(measure(args.members, args.rounds))
+    print(
+        f"{args.members} members, receive(): CPU per broadcast min {min(cpu_ms):.1f} ms, "
+        f"median {statistics.median(cpu_ms):.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
