@@ -256,7 +256,9 @@ class _Handling:
         failed = kind is not None and not issubclass(kind, _NOT_FAILURES)
         if failed:
             self.errors()
-        if self.job:
+        # A job cancelled part-way (its worker stopping) is neither done nor failed: an
+        # at-least-once job is counted as redelivered and runs again elsewhere.
+        if self.job and (kind is None or not issubclass(kind, asyncio.CancelledError)):
             (_jobs_failed if failed else _jobs_done).inc()
 
 

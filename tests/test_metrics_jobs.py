@@ -45,6 +45,30 @@ async def test_jobs_done_and_failed_are_counted():
     assert jobs("failed") - before["failed"] == 1
 
 
+class Slow(AsyncConsumer):
+    started = asyncio.Event()
+
+    async def job_run(self, message):
+        type(self).started.set()
+        await asyncio.sleep(60)
+
+
+async def test_a_job_cut_short_by_its_worker_stopping_is_neither_done_nor_failed():
+    layer = InMemoryChannelLayer()
+    before = {outcome: jobs(outcome) for outcome in ("done", "failed")}
+    Slow.started = asyncio.Event()
+    await layer.send("slow", {"type": "job.run"})
+    task = asyncio.ensure_future(Worker(Slow.as_asgi(), ["slow"], layer).arun())
+    async with asyncio.timeout(10):
+        await Slow.started.wait()
+    task.cancel()  # what SIGTERM does to a worker
+    await asyncio.gather(task, return_exceptions=True)
+    assert {outcome: jobs(outcome) - before[outcome] for outcome in before} == {
+        "done": 0,
+        "failed": 0,
+    }
+
+
 async def test_jobs_handed_back_are_counted_as_redelivered(make_layer):
     layer = make_layer(at_least_once={"leased": 30})
     before = jobs("redelivered")
