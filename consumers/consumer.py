@@ -3,7 +3,9 @@
 A message ``{"type": "chat.message"}`` is handled by ``chat_message``. A consumer listens to
 two sources at once: the ASGI ``receive`` of its connection and, when a channel layer is
 configured, its own layer channel (``self.channel_name``), so other processes and consumers
-can reach it. Messages are handled one at a time, in arrival order.
+can reach it. Messages are handled one at a time, each source's in its arrival order; a
+frame that arrives while the layer side has its turn waits for up to
+``LAYER_MESSAGES_PER_TURN`` layer messages, some of which may have come after it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ logger = logging.getLogger("consumers.consumer")
 # Seconds a cancelled layer reader gets to end before the consumer ends without it.
 READER_STOP_TIMEOUT = 2.0
 Handler = Callable[[Message], Any]
-# Layer messages a consumer handles in one turn, those already waiting, before a frame
-# that waits: enough to keep a busy socket's channel from filling, few enough that a
-# frame waits for a bounded number of (usually quick) handlers.
+# Layer messages a consumer handles in one turn before a frame that waits, as long as one
+# waits when the last is done (so some may have come after the frame): enough to keep a
+# busy socket's channel from filling, few enough that a frame waits for a bounded number
+# of (usually quick) handlers.
 LAYER_MESSAGES_PER_TURN = 32
 
 
