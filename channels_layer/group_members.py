@@ -20,12 +20,13 @@ class GroupMembers:
 
     def add(self, group: str, channel: str, expiry: float) -> bool:
         """Add or renew a membership; True if the group had no members before."""
+        deadline = time.monotonic() + expiry  # before any change: a bad expiry changes none
         with self._lock:
             members = self._groups.get(group)
             first = members is None
             if members is None:
                 members = self._groups[group] = {}
-            deadline = members[channel] = time.monotonic() + expiry
+            members[channel] = deadline
             if first or deadline < self._earliest[group]:
                 self._earliest[group] = deadline
             return first

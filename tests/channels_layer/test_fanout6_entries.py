@@ -1,6 +1,9 @@
 """A fan-out's members share one queued entry; group memberships still expire one by one."""
 
 import asyncio
+from types import SimpleNamespace
+
+import pytest
 
 from channels_layer import group_members
 from channels_layer.group_members import GroupMembers
@@ -36,7 +39,8 @@ async def test_an_expired_first_message_is_dropped_by_get():
 
 def test_members_expire_one_by_one_with_renewals(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(group_members.time, "monotonic", lambda: now[0])
+    # This module's clock only: patching time.monotonic itself would stop every loop's.
+    monkeypatch.setattr(group_members, "time", SimpleNamespace(monotonic=lambda: now[0]))
     members = GroupMembers()
     assert members.add("g", "a", 10)  # until 110
     members.add("g", "b", 20)  # until 120
@@ -56,3 +60,12 @@ def test_members_expire_one_by_one_with_renewals(monkeypatch):
     assert members.live_members("g") == ["d"]
     assert members.discard("g", "d")
     assert members.live_members("g") == []
+
+
+def test_a_membership_with_an_unusable_expiry_leaves_the_group_as_it_was():
+    members = GroupMembers()
+    with pytest.raises(TypeError):
+        members.add("g", "a", None)  # say, a group_expiry set to None at run time
+    assert members.live_members("g") == []
+    assert members.add("g", "b", 10)
+    assert members.live_members("g") == ["b"]
