@@ -230,6 +230,14 @@ class BaseChannelLayer:
 
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
     extensions: ClassVar[list[str]] = []
+    # Whether require_valid_message may pass a flat message in one loop: not for a class
+    # with its own require_message_shape, which must see every message.
+    _own_shape_check: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        shape = cls.require_message_shape
+        cls._own_shape_check = shape is not BaseChannelLayer.require_message_shape
 
     def __init__(
         self,
@@ -382,7 +390,7 @@ class BaseChannelLayer:
 
     def require_valid_message(self, message: Any) -> None:
         """Raise unless ``message`` is a dict with a str ``"type"`` that msgpack can carry."""
-        if _is_flat_and_plain(message):
+        if not self._own_shape_check and _is_flat_and_plain(message):
             return  # the usual message, checked in one loop; anything else in full below
         self.require_message_shape(message)
         try:

@@ -82,16 +82,17 @@ end
 # How often, at most, a send refreshes the expiry of the inbox and of its pending hash
 # (see ``QUEUE_LUA``): the keys are given this much more time to live in return.
 REFRESH_SECONDS = 1.0
-REFRESH_FIELD = "#exp"  # in the pending hash: when (Redis's clock, us) it was last refreshed
+REFRESH_FIELD = "#exp"  # in the pending hash: until when (Redis's clock, us) both keys live
 
 # Lua's ``queue(inbox, pending, envs, ttl_ms)``: RPUSH the envelopes ``envs`` onto list
 # ``inbox`` as entries numbered as above, keep the last number in hash ``pending``, and
 # return the first number given. One script call queues a whole batch: one clock reading,
-# one HMGET, one RPUSH and one HSET, whatever its size. The two keys' expiry is refreshed
-# at most once per ``REFRESH_SECONDS`` (the hash keeps when it last was), and the inbox's
-# also whenever this RPUSH made it (a drained list is gone from Redis); ``ttl_ms`` covers
-# the interval, so each key still lives until at least ``ttl_ms`` minus the interval after
-# the last send.
+# one HMGET, one RPUSH and one HSET, whatever its size. Both keys share one deadline, kept
+# in the hash: a send moves it to ``ttl_ms`` from now only when that is at least
+# ``REFRESH_SECONDS`` later (so a busy inbox is refreshed about once a second, and a
+# sender with a shorter expiry never shortens another's), and an inbox this RPUSH made
+# anew (a drained list is gone from Redis) gets the same deadline. So after any send both
+# keys live at least ``ttl_ms`` minus the interval, and expire together.
 QUEUE_LUA = f"""
 local function queue(inbox, pending, envs, ttl)
   local t = redis.call('TIME')
@@ -104,16 +105,17 @@ local function queue(inbox, pending, envs, ttl)
     envs[j] = string.format('%0{SEQ_DIGITS}.0f', seq) .. envs[j]
   end
   local length = redis.call('RPUSH', inbox, unpack(envs))
-  local last = tonumber(saved[2] or '0')
+  local until_now = tonumber(saved[2] or '0')
+  local deadline = now + tonumber(ttl) * 1000
   local numbered = string.format('%0{SEQ_DIGITS}.0f', seq)
-  if now - last >= {int(REFRESH_SECONDS * 1_000_000)} or now < last then
+  if deadline - until_now >= {int(REFRESH_SECONDS * 1_000_000)} then
     redis.call('PEXPIRE', inbox, ttl)
     redis.call('PEXPIRE', pending, ttl)
-    local stamp = string.format('%.0f', now)
+    local stamp = string.format('%.0f', deadline)
     redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
   else
     if length == #envs then
-      redis.call('PEXPIRE', inbox, ttl)
+      redis.call('PEXPIRE', inbox, math.max(1, math.floor((until_now - now) / 1000)))
     end
     redis.call('HSET', pending, '{SEQ_FIELD}', numbered)
   end

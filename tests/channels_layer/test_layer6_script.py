@@ -106,3 +106,27 @@ async def test_entry_numbers_only_grow_across_a_flushed_inbox(pair):
     # And the messages are as sent.
     received = [(await asyncio.wait_for(receiver.receive(channel), 2))["n"] for _ in range(1)]
     assert received == [20]
+
+
+async def test_an_inbox_made_anew_expires_with_its_pending_hash(pair):
+    """The counts must not go before the entries they count (capacity would drift)."""
+    sender, _, channel, client, inbox, pending = pair
+    await sender.send(channel, {"type": "n", "n": 1})
+    client.delete(inbox)  # drained
+    await asyncio.sleep(0.5)  # the hash's deadline is now half a second nearer
+    await sender.send(channel, {"type": "n", "n": 2})
+    assert abs(client.pttl(inbox) - client.pttl(pending)) < 100
+
+
+async def test_a_sender_with_a_shorter_expiry_never_shortens_anothers(make_layer, server):
+    url = f"redis://127.0.0.1:{server.port}"
+    receiver = make_layer(hosts=[url], expiry=60)
+    short, long = make_layer(hosts=[url], expiry=1), make_layer(hosts=[url], expiry=60)
+    channel = await receiver.new_channel()
+    client = redis.Redis(port=server.port)
+    inbox = short._key("inbox", receiver.client_prefix)
+    await short.send(channel, {"type": "n", "n": 1})
+    await long.send(channel, {"type": "n", "n": 2})  # within the interval: still refreshed
+    assert client.pttl(inbox) > 61_000
+    await short.send(channel, {"type": "n", "n": 3})
+    assert client.pttl(inbox) > 60_000

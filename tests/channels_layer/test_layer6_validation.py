@@ -53,3 +53,15 @@ def test_what_the_full_check_refuses_is_still_refused(layer, message, error):
 )
 def test_what_the_full_check_accepts_is_still_accepted(layer, message):
     layer.require_valid_message(message)
+
+
+async def test_a_layers_own_shape_check_sees_flat_messages_too():
+    class Dotted(InMemoryChannelLayer):
+        def require_message_shape(self, message):
+            super().require_message_shape(message)
+            if "." not in message["type"]:
+                raise ValueError("types here are dotted")
+
+    with pytest.raises(ValueError, match="dotted"):
+        await Dotted().send("somewhere", {"type": "nodot", "text": "hi"})
+    await Dotted().send("somewhere", {"type": "has.dot", "text": "hi"})
