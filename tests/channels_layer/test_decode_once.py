@@ -87,8 +87,9 @@ def test_only_a_dict_of_immutable_values_is_copied():
     assert copy_if_flat(["x"]) is None
 
 
-async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer):
-    layer = make_layer()
+def count_decodings(layer):
+    """The payloads ``layer`` decodes from now on (its own codec, still: an instance's
+    ``deserialize`` is not a subclass's)."""
     decoded = []
     deserialize = layer.deserialize
 
@@ -96,7 +97,13 @@ async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer
         decoded.append(data)
         return deserialize(data)
 
-    layer.deserialize = counting  # the class's own: still the layer's codec
+    layer.deserialize = counting
+    return decoded
+
+
+async def test_a_redis_broadcast_is_decoded_once_for_the_members_here(make_layer):
+    layer = make_layer()
+    decoded = count_decodings(layer)
     receivers = await eager_members(layer, 3)
     await layer.group_send("room", {"type": "said", "text": "hi"})
     deadline = asyncio.get_running_loop().time() + 5
@@ -121,14 +128,7 @@ async def test_a_redis_broadcast_is_decoded_once_for_the_members_that_receive_it
     message's one decoding too, each with a copy of its own; a nested one is decoded for
     each, and a direct message is never taken for a broadcast's."""
     layer = make_layer()
-    decoded = []
-    deserialize = layer.deserialize
-
-    def counting(data):
-        decoded.append(data)
-        return deserialize(data)
-
-    layer.deserialize = counting
+    decoded = count_decodings(layer)
     channels = [await layer.new_channel() for _ in range(3)]
     for channel in channels:
         await layer.group_add("room", channel)
