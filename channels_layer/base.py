@@ -19,8 +19,10 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
+from . import message_checks
 from .exceptions import MessageTooLarge
 from .history import Position
+from .message_checks import describe, is_flat_and_plain, type_name
 
 T = TypeVar("T")
 
@@ -79,67 +81,6 @@ _GROUP_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 # A process-local channel adds "!" plus a suffix the owning process chose.
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(?:![A-Za-z0-9_.\-]*)?")
 _ALLOWED = "ASCII letters, digits, hyphens, underscores or periods"
-
-# msgpack's integer family spans int64 and uint64; anything wider fails to pack.
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_SCALARS = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return f"{value!r} ({len(value)} chars)"
-    return f"{value!r} of type {type(value).__name__}"
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    name = cls.__qualname__
-    if cls.__module__ != "builtins":
-        name = f"{cls.__module__}.{name}"
-    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
-
-
-def _require_encodable(value: Any, path: str) -> None:
-    """Find the first value msgpack would refuse, so the error can name where it is."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str | bytes):
-                # Unpacking only accepts str/bytes keys; anything else would fail in receive().
-                raise TypeError(
-                    f"{path} has the key {key!r} of type {type(key).__name__}; "
-                    "message keys must be str or bytes"
-                )
-            _require_encodable(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _require_encodable(item, f"{path}[{index}]")
-    elif not isinstance(value, _SCALARS):
-        raise TypeError(f"{path} is {_type_name(value)}, which msgpack cannot encode")
-    elif isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
-        raise TypeError(f"{path} is an int outside the 64-bit range msgpack can encode")
-
-
-# The scalar types a flat message's values usually have (see ``_is_flat_and_plain``).
-_PLAIN = frozenset((str, float, bool, bytes, type(None)))
-
-
-def _is_flat_and_plain(message: Any) -> bool:
-    """True for a plain dict with a str ``"type"``, str keys, and values of ``_PLAIN``
-    types or ints msgpack can carry: what ``require_valid_message`` accepts, checked with
-    no call per value. False for anything else, to be checked in full (so its error says
-    what is wrong), valid or not."""
-    if type(message) is not dict or type(message.get("type")) is not str:
-        return False
-    plain = _PLAIN
-    for key, value in message.items():
-        if type(key) is not str:
-            return False
-        kind = type(value)
-        if kind in plain:
-            continue
-        if kind is not int or not _INT_MIN <= value <= _INT_MAX:
-            return False
-    return True
 
 
 def _is_valid(name: Any, pattern: re.Pattern[str], max_length: int) -> bool:
@@ -309,7 +250,7 @@ class BaseChannelLayer:
         if not _is_valid(prefix, _GROUP_NAME, limit):
             raise TypeError(
                 f"A new_channel prefix must be a str of at most {limit} {_ALLOWED}; "
-                f"got {_describe(prefix)}"
+                f"got {describe(prefix)}"
             )
 
     def _new_channel_name(self, prefix: str, owner: str) -> str:
@@ -325,7 +266,7 @@ class BaseChannelLayer:
         self, name: Any, pattern: re.Pattern[str], what: str, extra: str = ""
     ) -> None:
         if not _is_valid(name, pattern, self.MAX_NAME_LENGTH):
-            raise TypeError(f"{self.invalid_name_error.format(what)}{extra}; got {_describe(name)}")
+            raise TypeError(f"{self.invalid_name_error.format(what)}{extra}; got {describe(name)}")
 
     # Capacity ---------------------------------------------------------------
 
@@ -386,15 +327,15 @@ class BaseChannelLayer:
         if "type" not in message:
             raise ValueError(f"A message needs a 'type' key; got keys {sorted(map(str, message))}")
         if not isinstance(message["type"], str):
-            raise ValueError(f"message['type'] must be a str; got {_describe(message['type'])}")
+            raise ValueError(f"message['type'] must be a str; got {describe(message['type'])}")
 
     def require_valid_message(self, message: Any) -> None:
         """Raise unless ``message`` is a dict with a str ``"type"`` that msgpack can carry."""
-        if not self._own_shape_check and _is_flat_and_plain(message):
+        if not self._own_shape_check and is_flat_and_plain(message):
             return  # the usual message, checked in one loop; anything else in full below
         self.require_message_shape(message)
         try:
-            _require_encodable(message, "message")
+            message_checks.require_encodable(message, "message")
         except RecursionError:
             raise ValueError("The message is nested too deeply to encode") from None
 
@@ -429,7 +370,7 @@ class BaseChannelLayer:
             raise ValueError(f"Not a msgpack-encoded message: {error}") from None
         if not isinstance(message, dict):
             raise ValueError(
-                f"Not a message: msgpack decoded {_type_name(message)}, expected a dict"
+                f"Not a message: msgpack decoded {type_name(message)}, expected a dict"
             )
         return message
 

@@ -3,7 +3,7 @@ outcome as the full check; anything else still gets the full check and its error
 
 import pytest
 
-from channels_layer import base
+from channels_layer import message_checks
 from channels_layer.memory import InMemoryChannelLayer
 
 
@@ -14,9 +14,11 @@ def layer():
 
 def test_a_flat_message_is_checked_without_walking_it(layer, monkeypatch):
     walked = []
-    full = base._require_encodable
+    full = message_checks.require_encodable
     monkeypatch.setattr(
-        base, "_require_encodable", lambda value, path: walked.append(path) or full(value, path)
+        message_checks,
+        "require_encodable",
+        lambda value, path: walked.append(path) or full(value, path),
     )
     layer.require_valid_message(
         {"type": "websocket.send", "text": "hi", "bytes": None, "n": 3, "x": 1.5, "ok": True}
