@@ -50,12 +50,12 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.backends.signals import connection_created
 
 from channels_layer.mailbox import call_soon_on
 from consumers import metrics
 from consumers.lent_loop import lend_loop_to_async_to_sync
 from consumers.pool_queue import PoolQueue, wake_without_preempting
-from consumers.thread_database import database
 from consumers.types import Message, Send
 
 # A failed send is the consumer's: it logs under the consumer's name.
@@ -72,7 +72,7 @@ Outcome = tuple[bool, Any]
 Finish = Callable[[Any, Any], None]
 _Call = tuple[
     asyncio.AbstractEventLoop,
-    Finish | None,
+    Finish,
     Any,
     contextvars.Context,
     Callable[..., Any],
@@ -157,7 +157,7 @@ class SyncPool:
 
     def submit(
         self,
-        finish: Finish | None,
+        finish: Finish,
         target: Any,
         context: contextvars.Context,
         func: Callable[..., Any],
@@ -165,7 +165,7 @@ class SyncPool:
         kwargs: dict[str, Any],
     ) -> None:
         """Queue ``func(*args, **kwargs)`` to run in ``context`` on a pool thread; then
-        ``finish(target, outcome)`` runs on the calling loop (unless it has closed, or is None)."""
+        ``finish(target, outcome)`` runs on the calling loop (unless it has closed)."""
         loop = asyncio.get_running_loop()
         self._calls.put((loop, finish, target, context, func, args, kwargs, metrics.queued_at()))
 
@@ -202,8 +202,7 @@ class SyncPool:
                 outcome: Outcome = (True, context.run(func, *args, **kwargs))
             except BaseException as error:
                 outcome = (False, error)
-            if finish is not None:  # None: func reported its end itself (Outbox.run)
-                hand_back(loop, finish, target, outcome)
+            hand_back(loop, finish, target, outcome)
             del call, loop, finish, target, context, func, args, kwargs, outcome
 
 
@@ -228,12 +227,29 @@ def _restore(context: contextvars.Context) -> None:
         variable.set(value)
 
 
+class _ThreadDatabase(threading.local):
+    """Whether this thread ever opened a database connection (``connection_created``); a
+    class default, as a missing attribute of a thread-local costs an exception to read."""
+
+    opened = False
+
+
+_database = _ThreadDatabase()
+
+
+def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+    _database.opened = True
+
+
+connection_created.connect(_opened, dispatch_uid="consumers.threads.opened")
+
+
 def close_old_connections_here() -> None:
     """Django's ``close_old_connections`` for this thread, as it runs around a request:
     connections past ``CONN_MAX_AGE`` or broken are closed. Django's connections belong to
     the thread that opened them, so in a thread that never opened one it has nothing to do
     (and is skipped: it cost more than an echo handler)."""
-    if database.opened:
+    if _database.opened:
         close_old_connections()
 
 
@@ -336,7 +352,7 @@ class Outbox:
         run = self._run = _Run(waiter)
         lock, queued = self._lock, self._queued
         try:
-            pool.submit(None, None, context, self._call, (run, func, args), {})
+            pool.submit(_Run.ended, run, context, func, args, {})
             while True:
                 await waiter
                 while True:  # _send_queued's lines, in place: one coroutine less a call
@@ -374,22 +390,6 @@ class Outbox:
             raise value
         finally:
             del value, outcome, run  # no cycle through this frame's traceback
-
-    def _call(self, run: _Run, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """On the pool thread: ``func(*args)``, then its end, with no wake-up of its own if one
-        is due (``_wake_scheduled``: the task looks at the queue again, then at the outcome)."""
-        try:
-            outcome: Outcome = (True, func(*args))
-        except BaseException as error:
-            outcome = (False, error)
-        self._lock.acquire()
-        try:
-            run.outcome, due = outcome, self._wake_scheduled
-        finally:
-            self._lock.release()
-        if not due:
-            hand_back(self._loop, _Run.ended, run, outcome)
-        del outcome  # no cycle through this frame's traceback
 
     async def send_now(self, message: Message) -> None:
         """Send from the event loop, after everything already queued."""
