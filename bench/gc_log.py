@@ -10,8 +10,10 @@ For each round and each implementation in turn (A, B, C, A, B, C, ...), the serv
 to ``--size`` clients measured (``bench.gc_loadgen``: ``bench.loadgen`` that also gives when
 each broadcast was sent). ``base`` is ours as committed at ``--base`` (``git archive``),
 ``ours`` the work tree. Per run: the p50/p99, the collections of each generation over the
-server's life, from the load generator's start (its connection storm on) and during the measured broadcasts (from a frame's send to the next one's),
-their durations, and the full collections inside a measured broadcast.
+server's life, from the load generator's start (its connection storm on) and during the
+measured broadcasts (from a frame's send to the next one's), their durations, the full
+collections inside a measured broadcast, and the collections of each phase (storm, warm-up
+broadcasts, measured ones, close). ``python -m bench.gc_summary FILE [SIZE]`` sums it up.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ PROBE = Path(__file__).resolve().parent / "gc_probe"
 def _source_at(revision: str, target: Path) -> Path:
     target.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "archive", revision, "consumers", "channels_layer"],
+        ["git", "archive", revision, "consumers", "channels_layer"],  # noqa: S607
         cwd=ROOT,
         check=True,
         capture_output=True,
     ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)  # noqa: S607
     return target
 
 

@@ -13,10 +13,11 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
-_directory = os.environ.get("BENCH_GC_LOG")
+_directory = os.environ.get("BENCH_GC_LOG", "")
 if _directory:
-    _file = [None]
+    _file: list[Any] = [None]
     _started = [0.0]
     _clock = time.perf_counter
 
