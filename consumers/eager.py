@@ -107,7 +107,7 @@ def _first_step(consumer: AsyncConsumer, message: Any) -> Handed | None:
 
 
 class EagerReader:
-    """A consumer's layer reader, as the mailbox sees it while it waits (``wait``).
+    """A consumer's layer reader, as the mailbox sees it while it waits (``offered``).
 
     It keeps its consumer's turn and connection side itself: a claim reads them for each
     member of a broadcast, and going through the consumer would read two more objects
@@ -134,22 +134,30 @@ class EagerReader:
             return self._loop.create_task(reading)  # type: ignore[arg-type]
         return self.task
 
-    async def wait(self) -> Handed | None:
-        """Wait for the next layer message: None to receive it, or a handler's rest (its
-        consumer's turn taken) to await."""
+    async def offered(self) -> asyncio.Future[None] | None:
+        """The layer's ready future for the next message, offered to senders (``claim``);
+        None if the layer can't tell (then ``receive`` it). The reader awaits it in its
+        own frame (``_read_layer``): a coroutine for the wait, parked with every idle
+        reader, would be one object more a member for the collector (issue 20)."""
         consumer = self._consumer
         assert consumer.channel_layer is not None and consumer.channel_name is not None  # noqa: S101
         ready = await consumer.channel_layer.when_ready(consumer.channel_name)
-        if ready is None:
-            return None
-        offer_eagerly(ready, self)
-        try:
-            await ready
-        except asyncio.CancelledError as error:
-            handed = self.handed
-            if handed is None:
-                raise
-            handed.cancelled(error)  # the handler sees it, as when the reader ran it
+        if ready is not None:
+            offer_eagerly(ready, self)
+        return ready
+
+    def cancelled(self, error: asyncio.CancelledError) -> bool:
+        """The reader was cancelled in its wait: False to raise it, True if a handler was
+        handed over first (it sees the cancellation instead, as when the reader ran it)."""
+        handed = self.handed
+        if handed is None:
+            return False
+        handed.cancelled(error)
+        return True
+
+    def take_handed(self) -> Handed | None:
+        """After the wait: the rest of a handler handed over (its consumer's turn taken)
+        to await, or None to receive the message."""
         handed, self.handed = self.handed, None
         return handed
 

@@ -1,0 +1,83 @@
+"""The first layer message a consumer gets leaves no ``__dict__`` on it (issue 20): the
+class knows the layer side's attributes before its connections come (``as_asgi``), so
+CPython keeps them inline in each consumer, as it does the others."""
+
+import asyncio
+import gc
+import platform
+
+import pytest
+
+from channels_layer import get_channel_layer
+from consumers.consumer import AsyncConsumer, SyncConsumer
+from consumers.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+
+from .test_idle_objects import open_idle
+
+pytestmark = pytest.mark.skipif(
+    platform.python_implementation() != "CPython", reason="CPython's inline attributes"
+)
+CONNECTIONS = 20
+
+
+class Member(AsyncWebsocketConsumer):
+    groups = ["gc7.members"]
+
+    async def gc7_message(self, event):
+        await self.send(text_data=event["text"])
+
+
+def with_dict(consumers: list) -> int:
+    """How many of ``consumers`` have their attributes in a dict of their own (reading
+    ``__dict__`` would make one: the collector's referents show it instead)."""
+    return sum(
+        any(type(ref) is dict and "channel_name" in ref for ref in gc.get_referents(consumer))
+        for consumer in consumers
+    )
+
+
+async def test_the_first_broadcast_makes_no_dict_per_member():
+    class Fresh(Member):  # a class of its own: none of its instances was ever made
+        pass
+
+    app = Fresh.as_asgi()
+    connections = [await open_idle(app) for _ in range(CONNECTIONS)]
+    consumers = [thing for thing in gc.get_objects() if type(thing) is Fresh]
+    assert len(consumers) == CONNECTIONS  # as_asgi's own instance is gone
+    assert with_dict(consumers) == 0
+    await get_channel_layer().group_send("gc7.members", {"type": "gc7.message", "text": "hi"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(sent[-1] == {"type": "websocket.send", "text": "hi"} for _, sent, _ in connections)
+    assert all(consumer._reading is not None for consumer in consumers)  # layer side started
+    assert with_dict(consumers) == 0
+    for inbox, _, _ in connections:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.gather(*(task for _, _, task in connections))
+
+
+def test_every_attribute_a_consumer_sets_is_listed():
+    """What ``__call__`` and the layer side set is in ``_instance_attributes`` (a new one
+    left out would bring the dicts back)."""
+    import inspect
+    import re
+
+    from consumers import consumer as module
+
+    for cls in (AsyncConsumer, SyncConsumer):
+        source = inspect.getsource(cls)
+        if cls is AsyncConsumer:
+            source += inspect.getsource(module.metrics.handling)
+        set_here = set(re.findall(r"(?:self|consumer)\.(\w+)(?:: [^=\n]+)? = ", source))
+        set_here.discard("base_send")  # a property
+        assert set_here <= set(cls._instance_attributes), set_here - set(cls._instance_attributes)
+
+
+def test_learning_leaves_properties_alone():
+    class WithProperty(WebsocketConsumer):
+        @property
+        def channel_name(self):  # a subclass's own: not set on the instance
+            return "fixed"
+
+    WithProperty.as_asgi()  # no AttributeError from setting the property
+    assert WithProperty().channel_name == "fixed"
