@@ -15,10 +15,12 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from typing import Any
+
 
 def _worker() -> None:
     """A ``bench.layer_worker`` with a ``gc`` command: the collections since the last."""
@@ -61,7 +63,7 @@ class Child:
         env = dict(os.environ)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         self.proc = subprocess.Popen(
-            ["taskset", "-c", str(core), *argv],
+            [shutil.which("taskset") or "taskset", "-c", str(core), *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -119,8 +121,7 @@ def main() -> None:
                 f"{args.impl} send {key}: p50 {ms[0]:.1f} p99 {ms[1]:.1f} max {ms[2]:.1f} ms"
                 f" ({len(latencies)} got); gc "
                 + "; ".join(
-                    f"{c['counts']} {c['ms']} ms, {c['objects']} objects"
-                    for c in collections
+                    f"{c['counts']} {c['ms']} ms, {c['objects']} objects" for c in collections
                 ),
                 flush=True,
             )

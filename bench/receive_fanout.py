@@ -84,8 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     cpu_ms = asyncio.run(measure(args.members, args.rounds, args.impl, args.profile))
     print(
-        f"{args.impl}, {args.members} members, receive(): CPU per broadcast min {min(cpu_ms):.1f} ms, "
-        f"median {statistics.median(cpu_ms):.1f} ms"
+        f"{args.impl}, {args.members} members, receive(): CPU per broadcast "
+        f"min {min(cpu_ms):.1f} ms, median {statistics.median(cpu_ms):.1f} ms"
     )
 
 

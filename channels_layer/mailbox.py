@@ -252,8 +252,13 @@ class Mailboxes:
             if queue is not None and queue.messages:
                 if queue.messages[0][0] <= time.monotonic():
                     self._drop_expired(channel, queue, time.monotonic())
-                if queue.messages:
-                    _, payload, receipt = _pop_first(queue)
+                messages = queue.messages
+                if messages:
+                    if type(messages) is list:  # _pop_first's, inline
+                        _, payload, receipt = messages.pop(0)
+                    else:
+                        _, payload, receipt = messages[0]
+                        queue.messages = messages[1:]
                     if not queue.messages and not queue:  # _forget_if_idle's case
                         del self._channels[channel]
                         # Most often its receiver comes back for the next at once.

@@ -285,14 +285,16 @@ class RedisChannelLayer(BaseChannelLayer):
             )
         while True:
             if local:
-                if not self._delivery.reading():
-                    await self._connections.run(self._delivery.start_reading)
                 got = self._mailboxes.take(channel)  # Mailboxes.get, one coroutine less
                 if isinstance(got, tuple):
                     try:
                         return redis_local.local_message(self, channel, *got)
                     except ValueError:  # logged, dropped: the next one
                         continue
+                if not self._delivery.reading():  # before waiting: what comes from Redis
+                    self._mailboxes.abandon(channel, got)
+                    await self._connections.run(self._delivery.start_reading)
+                    continue
                 try:
                     await got
                 except BaseException:
