@@ -6,7 +6,9 @@ As ``bench.harness.scenarios._group`` does it: two ``bench.layer_worker`` receiv
 processes on core 0 with half the members each, the sender on core 1, ``--sends``
 broadcasts one after the other; but each broadcast's latencies are reported apart (p50,
 p99, max, ms), with the garbage collections each receiver ran meanwhile (count per
-generation, and their time). Run it under ``flock /tmp/bench.lock``.
+generation, their time in ms, the tracked objects after). ``--collect``: a full
+collection in each receiver after the setup (the harness makes none). Run it under
+``flock /tmp/bench.lock``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def _worker() -> None:
     gc.callbacks.append(watch)
 
     class Worker(layer_worker.Worker):
+        async def cmd_collect(self) -> dict[str, Any]:
+            return {"collected": gc.collect()}
+
         async def cmd_gc(self) -> dict[str, Any]:
             reply = {
                 "counts": list(counts),
@@ -96,6 +101,11 @@ def main() -> None:
     parser.add_argument("--impl", choices=("ours", "bare"), default="ours")
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--sends", type=int, default=3)
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="a full collection in each receiver after the setup, before the first send",
+    )
     args = parser.parse_args()
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
     prefix = f"group-procs-{os.getpid()}"
@@ -106,6 +116,8 @@ def main() -> None:
         shares = [args.members // 2, args.members - args.members // 2]
         for receiver, share in zip(receivers, shares, strict=True):
             receiver.request({"cmd": "group", "group": "g", "count": share})
+            if args.collect:
+                receiver.request({"cmd": "collect"})
             print("after setup:", receiver.request({"cmd": "gc"}), flush=True)
         for key in range(args.sends):
             sender.request({"cmd": "group_send", "group": "g", "key": key})
