@@ -1,5 +1,5 @@
-"""Channel queues held in this process's memory, and the one way the layer wakes code on
-another thread's event loop.
+"""Channel queues held in this process's memory (the way the layer wakes code on another
+thread's event loop is ``wakeups``'s; the futures consumers wait on, ``ready``'s).
 
 The in-memory layer is just these and its group memberships (``group_members``, also
 importable from here); the Redis layer uses them for the channels and
@@ -33,10 +33,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from .group_members import GroupMembers as GroupMembers  # where the layers import it from
-from .handover import Decode, EagerReceiver, Handing, hand_over, handing_over
+from .handover import Decode, Handing, hand_over, handing_over
+from .ready import _idle_receiver, _Ready
+from .ready import offer_eagerly as offer_eagerly  # where the consumers import it from
+from .wakeups import call_soon_on as call_soon_on  # where the other modules import it from
+from .wakeups import running_loop as _running_loop
+from .wakeups import wake as wake
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ OnDiscard = Callable[[str, Any], None]
 # Members a fan-out queues to under one hold of the lock: few enough that a thread
 # waiting for it (a sync consumer's send) waits a fraction of a millisecond.
 FAN_OUT_BATCH = 256
+# A queued message: (time.monotonic() deadline, payload, receipt).
+Entry = tuple[float, bytes, Any]
 
 
 class _Queue(list["asyncio.Future[None]"]):
@@ -54,58 +61,27 @@ class _Queue(list["asyncio.Future[None]"]):
 
     Lists, not deques: an idle connection's queue is empty most of its life, and an empty
     deque costs over 600 bytes against 56; a queue holds at most ``capacity`` messages,
-    so taking from the front stays cheap. A new queue shares one empty tuple for its
-    messages until the first is queued (``_put`` makes the list): an idle consumer's queue
-    never holds one, 56 bytes a connection. (No dataclass: a consumer's queue is made
-    anew each time it parks for its next message, and this ``__init__`` is the cheapest.)
+    so taking from the front stays cheap. Messages are a list, or a tuple that is never
+    changed, only replaced: every new queue shares one empty tuple until its first
+    message (an idle consumer's queue never holds a list, 56 bytes a connection), and
+    a fan-out's members with nothing queued before share one tuple of its entry (no
+    list a member). A queue ``take`` empties is kept for the next receiver to park, so
+    a broadcast to 10,000 ``receive()`` loops makes neither a list nor a queue a member,
+    nothing for the collector to count or promote. (No dataclass: this ``__init__`` is
+    the cheapest.)
     """
 
     __slots__ = ("messages",)
 
     def __init__(self) -> None:
         # (time.monotonic() deadline, payload, receipt); deadlines only grow, so expired
-        # messages are always at the front. Read-only until ``_put`` replaces it.
-        self.messages: list[tuple[float, bytes, Any]] = _NO_MESSAGES
+        # messages are always at the front.
+        self.messages: list[Entry] | tuple[Entry, ...] = ()
 
     @property
     def waiters(self) -> list[asyncio.Future[None]]:
         """The receivers waiting, oldest first: the queue itself."""
         return self
-
-
-# Every new queue's messages: a tuple, so that an append meant for a list fails loudly.
-_NO_MESSAGES = cast("list[tuple[float, bytes, Any]]", ())
-
-
-class _Ready(asyncio.Future[None]):
-    """A ``when_ready`` future: withdrawn from its channel's waiters when cancelled, by
-    itself rather than a done callback (a partial and a context: 300 B a connection).
-    With an ``eager`` receiver (``offer_eagerly``), a sender may hand it a message while
-    it waits, instead of resolving it."""
-
-    __slots__ = ("_channel", "_mailboxes", "eager")
-
-    def __init__(self, mailboxes: Mailboxes, channel: str) -> None:
-        super().__init__(loop=asyncio.get_running_loop())
-        self._mailboxes = mailboxes
-        self._channel = channel
-        self.eager: EagerReceiver | None = None
-
-    def wake(self) -> None:
-        """Resolve it now, out of its channel's waiters (its receiver has work to do)."""
-        with self._mailboxes._lock:
-            queue = self._mailboxes._channels.get(self._channel)
-            if queue is not None and self in queue:
-                queue.remove(self)
-                self._mailboxes._forget_if_idle(self._channel, queue)
-        if not self.done():
-            self.set_result(None)
-
-    def cancel(self, msg: Any = None) -> bool:
-        if not super().cancel(msg):
-            return False
-        self._mailboxes._withdraw(self._channel, self)
-        return True
 
 
 class Mailboxes:
@@ -132,6 +108,7 @@ class Mailboxes:
         self._on_discard = on_discard
         self._decode = decode
         self.decode_once = decode_once
+        self._spare: _Queue | None = None  # a queue ``take`` emptied, kept for the next
 
     def put(
         self,
@@ -179,25 +156,38 @@ class Mailboxes:
                 with self._lock:
                     now = time.monotonic()
                     # One entry for the batch's members: a tuple, never changed, so they
-                    # may share it (a tuple and a float less a member).
+                    # may share it (a tuple and a float less a member); and as the only
+                    # message of an empty queue, one tuple of it (a list less a member).
                     entry = (now + expiry, payload, receipt)
+                    alone = (entry,)
                     for channel in channels[start : start + FAN_OUT_BATCH]:
                         queue = queues.get(channel)
-                        if queue is not None and not queue.messages:
-                            # _put's usual case, less its calls: no capacity to check
-                            if eager is not None:
-                                ready = _idle_receiver(queue, loop)
-                                if ready is not None:
-                                    eager += (channel, ready, payload, receipt)
-                                    continue
-                            queue.messages = [entry]
-                            _wake_one(queue, loop)
+                        if queue is None or queue.messages:
+                            limit = capacity(channel)
+                            if not self._put(
+                                channel, payload, expiry, limit, receipt, loop, now, eager
+                            ):
+                                full.append(channel)
                             continue
-                        limit = capacity(channel)
-                        if not self._put(
-                            channel, payload, expiry, limit, receipt, loop, now, eager
+                        # _put's usual case, less its calls: no capacity to check
+                        first = queue[0] if queue else None
+                        if (
+                            first is not None
+                            and type(first) is not _Ready  # a receive() waits: _wake_one's
+                            and first.get_loop() is loop
+                            and not first.done()
                         ):
-                            full.append(channel)
+                            queue.messages = alone
+                            del queue[0]
+                            first.set_result(None)
+                            continue
+                        if eager is not None:
+                            ready = _idle_receiver(queue, loop)
+                            if ready is not None:
+                                eager += (channel, ready, payload, receipt)
+                                continue
+                        queue.messages = alone
+                        _wake_one(queue, loop)
         finally:
             # Once every member has it: what a handler sends comes after it everywhere
             # (and, should a pass fail, what was claimed is still handled).
@@ -232,10 +222,7 @@ class Mailboxes:
             if ready is not None:
                 eager += (channel, ready, payload, receipt)
                 return True
-        if queue.messages:
-            queue.messages.append((now + expiry, payload, receipt))
-        else:
-            queue.messages = [(now + expiry, payload, receipt)]
+        _append(queue, (now + expiry, payload, receipt))
         _wake_one(queue, loop)
         return True
 
@@ -254,35 +241,65 @@ class Mailboxes:
         if eager and self._decode is not None:
             hand_over(eager, self._decode, self.decode_once)
 
+    def take(self, channel: str) -> tuple[bytes, Any] | asyncio.Future[None]:
+        """The next unexpired message on ``channel``, ``(payload, receipt)``; or, if none,
+        a waiter (on the running loop) to await before taking again. A receiver that
+        stops waiting (cancelled, say) must call ``abandon`` with it. What ``get()`` does,
+        without a coroutine of its own: a ``receive()`` that parks for each message (a
+        broadcast's 10,000 members) makes one coroutine, not two."""
+        with self._lock:
+            queue = self._channels.get(channel)
+            if queue is not None and queue.messages:
+                if queue.messages[0][0] <= time.monotonic():
+                    self._drop_expired(channel, queue, time.monotonic())
+                messages = queue.messages
+                if messages:
+                    if type(messages) is list:  # _pop_first's, inline
+                        _, payload, receipt = messages.pop(0)
+                    else:
+                        _, payload, receipt = messages[0]
+                        queue.messages = messages[1:]
+                    if not queue.messages and not queue:  # _forget_if_idle's case
+                        del self._channels[channel]
+                        # Most often its receiver comes back for the next at once.
+                        self._spare = queue
+                    return payload, receipt
+            if queue is None:
+                queue = self._spare
+                if queue is None:
+                    queue = _Queue()
+                else:  # emptied, and no longer anyone's: the same as a new one
+                    self._spare = None
+                self._channels[channel] = queue
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue.append(waiter)
+            return waiter
+
+    def abandon(self, channel: str, waiter: asyncio.Future[None]) -> None:
+        """``take``'s ``waiter`` is no longer awaited (its receiver was cancelled)."""
+        with self._lock:
+            queue = self._channels.get(channel)
+            if queue is None:
+                return  # emptied since: no message for a wake-up to be about
+            try:
+                queue.remove(waiter)
+            except ValueError:
+                # A sender already chose us; hand its wake-up to the next receiver.
+                _wake_one(queue, _running_loop())
+            self._forget_if_idle(channel, queue)
+
     async def get(self, channel: str) -> tuple[bytes, Any]:
         """Wait for the next unexpired message on ``channel``: ``(payload, receipt)``."""
         while True:
-            with self._lock:
-                queue = self._channels.get(channel)
-                if queue is not None and queue.messages:
-                    if queue.messages[0][0] <= time.monotonic():
-                        self._drop_expired(channel, queue, time.monotonic())
-                    if queue.messages:
-                        _, payload, receipt = queue.messages.pop(0)
-                        if not queue.messages and not queue:  # _forget_if_idle's case
-                            del self._channels[channel]
-                        return payload, receipt
-                if queue is None:
-                    queue = self._channels[channel] = _Queue()
-                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                _add_waiter(queue, waiter)
+            got = self.take(channel)
+            if isinstance(got, tuple):
+                return got
             try:
                 # A wake-up only says "try again": the message stays queued until a receiver
-                # pops it here, so a receiver cancelled after waking loses nothing.
-                await waiter
+                # pops it, so a receiver cancelled after waking loses nothing.
+                await got
             except BaseException:
-                with self._lock:
-                    try:
-                        queue.remove(waiter)
-                    except ValueError:
-                        # A sender already chose us; hand its wake-up to the next receiver.
-                        _wake_one(queue, _running_loop())
-                    self._forget_if_idle(channel, queue)
+                self.abandon(channel, got)
                 raise
 
     def when_ready(self, channel: str) -> asyncio.Future[None]:
@@ -361,12 +378,12 @@ class Mailboxes:
         with self._lock:
             for channel, queue in list(self._channels.items()):
                 while queue.messages:
-                    self._discard(channel, queue.messages.pop(0)[2])
+                    self._discard(channel, _pop_first(queue)[2])
                 self._forget_if_idle(channel, queue)
 
     def _drop_expired(self, channel: str, queue: _Queue, now: float) -> None:
         while queue.messages and queue.messages[0][0] <= now:
-            self._discard(channel, queue.messages.pop(0)[2])
+            self._discard(channel, _pop_first(queue)[2])
 
     def _discard(self, channel: str, receipt: Any) -> None:
         if self._on_discard is not None:
@@ -383,25 +400,22 @@ def _add_waiter(queue: _Queue, waiter: asyncio.Future[None]) -> None:
     queue.append(waiter)
 
 
-def _idle_receiver(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> _Ready | None:
-    """The receiver first in line, if it is eager, on the running loop and claims the
-    message now; hold the lock."""
-    for waiter in queue:
-        if waiter.done():
-            continue  # gone: _wake_one skips it too
-        if type(waiter) is not _Ready or waiter.eager is None or waiter.get_loop() is not running:
-            return None
-        return waiter if waiter.eager.claim() else None
-    return None
+def _append(queue: _Queue, entry: Entry) -> None:
+    """Queue ``entry`` after the others; hold the lock."""
+    messages = queue.messages
+    if type(messages) is list:
+        messages.append(entry)
+    else:  # a tuple, never changed (see _Queue)
+        queue.messages = [*messages, entry]
 
 
-def offer_eagerly(ready: asyncio.Future[None], receiver: EagerReceiver) -> bool:
-    """Let senders on ``ready``'s loop hand ``receiver`` their messages while ``ready``
-    (from ``Mailboxes.when_ready``) waits; False if ``ready`` is not one of those."""
-    if not isinstance(ready, _Ready):
-        return False
-    ready.eager = receiver
-    return True
+def _pop_first(queue: _Queue) -> Entry:
+    """Take the first entry; hold the lock and check there is one."""
+    messages = queue.messages
+    if type(messages) is list:
+        return messages.pop(0)
+    queue.messages = messages[1:]  # a tuple, never changed: a shorter one
+    return messages[0]
 
 
 def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:
@@ -421,37 +435,3 @@ def _wake_one(queue: _Queue, running: asyncio.AbstractEventLoop | None) -> None:
         if wake(waiter):
             return
         # else its loop has ended: try the next
-
-
-def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
-    """Run ``callback(*args)`` on ``loop`` soon, from any thread; False if the loop has
-    closed, so nothing will ever run there (its waiters are gone with it)."""
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        return False
-    return True
-
-
-def wake(waiter: asyncio.Future[None]) -> bool:
-    """Resolve ``waiter`` on its own loop, from any thread; False if nobody will see it
-    (it is done already, or its loop has closed)."""
-    loop = waiter.get_loop()
-    if waiter.done() or loop.is_closed():
-        return False
-    if loop is _running_loop():
-        waiter.set_result(None)
-        return True
-    return call_soon_on(loop, _resolve, waiter)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # it may have been cancelled while the wake-up was in flight
-        waiter.set_result(None)

@@ -91,8 +91,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Wait for the next unexpired message on ``channel``; each message reaches one receiver."""
         self._check_receiving_name(channel)
         self._sweep_now_and_then()
-        payload, _ = await self._mailboxes.get(channel)
-        return self.deserialize(payload)
+        while True:  # Mailboxes.get, without a coroutine of its own
+            got = self._mailboxes.take(channel)
+            if isinstance(got, tuple):
+                return self.deserialize(got[0])
+            try:
+                await got
+            except BaseException:
+                self._mailboxes.abandon(channel, got)
+                raise
 
     def _check_receiving_name(self, channel: str) -> None:
         """A consumer receives on one name, again and again: check it once."""

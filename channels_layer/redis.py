@@ -29,14 +29,13 @@ The Redis keys, all under ``prefix``: the table in ``redis_hosts``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from . import metrics, redis_local, serializers
+from . import metrics, redis_flush, redis_local, serializers
 from . import redis_envelopes as envelopes
 from .base import (
     AT_LEAST_ONCE,
@@ -53,7 +52,6 @@ from .history import HistoryConfig, Position, require_limit, require_position
 from .mailbox import Handing, Mailboxes
 from .redis_connections import (
     LayerCallbacks,
-    LoopState,
     ProcessInbox,
     RedisConnections,
 )
@@ -287,11 +285,21 @@ class RedisChannelLayer(BaseChannelLayer):
             )
         while True:
             if local:
-                if not self._delivery.reading():
+                got = self._mailboxes.take(channel)  # Mailboxes.get, one coroutine less
+                if isinstance(got, tuple):
+                    try:
+                        return redis_local.local_message(self, channel, *got)
+                    except ValueError:  # logged, dropped: the next one
+                        continue
+                if not self._delivery.reading():  # before waiting: what comes from Redis
+                    self._mailboxes.abandon(channel, got)
                     await self._connections.run(self._delivery.start_reading)
-                payload, receipt = await self._mailboxes.get(channel)
-                with contextlib.suppress(ValueError):  # logged, dropped: the next one
-                    return redis_local.local_message(self, channel, payload, receipt)
+                    continue
+                try:
+                    await got
+                except BaseException:
+                    self._mailboxes.abandon(channel, got)
+                    raise
                 continue
             payload = await self._connections.run(self._named.receive, channel)
             try:
@@ -387,7 +395,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """Delete every key under this layer's prefix, on every host, and local state."""
         self._groups.members.clear()
         self._mailboxes.clear()
-        await self._connections.run(self._flush)
+        await self._connections.run(redis_flush.delete_everything, self._connections, self.prefix)
 
     async def close(self) -> None:
         """Stop the readers and close the connections, within about 1.5 s; the layer
@@ -412,19 +420,6 @@ class RedisChannelLayer(BaseChannelLayer):
     def _named_ttl(self, channel: str) -> int:
         kept = self.group_expiry if self.lease_timeout(channel) is not None else self.expiry
         return int(kept) + 1
-
-    async def _flush(self) -> None:
-        for topic in self._connections.topics():
-            await self._connections.unsubscribe(topic)
-        for shard in range(len(self.hosts)):
-
-            async def delete_all(state: LoopState, shard: int = shard) -> None:
-                client = state.clients[shard]
-                batch = [key async for key in client.scan_iter(match=f"{self.prefix}:*")]
-                for start in range(0, len(batch), 1000):
-                    await client.unlink(*batch[start : start + 1000])
-
-            await self._connections.call(shard, delete_all)
 
     async def _unavailable(self, shard: int, error: BaseException) -> None:
         """Wait before retrying: the backoff, or less if another caller gets through."""

@@ -32,10 +32,10 @@ def local_message(layer: RedisChannelLayer, channel: str, payload: bytes, receip
     here was not sealed, so it is not unsealed, unless a subclass brings its own codec; a
     history group's position is added. ``ValueError`` (logged) if it cannot be decoded or
     decrypted, and it is dropped."""
-    layer._delivery.taken(channel, receipt)
     last = layer._last_broadcast  # only a broadcast's members share a payload object
     if last is not None and last[0] is payload and last[1] is receipt:
-        return last[2].copy()
+        return last[2].copy()  # (a broadcast's receipt: ``taken`` counts nothing for it)
+    layer._delivery.taken(channel, receipt)
     try:
         if receipt is SENT_HERE and not layer._own_codec:
             message = serializers.decode(layer._serializer, payload, unsealed=True)
