@@ -17,6 +17,7 @@ receiver computes each delivery's latency.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -165,6 +166,11 @@ class Worker:
         await asyncio.gather(*(join(name) for name in names))
         self.tasks += [asyncio.ensure_future(self._receive_loop(name)) for name in names]
         await asyncio.sleep(0.2)  # let every receive loop park before the first send
+        # Every impl starts the measured broadcasts with its collector at the same point:
+        # where a join storm leaves the generation counters decides which of the few
+        # broadcasts meets a full collection (45-65 ms at 10,000 members), a matter of
+        # luck, not of the fan-out (bench/results/issue20/part7-group.md).
+        gc.collect()
         return {"members": count, "setup_s": round(time.monotonic() - started, 3)}
 
     async def cmd_wait(self, key: int, expected: int, timeout: float) -> dict[str, Any]:
