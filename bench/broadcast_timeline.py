@@ -21,6 +21,7 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
@@ -114,17 +115,39 @@ async def measure(members: int, rounds: int, cost: float) -> dict[str, list[list
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--send-us", type=float, default=10.0)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+def probe_args(
+    doc: str | None,
+    argv: list[str] | None,
+    members: int,
+    rounds: int,
+    loop: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The options these in-process probes share (``--members``, ``--rounds``, ``--loop``),
+    parsed, with uvloop installed when asked for."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=members)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default=loop)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     if args.loop == "uvloop":
         import uvloop
 
         uvloop.install()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = probe_args(
+        __doc__,
+        argv,
+        members=1000,
+        rounds=40,
+        loop="asyncio",
+        extra=lambda parser: parser.add_argument("--send-us", type=float, default=10.0),
+    )
     results = asyncio.run(measure(args.members, args.rounds, args.send_us / 1e6))
     names = [name for name, _ in MARKS]
     print(f"{args.members} members, {args.loop}, send {args.send_us} us, {args.rounds} rounds")

@@ -16,7 +16,6 @@ member's handler, up to its send). Minimum and median over the rounds, in ms. Pi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
@@ -24,7 +23,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.broadcast_timeline import connect_members, disconnect_members
+from bench.broadcast_timeline import connect_members, disconnect_members, probe_args
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
@@ -104,15 +103,7 @@ async def measure(members: int, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
-    args = parser.parse_args(argv)
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
+    args = probe_args(__doc__, argv, members=10_000, rounds=20, loop="uvloop")
     result = asyncio.run(measure(args.members, args.rounds))
     first = result["first"]
     print(

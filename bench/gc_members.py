@@ -12,14 +12,13 @@ first broadcast sets off with the collector on, in a second run of the same proc
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
 import statistics
 from typing import Any
 
-from bench.broadcast_timeline import connect_members, disconnect_members
+from bench.broadcast_timeline import connect_members, disconnect_members, probe_args
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
@@ -74,15 +73,7 @@ async def measure(members: int, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
-    args = parser.parse_args(argv)
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
+    args = probe_args(__doc__, argv, members=1000, rounds=5, loop="uvloop")
     result = asyncio.run(measure(args.members, args.rounds))
     print(
         f"{args.members} members, {args.loop}: tracked objects left per member: first "
