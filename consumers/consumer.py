@@ -146,6 +146,30 @@ class _Turn:
         self.held = False
 
 
+def _learn_attributes(consumer: object) -> None:
+    """Set every attribute of its class's ``_instance_attributes`` on ``consumer`` (made
+    to be thrown away), so that the class knows them all before its connections come.
+    CPython keeps an instance's attributes inline, without a ``__dict__``, while they are
+    among those its class knew when the instance was made (plus one); a later one turns
+    the instance's attributes into a dict. The layer side's (``_eager``, ``_reading``) are
+    first set at a consumer's first layer message: the first broadcast after a storm of
+    connections made a dict for each of its members (9 objects left a member instead of
+    8, hundreds of bytes each, at 1,000 members 1.4 more collections).
+
+    It runs none of the user's code: ``object.__setattr__``, not the class's own, and a
+    name the class has a data descriptor for (a property, a slot, a user's own) is left
+    alone, found as ``object.__setattr__`` finds it (through the MRO, not ``getattr``,
+    which would run the descriptor or a metaclass property)."""
+    cls = type(consumer)
+    for name in getattr(cls, "_instance_attributes", ()):
+        found = next(
+            (klass.__dict__[name] for klass in cls.__mro__ if name in klass.__dict__), None
+        )
+        kind = type(found)
+        if not (hasattr(kind, "__set__") or hasattr(kind, "__delete__")):
+            object.__setattr__(consumer, name, None)
+
+
 class AsyncConsumer:
     """Base consumer whose handlers are coroutines running on the event loop."""
 
@@ -190,7 +214,7 @@ class AsyncConsumer:
     def as_asgi(cls, **initkwargs: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """An ASGI application that makes a new consumer for each connection."""
         # Validates the keywords at routing time, not at the first request.
-        cls(**initkwargs)._learn_attributes()
+        _learn_attributes(cls(**initkwargs))
 
         def start(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             return cls(**initkwargs)(scope, receive, send)
@@ -206,20 +230,6 @@ class AsyncConsumer:
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         functools.update_wrapper(app, cls, updated=())
         return app
-
-    def _learn_attributes(self) -> None:
-        """Set every attribute of ``_instance_attributes`` on this (throwaway) instance, so
-        that its class knows them all before its connections come. CPython keeps an
-        instance's attributes inline, without a ``__dict__``, while they are among those
-        its class knew when the instance was made (plus one); a later one turns the
-        instance's attributes into a dict. The layer side's (``_eager``, ``_reading``) are
-        first set at a consumer's first layer message: the first broadcast after a storm
-        of connections made a dict for each of its members (9 objects left a member
-        instead of 8, hundreds of bytes each, at 1,000 members 1.4 more collections)."""
-        cls = type(self)
-        for name in self._instance_attributes:
-            if not hasattr(type(getattr(cls, name, None)), "__set__"):  # not a property
-                setattr(self, name, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle messages from the connection and the layer channel one at a time.

@@ -5,6 +5,7 @@ CPython keeps them inline in each consumer, as it does the others."""
 import asyncio
 import gc
 import platform
+import weakref
 
 import pytest
 
@@ -81,3 +82,78 @@ def test_learning_leaves_properties_alone():
 
     WithProperty.as_asgi()  # no AttributeError from setting the property
     assert WithProperty().channel_name == "fixed"
+
+
+class _PerInstance:
+    """A data descriptor keeping each instance's value in a WeakKeyDictionary: read on
+    the class (no instance), it raises TypeError, not AttributeError."""
+
+    def __init__(self):
+        self.values = weakref.WeakKeyDictionary()
+
+    def __get__(self, instance, owner):
+        return self.values[instance]
+
+    def __set__(self, instance, value):
+        self.values[instance] = value
+
+
+class _Checked:
+    """A data descriptor that gives its default when read on the class and refuses
+    values that aren't strings, keeping what it was given on the class."""
+
+    def __get__(self, instance, owner):
+        return "default" if instance is None else owner.__dict__.get("_checked", "default")
+
+    def __set__(self, instance, value):
+        if not isinstance(value, str):
+            raise TypeError(f"not a str: {value!r}")
+        type(instance)._checked = value
+
+
+def test_learning_runs_no_user_code():
+    """``as_asgi`` makes its instance as before and runs nothing else of the user's: no
+    ``__setattr__``, no descriptor (read on the class or set), no metaclass property."""
+    calls = []
+
+    class Meta(type):
+        @property
+        def scope(cls):
+            calls.append("metaclass scope")
+            return None
+
+    class Watched(WebsocketConsumer, metaclass=Meta):
+        channel_layer = _PerInstance()
+        channel_name = _Checked()
+
+        def __setattr__(self, name, value):
+            calls.append(name)
+            super().__setattr__(name, value)
+            if name == "scope":  # derived from the scope, as a user might
+                super().__setattr__("path", value["path"])
+
+    Watched.as_asgi()
+    assert calls == []
+    assert "_checked" not in Watched.__dict__  # nothing left on the class
+
+
+async def test_a_consumer_with_its_own_setattr_and_descriptors_still_works():
+    class Watched(AsyncWebsocketConsumer):
+        channel_layer = _PerInstance()
+        groups = ["gc7.watched"]
+
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "scope":
+                super().__setattr__("path", value["path"])
+
+        async def gc7_message(self, event):
+            await self.send(text_data=f"{self.path} {event['text']}")
+
+    inbox, sent, task = await open_idle(Watched.as_asgi())
+    await get_channel_layer().group_send("gc7.watched", {"type": "gc7.message", "text": "hi"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent[-1] == {"type": "websocket.send", "text": "/ hi"}
+    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await task
