@@ -30,11 +30,11 @@ from redis.asyncio.client import PubSub
 from . import redis_cluster, stopping
 from .exceptions import LayerUnavailable
 from .inbox_order import InboxProgress
-from .mailbox import call_soon_on
 from .redis_health import UNAVAILABLE, Health
 from .redis_hosts import Client, RedisHost, ShardRing
 from .redis_subscriptions import BLOCK_SECONDS, SubscriptionReaders, quietly
 from .script_batcher import BeforeSend, ScriptBatcher
+from .wakeups import call_soon_on
 
 logger = logging.getLogger("channels_layer.redis")
 

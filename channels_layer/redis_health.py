@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics
-from .mailbox import wake
+from .wakeups import wake
 
 # The outage lines are the layer's: operators filter on this logger's name.
 logger = logging.getLogger("channels_layer.redis")

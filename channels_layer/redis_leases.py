@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 
 from . import stopping
-from .mailbox import call_soon_on
 from .redis_connections import BLOCK_SECONDS, RedisConnections
 from .redis_health import UNAVAILABLE
+from .wakeups import call_soon_on
 
 logger = logging.getLogger("channels_layer.redis")
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
-from channels_layer.mailbox import offer_eagerly
+from channels_layer.ready import offer_eagerly
 from consumers.stepping import resume
 
 if TYPE_CHECKING:

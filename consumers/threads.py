@@ -52,7 +52,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.backends.signals import connection_created
 
-from channels_layer.mailbox import call_soon_on
+from channels_layer.wakeups import call_soon_on
 from consumers import metrics
 from consumers.lent_loop import lend_loop_to_async_to_sync
 from consumers.pool_queue import PoolQueue, wake_without_preempting

@@ -8,8 +8,8 @@ import msgpack
 import pytest
 
 from channels_layer.flat_copy import copy_if_flat
-from channels_layer.mailbox import offer_eagerly
 from channels_layer.memory import InMemoryChannelLayer
+from channels_layer.ready import offer_eagerly
 
 
 class Mutating:

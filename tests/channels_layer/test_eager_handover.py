@@ -9,8 +9,8 @@ import pytest
 
 from channels_layer.exceptions import ChannelFull
 from channels_layer.history import POSITION_KEY
-from channels_layer.mailbox import offer_eagerly
 from channels_layer.memory import InMemoryChannelLayer
+from channels_layer.ready import offer_eagerly
 
 
 class Receiver:

@@ -7,7 +7,8 @@ import gc
 
 import pytest
 
-from channels_layer.mailbox import Mailboxes, offer_eagerly
+from channels_layer.mailbox import Mailboxes
+from channels_layer.ready import offer_eagerly
 from tests.channels_layer.receivers import Counting
 
 MEMBERS = 5000  # seven times the collector's first threshold (700)

@@ -5,8 +5,8 @@ taken."""
 
 import pytest
 
-from channels_layer.mailbox import offer_eagerly
 from channels_layer.memory import InMemoryChannelLayer
+from channels_layer.ready import offer_eagerly
 from tests.channels_layer.receivers import Counting
 
 

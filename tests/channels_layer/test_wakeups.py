@@ -5,7 +5,8 @@ without an error, so the sender carries on."""
 import asyncio
 import threading
 
-from channels_layer.mailbox import Mailboxes, call_soon_on, wake
+from channels_layer.mailbox import Mailboxes
+from channels_layer.wakeups import call_soon_on, wake
 
 
 def in_a_thread(function, *args):
