@@ -121,7 +121,7 @@ def probe_args(
     members: int,
     rounds: int,
     loop: str,
-    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> argparse.Namespace:
     """The options these in-process probes share (``--members``, ``--rounds``, ``--loop``),
     parsed, with uvloop installed when asked for."""
