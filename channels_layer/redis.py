@@ -283,6 +283,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 f"Channel {channel!r} belongs to another process: only the process that "
                 "made it with new_channel() can receive from it"
             )
+        started = False  # the reader, just now: off the home loop reading() stays False
         while True:
             if local:
                 got = self._mailboxes.take(channel)  # Mailboxes.get, one coroutine less
@@ -291,10 +292,12 @@ class RedisChannelLayer(BaseChannelLayer):
                         return redis_local.local_message(self, channel, *got)
                     except ValueError:  # logged, dropped: the next one
                         continue
-                if not self._delivery.reading():  # before waiting: what comes from Redis
+                if not started and not self._delivery.reading():  # before waiting
                     self._mailboxes.abandon(channel, got)
                     await self._connections.run(self._delivery.start_reading)
+                    started = True
                     continue
+                started = False  # once woken, checked again before the next wait
                 try:
                     await got
                 except BaseException:
