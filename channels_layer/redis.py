@@ -283,6 +283,12 @@ class RedisChannelLayer(BaseChannelLayer):
                 f"Channel {channel!r} belongs to another process: only the process that "
                 "made it with new_channel() can receive from it"
             )
+        # What comes from Redis must reach the mailbox, even while messages sent here keep
+        # it busy: the reader is made sure of once a call (off the home loop reading()
+        # stays False: one hop, then wait), and again if woken for nothing.
+        if local and not self._delivery.reading():
+            await self._connections.run(self._delivery.start_reading)
+        woken = False
         while True:
             if local:
                 got = self._mailboxes.take(channel)  # Mailboxes.get, one coroutine less
@@ -291,15 +297,17 @@ class RedisChannelLayer(BaseChannelLayer):
                         return redis_local.local_message(self, channel, *got)
                     except ValueError:  # logged, dropped: the next one
                         continue
-                if not self._delivery.reading():  # before waiting: what comes from Redis
+                if woken and not self._delivery.reading():
                     self._mailboxes.abandon(channel, got)
                     await self._connections.run(self._delivery.start_reading)
+                    woken = False
                     continue
                 try:
                     await got
                 except BaseException:
                     self._mailboxes.abandon(channel, got)
                     raise
+                woken = True
                 continue
             payload = await self._connections.run(self._named.receive, channel)
             try:
