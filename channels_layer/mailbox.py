@@ -35,13 +35,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .group_members import GroupMembers as GroupMembers  # where the layers import it from
 from .handover import Decode, Handing, hand_over, handing_over
 from .ready import _idle_receiver, _Ready
-from .ready import offer_eagerly as offer_eagerly  # where the consumers import it from
-from .wakeups import call_soon_on as call_soon_on  # where the other modules import it from
 from .wakeups import running_loop as _running_loop
-from .wakeups import wake as wake
+from .wakeups import wake
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from typing import Any
 from . import metrics
 from .base import HISTORY, WHEN_READY, BaseChannelLayer, Message
 from .exceptions import ChannelFull
+from .group_members import GroupMembers
 from .history import (
     POSITION_KEY,
     HistoryConfig,
@@ -34,7 +35,7 @@ from .history import (
     require_limit,
     require_position,
 )
-from .mailbox import GroupMembers, Handing, Mailboxes
+from .mailbox import Handing, Mailboxes
 
 logger = logging.getLogger(__name__)
 

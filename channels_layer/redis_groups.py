@@ -20,9 +20,10 @@ from typing import Any
 from . import metrics
 from . import redis_envelopes as envelopes
 from .base import SkippedMembers
+from .group_members import GroupMembers
 from .history import Stamp
 from .inbox_order import SEQUENCE_LUA
-from .mailbox import GroupMembers, Mailboxes
+from .mailbox import Mailboxes
 from .redis_connections import RedisConnections
 from .redis_hosts import KeyScheme
 
