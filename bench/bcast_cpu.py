@@ -35,12 +35,13 @@ from bench.harness.scenarios import PROFILES, Context, make_impls
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0
+def _cpu(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of ``pids``."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICK
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / TICK, system / TICK
 
 
 def run_one(ctx: Context, impl: Any, layer: str, size: int, messages: list[int]) -> dict[str, Any]:
@@ -59,16 +60,18 @@ def run_one(ctx: Context, impl: Any, layer: str, size: int, messages: list[int])
                 "connections": size,
                 "messages": number,
             }
-            before = _cpu(pids)
+            user, system = _cpu(pids)
             result = scenarios.loadgen(ctx, spec, servers)
             time.sleep(0.3)  # the departed clients leave the group
-            spent.append(_cpu(pids) - before)
+            user_after, system_after = _cpu(pids)
+            spent.append((user_after - user, system_after - system))
     finally:
         scenarios.stop(ctx, [proc for proc, _ in servers])
     extra = messages[-1] - messages[0]
-    per_broadcast = (spent[-1] - spent[0]) / extra
+    per_broadcast = (sum(spent[-1]) - sum(spent[0])) / extra
     return {
-        "cpu_s": [round(s, 2) for s in spent],
+        "cpu_s": [[round(u, 2), round(s, 2)] for u, s in spent],  # user, system
+        "system_us_a_member": round((spent[-1][1] - spent[0][1]) / extra / size * 1e6, 2),
         "ms_a_broadcast": round(per_broadcast * 1e3, 2),
         "us_a_member": round(per_broadcast / size * 1e6, 2),
         "p50_ms": result.get("p50_ms"),
