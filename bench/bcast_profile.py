@@ -6,9 +6,10 @@
 Starts the server(s) of ``bench.harness.scenarios.broadcast`` for one layer (as
 ``bench.gc_log`` does), attaches ``py-spy record --gil --nonblocking --format raw`` to each
 serving process (not pausing it: a paused process's deeper stacks would take longer to read
-and weigh more) for the whole run: ``--messages`` broadcasts to ``--size`` clients (make it large so that the
-broadcasts outweigh the connection storm). Prints ``bench.profile_server``'s tables (own
-and inclusive samples) and the samples per broadcast member. Needs py-spy in the venv.
+and weigh more) for the whole run: ``--messages`` broadcasts to ``--size`` clients (make it
+large so that the broadcasts outweigh the connection storm). Prints
+``bench.profile_server``'s tables (own and inclusive samples) and the samples per broadcast
+member. Needs py-spy in the venv.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             args.raw.write_text(raw)
         total, lines = report(raw, args.top)
         members = args.size * args.messages
-        print(f"{total} samples at {args.rate}/s, {total / args.rate / members * 1e6:.2f} us a member")
+        per_member = total / args.rate / members * 1e6
+        print(f"{total} samples at {args.rate}/s, {per_member:.2f} us a member")
         print("\n".join(lines))
 
 
