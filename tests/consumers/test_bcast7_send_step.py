@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from consumers.generic.websocket import AsyncWebsocketConsumer
 from consumers.send_deadline import SendDeadline
 
 SCOPE = {"type": "websocket", "path": "/ws/x/", "client": ("127.0.0.1", 5000)}
@@ -66,3 +67,38 @@ async def test_a_suspended_coroutine_send_past_its_deadline_is_a_timeout():
     with pytest.raises(TimeoutError):
         await deadline(FRAME)
     assert asyncio.current_task().cancelling() == 0
+
+
+class Echo(AsyncWebsocketConsumer):
+    pass
+
+
+async def test_a_send_that_ended_at_once_is_sent_and_counted_without_waiting():
+    sent, counted = [], []
+
+    async def server_send(message):
+        sent.append(message)
+
+    consumer = Echo()
+    consumer.base_send = SendDeadline(server_send, SCOPE, timeout=1.0, sent=counted.append)
+    await consumer.send(text_data="x")
+    assert sent == counted == [FRAME]
+
+
+async def test_any_other_awaitable_a_send_gives_is_still_awaited():
+    loop = asyncio.get_running_loop()
+    pending = loop.create_future()
+    consumer = Echo()
+    consumer.base_send = lambda message: pending
+    sending = asyncio.ensure_future(consumer.send(text_data="x"))
+    await asyncio.sleep(0.01)
+    assert not sending.done()  # waits on the server's future
+    pending.set_result(None)
+    await sending
+
+
+async def test_a_send_that_returns_none_still_fails_to_be_awaited():
+    consumer = Echo()
+    consumer.base_send = lambda message: None
+    with pytest.raises(TypeError):
+        await consumer.send(text_data="x")
