@@ -1,4 +1,5 @@
-"""``SendDeadline`` steps the server's send with ``next()`` on its ``__await__()``: a send
+"""``SendDeadline`` steps the server's send with ``next()`` on its ``__await__()``, and
+``AsyncWebsocketConsumer.send`` skips awaiting the done future of a send that ended: a send
 that returns a value, raises in its first step, or suspends and is then cancelled or
 timed out behaves as when it was stepped with ``send(None)``."""
 
