@@ -10,7 +10,8 @@ fewer and then the more ``--messages`` broadcasts to ``--size`` clients; the ser
 processes' CPU (``/proc``, user + system) is read around each run. The difference of the
 two runs' CPU over the difference of their broadcasts is what a broadcast costs the
 server(s) without the connection storm and its close; over ``--size``, a member. Also the
-p50/p99 of the longer run.
+p50/p99 of the longer run. ``--gap`` (the load generator's, 0.02 s by default): a longer
+one shows whether some of it is a cost per second rather than per broadcast.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _cpu(pids: list[int]) -> tuple[float, float]:
     return user / TICK, system / TICK
 
 
-def run_one(ctx: Context, impl: Any, layer: str, size: int, messages: list[int]) -> dict[str, Any]:
+def run_one(
+    ctx: Context, impl: Any, layer: str, size: int, messages: list[int], gap: float = 0.02
+) -> dict[str, Any]:
     count = 1 if layer == "memory" else 2
     servers = scenarios.start_servers(ctx, impl, count=count, layer=layer)
     try:
@@ -59,6 +62,7 @@ def run_one(ctx: Context, impl: Any, layer: str, size: int, messages: list[int])
                 "path": "/ws/broadcast/",
                 "connections": size,
                 "messages": number,
+                "gap": gap,  # between a broadcast's last delivery and the next one's send
             }
             user, system = _cpu(pids)
             result = scenarios.loadgen(ctx, spec, servers)
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--impls", default="base,ours,bare")
     parser.add_argument("--base", default="main")
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between broadcasts")
     args = parser.parse_args(argv)
     names = [name for name in args.impls.split(",") if name]
     messages = [int(number) for number in args.messages.split(",")]
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for round_ in range(1, args.rounds + 1):
                 for name in names:
-                    run = run_one(ctx, impls[name], args.layer, args.size, messages)
+                    run = run_one(ctx, impls[name], args.layer, args.size, messages, args.gap)
                     found[name].append(run)
                     print(json.dumps({"round": round_, "impl": name, **run}), flush=True)
         finally:
