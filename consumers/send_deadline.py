@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -28,6 +27,10 @@ from consumers.stepping import Step, resume
 from consumers.types import Message, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
+
+
+# What ``next`` gives for a send's first step that ended it (no awaitable yields it).
+_STEP_ENDED: Any = object()
 
 
 class _Sending:
@@ -78,7 +81,7 @@ class SendDeadline:
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
-        self._done = _done_future(self._loop)  # what a quick send gives
+        self._done = _done_future(self._loop)  # what a quick send gives (``done_send``)
         # The sends in progress, by task (a consumer may send from more than one); made at
         # the first send that waits, as most connections' sends never do.
         self._sending: dict[asyncio.Task[object], _Sending] | None = None
@@ -90,12 +93,12 @@ class SendDeadline:
         Not a coroutine: the first step runs in the call, and a send that ends there (the
         usual case) gives a future already done, which costs less to await than a
         coroutine of its own (an error it raised is raised by the call)."""
-        sending = self._send(message)
-        # A coroutine (every server's send) steps as its own iterator: no wrapper to make.
-        step: Step = sending if type(sending) is types.CoroutineType else sending.__await__()
-        try:
-            suspended_on = step.send(None)
-        except StopIteration:
+        # Stepped by ``next(step, _STEP_ENDED)``, not ``send(None)`` in a ``try``: a coroutine
+        # that returns ends ``next`` without raising, where ``send`` raised StopIteration
+        # into this frame for every frame sent (its wrapper costs less: -0.12 us a send).
+        step = self._send(message).__await__()
+        suspended_on = next(step, _STEP_ENDED)
+        if suspended_on is _STEP_ENDED:
             if self._counter is not None:
                 self._counter.sent(message)
             return self._done
@@ -168,16 +171,20 @@ class SendDeadline:
 # What a send that ended at once gives, shared by the connections on the last loop seen (one
 # a connection was 264 B): done, so awaiting it never touches its loop; of the running loop,
 # so ensure_future() and wait_for() take it; nothing can cancel or call back a done future.
-_done: asyncio.Future[None] | None = None
+# A caller may skip awaiting it (``send is not done_send``): awaiting a done future raises and
+# catches a StopIteration, 0.1 us on Python 3.12+.
+# Until the first ``SendDeadline``, an object no send returns (a send returning None is
+# still awaited, and fails as it did).
+done_send: Any = object()
 
 
 def _done_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-    global _done  # a one-entry cache: a server has one loop
-    done = _done
-    if done is None or done.get_loop() is not loop:
+    global done_send  # a one-entry cache: a server has one loop
+    done = done_send
+    if not isinstance(done, asyncio.Future) or done.get_loop() is not loop:
         done = loop.create_future()
         done.set_result(None)
-        _done = done
+        done_send = done
     return done
 
 

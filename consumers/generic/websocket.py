@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from consumers import metrics
+from consumers import metrics, send_deadline
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.exceptions import (
     AcceptConnection,
@@ -312,8 +312,9 @@ class AsyncWebsocketConsumer(WebsocketProtocol):
         if not self._base_dispatch_inline or AsyncConsumer.send is not _BASE_SEND:
             await super().send(message)  # a class between us and AsyncConsumer may send
         else:
-            try:  # AsyncConsumer.send, inline: one coroutine less per frame
-                await self._asgi_send(message)
+            try:  # AsyncConsumer.send inline; a send that ended at once is not awaited
+                if (sending := self._asgi_send(message)) is not send_deadline.done_send:
+                    await sending
             except OSError as error:
                 raise ClientGone(f"the client has gone: {error!r}") from error
         if close is not False:
@@ -404,8 +405,7 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
             or AsyncConsumer.send is not _BASE_SEND
             or not self._base_dispatch_inline
         ):
-            await self.send(text_data=await self.encode_json(content), close=close)
-            return
+            return await self.send(text_data=await self.encode_json(content), close=close)
         message = {"type": "websocket.send", "text": dump_json(content)}  # encode_json, send
         try:
             await self._asgi_send(message)
