@@ -17,21 +17,18 @@ one shows whether some of it is a cost per second rather than per broadcast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.bcast_profile import _workers
-from bench.gc_log import _source_at
 from bench.harness import scenarios
-from bench.harness.procs import Processes
-from bench.harness.scenarios import PROFILES, Context, make_impls
+from bench.harness.scenarios import Context
+from bench.probe_servers import probe_context
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -99,23 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bcast-cpu-") as temp:
         temp_dir = Path(temp)
-        ours = scenarios.snapshot_source(temp_dir / "ours")
-        impls = make_impls(Path(sys.executable), None, ours)
-        if "base" in names:
-            base = _source_at(args.base, temp_dir / "base")
-            impls["base"] = dataclasses.replace(
-                impls["ours"], name="base", pythonpath=[base, scenarios.ROOT]
-            )
-        (temp_dir / "procs").mkdir()
-        procs = Processes(temp_dir / "procs")
-        ctx = Context(
-            procs=procs,
-            impls=impls,
-            profile=PROFILES["quick"],
-            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
-            prefix=f"bcastcpu-{os.getpid()}-{int(time.time())}",
-            server=args.server,
-        )
+        base = args.base if "base" in names else None
+        ctx = probe_context(temp_dir, args.server, "bcastcpu", base)
+        impls, procs = ctx.impls, ctx.procs
         try:
             for round_ in range(1, args.rounds + 1):
                 for name in names:

@@ -15,7 +15,6 @@ member. Needs py-spy in the venv.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -24,8 +23,7 @@ import time
 from pathlib import Path
 
 from bench.harness import scenarios
-from bench.harness.procs import Processes
-from bench.harness.scenarios import PROFILES, Context, make_impls
+from bench.probe_servers import probe_context
 from bench.profile_server import report
 
 
@@ -60,18 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     py_spy = str(Path(sys.executable).with_name("py-spy"))
     with tempfile.TemporaryDirectory(prefix="bcast-profile-") as temp:
         temp_dir = Path(temp)
-        ours = scenarios.snapshot_source(temp_dir / "ours")
-        impls = make_impls(Path(sys.executable), None, ours)
-        (temp_dir / "procs").mkdir()
-        procs = Processes(temp_dir / "procs")
-        ctx = Context(
-            procs=procs,
-            impls=impls,
-            profile=PROFILES["quick"],
-            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
-            prefix=f"bcastprof-{os.getpid()}-{int(time.time())}",
-            server=args.server,
-        )
+        ctx = probe_context(temp_dir, args.server, "bcastprof")
+        impls, procs = ctx.impls, ctx.procs
         count = 1 if args.layer == "memory" else 2
         spies = []
         try:

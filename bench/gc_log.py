@@ -19,33 +19,17 @@ broadcasts, measured ones, close). ``python -m bench.gc_summary FILE [SIZE]`` su
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import scenarios
-from bench.harness.procs import Processes
-from bench.harness.scenarios import PROFILES, ROOT, Context, Impl, make_impls
+from bench.harness.scenarios import Context, Impl
+from bench.probe_servers import probe_context
 
 PROBE = Path(__file__).resolve().parent / "gc_probe"
-
-
-def _source_at(revision: str, target: Path) -> Path:
-    target.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision, "consumers", "channels_layer"],  # noqa: S607
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)  # noqa: S607
-    return target
 
 
 def _with_probe(log_dir: Path) -> Any:
@@ -193,21 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gc-log-") as temp:
         temp_dir = Path(temp)
-        ours = scenarios.snapshot_source(temp_dir / "ours")
-        impls = make_impls(Path(sys.executable), None, ours)
-        if "base" in names:
-            base = _source_at(args.base, temp_dir / "base")
-            impls["base"] = dataclasses.replace(impls["ours"], name="base", pythonpath=[base, ROOT])
-        (temp_dir / "procs").mkdir()
-        procs = Processes(temp_dir / "procs")
-        ctx = Context(
-            procs=procs,
-            impls=impls,
-            profile=PROFILES["quick"],
-            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
-            prefix=f"gclog-{os.getpid()}-{int(time.time())}",
-            server=args.server,
-        )
+        base = args.base if "base" in names else None
+        ctx = probe_context(temp_dir, args.server, "gclog", base)
+        impls, procs = ctx.impls, ctx.procs
         try:
             for round_ in range(1, args.rounds + 1):
                 for name in names:
