@@ -48,27 +48,11 @@ async def run(members: int, passes: int) -> None:
 
     django.setup()
     from bench.apps.routes import build
-    from bench.broadcast_timeline import Recorder
+    from bench.broadcast_timeline import Recorder, connect_members
 
     app = build("consumers", None)
     recorder = Recorder(0.0)
-    inboxes: list[asyncio.Queue[Any]] = []
-    tasks = []
-    for index in range(members):
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-        inbox.put_nowait({"type": "websocket.connect"})
-        inboxes.append(inbox)
-        scope = {
-            "type": "websocket",
-            "path": "/ws/broadcast/",
-            "headers": [],
-            "query_string": b"",
-            "client": ("127.0.0.1", index),
-            "server": ("127.0.0.1", 80),
-            "subprotocols": [],
-        }
-        tasks.append(asyncio.ensure_future(app(scope, inbox.get, recorder.send)))
-    await asyncio.sleep(0.3)
+    inboxes, tasks = await connect_members(app, members, recorder.send)
     inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
     await asyncio.sleep(0.3)
     readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]

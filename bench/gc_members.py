@@ -19,18 +19,10 @@ import statistics
 from typing import Any
 
 from bench.broadcast_timeline import connect_members, disconnect_members, probe_args
+from bench.fanout_phases import Counter
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.sent = 0
-
-    async def send(self, message: dict[str, Any]) -> None:
-        if message["type"] == "websocket.send":
-            self.sent += 1
 
 
 async def _broadcast(layer: Any, group: str, counter: Counter, members: int) -> float:
