@@ -11,7 +11,6 @@ frame that arrives while the layer side has its turn waits for up to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import sys
@@ -22,8 +21,10 @@ from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_
 from consumers import metrics
 from consumers.eager import EagerReader
 from consumers.exceptions import ClientGone, StopConsumer
+from consumers.inline_attributes import learn_attributes
 from consumers.send_deadline import send_within_deadline
 from consumers.threads import Outbox, close_old_connections_here, sync_pool
+from consumers.turn import Turn
 from consumers.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.consumer")
@@ -89,87 +90,6 @@ def _preview(message: Mapping[str, Any]) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-class _Turn:
-    """The consumer's turn between its connection and its layer channel: a FIFO lock taken
-    without a coroutine when free (``asyncio.Lock.acquire`` is one, and on Python 3.11 it
-    also walks its waiters through a generator once anyone has waited: 0.4 us a frame).
-    A release hands the turn straight to the first waiter. The waiters are a list made at
-    the first wait, not a deque: at most the consumer's two sides wait, and most idle
-    connections never do (an empty deque is 700 B a connection).
-
-    Called with the layer's ready future, it starts its consumer's layer side: the done
-    callback of ``_idle``, instead of a bound method each idle connection would keep."""
-
-    __slots__ = ("_consumer", "_waiters", "held")
-
-    def __init__(self, consumer: AsyncConsumer | None = None) -> None:
-        self.held = False
-        self._waiters: list[asyncio.Future[None]] | None = None
-        self._consumer = consumer
-
-    def __call__(self, ready: asyncio.Future[None]) -> None:
-        assert self._consumer is not None  # noqa: S101  for mypy: made by a consumer
-        self._consumer._start_reading(ready)
-
-    def take_now(self) -> bool:
-        """Take the turn if it is free."""
-        if self.held:
-            return False
-        self.held = True
-        return True
-
-    async def take(self) -> None:
-        """Take the turn, waiting for it after those already waiting."""
-        if self.take_now():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed the turn, then cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)  # still held: the waiter has it now
-                return
-        self.held = False
-
-
-def _learn_attributes(consumer: object) -> None:
-    """Set every attribute of its class's ``_instance_attributes`` on ``consumer`` (made
-    to be thrown away), so that the class knows them all before its connections come.
-    CPython keeps an instance's attributes inline, without a ``__dict__``, while they are
-    among those its class knew when the instance was made (plus one); a later one turns
-    the instance's attributes into a dict. The layer side's (``_eager``, ``_reading``) are
-    first set at a consumer's first layer message: the first broadcast after a storm of
-    connections made a dict for each of its members (9 objects left a member instead of
-    8, hundreds of bytes each, at 1,000 members 1.4 more collections).
-
-    It runs none of the user's code: ``object.__setattr__``, not the class's own, and a
-    name the class has a data descriptor for (a property, a slot, a user's own) is left
-    alone, found as ``object.__setattr__`` finds it (through the MRO, not ``getattr``,
-    which would run the descriptor or a metaclass property)."""
-    cls = type(consumer)
-    for name in getattr(cls, "_instance_attributes", ()):
-        found = next(
-            (klass.__dict__[name] for klass in cls.__mro__ if name in klass.__dict__), None
-        )
-        kind = type(found)
-        if not (hasattr(kind, "__set__") or hasattr(kind, "__delete__")):
-            object.__setattr__(consumer, name, None)
-
-
 class AsyncConsumer:
     """Base consumer whose handlers are coroutines running on the event loop."""
 
@@ -186,7 +106,7 @@ class AsyncConsumer:
     # The handler timer ``metrics.handling`` keeps on the consumer at its first message.
     _consumers_handling: metrics._Handling | metrics._NotMeasured | None = None
     # Every attribute a consumer sets on itself, for ``as_asgi`` to teach the class (see
-    # ``_learn_attributes``).
+    # ``inline_attributes.learn_attributes``).
     _instance_attributes: ClassVar[tuple[str, ...]] = (
         "scope",
         "_asgi_send",
@@ -214,7 +134,7 @@ class AsyncConsumer:
     def as_asgi(cls, **initkwargs: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """An ASGI application that makes a new consumer for each connection."""
         # Validates the keywords at routing time, not at the first request.
-        _learn_attributes(cls(**initkwargs))
+        learn_attributes(cls(**initkwargs))
 
         def start(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             return cls(**initkwargs)(scope, receive, send)
@@ -265,7 +185,7 @@ class AsyncConsumer:
                         watch.received(message)
                     await self.dispatch(message)
             self.channel_name = await layer.new_channel()
-            self._turn = turn = _Turn(self)
+            self._turn = turn = Turn(self)
             connection_side = asyncio.current_task()
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side

@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers import metrics
-from consumers.consumer import AsyncConsumer, _Turn
+from consumers.consumer import AsyncConsumer
 from consumers.generic import websocket
 from consumers.generic.jsonframes import dump_json, parse_json
 from consumers.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from consumers.testing import WebsocketCommunicator
+from consumers.turn import Turn
 from tests.fuzzing import json_values
 
 
@@ -420,7 +421,7 @@ def test_parse_json_is_the_stdlib_decoder(text):
 
 
 async def test_the_turn_goes_to_waiters_in_order_and_past_cancelled_ones():
-    turn = _Turn()
+    turn = Turn()
     assert turn.take_now()
     order = []
 
@@ -442,7 +443,7 @@ async def test_the_turn_goes_to_waiters_in_order_and_past_cancelled_ones():
 
 
 async def test_a_waiter_cancelled_after_being_handed_the_turn_passes_it_on():
-    turn = _Turn()
+    turn = Turn()
     assert turn.take_now()
     handed = asyncio.ensure_future(turn.take())
     after = asyncio.ensure_future(turn.take())

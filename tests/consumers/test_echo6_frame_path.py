@@ -1,6 +1,6 @@
 """A frame on the usual path (the turn free, the handler ending normally, a text frame)
 takes the consumer's turn, times its handler and counts its bytes in place: no call of
-``_Turn.take_now``/``release``, ``_Handling.ended``, ``metrics.handling`` or ``_size`` per
+``Turn.take_now``/``release``, ``_Handling.ended``, ``metrics.handling`` or ``_size`` per
 frame (each a Python call on every echo frame). What they did must still happen: the
 handler histogram gets one observation a frame, the byte counts are the same, a frame
 that finds the turn taken waits for it, and a worker's job is still counted."""
@@ -12,13 +12,14 @@ from unittest import mock
 import pytest
 
 from consumers import metrics
-from consumers.consumer import AsyncConsumer, _Turn
+from consumers.consumer import AsyncConsumer
 from consumers.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
     WebsocketConsumer,
 )
 from consumers.testing import WebsocketCommunicator
+from consumers.turn import Turn
 
 
 class TextEcho(AsyncWebsocketConsumer):
@@ -92,8 +93,8 @@ async def test_a_usual_frame_makes_none_of_the_calls_done_in_place(cls, texts):
     watched = {
         name: mock.patch.object(owner, attribute, autospec=True, side_effect=original)
         for name, owner, attribute, original in [
-            ("take_now", _Turn, "take_now", _Turn.take_now),
-            ("release", _Turn, "release", _Turn.release),
+            ("take_now", Turn, "take_now", Turn.take_now),
+            ("release", Turn, "release", Turn.release),
             ("ended", metrics._Handling, "ended", metrics._Handling.ended),
         ]
     }
