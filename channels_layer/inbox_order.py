@@ -84,20 +84,25 @@ end
 REFRESH_SECONDS = 1.0
 REFRESH_FIELD = "#exp"  # in the pending hash: until when (Redis's clock, us) both keys live
 
-# Lua's ``queue(inbox, pending, envs, ttl_ms)``: RPUSH the envelopes ``envs`` onto list
-# ``inbox`` as entries numbered as above, keep the last number in hash ``pending``, and
-# return the first number given. One script call queues a whole batch: one clock reading,
-# one HMGET, one RPUSH and one HSET, whatever its size. Both keys share one deadline, kept
-# in the hash: a send moves it to ``ttl_ms`` from now only when that is at least
-# ``REFRESH_SECONDS`` later (so a busy inbox is refreshed about once a second, and a
+# Lua's ``read_pending(pending, fields)`` is one HMGET of hash ``pending``: the last number
+# given, the keys' deadline (below), then the values of ``fields`` (the caller's counts);
+# ``queue(inbox, pending, envs, ttl_ms, saved, counts)`` RPUSHes the envelopes ``envs``
+# onto list ``inbox`` as entries numbered as above, sets the last number and the flat
+# field/value pairs ``counts`` in ``pending``, and returns the first number given; ``saved``
+# is what ``read_pending`` returned. One script call queues a whole batch: one clock
+# reading, one HMGET, one RPUSH and one HSET, whatever its size. Both keys share one
+# deadline, kept in the hash: a send moves it to ``ttl_ms`` from now only when that is at
+# least ``REFRESH_SECONDS`` later (so a busy inbox is refreshed about once a second, and a
 # sender with a shorter expiry never shortens another's), and an inbox this RPUSH made
 # anew (a drained list is gone from Redis) gets the same deadline. So after any send both
 # keys live at least ``ttl_ms`` minus the interval, and expire together.
 QUEUE_LUA = f"""
-local function queue(inbox, pending, envs, ttl)
+local function read_pending(pending, fields)
+  return redis.call('HMGET', pending, '{SEQ_FIELD}', '{REFRESH_FIELD}', unpack(fields))
+end
+local function queue(inbox, pending, envs, ttl, saved, counts)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local saved = redis.call('HMGET', pending, '{SEQ_FIELD}', '{REFRESH_FIELD}')
   local seq = math.max(tonumber(saved[1] or '0'), now - 1)
   local first = seq + 1
   for j = 1, #envs do
@@ -109,15 +114,15 @@ local function queue(inbox, pending, envs, ttl)
   local deadline = now + tonumber(ttl) * 1000
   local numbered = string.format('%0{SEQ_DIGITS}.0f', seq)
   if deadline - until_now >= {int(REFRESH_SECONDS * 1_000_000)} then
-    redis.call('PEXPIRE', inbox, ttl)
-    redis.call('PEXPIRE', pending, ttl)
     local stamp = string.format('%.0f', deadline)
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp, unpack(counts))
+    redis.call('PEXPIRE', inbox, ttl)
+    redis.call('PEXPIRE', pending, ttl)  -- after the HSET, which may have made it
   else
     if length == #envs then
       redis.call('PEXPIRE', inbox, math.max(1, math.floor((until_now - now) / 1000)))
     end
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered)
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, unpack(counts))
   end
   return first
 end
