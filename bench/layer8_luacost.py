@@ -1,7 +1,9 @@
 """Redis's own time per EVALSHA of the inbox send script: another tree's (a ``git archive``
 export, say) against this tree's, alternating, from ``INFO commandstats`` on a private
 redis-server (usec_per_call: the command's execution, not the network), with a plain
-RPUSH for scale.
+RPUSH for scale. Each figure is given twice: Redis's count (wall time, so it counts a
+descheduled Redis too) and the redis-server process's CPU time (user + system, from /proc,
+the network's share included) per message.
 
 usage: python -m bench.layer8_luacost PORT OTHER_TREE [N] [ROUNDS]
 """
@@ -33,14 +35,25 @@ def usec(client: redis.Redis, command: str) -> tuple[int, int]:
     return stats["calls"], stats["usec"]
 
 
-def per_call(client: redis.Redis, command: str, run: object) -> float:
+def cpu_us(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def per_call(client: redis.Redis, command: str, run: object, per: int = 1) -> str:
+    """``counted/cpu`` us per call of ``command`` while ``run()`` runs, over ``per``."""
+    pid = client.info("server")["process_id"]
     calls0, usec0 = usec(client, command)
+    cpu0 = cpu_us(pid)
     run()  # type: ignore[operator]
+    cpu = cpu_us(pid) - cpu0
     calls, total = usec(client, command)
-    return (total - usec0) / (calls - calls0)
+    count = (calls - calls0) * per
+    return f"{(total - usec0) / count:5.2f}/{cpu / count:5.1f}"
 
 
-def measure(client: redis.Redis, sha: str, n: int) -> list[float]:
+def measure(client: redis.Redis, sha: str, n: int) -> list[str]:
     ttl = inbox_ttl_ms(60)
     client.delete(*KEYS)
 
@@ -61,7 +74,7 @@ def measure(client: redis.Redis, sha: str, n: int) -> list[float]:
     figures.append(per_call(client, "evalsha", lambda: one(False)))
     for channels in (64, 4):
         client.delete(*KEYS)
-        figures.append(per_call(client, "evalsha", lambda c=channels: batch(c)) / 64)
+        figures.append(per_call(client, "evalsha", lambda c=channels: batch(c), 64))
     client.delete(*KEYS)
     return figures
 
@@ -82,10 +95,10 @@ def main() -> None:
     for index in range(rounds):
         for label, sha in shas.items():
             figures = measure(client, sha, n)
-            print(f"round {index + 1} {label:5s} " + " | ".join(f"{f:5.2f}" for f in figures))
+            print(f"round {index + 1} {label:5s} " + " | ".join(figures))
         rpush = per_call(client, "rpush", lambda: [client.rpush(KEYS[0], ENV) for _ in range(n)])
         client.delete(*KEYS)
-        print(f"round {index + 1} RPUSH {rpush:5.2f}")
+        print(f"round {index + 1} RPUSH {rpush}")
 
 
 if __name__ == "__main__":
