@@ -35,6 +35,9 @@ from typing import Any
 import msgpack
 
 SEQ_DIGITS = 17  # an inbox entry starts with its sequence number in this many digits
+# The scripts write these numbers (whole, below 2^53) with Lua's '%d', an integer
+# conversion: '%.0f' goes through the C library's floating-point printing, 2-3 us a
+# number in Redis on this machine (bench/results/issue20/part8-layer.md).
 SEQ_FIELD = "#seq"  # in the process's pending-count hash; "#" is in no channel name
 MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed marks
 # A broadcast is never held longer than this, whatever happens to the inbox reader.
@@ -55,11 +58,11 @@ local function next_entry(pending, env)
     seq = math.max(tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0'), now - 1)
   end
   seq = seq + 1
-  return string.format('%0{SEQ_DIGITS}.0f', seq) .. env
+  return string.format('%0{SEQ_DIGITS}d', seq) .. env
 end
 local function save_seq(pending)
   if seq ~= nil then
-    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}.0f', seq))
+    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}d', seq))
   end
 end
 local packed_marks = nil
@@ -84,45 +87,40 @@ end
 REFRESH_SECONDS = 1.0
 REFRESH_FIELD = "#exp"  # in the pending hash: until when (Redis's clock, us) both keys live
 
-# Lua's ``read_pending(pending, fields)`` is one HMGET of hash ``pending``: the last number
-# given, the keys' deadline (below), then the values of ``fields`` (the caller's counts);
-# ``queue(inbox, pending, envs, ttl_ms, saved, counts)`` RPUSHes the envelopes ``envs``
-# onto list ``inbox`` as entries numbered as above, sets the last number and the flat
-# field/value pairs ``counts`` in ``pending``, and returns the first number given; ``saved``
-# is what ``read_pending`` returned. One script call queues a whole batch: one clock
-# reading, one HMGET, one RPUSH and one HSET, whatever its size. Both keys share one
-# deadline, kept in the hash: a send moves it to ``ttl_ms`` from now only when that is at
-# least ``REFRESH_SECONDS`` later (so a busy inbox is refreshed about once a second, and a
+# Lua's ``queue(inbox, pending, envs, ttl_ms)``: RPUSH the envelopes ``envs`` onto list
+# ``inbox`` as entries numbered as above, keep the last number in hash ``pending``, and
+# return the first number given. One script call queues a whole batch: one clock reading,
+# one HMGET, one RPUSH and one HSET, whatever its size. Both keys share one deadline, kept
+# in the hash: a send moves it to ``ttl_ms`` from now only when that is at least
+# ``REFRESH_SECONDS`` later (so a busy inbox is refreshed about once a second, and a
 # sender with a shorter expiry never shortens another's), and an inbox this RPUSH made
 # anew (a drained list is gone from Redis) gets the same deadline. So after any send both
 # keys live at least ``ttl_ms`` minus the interval, and expire together.
 QUEUE_LUA = f"""
-local function read_pending(pending, fields)
-  return redis.call('HMGET', pending, '{SEQ_FIELD}', '{REFRESH_FIELD}', unpack(fields))
-end
-local function queue(inbox, pending, envs, ttl, saved, counts)
+local function queue(inbox, pending, envs, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local saved = redis.call('HMGET', pending, '{SEQ_FIELD}', '{REFRESH_FIELD}')
   local seq = math.max(tonumber(saved[1] or '0'), now - 1)
   local first = seq + 1
   for j = 1, #envs do
     seq = seq + 1
-    envs[j] = string.format('%0{SEQ_DIGITS}.0f', seq) .. envs[j]
+    envs[j] = string.format('%0{SEQ_DIGITS}d', seq) .. envs[j]
   end
   local length = redis.call('RPUSH', inbox, unpack(envs))
   local until_now = tonumber(saved[2] or '0')
   local deadline = now + tonumber(ttl) * 1000
-  local numbered = string.format('%0{SEQ_DIGITS}.0f', seq)
+  local numbered = string.format('%0{SEQ_DIGITS}d', seq)
   if deadline - until_now >= {int(REFRESH_SECONDS * 1_000_000)} then
-    local stamp = string.format('%.0f', deadline)
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp, unpack(counts))
     redis.call('PEXPIRE', inbox, ttl)
-    redis.call('PEXPIRE', pending, ttl)  -- after the HSET, which may have made it
+    redis.call('PEXPIRE', pending, ttl)
+    local stamp = string.format('%d', deadline)
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
   else
     if length == #envs then
       redis.call('PEXPIRE', inbox, math.max(1, math.floor((until_now - now) / 1000)))
     end
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, unpack(counts))
+    redis.call('HSET', pending, '{SEQ_FIELD}', numbered)
   end
   return first
 end

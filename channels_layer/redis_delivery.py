@@ -110,47 +110,24 @@ class ProcessDelivery(Protocol):
 # Queue messages for process-local channels, refusing any whose channel already has its
 # capacity pending; the count in KEYS[2] is per channel, so a slow consumer fills only its
 # own. Each entry carries a sequence number (see inbox_order's ``queue``, which also keeps
-# the keys' expiry). The counts are read with the sequence number (one HMGET) and written
-# with it (one HSET), not one HINCRBY per call; a refused call leaves its count as it was.
-# One RPUSH for the whole batch.
+# the keys' expiry). One RPUSH for the whole batch.
 # ARGV groups: channel, envelope, capacity, ttl (ms). Result: the entry's sequence number
 # if queued, 0 if full.
 SEND_TO_PROCESS = (
     QUEUE_LUA
     + """
-local channels, seen = {}, {}
+local results, entries = {}, {}
 for i = 1, #ARGV, 4 do
-  if seen[ARGV[i]] == nil then
-    seen[ARGV[i]] = true
-    channels[#channels + 1] = ARGV[i]
-  end
-end
-local saved = read_pending(KEYS[2], channels)
-local counts = {}
-for j = 1, #channels do
-  counts[channels[j]] = tonumber(saved[j + 2] or '0')
-end
-local results, entries, changed = {}, {}, {}
-for i = 1, #ARGV, 4 do
-  local count = counts[ARGV[i]] + 1
-  if count > tonumber(ARGV[i + 2]) then
+  if redis.call('HINCRBY', KEYS[2], ARGV[i], 1) > tonumber(ARGV[i + 2]) then
+    redis.call('HINCRBY', KEYS[2], ARGV[i], -1)  -- it was full: as it was
     results[#results + 1] = 0
   else
-    counts[ARGV[i]] = count
-    changed[ARGV[i]] = true
     entries[#entries + 1] = ARGV[i + 1]
     results[#results + 1] = #entries
   end
 end
 if #entries > 0 then
-  local fields = {}
-  for j = 1, #channels do
-    if changed[channels[j]] then
-      fields[#fields + 1] = channels[j]
-      fields[#fields + 1] = string.format('%d', counts[channels[j]])
-    end
-  end
-  local first = queue(KEYS[1], KEYS[2], entries, ARGV[4], saved, fields) - 1
+  local first = queue(KEYS[1], KEYS[2], entries, ARGV[4]) - 1
   for r = 1, #results do
     if results[r] > 0 then
       results[r] = first + results[r]
