@@ -35,6 +35,9 @@ from typing import Any
 import msgpack
 
 SEQ_DIGITS = 17  # an inbox entry starts with its sequence number in this many digits
+# The scripts write these numbers (whole, below 2^53) with Lua's '%d', an integer
+# conversion: '%.0f' goes through the C library's floating-point printing, 2-3 us a
+# number in Redis on this machine (bench/results/issue20/part8-layer.md).
 SEQ_FIELD = "#seq"  # in the process's pending-count hash; "#" is in no channel name
 MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed marks
 # A broadcast is never held longer than this, whatever happens to the inbox reader.
@@ -55,11 +58,11 @@ local function next_entry(pending, env)
     seq = math.max(tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0'), now - 1)
   end
   seq = seq + 1
-  return string.format('%0{SEQ_DIGITS}.0f', seq) .. env
+  return string.format('%0{SEQ_DIGITS}d', seq) .. env
 end
 local function save_seq(pending)
   if seq ~= nil then
-    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}.0f', seq))
+    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}d', seq))
   end
 end
 local packed_marks = nil
@@ -102,16 +105,16 @@ local function queue(inbox, pending, envs, ttl)
   local first = seq + 1
   for j = 1, #envs do
     seq = seq + 1
-    envs[j] = string.format('%0{SEQ_DIGITS}.0f', seq) .. envs[j]
+    envs[j] = string.format('%0{SEQ_DIGITS}d', seq) .. envs[j]
   end
   local length = redis.call('RPUSH', inbox, unpack(envs))
   local until_now = tonumber(saved[2] or '0')
   local deadline = now + tonumber(ttl) * 1000
-  local numbered = string.format('%0{SEQ_DIGITS}.0f', seq)
+  local numbered = string.format('%0{SEQ_DIGITS}d', seq)
   if deadline - until_now >= {int(REFRESH_SECONDS * 1_000_000)} then
     redis.call('PEXPIRE', inbox, ttl)
     redis.call('PEXPIRE', pending, ttl)
-    local stamp = string.format('%.0f', deadline)
+    local stamp = string.format('%d', deadline)
     redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
   else
     if length == #envs then

@@ -10,7 +10,7 @@ How it works, in the Phoenix.PubSub manner:
 - Named channels (``runworker`` channels, for instance) are one Redis list each, so any
   process may receive from them; each message goes to one receiver (``redis_named``).
   ``at_least_once`` ones keep a message under a lease until its job is done
-  (``redis_leases``).
+  (``redis_at_least_once``, ``redis_leases``).
 - A group is a Redis pub/sub topic, fanned out in memory by each member process
   (``redis_groups``), so ``group_send`` is one PUBLISH whatever the number of members.
   A group with history also keeps its last messages in a stream (``redis_history``).
@@ -36,20 +36,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from . import metrics, redis_flush, redis_local, serializers
-from . import redis_envelopes as envelopes
 from .base import (
     AT_LEAST_ONCE,
     CROSS_PROCESS,
     HISTORY,
     MAX_MESSAGE_SIZE,
     WHEN_READY,
-    BaseChannelLayer,
     CapacityPattern,
     Message,
 )
 from .exceptions import ChannelFull
 from .history import HistoryConfig, Position, require_limit, require_position
 from .mailbox import Handing, Mailboxes
+from .redis_at_least_once import AtLeastOnceChannels
 from .redis_connections import (
     LayerCallbacks,
     ProcessInbox,
@@ -60,7 +59,7 @@ from .redis_groups import GROUP_SCRIPTS, RedisGroups, sharded_publish
 from .redis_health import BACKOFF_FIRST, BACKOFF_MAX
 from .redis_history import HISTORY_SCRIPTS, RedisHistory
 from .redis_hosts import ChannelOwners, KeyScheme, ShardRing, parse_hosts
-from .redis_leases import LEASE_SCRIPTS, Lease, Leases
+from .redis_leases import LEASE_SCRIPTS, Lease
 from .redis_named import NAMED_SCRIPTS, NamedChannels
 
 __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Lease", "RedisChannelLayer"]
@@ -75,7 +74,7 @@ SCRIPTS = {
 }
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(AtLeastOnceChannels):
     """Drop-in for ``channels_redis.core.RedisChannelLayer``, with the same keywords, plus
     ``BaseChannelLayer``'s ``max_message_size``, checked on the msgpack bytes before any
     encryption.
@@ -202,15 +201,7 @@ class RedisChannelLayer(BaseChannelLayer):
             unavailable=lambda shard, error: self._unavailable(shard, error),
         )
         metrics.watch_layer("redis", self._mailboxes, self._groups.members)
-        self._leases = Leases(
-            self._connections,
-            channel_key=functools.partial(self._key, "channel"),
-            leases_key=functools.partial(self._key, "leases"),
-            ttl=self._named_ttl,
-        )
-        self._leased = self.compile_patterns(
-            at_least_once or {}, "at_least_once", self._require_seconds
-        )
+        self._lease_channels(self._connections, self._key, at_least_once)
         self.history = HistoryConfig(history)
         # Envelopes keep messages apart, so no random prefix; an encrypted message is
         # refused once older than the longest a message may wait here (or be kept).
@@ -329,27 +320,6 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._connections.run(self._delivery.start_reading)
         return channel
 
-    def lease_timeout(self, channel: str) -> float | None:
-        """The visibility timeout of an ``at_least_once`` channel; None for the others."""
-        if "!" in channel:
-            return None
-        return next((seconds for pattern, seconds in self._leased if pattern.match(channel)), None)
-
-    async def receive_leased(self, channel: str) -> tuple[Message, Lease]:
-        """The next message of an ``at_least_once`` channel and its lease: call
-        ``lease.finish()`` once the job is done (or ``give_back()`` to run it elsewhere)."""
-        self.require_valid_channel_name(channel)
-        timeout = self.lease_timeout(channel)
-        if timeout is None:
-            raise ValueError(f"Channel {channel!r} is not configured as at_least_once")
-        while True:
-            lease = await self._leases.claim(channel, timeout)
-            try:
-                return self.deserialize(envelopes.read_named_entry(lease.envelope)[1]), lease
-            except ValueError as error:
-                logger.error("Dropped a message on %r: %s", channel, error)
-                await lease.finish()
-
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or renew it); returns once broadcasts reach it."""
         self.require_valid_group_name(group)
@@ -424,10 +394,6 @@ class RedisChannelLayer(BaseChannelLayer):
         if "!" in channel:
             return await self._delivery.send(channel, owner, payload)
         return await self._named.send(channel, payload)
-
-    def _named_ttl(self, channel: str) -> int:
-        kept = self.group_expiry if self.lease_timeout(channel) is not None else self.expiry
-        return int(kept) + 1
 
     async def _unavailable(self, shard: int, error: BaseException) -> None:
         """Wait before retrying: the backoff, or less if another caller gets through."""
