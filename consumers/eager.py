@@ -30,22 +30,17 @@ from consumers.stepping import resume
 if TYPE_CHECKING:
     from consumers.consumer import AsyncConsumer
 
+# The dict ``current_task()`` reads on Python 3.11 (``_asyncio``'s own when built): writing
+# it in ``handle`` is what ``_enter_task``/``_leave_task`` do, less their checks and calls.
+# None from 3.12 on, where ``_swap_current_task`` (in C) does it in one call.
 if sys.version_info >= (3, 12):
     from asyncio.tasks import _swap_current_task
+
+    _current_tasks = None
 else:
-    # The dict ``current_task()`` reads (``_asyncio``'s own when built): writing it is what
-    # ``_enter_task``/``_leave_task`` do, less their checks and two calls (0.2 us a member).
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
 
-    def _swap_current_task(
-        loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
-    ) -> asyncio.Task[Any] | None:
-        """Make ``task`` the loop's current task; the one that was (Python 3.12's own)."""
-        if task is None:
-            return _current_tasks.pop(loop, None)
-        previous = _current_tasks.get(loop)
-        _current_tasks[loop] = task
-        return previous
+    _swap_current_task: Any = None  # never called: ``_current_tasks`` is written instead
 
 
 class Handed:
@@ -187,15 +182,27 @@ class EagerReader:
         if task.cancelling():  # since the claim: as a reader woken, then cancelled
             self.release()
             return False
-        previous = _swap_current_task(self._loop, task)
+        # The reader task is the current task while the handler runs, then the sender's
+        # again; on 3.11 by writing the dict itself: two Python calls less a member.
+        loop, current = self._loop, _current_tasks
+        if current is None:
+            previous = _swap_current_task(loop, task)
+        else:
+            previous = current.get(loop)
+            current[loop] = task
         try:
             handed = self.context.run(_first_step, self._consumer, message)
         except RuntimeError:  # its context is entered (a callback of the reader's sent)
             handed = Handed(self._consumer.dispatch(message), None)  # for the reader to run
         finally:
-            _swap_current_task(self._loop, previous)
+            if current is None:
+                _swap_current_task(loop, previous)
+            elif previous is None:
+                del current[loop]
+            else:
+                current[loop] = previous
         if handed is None:
-            self.release()
+            self._turn.release()  # release(), less a call a member
             return False
         self.handed = handed
         return True

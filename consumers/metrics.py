@@ -6,9 +6,10 @@ ASGI ``receive`` and ``send`` run, and handed to ``prometheus_client`` as counte
 scrapes: a frame costs an attribute increment, not a lock. Histograms are
 ``channels_layer.timings`` (one bucket list under one lock, exported as histograms), the
 rarer counters ``prometheus_client``'s, all bound to their labels once. State (open
-connections, threads busy, presence) is read at scrape time. Labels are bounded: a consumer
-class, a close code the server sent or a standard one, a refusal reason; never a user, room
-or channel name. ``CONSUMERS_METRICS = False`` (read once) makes every hook a no-op.
+connections; threads busy and presence, in ``metrics_state``) is read at scrape time.
+Labels are bounded: a consumer class, a close code the server sent or a standard one, a
+refusal reason; never a user, room or channel name. ``CONSUMERS_METRICS = False`` (read
+once) makes every hook a no-op.
 
 How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` watches its ASGI messages
 (``watching``, a ``WebSocketWatch``; ``serve`` for other callers); the origin check, the router and
@@ -27,12 +28,16 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, start_http_server
+from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from channels_layer.metrics import enabled
 from channels_layer.timings import TimingsFamily
 from consumers.exceptions import ClientGone, StopConsumer
+from consumers.metrics_state import pool_metrics, presence_metrics
+from consumers.metrics_state import serve_from_thread as serve_from_thread
+from consumers.metrics_state import watch_pool as watch_pool
+from consumers.metrics_state import watch_presence as watch_presence
 from consumers.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("consumers.metrics")
@@ -342,20 +347,6 @@ def queue_waited(queued: float) -> None:
         _queue_waited(time.perf_counter() - queued)
 
 
-_pools: weakref.WeakSet[Any] = weakref.WeakSet()
-_trackers: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def watch_pool(pool: Any) -> None:
-    """Report a ``threads.SyncPool``'s threads at each scrape."""
-    _pools.add(pool)
-
-
-def watch_presence(tracker: Any) -> None:
-    """Report a ``presence_tracker.Tracker``'s figures at each scrape."""
-    _trackers.add(tracker)
-
-
 class ConsumersCollector:
     """The tallies, and the state of the pool and presence, as they are at the scrape."""
 
@@ -399,61 +390,8 @@ class ConsumersCollector:
             "Clients closed because they stopped reading",
             value=tally.slow_dropped,
         )
-        yield from self._pool()
-        yield from self._presence()
-
-    def _pool(self) -> Iterator[Metric]:
-        threads = busy = queued = size = 0
-        for pool in list(_pools):
-            # SyncPool's counts, read under its lock (consumers.threads).
-            with pool._lock:
-                threads += pool._threads
-                busy += pool._threads - pool._idle
-                queued += max(0, pool._queued - pool._idle)
-            size += pool.size
-        yield GaugeMetricFamily(
-            "consumers_sync_threads", "Sync pool threads started", value=threads
-        )
-        yield GaugeMetricFamily(
-            "consumers_sync_threads_busy", "Sync pool threads running a call", value=busy
-        )
-        yield GaugeMetricFamily(
-            "consumers_sync_threads_max", "Sync pool size (CONSUMERS_SYNC_THREADS)", value=size
-        )
-        yield GaugeMetricFamily(
-            "consumers_sync_calls_waiting", "Sync calls waiting for a pool thread", value=queued
-        )
-
-    def _presence(self) -> Iterator[Metric]:
-        trackers = [t for t in list(_trackers) if not t.retired and not t.task.done()]
-        yield GaugeMetricFamily(
-            "consumers_presence_topics",
-            "Presence topics tracked in this process",
-            value=len(trackers),
-        )
-        yield GaugeMetricFamily(
-            "consumers_presence_local_entries",
-            "Presence entries (connections) this process tracks",
-            value=sum(len(refs) for tracker in trackers for refs in dict(tracker.local).values()),
-        )
-        yield GaugeMetricFamily(
-            "consumers_presence_peers",
-            "Other processes' trackers heard from, summed over topics",
-            value=sum(len(tracker.peers) for tracker in trackers),
-        )
-
-
-def serve_from_thread() -> None:
-    """Serve the metrics over HTTP from a thread on ``CONSUMERS_METRICS_PORT`` (unset or
-    0: not at all) at ``CONSUMERS_METRICS_ADDRESS`` (default 127.0.0.1), for processes
-    without an HTTP server of their own, such as ``runworker``."""
-    from django.conf import settings
-
-    port = int(getattr(settings, "CONSUMERS_METRICS_PORT", 0) or 0)
-    if port and enabled():
-        address = getattr(settings, "CONSUMERS_METRICS_ADDRESS", "127.0.0.1")
-        start_http_server(port, address)
-        logger.info("Metrics at http://%s:%d/metrics", address, port)
+        yield from pool_metrics()
+        yield from presence_metrics()
 
 
 REGISTRY.register(ConsumersCollector())
