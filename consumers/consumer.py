@@ -22,8 +22,9 @@ from consumers import metrics
 from consumers.eager import EagerReader
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.inline_attributes import learn_attributes
+from consumers.outbox import Outbox
 from consumers.send_deadline import send_within_deadline
-from consumers.threads import Outbox, close_old_connections_here, sync_pool
+from consumers.threads import close_old_connections_here, sync_pool
 from consumers.turn import Turn
 from consumers.types import Message, Receive, Scope, Send
 

@@ -14,8 +14,9 @@ from django.db.backends.signals import connection_created
 from consumers import threads
 from consumers.consumer import SyncConsumer
 from consumers.generic.websocket import WebsocketConsumer
+from consumers.outbox import Outbox
 from consumers.testing import ApplicationCommunicator
-from consumers.threads import Outbox, SyncPool, close_old_connections_here, hand_back
+from consumers.threads import SyncPool, close_old_connections_here, hand_back
 
 
 def websocket_scope():

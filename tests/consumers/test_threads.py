@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 
 from consumers import threads
-from consumers.threads import Outbox, SyncPool, lend_loop_to_async_to_sync
+from consumers.outbox import Outbox
+from consumers.threads import SyncPool, lend_loop_to_async_to_sync
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 
