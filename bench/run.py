@@ -313,8 +313,15 @@ def write_results(
     for server in servers:
         med = report.medians(runs, server)
         med_by_server[server] = med
+        extras = tuple(impl for impl in report.EXTRA_IMPLS if impl in med)
         text, evaluated[server] = report.markdown(
-            rows, med, ran, [], [f"## On {server} {project.get(server) or ''}"], with_server
+            rows,
+            med,
+            ran,
+            [],
+            [f"## On {server} {project.get(server) or ''}"],
+            with_server,
+            (*report.IMPLS, *extras),
         )
         sections += [text, *_targets(evaluated[server]), ""]
     if ran & SERVERLESS:

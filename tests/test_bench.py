@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench import loadgen
-from bench.harness import envs, procs
+from bench.harness import envs, procs, report
 from bench.run import parse_args
 from testsupport.processes import Process
 
@@ -207,3 +207,15 @@ def test_tiny_scale_behind_nginx_reaches_every_client_of_both_servers(tmp_path: 
         assert figures["scale2.kib_per_conn"] > 0
     table = (tmp_path / "latest.md").read_text()
     assert "| scale, 2 processes + nginx: broadcast to all, p99 ours/bare |" in table
+
+
+def test_a_measured_variant_gets_its_own_column_and_ratio() -> None:
+    """``--impls ours,bare-adapted`` (Daphne like for like) shows what it measured."""
+    rows = [row for row in report.rows((1000,), ()) if row.scenario == "echo"]
+    med = {"ours": {"async.rps": 9000.0}, "bare-adapted": {"async.rps": 10000.0}}
+    impls = (*report.IMPLS, "bare-adapted")
+    text, evaluated = report.markdown(rows, med, {"echo"}, [], ["## On daphne"], None, impls)
+    assert "| bare | bare adapted | ours/Channels |" in text
+    assert "| ours/bare | ours/bare adapted | target |" in text
+    assert "| async consumer: round trips | /s | 9,000 | - | - | - | 10,000 |" in text
+    assert evaluated[0]["ours_vs_bare-adapted"] == 0.9

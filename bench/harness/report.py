@@ -9,7 +9,16 @@ from typing import Any
 
 IMPLS = ("ours", "channels", "socketio", "bare")
 PEERS = ("channels", "socketio")  # the columns ours is divided by, besides bare
-TITLES = {"ours": "ours", "channels": "Channels", "socketio": "Socket.IO", "bare": "bare"}
+# Variants a run may add (``--impls``): shown after these, with ours divided by them too.
+EXTRA_IMPLS = ("bare-adapted", "ours-nometrics")
+TITLES = {
+    "ours": "ours",
+    "channels": "Channels",
+    "socketio": "Socket.IO",
+    "bare": "bare",
+    "bare-adapted": "bare adapted",
+    "ours-nometrics": "ours, no metrics",
+}
 LG_SATURATED = 90.0  # % of a core: above this the load generator may be the bottleneck
 
 
@@ -246,10 +255,10 @@ def evaluate(row: Row, med: dict[str, dict[str, float]]) -> dict[str, Any]:
         "key": f"{row.scenario}.{row.key}",
         "label": row.label,
         "unit": row.unit,
-        **{impl: med.get(impl, {}).get(row.key) for impl in IMPLS},
+        **{impl: med.get(impl, {}).get(row.key) for impl in (*IMPLS, *EXTRA_IMPLS)},
         **{
             f"ours_vs_{other}": _ratio(ours, med.get(other, {}).get(row.key))
-            for other in (*PEERS, "bare")
+            for other in (*PEERS, "bare", *EXTRA_IMPLS)
         },
         "target": row.target.describe() if row.target else None,
         "met": None,
