@@ -17,6 +17,8 @@ from consumers import send_deadline
 from consumers.consumer import AsyncConsumer, SyncConsumer
 from consumers.exceptions import AcceptConnection, ClientGone, DenyConnection, StopConsumer
 from consumers.generic import protocol
+from consumers.generic.frames import CLOSE_ABNORMAL as CLOSE_ABNORMAL
+from consumers.generic.frames import CLOSE_INTERNAL_ERROR as CLOSE_INTERNAL_ERROR
 from consumers.generic.frames import (
     CLOSE_INVALID_PAYLOAD,
     CLOSE_NO_STATUS,
@@ -26,9 +28,8 @@ from consumers.generic.frames import (
     frame_message,
     invalid_json,
 )
-from consumers.generic.frames import (
-    CLOSE_NORMAL as CLOSE_NORMAL,  # importable from here, as before frames.py
-)
+from consumers.generic.frames import CLOSE_NORMAL as CLOSE_NORMAL
+from consumers.generic.frames import CLOSE_TOO_BIG as CLOSE_TOO_BIG
 from consumers.generic.jsonframes import MAX_JSON_DEPTH, dump_json, parse_json
 from consumers.generic.protocol import _BASE_SEND, _rejected
 from consumers.generic.protocol import WebsocketProtocol as WebsocketProtocol
@@ -258,6 +259,8 @@ _ENCODE_JSON = vars(AsyncJsonWebsocketConsumer)["encode_json"].__func__
 NOT_JSON_TEXT = "binary frame where JSON text was expected"
 
 
+# Importable from here too, as before frames.py and protocol.py: the ``X as X`` imports
+# (CLOSE_ABNORMAL, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_TOO_BIG, WebsocketProtocol).
 __all__ = [
     "MAX_JSON_DEPTH",
     "AsyncJsonWebsocketConsumer",
