@@ -35,36 +35,20 @@ from typing import Any
 import msgpack
 
 SEQ_DIGITS = 17  # an inbox entry starts with its sequence number in this many digits
-# The scripts write these numbers (whole, below 2^53) with Lua's '%d', an integer
-# conversion: '%.0f' goes through the C library's floating-point printing, 2-3 us a
-# number in Redis on this machine (bench/results/issue20/part8-layer.md).
+# The scripts write it as two integer conversions of at most 9 digits ('numbered'): Lua's
+# '%d' casts to a C long, 32 bits on i386, armhf and Windows builds of Redis, too few for
+# a clock in microseconds; '%.0f' is the C library's slower float printing. The division
+# by 1e8 is exact enough for every whole number below 2^53.
 SEQ_FIELD = "#seq"  # in the process's pending-count hash; "#" is in no channel name
 MARKS_LENGTH_DIGITS = 8  # a broadcast starts with the length of its packed marks
 # A broadcast is never held longer than this, whatever happens to the inbox reader.
 HOLD_LIMIT = 2.0
 
 # Lua for the scripts, which run once per batch of calls with the same keys (see
-# script_batcher): ``next_entry(pending, env)`` is the inbox entry to RPUSH for envelope
-# ``env``, and ``save_seq(pending)`` keeps the last number given, in hash ``pending``;
-# ``marks(procs, pending_prefix)`` is what goes in front of a broadcast (none for a prefix
-# of ''). Redis runs a
-# script alone, so one clock reading and one set of marks serve the whole batch.
+# script_batcher): ``marks(procs, pending_prefix)`` is what goes in front of a broadcast
+# (none for a prefix of ''). Redis runs a script alone, so one set of marks serves the
+# whole batch.
 SEQUENCE_LUA = f"""
-local seq = nil
-local function next_entry(pending, env)
-  if seq == nil then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    seq = math.max(tonumber(redis.call('HGET', pending, '{SEQ_FIELD}') or '0'), now - 1)
-  end
-  seq = seq + 1
-  return string.format('%0{SEQ_DIGITS}d', seq) .. env
-end
-local function save_seq(pending)
-  if seq ~= nil then
-    redis.call('HSET', pending, '{SEQ_FIELD}', string.format('%0{SEQ_DIGITS}d', seq))
-  end
-end
 local packed_marks = nil
 local function marks(procs, pending_prefix)
   if packed_marks == nil then
@@ -97,6 +81,10 @@ REFRESH_FIELD = "#exp"  # in the pending hash: until when (Redis's clock, us) bo
 # anew (a drained list is gone from Redis) gets the same deadline. So after any send both
 # keys live at least ``ttl_ms`` minus the interval, and expire together.
 QUEUE_LUA = f"""
+local function numbered(n)
+  local high = math.floor(n / 1e8)
+  return string.format('%0{SEQ_DIGITS - 8}d%08d', high, n - high * 1e8)
+end
 local function queue(inbox, pending, envs, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -105,22 +93,22 @@ local function queue(inbox, pending, envs, ttl)
   local first = seq + 1
   for j = 1, #envs do
     seq = seq + 1
-    envs[j] = string.format('%0{SEQ_DIGITS}d', seq) .. envs[j]
+    envs[j] = numbered(seq) .. envs[j]
   end
   local length = redis.call('RPUSH', inbox, unpack(envs))
   local until_now = tonumber(saved[2] or '0')
   local deadline = now + tonumber(ttl) * 1000
-  local numbered = string.format('%0{SEQ_DIGITS}d', seq)
+  local last = numbered(seq)
   if deadline - until_now >= {int(REFRESH_SECONDS * 1_000_000)} then
     redis.call('PEXPIRE', inbox, ttl)
     redis.call('PEXPIRE', pending, ttl)
-    local stamp = string.format('%d', deadline)
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered, '{REFRESH_FIELD}', stamp)
+    local stamp = string.format('%.0f', deadline)
+    redis.call('HSET', pending, '{SEQ_FIELD}', last, '{REFRESH_FIELD}', stamp)
   else
     if length == #envs then
       redis.call('PEXPIRE', inbox, math.max(1, math.floor((until_now - now) / 1000)))
     end
-    redis.call('HSET', pending, '{SEQ_FIELD}', numbered)
+    redis.call('HSET', pending, '{SEQ_FIELD}', last)
   end
   return first
 end
