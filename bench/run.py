@@ -359,6 +359,8 @@ def _targets(evaluated: list[dict[str, Any]]) -> list[str]:
     for row in evaluated:
         if row["target"]:
             verdict = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]
+            if row.get("lg_bound"):
+                verdict += " (load generator saturated: not judged)"
             summary.append(f"- {verdict}: {row['label']} ({row['key']}) {row['target']}")
     return summary if len(summary) > 3 else []
 

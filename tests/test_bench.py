@@ -219,3 +219,26 @@ def test_a_measured_variant_gets_its_own_column_and_ratio() -> None:
     assert "| ours/bare | ours/bare adapted | target |" in text
     assert "| async consumer: round trips | /s | 9,000 | - | - | - | 10,000 |" in text
     assert evaluated[0]["ours_vs_bare-adapted"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("ours_load", "bare_load", "ours_rps", "verdict"),
+    [
+        (50.0, 50.0, 9900.0, True),  # neither held back: judged
+        (50.0, 99.0, 9900.0, None),  # bare's rate is a floor: a pass is in doubt
+        (50.0, 99.0, 8000.0, False),  # ... a miss is not
+        (99.0, 50.0, 8000.0, None),  # ours' rate is a floor: a miss is in doubt
+        (99.0, 50.0, 9900.0, True),  # ... a pass is not
+    ],
+)
+def test_a_rate_held_back_by_its_load_generator_is_judged_only_where_it_is_sure(
+    ours_load: float, bare_load: float, ours_rps: float, verdict: bool | None
+) -> None:
+    row = next(row for row in report.rows((1000,), ()) if row.key == "async.rps")
+    med = {
+        "ours": {"async.rps": ours_rps, "async.lg_cpu": ours_load},
+        "bare": {"async.rps": 10000.0, "async.lg_cpu": bare_load},
+    }
+    result = report.evaluate(row, med)
+    assert result["met"] is verdict
+    assert bool(result.get("lg_bound")) is (verdict is None)
