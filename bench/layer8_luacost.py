@@ -16,6 +16,7 @@ import sys
 
 import redis
 
+from bench.layer8_luaparts import usec
 from channels_layer.redis_delivery import SEND_TO_PROCESS, inbox_ttl_ms
 
 PRINT = "from channels_layer.redis_delivery import SEND_TO_PROCESS; print(SEND_TO_PROCESS)"
@@ -28,11 +29,6 @@ def script_of(tree: str) -> str:
     return subprocess.run(
         [sys.executable, "-c", PRINT], env=env, cwd=tree, capture_output=True, text=True, check=True
     ).stdout[:-1]
-
-
-def usec(client: redis.Redis, command: str) -> tuple[int, int]:
-    stats = client.info("commandstats").get(f"cmdstat_{command}", {"calls": 0, "usec": 0})
-    return stats["calls"], stats["usec"]
 
 
 def cpu_us(pid: int) -> float:

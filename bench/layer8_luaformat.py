@@ -14,6 +14,7 @@ import sys
 
 import redis
 
+from bench.layer8_luaparts import usec
 from channels_layer.redis_delivery import inbox_ttl_ms
 
 HEAD = (
@@ -37,11 +38,6 @@ SAME = (
 )
 
 
-def usec(client: redis.Redis) -> tuple[int, int]:
-    stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    return stats["calls"], stats["usec"]
-
-
 def main() -> None:
     port = int(sys.argv[1])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
@@ -56,11 +52,11 @@ def main() -> None:
         figures = []
         for label, sha in shas.items():
             client.delete(*keys)
-            calls0, usec0 = usec(client)
+            calls0, usec0 = usec(client, "evalsha")
             for _ in range(n):
                 client.evalsha(sha, 2, *keys, "c", envelope, 100_000_000, ttl)
                 client.lpop(keys[0])
-            calls, total = usec(client)
+            calls, total = usec(client, "evalsha")
             figures.append(f"{label} {(total - usec0) / (calls - calls0):.2f}")
         client.delete(*keys)
         print(f"round {index + 1}: " + ", ".join(figures), flush=True)

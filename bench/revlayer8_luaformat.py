@@ -12,6 +12,7 @@ import sys
 
 import redis
 
+from bench.layer8_luaparts import usec
 from channels_layer.inbox_order import QUEUE_LUA
 
 PER = 1000
@@ -27,11 +28,6 @@ CASES = {
 }
 
 
-def usec(client: redis.Redis) -> tuple[int, int]:
-    stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    return stats["calls"], stats["usec"]
-
-
 def main() -> None:
     port = int(sys.argv[1])
     calls = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -41,10 +37,10 @@ def main() -> None:
     for index in range(rounds):
         figures = []
         for label, sha in shas.items():
-            calls0, usec0 = usec(client)
+            calls0, usec0 = usec(client, "evalsha")
             for _ in range(calls):
                 client.evalsha(sha, 0)
-            done, total = usec(client)
+            done, total = usec(client, "evalsha")
             figures.append(f"{label} {1000 * (total - usec0) / ((done - calls0) * PER):.0f}")
         print(f"round {index + 1}, ns per number: " + ", ".join(figures), flush=True)
 
