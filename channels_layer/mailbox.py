@@ -179,7 +179,17 @@ class Mailboxes:
                             first.set_result(None)
                             continue
                         if eager is not None:
-                            ready = _idle_receiver(queue, loop)
+                            # _idle_receiver's usual case, less its call: the first waiter
+                            # a live eager _Ready on this loop
+                            if (
+                                type(first) is _Ready
+                                and first.eager is not None
+                                and first.get_loop() is loop
+                                and not first.done()
+                            ):
+                                ready = first if first.eager.claim() else None
+                            else:
+                                ready = _idle_receiver(queue, loop)
                             if ready is not None:
                                 eager += (channel, ready, payload, receipt)
                                 continue

@@ -202,7 +202,11 @@ class EagerReader:
             else:
                 current[loop] = previous
         if handed is None:
-            self._turn.release()  # release(), less a call a member
+            turn = self._turn  # its release(), less a call a member when nobody waits
+            if turn._waiters:
+                turn.release()
+            else:
+                turn.held = False
             return False
         self.handed = handed
         return True

@@ -1,0 +1,112 @@
+"""``group_send`` to idle broadcast members in ns a member, this tree's eager path against
+another tree's, alternating pass by pass in one process (paired: the machine's noise hits
+both alike).
+
+    env PYTHONPATH=. taskset -c 0 .venv/bin/python -m bench.bcast9_ab OLD_TREE
+        [--members 1000] [--passes 200]
+
+``bench.bcast9_cold``'s setup. "old" swaps in ``EagerReader.handle`` / ``claim`` and
+``Mailboxes.put_many`` as ``OLD_TREE``'s ``consumers/eager.py`` and
+``channels_layer/mailbox.py`` define them (loaded beside this tree's modules, sharing their
+imports); "new" is this tree's. Prints the median and minimum of each and the median of
+the paired differences (new - old).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
+os.environ["BENCH_LAYER"] = "memory"
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run(old_tree: Path, members: int, passes: int) -> None:
+    import django
+
+    django.setup()
+    from bench.apps.routes import GROUP, build
+    from bench.broadcast_timeline import Recorder, connect_members
+    from channels_layer import mailbox
+    from consumers import eager
+
+    old_eager = _load("consumers._old_eager", old_tree / "consumers" / "eager.py")
+    old_mailbox = _load("channels_layer._old_mailbox", old_tree / "channels_layer" / "mailbox.py")
+    versions = {
+        "new": (eager.EagerReader.handle, eager.EagerReader.claim, mailbox.Mailboxes.put_many),
+        "old": (
+            old_eager.EagerReader.handle,
+            old_eager.EagerReader.claim,
+            old_mailbox.Mailboxes.put_many,
+        ),
+    }
+
+    app = build("consumers", None)
+    recorder = Recorder(0.0)
+    inboxes, tasks = await connect_members(app, members, recorder.send)
+    inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
+    await asyncio.sleep(0.3)
+    readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]
+    layer = readers[0]._consumer.channel_layer
+    event = {"type": "bench.message", "text": "x" * 32}
+
+    def broadcast() -> float:
+        started = time.thread_time_ns()
+        step = layer.group_send(GROUP, event).__await__()
+        for _ in step:
+            raise RuntimeError("suspended")
+        spent = (time.thread_time_ns() - started) / len(readers)
+        recorder.stamps.clear()
+        return spent
+
+    found: dict[str, list[float]] = {"new": [], "old": []}
+    gc.disable()
+    for number in range(passes * 2):
+        name = ("new", "old")[number % 2]
+        handle, claim, put_many = versions[name]
+        eager.EagerReader.handle = handle  # type: ignore[method-assign]
+        eager.EagerReader.claim = claim  # type: ignore[method-assign]
+        mailbox.Mailboxes.put_many = put_many  # type: ignore[method-assign]
+        found[name].append(broadcast())
+    gc.enable()
+    eager.EagerReader.handle, eager.EagerReader.claim, mailbox.Mailboxes.put_many = versions["new"]  # type: ignore[method-assign]
+    differences = [new - old for new, old in zip(found["new"], found["old"], strict=True)]
+    print(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:")
+    for name, spent in found.items():
+        print(f"  {name}: median {statistics.median(spent):.0f}, min {min(spent):.0f}")
+    lower = sum(difference < 0 for difference in differences)
+    print(
+        f"  new - old, paired: median {statistics.median(differences):+.0f} "
+        f"(new lower in {lower} of {passes})"
+    )
+    for inbox in inboxes:
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old_tree", type=Path)
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--passes", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(run(args.old_tree, args.members, args.passes))
+
+
+if __name__ == "__main__":
+    main()
