@@ -223,6 +223,14 @@ class AsyncConsumer:
                 if self._reading is not None:
                     self._reading.cancel()
                     await self._reader_stopped(self._reading)
+                    # A cancelled task keeps its error, whose traceback holds the reader's
+                    # frame, which holds the task: let go of it.
+                    if self._eager is not None:
+                        self._eager.task = None  # so claims are refused from now on
+                    self._reading = self._eager = None
+                # Nor any reference back to the consumer: a closed connection leaves no
+                # cycle (21-31 objects) for a full collection to find (part9-bcast.md).
+                turn._consumer = None
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
 

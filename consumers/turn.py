@@ -29,8 +29,9 @@ class Turn:
         self._consumer = consumer
 
     def __call__(self, ready: asyncio.Future[None]) -> None:
-        assert self._consumer is not None  # noqa: S101  for mypy: made by a consumer
-        self._consumer._start_reading(ready)
+        consumer = self._consumer
+        if consumer is not None:  # None once the consumer has ended
+            consumer._start_reading(ready)
 
     def take_now(self) -> bool:
         """Take the turn if it is free."""
