@@ -178,21 +178,19 @@ class AsyncConsumer:
         self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
         receive, watch = metrics.unwatched(receive)
+        receiver_for = self._frame_receiver  # None, or the WebSocket classes' (per frame)
         try:
             if layer is None:
-                while True:
-                    message = await receive()
-                    if watch is not None:
-                        watch.received(message)
-                    await self.dispatch(message)
-            self.channel_name = await layer.new_channel()
-            self._turn = turn = Turn(self)
-            connection_side = asyncio.current_task()
-            assert connection_side is not None  # noqa: S101  for mypy: called from a task
-            self._connection_side = connection_side
-            # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
-            if not await self._idle():
-                self._reading = asyncio.ensure_future(self._read_layer())
+                turn = Turn()  # nobody else takes it: always free
+            else:
+                self.channel_name = await layer.new_channel()
+                self._turn = turn = Turn(self)
+                connection_side = asyncio.current_task()
+                assert connection_side is not None  # noqa: S101  for mypy: called from a task
+                self._connection_side = connection_side
+                # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
+                if not await self._idle():
+                    self._reading = asyncio.ensure_future(self._read_layer())
             try:
                 while True:
                     message = await receive()
@@ -205,7 +203,26 @@ class AsyncConsumer:
                     else:
                         turn.held = True
                     try:
-                        await self.dispatch(message)
+                        if receiver_for is None or (handler := receiver_for(message)) is None:
+                            await self.dispatch(message)
+                        else:  # dispatch's work for a frame, in place: see _frame_receiver
+                            timer = self._consumers_handling or metrics.handling(self)
+                            started = metrics.clock()
+                            try:
+                                if (text := message.get("text")) is not None:
+                                    await handler(text_data=text)
+                                else:
+                                    await handler(bytes_data=message.get("bytes"))
+                            except BaseException as failure:
+                                timer.ended(started, type(failure))
+                                if not isinstance(failure, Exception):
+                                    raise
+                                await self._handler_failed(message, failure)
+                            else:
+                                if timer.job:
+                                    timer.ended(started)
+                                else:  # what ended() does then, without its call
+                                    timer.observe(metrics.clock() - started)
                     finally:
                         if turn._waiters:
                             turn.release()
@@ -225,6 +242,17 @@ class AsyncConsumer:
                     await self._reader_stopped(self._reading)
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
+
+    # A frame's way without ``dispatch``'s coroutine (set by ``consumers.generic.protocol``
+    # for the WebSocket consumers): called with each message the connection gives, it returns
+    # the ``receive`` hook to await with the frame's ``text_data`` or ``bytes_data``, timed,
+    # when that is all ``dispatch`` would do with it (every hook on the way still its
+    # default, asked at each call), else None: ``dispatch`` it.
+    _frame_receiver: Callable[[Message], Callable[..., Awaitable[Any]] | None] | None = None
+
+    async def _handler_failed(self, message: Message, error: Exception) -> None:
+        """What ``dispatch`` does with an error of the handler of ``message`` (raised)."""
+        raise error
 
     async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
         """Wait for the cancelled layer reader, a bounded time: one that swallows its
