@@ -13,6 +13,7 @@ adds time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import sys
@@ -59,10 +60,8 @@ async def echo(application: Any, path: str, frames: int) -> float:
         "scheme": "ws",
         "asgi": {"version": "3.0"},
     }
-    try:
+    with contextlib.suppress(_Done):
         await application(scope, receive, send)
-    except _Done:
-        pass
     return (clock[1] - clock[0]) / frames * 1e9
 
 

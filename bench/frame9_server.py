@@ -1,4 +1,4 @@
-# ruff: noqa: S607, E501, SIM115, RUF005  (a measurement probe: taskset on PATH, prints its figures)
+# ruff: noqa: S607, SIM115, RUF005  (a measurement probe: taskset on PATH, prints its figures)
 """Issue 20 part 9 (frame9): closed-loop echoes against one server process, one variant
 after another in the same process (as ``bench.run``'s echo scenario does: async, sync,
 JSON), printing the server's CPU per round trip for each: to see whether a variant costs

@@ -178,7 +178,7 @@ class AsyncConsumer:
         self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
         receive, watch = metrics.unwatched(receive)
-        receiver_for = self._frame_receiver  # None, or the WebSocket classes' (per frame)
+        receiver_for = getattr(self, "_frame_receiver", None)  # see its annotation
         try:
             if layer is None:
                 turn = Turn()  # nobody else takes it: always free
@@ -243,16 +243,12 @@ class AsyncConsumer:
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
 
-    # A frame's way without ``dispatch``'s coroutine (set by ``consumers.generic.protocol``
-    # for the WebSocket consumers): called with each message the connection gives, it returns
-    # the ``receive`` hook to await with the frame's ``text_data`` or ``bytes_data``, timed,
-    # when that is all ``dispatch`` would do with it (every hook on the way still its
-    # default, asked at each call), else None: ``dispatch`` it.
-    _frame_receiver: Callable[[Message], Callable[..., Awaitable[Any]] | None] | None = None
-
-    async def _handler_failed(self, message: Message, error: Exception) -> None:
-        """What ``dispatch`` does with an error of the handler of ``message`` (raised)."""
-        raise error
+    # Given by consumers.generic.protocol (WebSocket classes), only annotated here: for each
+    # message, the ``receive`` to await with the frame's text or bytes, timed, when that is all
+    # ``dispatch`` would do (each hook on the way its default, asked at each call), else None;
+    # ``_handler_failed`` does what ``dispatch`` does with an error then.
+    _frame_receiver: Callable[[Message], Callable[..., Awaitable[Any]] | None]
+    _handler_failed: Callable[[Message, Exception], Awaitable[None]]
 
     async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
         """Wait for the cancelled layer reader, a bounded time: one that swallows its
