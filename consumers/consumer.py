@@ -178,19 +178,21 @@ class AsyncConsumer:
         self.channel_layer = layer = get_channel_layer(self.channel_layer_alias)
         # The server's own receive, the metrics' count after it: one coroutine less a frame.
         receive, watch = metrics.unwatched(receive)
-        receiver_for = getattr(self, "_frame_receiver", None)  # see its annotation
         try:
             if layer is None:
-                turn = Turn()  # nobody else takes it: always free
-            else:
-                self.channel_name = await layer.new_channel()
-                self._turn = turn = Turn(self)
-                connection_side = asyncio.current_task()
-                assert connection_side is not None  # noqa: S101  for mypy: called from a task
-                self._connection_side = connection_side
-                # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
-                if not await self._idle():
-                    self._reading = asyncio.ensure_future(self._read_layer())
+                while True:
+                    message = await receive()
+                    if watch is not None:
+                        watch.received(message)
+                    await self.dispatch(message)
+            self.channel_name = await layer.new_channel()
+            self._turn = turn = Turn(self)
+            connection_side = asyncio.current_task()
+            assert connection_side is not None  # noqa: S101  for mypy: called from a task
+            self._connection_side = connection_side
+            # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
+            if not await self._idle():
+                self._reading = asyncio.ensure_future(self._read_layer())
             try:
                 while True:
                     message = await receive()
@@ -203,26 +205,7 @@ class AsyncConsumer:
                     else:
                         turn.held = True
                     try:
-                        if receiver_for is None or (handler := receiver_for(message)) is None:
-                            await self.dispatch(message)
-                        else:  # dispatch's work for a frame, in place: see _frame_receiver
-                            timer = self._consumers_handling or metrics.handling(self)
-                            started = metrics.clock()
-                            try:
-                                if (text := message.get("text")) is not None:
-                                    await handler(text_data=text)
-                                else:
-                                    await handler(bytes_data=message.get("bytes"))
-                            except BaseException as failure:
-                                timer.ended(started, type(failure))
-                                if not isinstance(failure, Exception):
-                                    raise
-                                await self._handler_failed(message, failure)
-                            else:
-                                if timer.job:
-                                    timer.ended(started)
-                                else:  # what ended() does then, without its call
-                                    timer.observe(metrics.clock() - started)
+                        await self.dispatch(message)
                     finally:
                         if turn._waiters:
                             turn.release()
@@ -242,13 +225,6 @@ class AsyncConsumer:
                     await self._reader_stopped(self._reading)
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
-
-    # Given by consumers.generic.protocol (WebSocket classes), only annotated here: for each
-    # message, the ``receive`` to await with the frame's text or bytes, timed, when that is all
-    # ``dispatch`` would do (each hook on the way its default, asked at each call), else None;
-    # ``_handler_failed`` does what ``dispatch`` does with an error then.
-    _frame_receiver: Callable[[Message], Callable[..., Awaitable[Any]] | None]
-    _handler_failed: Callable[[Message, Exception], Awaitable[None]]
 
     async def _reader_stopped(self, reading: asyncio.Task[None]) -> None:
         """Wait for the cancelled layer reader, a bounded time: one that swallows its

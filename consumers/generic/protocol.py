@@ -116,49 +116,23 @@ class WebsocketProtocol(AsyncConsumer):
                     timer.ended(started)
                 else:
                     timer.observe(metrics.clock() - started)
-        except Exception as error:
-            await self._handler_failed(message, error)
-
-    def _frame_receiver(self, message: Message) -> Callable[..., Any] | None:
-        """For ``AsyncConsumer.__call__``, a frame's way without this ``dispatch``'s
-        coroutine: the ``receive`` to await with the frame's text or bytes, timed, when that
-        is all ``dispatch`` would do with ``message`` (a frame with no size limit to check,
-        ``dispatch`` and ``websocket_receive`` at their defaults, asked at each call as
-        above; an error then goes to ``_handler_failed``), else None."""
-        if (
-            self._base_dispatch_inline
-            and message.get("type") == "websocket.receive"
-            and not self._refused
-            and self.max_frame_size is None
-            and getattr(self.dispatch, "__func__", None) is _PROTOCOL_DISPATCH
-            and AsyncConsumer.dispatch is _BASE_DISPATCH
-            and getattr(self.websocket_receive, "__func__", None) is WEBSOCKET_RECEIVE
-        ):
-            return self.receive
-        return None
-
-    async def _handler_failed(self, message: Message, error: Exception) -> None:
-        """What a handler's error does to the connection: ``StopConsumer`` ends it (leaving
-        the groups on a disconnect), a gone client ends it as a disconnect would, anything
-        else is logged and closes it with 1011."""
-        kind = message.get("type")
-        if isinstance(error, StopConsumer):
+        except StopConsumer:
             if kind == "websocket.disconnect":
                 await self._leave_groups()
-            raise error
-        if isinstance(error, ClientGone):
+            raise
+        except ClientGone:
             # Not an error: the client left while we were sending to it.
             await self._end(message, CLOSE_ABNORMAL)
-        logger.error(
-            "%s crashed handling %r on %s; closing the connection with 1011",
-            type(self).__name__,
-            kind,
-            self.scope.get("path", "?"),
-            exc_info=error,
-        )
-        if kind != "websocket.disconnect":
-            await self._close_anyway(close_message(CLOSE_INTERNAL_ERROR))
-        await self._end(message, CLOSE_INTERNAL_ERROR)
+        except Exception:
+            logger.exception(
+                "%s crashed handling %r on %s; closing the connection with 1011",
+                type(self).__name__,
+                kind,
+                self.scope.get("path", "?"),
+            )
+            if kind != "websocket.disconnect":
+                await self._close_anyway(close_message(CLOSE_INTERNAL_ERROR))
+            await self._end(message, CLOSE_INTERNAL_ERROR)
 
     async def _drop_frame(self, message: Message) -> bool:
         """True for a frame not to handle: over ``max_frame_size`` (refused, closing with
@@ -222,9 +196,6 @@ class WebsocketProtocol(AsyncConsumer):
         if isinstance(error, DenyConnection):
             metrics.refusing("auth")
         return accept_message() if isinstance(error, AcceptConnection) else close_message()
-
-
-_PROTOCOL_DISPATCH = WebsocketProtocol.dispatch
 
 
 def _rejected(consumer: WebsocketProtocol, code: int, reason: str) -> tuple[int, str]:

@@ -1,10 +1,10 @@
-"""A frame's way in ``AsyncConsumer.__call__`` without ``dispatch``'s coroutine
-(``WebsocketProtocol._frame_receiver``): taken only while every hook on the way is at its
-default, asked at each frame; a handler's error on it still closes with 1011 once, logs
-once and counts once."""
+"""Guards for any shortcut on an async frame's way (part 9 tried one in
+``AsyncConsumer.__call__``, measured it and left it out: see
+bench/results/issue20/part9-frame.md): a dispatch override or patch still sees every
+frame, a handler's error closes with 1011 once, logs once and counts once, StopConsumer
+ends quietly, and a consumer without a channel layer echoes."""
 
 import logging
-import sys
 from unittest import mock
 
 from channels_layer import channel_layers
@@ -41,32 +41,6 @@ class SuperDispatch(Echo):
     async def dispatch(self, message):
         self.seen.append(message["type"])
         await super().dispatch(message)
-
-
-def _dispatch_calls(calls):
-    """A profile hook counting the coroutine calls of ``WebsocketProtocol.dispatch``."""
-    code = protocol.WebsocketProtocol.dispatch.__code__
-
-    def hook(frame, event, arg):
-        if event == "call" and frame.f_code is code:
-            calls.append(frame.f_back is not None)
-
-    return hook
-
-
-async def test_a_frame_with_every_hook_at_its_default_skips_the_dispatch_coroutine():
-    calls = []
-    socket = WebsocketCommunicator(Echo.as_asgi(), "/ws/")
-    assert (await socket.connect())[0]
-    sys.setprofile(_dispatch_calls(calls))
-    try:
-        for text in ("a", "b", "c"):
-            await socket.send_to(text_data=text)
-            assert await socket.receive_from() == text
-    finally:
-        sys.setprofile(None)
-    await socket.disconnect()
-    assert calls == []
 
 
 async def test_a_dispatch_override_calling_super_sees_every_frame():
