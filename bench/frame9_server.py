@@ -1,0 +1,105 @@
+# ruff: noqa: S607, SIM115, RUF005  (a measurement probe: taskset on PATH, prints its figures)
+"""Issue 20 part 9 (frame9): closed-loop echoes against one server process, one variant
+after another in the same process (as ``bench.run``'s echo scenario does: async, sync,
+JSON), printing the server's CPU per round trip for each: to see whether a variant costs
+more after another one ran in the same process.
+
+    python -m bench.frame9_server SERVER IMPL VARIANTS [SECONDS]
+
+SERVER ``uvicorn`` or ``hypercorn``; IMPL ``ours`` or ``bare``; VARIANTS a comma list of
+``async``, ``sync``, ``json`` (``sync`` runs the sync echo; the others as in the harness).
+Run from the tree whose code to measure; server on core 0, load generator on core 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+PY = sys.executable
+SERVERS = {
+    "hypercorn": lambda p: ["hypercorn", "-b", f"127.0.0.1:{p}", "--log-level", "warning"],
+    "uvicorn": lambda p: (
+        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
+        + ["--log-level", "warning", "--lifespan", "off"]
+    ),
+}
+VARIANTS = {
+    "async": ("/ws/echo/", "x" * 32),
+    "sync": ("/ws/sync/", "x" * 32),
+    "json": ("/ws/json/", json.dumps({"text": "x" * 20, "n": 1})),
+}
+
+
+def worker(pid: int) -> int:
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    return int(kids[-1]) if kids else pid
+
+
+def cpu(pid: int) -> float:
+    st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    server, impl, variants = sys.argv[1:4]
+    secs = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
+    tree = os.getcwd()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = dict(os.environ, PYTHONPATH=tree, BENCH_LAYER="memory")
+    env.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
+    argv = [
+        "taskset",
+        "-c",
+        "0",
+        PY,
+        "-m",
+        *SERVERS[server](port),
+        f"bench.apps.{impl}:application",
+    ]
+    srv = subprocess.Popen(argv, cwd=tree, env=env)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for variant in variants.split(","):
+            path, message = VARIANTS[variant]
+            spec = {"mode": "echo", "protocol": "ws", "raw_json": variant == "json", "path": path}
+            spec |= {"message": message, "connections": 50, "warmup": 1.0, "duration": secs}
+            spec |= {"ports": [port], "server_pids": [srv.pid], "deadline": 60}
+            lg = subprocess.Popen(
+                ["taskset", "-c", "1", PY, "-m", "bench.loadgen", json.dumps(spec)],
+                cwd=tree,
+                env=dict(os.environ, PYTHONPATH=tree),
+                stdout=subprocess.PIPE,
+            )
+            time.sleep(1.5)
+            w = worker(srv.pid)
+            c0, t0 = cpu(w), time.monotonic()
+            time.sleep(secs - 1.0)
+            c1, t1 = cpu(w), time.monotonic()
+            res = json.loads(lg.communicate()[0].decode().strip().splitlines()[-1])
+            n = res["rps"] * (t1 - t0)
+            print(
+                f"{server} {impl} {variant} rps {res['rps']:.0f} srv% {res['srv_cpu']}"
+                f" lg% {res['lg_cpu']} srv_us {(c1 - c0) / n * 1e6:.1f}",
+                flush=True,
+            )
+            time.sleep(0.5)
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+if __name__ == "__main__":
+    main()
