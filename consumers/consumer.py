@@ -86,6 +86,16 @@ def _bounded(scope: Scope, send: Send) -> Send:
     return send_within_deadline(send, scope)
 
 
+def _failed(reading: asyncio.Task[None] | None) -> bool:
+    """Whether the layer reader ended with an error."""
+    return (
+        reading is not None
+        and reading.done()
+        and not reading.cancelled()
+        and reading.exception() is not None
+    )
+
+
 def _preview(message: Mapping[str, Any]) -> str:
     text = repr(message)
     return text if len(text) <= 200 else text[:200] + "..."
@@ -212,10 +222,10 @@ class AsyncConsumer:
                         else:  # release() with nobody waiting
                             turn.held = False
             except asyncio.CancelledError:
-                reading = self._reading
-                ended = reading is not None and reading.done() and not reading.cancelled()
-                if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
-                    raise error from None
+                # The reader's error, raised here with no local of this frame (which its
+                # traceback holds) on it or its task: a cycle the collector would find.
+                if _failed(self._reading):
+                    raise self._reading.exception() from None  # type: ignore[union-attr,misc]
                 raise
             finally:
                 if self._ready is not None:
