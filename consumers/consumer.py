@@ -200,6 +200,7 @@ class AsyncConsumer:
             connection_side = asyncio.current_task()
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side
+            del connection_side  # a cycle with the task's error (the traceback holds this frame)
             # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
             if not await self._idle():
                 self._reading = asyncio.ensure_future(self._read_layer())
@@ -241,6 +242,9 @@ class AsyncConsumer:
                 # Nor any reference back to the consumer: a closed connection leaves no
                 # cycle (21-31 objects) for a full collection to find (part9-bcast.md).
                 turn._consumer = None
+                # Nor to this task: ended by an error (or cancelled), it keeps it, and with
+                # it this frame and the consumer.
+                del self._connection_side
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
 
@@ -311,7 +315,8 @@ class AsyncConsumer:
                 finally:
                     self._turn.release()
         except Exception:
-            self._connection_side.cancel()
+            if hasattr(self, "_connection_side"):  # gone once the consumer has ended
+                self._connection_side.cancel()
             raise
 
     async def _layer_message_waiting(self) -> bool:

@@ -3,7 +3,11 @@
 1011 and its reader raises ``StopConsumer``), one whose send found the client gone, or an
 event stream a layer message finished. The connection side re-raised the reader's error
 with the reader task and the error in locals of its own frame, which the error's traceback
-holds: reader task -> error -> traceback -> frame -> reader task, and the consumer with it."""
+holds: reader task -> error -> traceback -> frame -> reader task, and the consumer with it.
+
+Nor does one whose own task ended with an error (the consumer's task, as on Daphne or with
+a communicator) or was cancelled: the task keeps its error, whose traceback holds the
+consumer's frame, and the consumer held the task (``_connection_side``)."""
 
 import asyncio
 import gc
@@ -13,7 +17,8 @@ import weakref
 import pytest
 
 from channels_layer import get_channel_layer
-from consumers.exceptions import ClientGone
+from consumers.consumer import AsyncConsumer
+from consumers.exceptions import ClientGone, StopConsumer
 from consumers.generic.http import AsyncHttpConsumer
 from consumers.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from consumers.testing import HttpCommunicator, WebsocketCommunicator
@@ -31,6 +36,9 @@ class Member(AsyncWebsocketConsumer):
     async def ev_boom(self, message):
         raise RuntimeError("a layer handler's bug")
 
+    async def ev_ping(self, message):
+        await self.send(text_data="pong")
+
     async def ev_gone(self, message):
         raise ClientGone("the client has gone")
 
@@ -45,6 +53,9 @@ class SyncMember(WebsocketConsumer):
     def ev_boom(self, message):
         raise RuntimeError("a layer handler's bug")
 
+    def ev_ping(self, message):
+        self.send(text_data="pong")
+
 
 class Stream(AsyncHttpConsumer):
     async def handle(self, body):
@@ -55,6 +66,18 @@ class Stream(AsyncHttpConsumer):
 
     async def ev_last(self, message):
         await self.send_body(b"data: bye\n\n")  # the last chunk: the consumer stops
+
+
+class Raw(AsyncConsumer):
+    async def websocket_connect(self, message):
+        made.append(weakref.ref(self))
+        await self.send({"type": "websocket.accept"})
+
+    async def websocket_receive(self, message):
+        raise RuntimeError("a frame handler's bug")
+
+    async def ev_ping(self, message):
+        await self.send({"type": "websocket.send", "text": "pong"})
 
 
 @pytest.fixture
@@ -98,3 +121,79 @@ async def test_an_event_stream_a_layer_message_finished_is_freed_without_the_col
     await asyncio.sleep(0.05)
     del stream
     assert made[0]() is None
+
+
+@pytest.mark.parametrize("layer_message", [True, False], ids=["reading", "idle"])
+async def test_a_connection_whose_task_ended_with_an_error_is_freed_without_the_collector(
+    layer_message, collector_off
+):
+    inbox: asyncio.Queue = asyncio.Queue()
+    outbox: asyncio.Queue = asyncio.Queue()
+    scope = {"type": "websocket", "path": "/ws/", "headers": [], "subprotocols": []}
+    task = asyncio.ensure_future(Raw.as_asgi()(scope, inbox.get, outbox.put))
+    await inbox.put({"type": "websocket.connect"})
+    assert (await outbox.get())["type"] == "websocket.accept"
+    if layer_message:  # the consumer's own channel: its layer reader starts
+        channel_name = made[0]().channel_name
+        await get_channel_layer().send(channel_name, {"type": "ev.ping"})
+        assert (await outbox.get())["text"] == "pong"
+    await inbox.put({"type": "websocket.receive", "text": "x"})
+    await asyncio.wait({task})
+    assert isinstance(task.exception(), RuntimeError)  # retrieved, as Daphne does
+    del task
+    await asyncio.sleep(0.05)
+    assert made[0]() is None
+
+
+@pytest.mark.parametrize("consumer", [Member, SyncMember])
+@pytest.mark.parametrize("layer_message", [True, False], ids=["reading", "idle"])
+async def test_a_cancelled_connection_is_freed_without_the_collector(
+    consumer, layer_message, collector_off
+):
+    socket = WebsocketCommunicator(consumer.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    if layer_message:
+        await get_channel_layer().group_send("ends.room", {"type": "ev.ping"})
+        assert await socket.receive_from() == "pong"
+    socket.future.cancel()
+    await asyncio.gather(socket.future, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    del socket
+    assert made[0]() is None
+
+
+class Stubborn(AsyncWebsocketConsumer):
+    """A layer handler that swallows its cancellation, then fails (as redis-py's
+    ``wait_for`` on Python 3.11 could make a reader outlive its consumer)."""
+
+    groups = ["ends.stubborn"]
+    release: asyncio.Event
+
+    async def connect(self):
+        made.append(weakref.ref(self))
+        await self.accept()
+
+    async def ev_hold(self, message):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await type(self).release.wait()
+        raise LookupError("failed after its consumer ended")
+
+
+async def test_a_reader_that_outlives_its_consumer_ends_as_it_would_have(
+    monkeypatch, collector_off
+):
+    monkeypatch.setattr("consumers.consumer.READER_STOP_TIMEOUT", 0.05)
+    Stubborn.release = asyncio.Event()
+    socket = WebsocketCommunicator(Stubborn.as_asgi(), "/ws/")
+    assert (await socket.connect())[0]
+    await get_channel_layer().group_send("ends.stubborn", {"type": "ev.hold"})
+    await asyncio.sleep(0.05)
+    reader = made[0]()._reading
+    await socket.disconnect()  # the consumer ends without its reader
+    assert not reader.done()
+    Stubborn.release.set()
+    await asyncio.wait({reader}, timeout=1)
+    # Its handler's error, closing with 1011 (logged), not the consumer's missing task.
+    assert isinstance(reader.exception(), StopConsumer)
