@@ -86,6 +86,16 @@ def _bounded(scope: Scope, send: Send) -> Send:
     return send_within_deadline(send, scope)
 
 
+def _failed(reading: asyncio.Task[None] | None) -> bool:
+    """Whether the layer reader ended with an error."""
+    return (
+        reading is not None
+        and reading.done()
+        and not reading.cancelled()
+        and reading.exception() is not None
+    )
+
+
 def _preview(message: Mapping[str, Any]) -> str:
     text = repr(message)
     return text if len(text) <= 200 else text[:200] + "..."
@@ -190,6 +200,7 @@ class AsyncConsumer:
             connection_side = asyncio.current_task()
             assert connection_side is not None  # noqa: S101  for mypy: called from a task
             self._connection_side = connection_side
+            del connection_side  # a cycle with the task's error (the traceback holds this frame)
             # _reading, _eager, _frame_waiting and _ready start as the class's defaults.
             if not await self._idle():
                 self._reading = asyncio.ensure_future(self._read_layer())
@@ -212,10 +223,10 @@ class AsyncConsumer:
                         else:  # release() with nobody waiting
                             turn.held = False
             except asyncio.CancelledError:
-                reading = self._reading
-                ended = reading is not None and reading.done() and not reading.cancelled()
-                if ended and (error := reading.exception()) is not None:  # type: ignore[union-attr]
-                    raise error from None
+                # The reader's error, raised here with no local of this frame (which its
+                # traceback holds) on it or its task: a cycle the collector would find.
+                if _failed(self._reading):
+                    raise self._reading.exception() from None  # type: ignore[union-attr,misc]
                 raise
             finally:
                 if self._ready is not None:
@@ -231,6 +242,9 @@ class AsyncConsumer:
                 # Nor any reference back to the consumer: a closed connection leaves no
                 # cycle (21-31 objects) for a full collection to find (part9-bcast.md).
                 turn._consumer = None
+                # Nor to this task: ended by an error (or cancelled), it keeps it, and with
+                # it this frame and the consumer.
+                del self._connection_side
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
 
@@ -301,7 +315,8 @@ class AsyncConsumer:
                 finally:
                     self._turn.release()
         except Exception:
-            self._connection_side.cancel()
+            if hasattr(self, "_connection_side"):  # gone once the consumer has ended
+                self._connection_side.cancel()
             raise
 
     async def _layer_message_waiting(self) -> bool:
