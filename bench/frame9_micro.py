@@ -20,6 +20,8 @@ import sys
 import time
 from typing import Any
 
+from bench.echo_probe import application_for
+
 TEXTS = {
     "/ws/echo/": "x" * 32,
     "/ws/json/": '{"text": "xxxxxxxxxxxxxxxxxxxx", "n": 1}',
@@ -66,20 +68,10 @@ async def echo(application: Any, path: str, frames: int) -> float:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    root = os.getcwd()
-    if args[0] == "--root":
-        root = args[1]
-        args = args[2:]
-    sys.path.insert(0, root)
-    impl, path = args[0], args[1]
-    frames = int(args[2]) if len(args) > 2 else 100_000
-    repeats = int(args[3]) if len(args) > 3 else 10
-    if impl == "bare":
-        from bench.apps.bare import application
-    else:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"bench.apps.settings_{impl}")
-        from bench.apps.ours import application
+    application, impl, args = application_for(sys.argv[1:])
+    path = args[0]
+    frames = int(args[1]) if len(args) > 1 else 100_000
+    repeats = int(args[2]) if len(args) > 2 else 10
     toggle = os.environ.get("FRAME9_TOGGLE")
     owner, attribute, original = None, "", None
     if toggle:

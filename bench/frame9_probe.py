@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from bench.echo_probe import application_for, websocket_scope
+
 TEXTS = {
     "/ws/echo/": "x" * 20,
     "/ws/sync/": "x" * 20,
@@ -29,20 +31,10 @@ TEXTS = {
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    root = os.getcwd()
-    if args[0] == "--root":
-        root = args[1]
-        args = args[2:]
-    sys.path.insert(0, root)
-    impl, path = args[0], args[1]
-    frames = int(args[2]) if len(args) > 2 else 100_000
-    runs = int(args[3]) if len(args) > 3 else 1
-    if impl == "bare":
-        from bench.apps.bare import application
-    else:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"bench.apps.settings_{impl}")
-        from bench.apps.ours import application
+    application, impl, args = application_for(sys.argv[1:])
+    path = args[0]
+    frames = int(args[1]) if len(args) > 1 else 100_000
+    runs = int(args[2]) if len(args) > 2 else 1
     if os.environ.get("FRAME9_UVLOOP") == "1":
         import uvloop
 
@@ -87,18 +79,7 @@ async def drive(application: Any, path: str, frames: int) -> float:
                 loop.call_soon(put, {"type": "websocket.receive", "text": text})
 
         queue.put_nowait({"type": "websocket.connect"})
-        scope = {
-            "type": "websocket",
-            "path": path,
-            "headers": [],
-            "query_string": b"",
-            "root_path": "",
-            "client": ("127.0.0.1", 1000 + i),
-            "server": ("127.0.0.1", 8000),
-            "subprotocols": [],
-            "scheme": "ws",
-            "asgi": {"version": "3.0"},
-        }
+        scope = websocket_scope(path, 1000 + i)
         tasks.append(asyncio.ensure_future(application(scope, queue.get, send)))
     await asyncio.sleep(0.2)  # warm up
     state["count"] = 0

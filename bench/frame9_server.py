@@ -1,4 +1,3 @@
-# ruff: noqa: S607, SIM115, RUF005  (a measurement probe: taskset on PATH, prints its figures)
 """Issue 20 part 9 (frame9): closed-loop echoes against one server process, one variant
 after another in the same process (as ``bench.run``'s echo scenario does: async, sync,
 JSON), printing the server's CPU per round trip for each: to see whether a variant costs
@@ -20,29 +19,14 @@ import subprocess
 import sys
 import time
 
+from bench.echo_probe import SERVERS, cpu, start_echo_load, wait_for_port, worker
+
 PY = sys.executable
-SERVERS = {
-    "hypercorn": lambda p: ["hypercorn", "-b", f"127.0.0.1:{p}", "--log-level", "warning"],
-    "uvicorn": lambda p: (
-        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
-        + ["--log-level", "warning", "--lifespan", "off"]
-    ),
-}
 VARIANTS = {
     "async": ("/ws/echo/", "x" * 32),
     "sync": ("/ws/sync/", "x" * 32),
     "json": ("/ws/json/", json.dumps({"text": "x" * 20, "n": 1})),
 }
-
-
-def worker(pid: int) -> int:
-    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-    return int(kids[-1]) if kids else pid
-
-
-def cpu(pid: int) -> float:
-    st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -66,23 +50,11 @@ def main() -> None:
     ]
     srv = subprocess.Popen(argv, cwd=tree, env=env)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         for variant in variants.split(","):
             path, message = VARIANTS[variant]
-            spec = {"mode": "echo", "protocol": "ws", "raw_json": variant == "json", "path": path}
-            spec |= {"message": message, "connections": 50, "warmup": 1.0, "duration": secs}
-            spec |= {"ports": [port], "server_pids": [srv.pid], "deadline": 60}
-            lg = subprocess.Popen(
-                ["taskset", "-c", "1", PY, "-m", "bench.loadgen", json.dumps(spec)],
-                cwd=tree,
-                env=dict(os.environ, PYTHONPATH=tree),
-                stdout=subprocess.PIPE,
-            )
+            raw_json = variant == "json"
+            lg = start_echo_load(tree, port, srv.pid, path, secs, message, raw_json)
             time.sleep(1.5)
             w = worker(srv.pid)
             c0, t0 = cpu(w), time.monotonic()

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from bench.echo_probe import websocket_scope
+
 PATH = sys.argv[1]
 FRAMES = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
@@ -48,18 +50,7 @@ async def main() -> None:
                 loop.call_soon(queue.put_nowait, {"type": "websocket.receive", "text": TEXT})
 
         queue.put_nowait({"type": "websocket.connect"})
-        scope = {
-            "type": "websocket",
-            "path": PATH,
-            "headers": [],
-            "query_string": b"",
-            "root_path": "",
-            "client": ("127.0.0.1", 1000 + i),
-            "server": ("127.0.0.1", 8000),
-            "subprotocols": [],
-            "scheme": "ws",
-            "asgi": {"version": "3.0"},
-        }
+        scope = websocket_scope(PATH, 1000 + i)
         tasks.append(asyncio.ensure_future(application(scope, queue.get, send)))
     await asyncio.sleep(0.2)
     count, started = 0, True

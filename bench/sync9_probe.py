@@ -1,4 +1,4 @@
-# ruff: noqa: S108, SIM115, S607, E501, RUF005, B905  (a measurement probe: fixed /tmp/sync9 files, taskset/perf on PATH)
+# ruff: noqa: S108, SIM115, E501, B905  (a measurement probe: fixed /tmp/sync9 files, taskset/perf on PATH)
 """Issue 20 part 9 (sync9): where the sync echo's hop goes inside a real server.
 
 One closed-loop echo run (50 connections, server on core 0, ``bench.loadgen`` on core 1) of
@@ -31,20 +31,20 @@ import subprocess
 import sys
 import time
 
+from bench.echo_probe import (
+    SERVERS,
+    parse_perf,
+    perf,
+    start_echo_load,
+    summed_counts,
+    wait_for_port,
+    worker,
+)
+
 PY = sys.executable
+COUNTS = "/tmp/sync9/counts-*.json"  # each process's pool events (SITE writes them)
 SYSCALLS = ["futex", "sched_yield", "epoll_wait", "epoll_pwait", "read", "write", "writev"]
 SYSCALLS += ["recvfrom", "sendto"]
-SERVERS = {
-    "hypercorn": lambda p: ["hypercorn", "-b", f"127.0.0.1:{p}", "--log-level", "warning"],
-    "uvicorn": lambda p: (
-        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
-        + ["--log-level", "warning", "--lifespan", "off"]
-    ),
-    "uvicorn-asyncio": lambda p: (
-        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
-        + ["--log-level", "warning", "--lifespan", "off", "--loop", "asyncio"]
-    ),
-}
 
 
 SITE = r"""
@@ -101,11 +101,6 @@ if os.environ.get("SYNC9_COUNT"):
 """
 
 
-def worker(pid: int) -> int:
-    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-    return int(kids[-1]) if kids else pid
-
-
 def tasks(pid: int) -> dict[str, tuple[int, int, int, int, int]]:
     """Per thread: (ns on the CPU, ns runnable and waiting, voluntary, involuntary, system
     time in clock ticks)."""
@@ -121,32 +116,6 @@ def tasks(pid: int) -> dict[str, tuple[int, int, int, int, int]]:
         stime = int(open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()[12])
         out[t] = (int(run), int(wait), vol, inv, stime)
     return out
-
-
-def counts() -> dict[str, float]:
-    found: dict[str, float] = {}
-    for f in glob.glob("/tmp/sync9/counts-*.json"):
-        try:
-            for k, v in json.load(open(f)).items():
-                found[k] = found.get(k, 0) + v
-        except ValueError:
-            pass
-    return found
-
-
-def perf(pid: int, secs: float, out: str) -> subprocess.Popen[bytes]:
-    events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
-    argv = ["taskset", "-c", "1", "perf", "stat", "-x,", "-o", out, "-e", events]
-    return subprocess.Popen([*argv, "-p", str(pid), "--", "sleep", str(secs)])
-
-
-def parse(out: str) -> dict[str, int]:
-    res = {}
-    for line in open(out):
-        parts = line.strip().split(",")
-        if len(parts) > 2 and "sys_enter_" in parts[2]:
-            res[parts[2].split("sys_enter_")[1]] = int(parts[0]) if parts[0].isdigit() else 0
-    return res
 
 
 def main() -> None:
@@ -169,27 +138,14 @@ def main() -> None:
     argv = ["taskset", "-c", "0", PY, "-m", *SERVERS[server](port)]
     srv = subprocess.Popen([*argv, f"bench.apps.{impl}:application"], cwd=tree, env=env)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        spec = {"mode": "echo", "protocol": "ws", "raw_json": False, "path": path}
-        spec |= {"message": "x" * 32, "connections": 50, "warmup": 1.0, "duration": secs}
-        spec |= {"ports": [port], "server_pids": [srv.pid], "deadline": 60}
-        lg = subprocess.Popen(
-            ["taskset", "-c", "1", PY, "-m", "bench.loadgen", json.dumps(spec)],
-            cwd=tree,
-            env=dict(os.environ, PYTHONPATH=tree),
-            stdout=subprocess.PIPE,
-        )
+        wait_for_port(port)
+        lg = start_echo_load(tree, port, srv.pid, path, secs)
         time.sleep(1.5)
         w = worker(srv.pid)
         window = secs - 1.0
-        c0, a, t0 = counts(), tasks(w), time.monotonic()
+        c0, a, t0 = summed_counts(COUNTS), tasks(w), time.monotonic()
         if os.environ.get("SYNC9_PERF"):
-            p = perf(w, window, "/tmp/sync9/perf-srv.txt")
+            p = perf(w, window, "/tmp/sync9/perf-srv.txt", SYSCALLS)
             p.wait()
         elif os.environ.get("SYNC9_RECORD"):  # perf record of the server, per thread
             argv = ["taskset", "-c", "1", "perf", "record", "-q", "-g"]
@@ -203,7 +159,7 @@ def main() -> None:
             time.sleep(window)
         b, t1 = tasks(w), time.monotonic()
         time.sleep(0.6)
-        c1 = counts()
+        c1 = summed_counts(COUNTS)
         res = json.loads(lg.communicate()[0].decode().strip().splitlines()[-1])
     finally:
         srv.terminate()
@@ -223,7 +179,7 @@ def main() -> None:
         f" loop_sys_us {loop[4] * tick / n:.2f} pool_sys_us {pool[4] * tick / n:.2f}"
     )
     if os.environ.get("SYNC9_PERF"):
-        sc = parse("/tmp/sync9/perf-srv.txt")
+        sc = parse_perf("/tmp/sync9/perf-srv.txt")
         line += " sys/rt " + json.dumps({k: round(v / n, 3) for k, v in sc.items() if v})
     if c1:
         cd = {k: round((v - c0.get(k, 0)) / n, 4) for k, v in c1.items()}

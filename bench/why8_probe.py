@@ -1,4 +1,4 @@
-# ruff: noqa: S108, SIM115, S607, RUF005, E501  (a measurement probe: fixed /tmp/why8 files, taskset/perf on PATH)
+# ruff: noqa: S108, E501  (a measurement probe: fixed /tmp/why8 files, taskset/perf on PATH)
 """Issue 20 part 8 (why8): one closed-loop echo run against one server, with what the harness
 does not record: per-round-trip syscalls of the server and of the load generator (perf
 tracepoints, counting), the server's garbage collections (``WHY8_GC=1`` with the
@@ -17,19 +17,19 @@ import subprocess
 import sys
 import time
 
+from bench.echo_probe import (
+    SERVERS,
+    cpu,
+    parse_perf,
+    perf,
+    start_echo_load,
+    summed_counts,
+    wait_for_port,
+    worker,
+)
+
 PY = sys.executable
 SYSCALLS = ["epoll_wait", "epoll_pwait", "recvfrom", "sendto", "read", "write", "writev"]
-SERVERS = {
-    "hypercorn": lambda p: ["hypercorn", "-b", f"127.0.0.1:{p}", "--log-level", "warning"],
-    "uvicorn": lambda p: (
-        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
-        + ["--log-level", "warning", "--lifespan", "off"]
-    ),
-    "uvicorn-asyncio": lambda p: (
-        ["uvicorn", "--host", "127.0.0.1", "--port", str(p)]
-        + ["--log-level", "warning", "--lifespan", "off", "--loop", "asyncio"]
-    ),
-}
 
 
 def app(impl: str) -> str:
@@ -37,42 +37,6 @@ def app(impl: str) -> str:
     return (
         f"bench.{impl}:application" if impl.startswith("why8") else f"bench.apps.{impl}:application"
     )
-
-
-def worker(pid: int) -> int:
-    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-    return int(kids[-1]) if kids else pid
-
-
-def cpu(pid: int) -> float:
-    st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def gc_counts(kind: str = "gc") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for f in glob.glob(f"/tmp/why8/{kind}-*.json"):
-        try:
-            for k, v in json.load(open(f)).items():
-                out[k] = out.get(k, 0) + v
-        except ValueError:
-            pass
-    return out
-
-
-def perf(pid: int, secs: float, out: str) -> subprocess.Popen[bytes]:
-    events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
-    argv = ["taskset", "-c", "1", "perf", "stat", "-x,", "-o", out, "-e", events, "-p", str(pid)]
-    return subprocess.Popen([*argv, "--", "sleep", str(secs)])
-
-
-def parse(out: str) -> dict[str, int]:
-    res = {}
-    for line in open(out):
-        parts = line.strip().split(",")
-        if len(parts) > 2 and "sys_enter_" in parts[2]:
-            res[parts[2].split("sys_enter_")[1]] = int(parts[0]) if parts[0].isdigit() else 0
-    return res
 
 
 def main() -> None:
@@ -90,27 +54,14 @@ def main() -> None:
     argv = ["taskset", "-c", "0", PY, "-m", *SERVERS[server](port), app(impl)]
     srv = subprocess.Popen(argv, cwd=tree, env=env)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        spec = {"mode": "echo", "protocol": "ws", "raw_json": False, "path": path}
-        spec |= {"message": "x" * 32, "connections": 50, "warmup": 1.0, "duration": secs}
-        spec |= {"ports": [port], "server_pids": [srv.pid], "deadline": 60}
-        lg = subprocess.Popen(
-            ["taskset", "-c", "1", PY, "-m", "bench.loadgen", json.dumps(spec)],
-            cwd=tree,
-            env=dict(os.environ, PYTHONPATH=tree),
-            stdout=subprocess.PIPE,
-        )
+        wait_for_port(port)
+        lg = start_echo_load(tree, port, srv.pid, path, secs)
         time.sleep(1.5)
         w = worker(srv.pid)
         window = secs - 1.0
         h0, g0, c0, l0, t0 = (
-            gc_counts("handles"),
-            gc_counts(),
+            summed_counts("/tmp/why8/handles-*.json"),
+            summed_counts("/tmp/why8/gc-*.json"),
             cpu(w),
             cpu(lg.pid),
             time.monotonic(),
@@ -120,19 +71,19 @@ def main() -> None:
                 open(f, "w").close()
             time.sleep(window)
         else:
-            ps = perf(w, window, "/tmp/why8/perf-srv.txt")
-            pl = perf(lg.pid, window, "/tmp/why8/perf-lg.txt")
+            ps = perf(w, window, "/tmp/why8/perf-srv.txt", SYSCALLS)
+            pl = perf(lg.pid, window, "/tmp/why8/perf-lg.txt", SYSCALLS)
             ps.wait()
             pl.wait()
         c1, l1, t1 = cpu(w), cpu(lg.pid), time.monotonic()
         time.sleep(0.6)
-        g1, h1 = gc_counts(), gc_counts("handles")
+        g1, h1 = summed_counts("/tmp/why8/gc-*.json"), summed_counts("/tmp/why8/handles-*.json")
         res = json.loads(lg.communicate()[0].decode().strip().splitlines()[-1])
     finally:
         srv.terminate()
         srv.wait()
     n = res["rps"] * (t1 - t0)
-    ss, sl = parse("/tmp/why8/perf-srv.txt"), parse("/tmp/why8/perf-lg.txt")
+    ss, sl = parse_perf("/tmp/why8/perf-srv.txt"), parse_perf("/tmp/why8/perf-lg.txt")
     per = lambda d: {k: round(v / n, 3) for k, v in d.items() if v}  # noqa: E731
     gcd = {k: round(g1.get(k, 0) - g0.get(k, 0), 4) for k in g1}
     print(
