@@ -40,8 +40,8 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
     import django
 
     django.setup()
-    from bench.apps.routes import GROUP, build
-    from bench.broadcast_timeline import Recorder, connect_members
+    from bench.apps.routes import GROUP
+    from bench.broadcast_timeline import Recorder, disconnect_members, reading_members
     from channels_layer import mailbox
     from consumers import eager
 
@@ -56,12 +56,8 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
         ),
     }
 
-    app = build("consumers", None)
     recorder = Recorder(0.0)
-    inboxes, tasks = await connect_members(app, members, recorder.send)
-    inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
-    await asyncio.sleep(0.3)
-    readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]
+    inboxes, tasks, readers = await reading_members(members, recorder)
     layer = readers[0]._consumer.channel_layer
     event = {"type": "bench.message", "text": "x" * 32}
 
@@ -94,9 +90,7 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
         f"  new - old, paired: median {statistics.median(differences):+.0f} "
         f"(new lower in {lower} of {passes})"
     )
-    for inbox in inboxes:
-        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await disconnect_members(inboxes, tasks)
 
 
 def main() -> None:

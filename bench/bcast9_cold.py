@@ -44,15 +44,11 @@ async def run(members: int, passes: int, evict_mb: int, syscall: bool) -> None:
     import django
 
     django.setup()
-    from bench.apps.routes import GROUP, build
-    from bench.broadcast_timeline import Recorder, connect_members
+    from bench.apps.routes import GROUP
+    from bench.broadcast_timeline import Recorder, disconnect_members, reading_members
 
-    app = build("consumers", None)
     recorder = Recorder(0.0)
-    inboxes, tasks = await connect_members(app, members, recorder.send)
-    inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
-    await asyncio.sleep(0.3)
-    readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]
+    inboxes, tasks, readers = await reading_members(members, recorder)
     layer = readers[0]._consumer.channel_layer
     event = {"type": "bench.message", "text": "x" * 32}
     frame = {"type": "websocket.send", "text": "x" * 32}
@@ -104,9 +100,7 @@ async def run(members: int, passes: int, evict_mb: int, syscall: bool) -> None:
     print(f"{len(readers)} members, ns a member (thread CPU), median / min of {2 * passes}:")
     for name, found in figures.items():
         print(f"  {name}: {statistics.median(found):.0f} / {min(found):.0f}")
-    for inbox in inboxes:
-        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await disconnect_members(inboxes, tasks)
 
 
 def main() -> None:

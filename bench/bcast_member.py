@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import time
 from collections.abc import Callable
@@ -47,15 +46,10 @@ async def run(members: int, passes: int) -> None:
     import django
 
     django.setup()
-    from bench.apps.routes import build
-    from bench.broadcast_timeline import Recorder, connect_members
+    from bench.broadcast_timeline import Recorder, disconnect_members, reading_members
 
-    app = build("consumers", None)
     recorder = Recorder(0.0)
-    inboxes, tasks = await connect_members(app, members, recorder.send)
-    inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
-    await asyncio.sleep(0.3)
-    readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]
+    inboxes, tasks, readers = await reading_members(members, recorder)
     consumers = [reader._consumer for reader in readers]
     event = {"type": "bench.message", "text": "x" * 32}
     frame = {"type": "websocket.send", "text": "x" * 32}
@@ -75,9 +69,7 @@ async def run(members: int, passes: int) -> None:
     }
     print(f"{len(readers)} members, ns a member, min of {passes} passes:")
     print("  " + ", ".join(f"{name} {ns:.0f}" for name, ns in figures.items()))
-    for inbox in inboxes:
-        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await disconnect_members(inboxes, tasks)
 
 
 def main() -> None:

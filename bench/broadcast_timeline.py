@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import time
@@ -71,6 +72,23 @@ async def connect_members(
         tasks.append(asyncio.ensure_future(app(scope, inbox.get, send)))
     await asyncio.sleep(0.5)  # every consumer has joined and parked
     return inboxes, tasks
+
+
+async def reading_members(
+    members: int, recorder: Recorder
+) -> tuple[list[Inbox], list[asyncio.Future[Any]], list[Any]]:
+    """``members`` consumers of the broadcast route (``bench.apps.routes``, Django set up
+    already) connected in this process, each with its layer reader started by a first
+    broadcast, all writing to ``recorder``, and their readers (``EagerReader``): what the
+    per-member probes (``bench.bcast_member``, ``bench.bcast9_*``) measure on."""
+    from bench.apps.routes import build
+
+    app = build("consumers", None)
+    inboxes, tasks = await connect_members(app, members, recorder.send)
+    inboxes[0].put_nowait({"type": "websocket.receive", "text": "x" * 32})  # readers start
+    await asyncio.sleep(0.3)
+    readers = [o for o in gc.get_objects() if type(o).__name__ == "EagerReader"]
+    return inboxes, tasks, readers
 
 
 async def disconnect_members(inboxes: list[Inbox], tasks: list[asyncio.Future[Any]]) -> None:
