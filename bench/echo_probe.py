@@ -5,6 +5,7 @@ to core 1 as the harness pins it."""
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import socket
@@ -132,3 +133,23 @@ def parse_perf(out: str) -> dict[str, int]:
                 count = int(parts[0]) if parts[0].isdigit() else 0
                 found[parts[2].split("sys_enter_")[1]] = count
     return found
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server the probe starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def toggled() -> tuple[Any, str, Any]:
+    """``FRAME9_TOGGLE=module:Class.attr``: the class, the attribute's name and its value,
+    for a probe to swap between runs; ``(None, "", None)`` when unset."""
+    toggle = os.environ.get("FRAME9_TOGGLE")
+    if not toggle:
+        return None, "", None
+    module, _, dotted = toggle.partition(":")
+    owner_name, _, attribute = dotted.rpartition(".")
+    owner = getattr(importlib.import_module(module), owner_name)
+    return owner, attribute, owner.__dict__[attribute]

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import os
 import sys
 import time
 from typing import Any
 
-from bench.echo_probe import application_for
+from bench.echo_probe import application_for, toggled
 
 TEXTS = {
     "/ws/echo/": "x" * 32,
@@ -72,13 +70,7 @@ def main() -> None:
     path = args[0]
     frames = int(args[1]) if len(args) > 1 else 100_000
     repeats = int(args[2]) if len(args) > 2 else 10
-    toggle = os.environ.get("FRAME9_TOGGLE")
-    owner, attribute, original = None, "", None
-    if toggle:
-        module, _, dotted = toggle.partition(":")
-        owner_name, _, attribute = dotted.rpartition(".")
-        owner = getattr(importlib.import_module(module), owner_name)
-        original = owner.__dict__[attribute]
+    owner, attribute, original = toggled()
     best: dict[str, float] = {}
     for run in range(repeats):
         tag = ""

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from bench.echo_probe import application_for, websocket_scope
+from bench.echo_probe import application_for, toggled, websocket_scope
 
 TEXTS = {
     "/ws/echo/": "x" * 20,
@@ -39,15 +39,7 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    toggle = os.environ.get("FRAME9_TOGGLE")
-    owner, attribute, original = None, "", None
-    if toggle:
-        import importlib
-
-        module, _, dotted = toggle.partition(":")
-        owner_name, _, attribute = dotted.rpartition(".")
-        owner = getattr(importlib.import_module(module), owner_name)
-        original = owner.__dict__[attribute]
+    owner, attribute, original = toggled()
     for run in range(runs):
         tag = ""
         if owner is not None:

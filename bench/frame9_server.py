@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
-from bench.echo_probe import SERVERS, cpu, start_echo_load, wait_for_port, worker
+from bench.echo_probe import SERVERS, cpu, free_port, start_echo_load, wait_for_port, worker
 
 PY = sys.executable
 VARIANTS = {
@@ -33,10 +32,7 @@ def main() -> None:
     server, impl, variants = sys.argv[1:4]
     secs = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
     tree = os.getcwd()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=tree, BENCH_LAYER="memory")
     env.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
     argv = [

@@ -26,13 +26,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 from bench.echo_probe import (
     SERVERS,
+    free_port,
     parse_perf,
     perf,
     start_echo_load,
@@ -123,12 +123,9 @@ def main() -> None:
     secs = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
     impl = sys.argv[5] if len(sys.argv) > 5 else "ours"
     os.makedirs("/tmp/sync9", exist_ok=True)
-    for f in glob.glob("/tmp/sync9/counts-*.json"):
+    for f in glob.glob(COUNTS):
         os.remove(f)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     site = "/tmp/sync9/site"
     os.makedirs(site, exist_ok=True)
     with open(os.path.join(site, "sitecustomize.py"), "w") as out:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import time
 from bench.echo_probe import (
     SERVERS,
     cpu,
+    free_port,
     parse_perf,
     perf,
     start_echo_load,
@@ -43,10 +43,7 @@ def main() -> None:
     server, impl, path = sys.argv[1:4]
     secs = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
     tree = os.getcwd()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=f"/tmp/why8/site:{tree}", BENCH_LAYER="memory")
     env.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
     for f in glob.glob("/tmp/why8/gc-*.json") + glob.glob("/tmp/why8/handles-*.json"):
