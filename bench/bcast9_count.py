@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bcast_cpu import _cpu
+from bench.bcast_cpu import _cpu, broadcast_spec
 from bench.bcast_profile import _workers
 from bench.harness import scenarios
 from bench.harness.scenarios import Context
@@ -35,14 +35,7 @@ def run_one(ctx: Context, impl: Any, out: Path, size: int, messages: list[int]) 
         pids = [pid for proc, _ in servers for pid in _workers(proc.pid)]
         taken = []
         for number in messages:
-            spec = {
-                "mode": "broadcast",
-                "protocol": impl.protocol,
-                "path": "/ws/broadcast/",
-                "connections": size,
-                "messages": number,
-                "gap": 0.02,
-            }
+            spec = broadcast_spec(impl, size, number, 0.02)
             user, system = _cpu(pids)
             result = scenarios.loadgen(ctx, spec, servers)
             time.sleep(0.3)

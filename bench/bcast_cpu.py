@@ -42,6 +42,19 @@ def _cpu(pids: list[int]) -> tuple[float, float]:
     return user / TICK, system / TICK
 
 
+def broadcast_spec(impl: Any, size: int, messages: int, gap: float) -> dict[str, Any]:
+    """The load generator's broadcast run: ``size`` clients, ``messages`` broadcasts,
+    ``gap`` seconds between a broadcast's last delivery and the next one's send."""
+    return {
+        "mode": "broadcast",
+        "protocol": impl.protocol,
+        "path": "/ws/broadcast/",
+        "connections": size,
+        "messages": messages,
+        "gap": gap,
+    }
+
+
 def run_one(
     ctx: Context, impl: Any, layer: str, size: int, messages: list[int], gap: float = 0.02
 ) -> dict[str, Any]:
@@ -53,14 +66,7 @@ def run_one(
         spent = []
         result: dict[str, Any] = {}
         for number in messages:
-            spec = {
-                "mode": "broadcast",
-                "protocol": impl.protocol,
-                "path": "/ws/broadcast/",
-                "connections": size,
-                "messages": number,
-                "gap": gap,  # between a broadcast's last delivery and the next one's send
-            }
+            spec = broadcast_spec(impl, size, number, gap)
             user, system = _cpu(pids)
             result = scenarios.loadgen(ctx, spec, servers)
             time.sleep(0.3)  # the departed clients leave the group
