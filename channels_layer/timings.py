@@ -2,9 +2,10 @@
 
 ``prometheus_client.Histogram.observe`` takes a lock for its sum and another for the
 bucket and checks its state first: about 1 us here, which on every frame of an echo was
-most of what the metrics cost. A ``Timings`` keeps one bucket list and a sum under one
-uncontended lock; ``TimingsCollector`` hands them to ``prometheus_client`` as ordinary
-histograms when Prometheus scrapes (same names, ``_bucket``/``_count``/``_sum`` samples).
+most of what the metrics cost. A ``Timings`` keeps bucket counts and a sum, without a lock
+for the thread that observes first (see ``Timings``); ``TimingsCollector`` hands them to
+``prometheus_client`` as ordinary histograms when Prometheus scrapes (same names,
+``_bucket``/``_count``/``_sum`` samples).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from threading import get_ident
 
 from prometheus_client.core import HistogramMetricFamily, Metric
 
@@ -24,29 +26,58 @@ FIRST_BOUND = LATENCY_BUCKETS[0]
 
 
 class Timings:
-    """One histogram's counts by bucket (the last one: over every bound) and its sum."""
+    """One histogram's counts by bucket (the last one: over every bound) and its sum.
 
-    __slots__ = ("_lock", "counts", "total")
+    The thread that observes first owns it: its observations go to its own tally without
+    a lock (it alone writes there). Any other thread's (a sync handler's pool thread, a
+    second event loop's) go to a shared tally under the lock. ``read`` adds both up, so
+    nothing is lost when a thread ends, and a thread costs no memory of its own. The lock
+    was a third of an observation (about 30 ns less a frame here on 3.11 to 3.13; a tally
+    per thread, picked by ``get_ident()`` in a dict, cost as much as the lock).
+    """
+
+    __slots__ = ("_lock", "_owned", "_owner", "_shared")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.total = 0.0
+        # Counts by bucket, then the sum (one list: ``read`` copies it in one step).
+        self._owned: list[float] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        self._shared: list[float] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        self._owner: int | None = None
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
         # The first bound >= seconds; most handlers and sends fall in the first bucket.
         index = 0 if seconds <= FIRST_BOUND else bisect_left(LATENCY_BUCKETS, seconds)
-        lock = self._lock
-        lock.acquire()  # not ``with``: 130 ns less an observation, on every frame
-        try:
-            self.counts[index] += 1
-            self.total += seconds
-        finally:
-            lock.release()
+        if get_ident() == self._owner:
+            tally = self._owned
+            tally[index] += 1
+            tally[_SUM] += seconds
+        else:
+            self._observe_shared(index, seconds)
+
+    def _observe_shared(self, index: int, seconds: float) -> None:
+        with self._lock:
+            if self._owner is None:  # the first observation: this thread owns the rest
+                self._owner = get_ident()
+                tally = self._owned
+            else:
+                tally = self._shared
+            tally[index] += 1
+            tally[_SUM] += seconds
 
     def read(self) -> tuple[list[int], float]:
+        """The counts by bucket and the sum, every observation so far included. The
+        owner's tally is copied in one step without the lock; an observation it has half
+        written (its count, not yet its seconds) is whole at the next read."""
         with self._lock:
-            return list(self.counts), self.total
+            owned, shared = list(self._owned), list(self._shared)
+        pairs = zip(owned[:_SUM], shared[:_SUM], strict=True)
+        counts = [int(mine + theirs) for mine, theirs in pairs]
+        return counts, owned[_SUM] + shared[_SUM]
+
+
+# Where a tally keeps its sum, after the counts.
+_SUM = len(LATENCY_BUCKETS) + 1
 
 
 class TimingsFamily:

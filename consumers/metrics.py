@@ -4,12 +4,12 @@ workers and presence (the layer's own are in ``channels_layer.metrics``).
 What changes on every frame is counted in plain integers on the event loop, the only place
 ASGI ``receive`` and ``send`` run, and handed to ``prometheus_client`` as counters when it
 scrapes: a frame costs an attribute increment, not a lock. Histograms are
-``channels_layer.timings`` (one bucket list under one lock, exported as histograms), the
-rarer counters ``prometheus_client``'s, all bound to their labels once. State (open
-connections; threads busy and presence, in ``metrics_state``) is read at scrape time.
-Labels are bounded: a consumer class, a close code the server sent or a standard one, a
-refusal reason; never a user, room or channel name. ``CONSUMERS_METRICS = False`` (read
-once) makes every hook a no-op.
+``channels_layer.timings`` (bucket counts, lock-free for the thread that observes first,
+exported as histograms), the rarer counters ``prometheus_client``'s, all bound to their
+labels once. State (open connections; threads busy and presence, in ``metrics_state``) is
+read at scrape time. Labels are bounded: a consumer class, a close code the server sent or
+a standard one, a refusal reason; never a user, room or channel name.
+``CONSUMERS_METRICS = False`` (read once) makes every hook a no-op.
 
 How a WebSocket is seen: the outermost ``ProtocolTypeRouter`` watches its ASGI messages
 (``watching``, a ``WebSocketWatch``; ``serve`` for other callers); the origin check, the router and
