@@ -65,7 +65,17 @@ class SendDeadline:
     is ``counter.sent``: the watch itself is kept, not its bound method (an object less a
     connection for the collector to scan)."""
 
-    __slots__ = ("_counter", "_done", "_loop", "_scope", "_send", "_sending", "_timeout", "_timer")
+    __slots__ = (
+        "_counter",
+        "_done",
+        "_loop",
+        "_scope",
+        "_send",
+        "_sending",
+        "_tally",
+        "_timeout",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -78,6 +88,9 @@ class SendDeadline:
     ) -> None:
         self._send = send
         self._counter = counter if sent is None else _Calls(sent)
+        # The watch's tally, for ``__call__`` to count a text frame in place (as the
+        # consumer counts one received): a Python call less a frame sent.
+        self._tally = metrics.tally if type(counter) is metrics.WebSocketWatch else None
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -99,7 +112,16 @@ class SendDeadline:
         step = self._send(message).__await__()
         suspended_on = next(step, _STEP_ENDED)
         if suspended_on is _STEP_ENDED:
-            if self._counter is not None:
+            tally = self._tally
+            if (
+                tally is not None
+                and message.get("type") == "websocket.send"
+                and (text := message.get("text")) is not None
+                and text.isascii()
+            ):  # the watch's ``sent`` for a text frame, without its call
+                tally.frames_out += 1
+                tally.bytes_out += len(text)
+            elif self._counter is not None:
                 self._counter.sent(message)
             return self._done
         return self._wait(step, suspended_on, message)
