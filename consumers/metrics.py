@@ -127,7 +127,8 @@ class WebSocketWatch:
         self.sent(message)
 
     def sent(self, message: Message) -> None:
-        """Count a message the server's ``send`` took."""
+        """Count a message the server's ``send`` took (``send_deadline.SendDeadline`` counts
+        an ASCII text frame in place, as this does)."""
         kind = message.get("type")
         if kind == "websocket.send":
             tally.frames_out += 1

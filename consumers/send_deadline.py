@@ -63,7 +63,8 @@ class SendDeadline:
     """``send`` with a deadline of ``timeout`` seconds on each call; ``sent``, if given, is
     called with each message sent (the metrics' count, without a coroutine of its own), as
     is ``counter.sent``: the watch itself is kept, not its bound method (an object less a
-    connection for the collector to scan)."""
+    connection for the collector to scan). A ``metrics.WebSocketWatch``'s count of an ASCII
+    text frame sent at once is done here, in place."""
 
     __slots__ = (
         "_counter",
