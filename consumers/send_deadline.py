@@ -31,6 +31,8 @@ logger = logging.getLogger("consumers.consumer")
 
 # What ``next`` gives for a send's first step that ended it (no awaitable yields it).
 _STEP_ENDED: Any = object()
+# The watch's own count, which ``SendDeadline`` does in place for a text frame.
+_SENT = metrics.WebSocketWatch.sent
 
 
 class _Sending:
@@ -90,8 +92,10 @@ class SendDeadline:
         self._send = send
         self._counter = counter if sent is None else _Calls(sent)
         # The watch's tally, for ``__call__`` to count a text frame in place (as the
-        # consumer counts one received): a Python call less a frame sent.
-        self._tally = metrics.tally if type(counter) is metrics.WebSocketWatch else None
+        # consumer counts one received): a Python call less a frame sent. Not if the
+        # watch's ``sent`` was replaced (a test's patch): that one is called, as before.
+        watching = type(counter) is metrics.WebSocketWatch and metrics.WebSocketWatch.sent is _SENT
+        self._tally = metrics.tally if watching else None
         self._scope = scope
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()

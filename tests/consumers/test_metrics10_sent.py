@@ -5,7 +5,8 @@ and binary frames (through ``sent``), the handshake and the close, and a send th
 waited."""
 
 import asyncio
-from unittest import mock
+import contextlib
+import sys
 
 import pytest
 
@@ -40,15 +41,30 @@ def _counts():
     return [metrics.tally.frames_out, metrics.tally.bytes_out]
 
 
+@contextlib.contextmanager
+def calls_of(function):
+    """The messages ``function`` (a watch's method) is called with on this thread, seen
+    by a profiler: patching it would make the deadline call it."""
+    messages = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is function.__code__:
+            messages.append(frame.f_locals["message"])
+
+    sys.setprofile(profile)
+    try:
+        yield messages
+    finally:
+        sys.setprofile(None)
+
+
 @pytest.mark.parametrize("cls", [Replies, SyncReplies])
 async def test_frames_sent_are_counted_and_ascii_text_without_the_watchs_call(cls):
     if not metrics.enabled():
         pytest.skip("CONSUMERS_METRICS is off")
     texts = ["abc", "é€", "x" * 300]
     before = _counts()
-    with mock.patch.object(
-        metrics.WebSocketWatch, "sent", autospec=True, side_effect=metrics.WebSocketWatch.sent
-    ) as sent:
+    with calls_of(metrics.WebSocketWatch.sent) as sent:
         socket = WebsocketCommunicator(_app(cls), "/ws/")
         assert (await socket.connect())[0]
         for text in texts:
@@ -56,12 +72,26 @@ async def test_frames_sent_are_counted_and_ascii_text_without_the_watchs_call(cl
             assert await socket.receive_from() == text
             assert await socket.receive_from() == text.encode()
         await socket.disconnect()
-    kinds = [call.args[1]["type"] for call in sent.call_args_list]
     sizes = sum(2 * len(text.encode()) for text in texts)
     assert [b - a for a, b in zip(before, _counts(), strict=True)] == [2 * len(texts), sizes]
     # The accept, the non-ASCII text frame and the binary ones: not the ASCII text frames.
     # (The close is the communicator's: the client's, not sent.)
-    assert sorted(kinds) == ["websocket.accept"] + ["websocket.send"] * (len(texts) + 1)
+    assert [message.get("text") for message in sent] == [None, None, "é€", None, None]
+
+
+async def test_a_replaced_sent_is_called_for_every_message(monkeypatch):
+    counted = []
+
+    async def server_send(message):
+        pass
+
+    monkeypatch.setattr(
+        metrics.WebSocketWatch, "sent", lambda self, message: counted.append(message)
+    )
+    watch = metrics.WebSocketWatch(None, server_send)
+    deadline = SendDeadline(server_send, {"type": "websocket"}, 5, counter=watch)
+    await deadline({"type": "websocket.send", "text": "abc"})
+    assert counted == [{"type": "websocket.send", "text": "abc"}]
 
 
 async def test_a_send_that_waited_is_counted_once_done():
