@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from channels_layer.timings import LATENCY_BUCKETS, Timings
+from channels_layer.timings import LATENCY_BUCKETS, Timings, TimingsFamily, families
 
 
 @pytest.fixture
@@ -48,21 +48,26 @@ def test_observations_from_threads_at_once_are_summed_exactly(switching_often):
     assert total == pytest.approx(30_000 * sum(seconds))
 
 
-def test_a_thread_that_ended_keeps_its_observations():
-    timings = Timings()
-    owner = _observing(timings, [0.00005, 0.002], 1_000)  # observes first: owns the tally
-    owner.start()
-    owner.join()
-    other = _observing(timings, [0.0002], 500)
-    other.start()
-    other.join()
-    timings.observe(0.5)
-    counts, total = timings.read()
-    assert counts[0] == counts[4] == 1_000
-    assert counts[1] == 500
-    assert counts[LATENCY_BUCKETS.index(0.5)] == 1
-    assert sum(counts) == 2_501
-    assert total == pytest.approx(1_000 * 0.00205 + 500 * 0.0002 + 0.5)
+def test_a_thread_that_ended_keeps_its_observations_in_the_scrape():
+    family = TimingsFamily("test_timings_threads_seconds", "a test")
+    try:
+        timings = family.labels()
+        owner = _observing(timings, [0.00005, 0.002], 1_000)  # observes first: owns it
+        owner.start()
+        owner.join()
+        other = _observing(timings, [0.0002], 500)
+        other.start()
+        other.join()
+        timings.observe(0.5)
+        samples = {(s.name, s.labels.get("le")): s.value for s in family.metric().samples}
+    finally:
+        families.remove(family)
+    name = "test_timings_threads_seconds"
+    assert samples[f"{name}_bucket", "0.0001"] == 1_000
+    assert samples[f"{name}_bucket", "0.00025"] == 1_500
+    assert samples[f"{name}_bucket", "0.0025"] == 2_500
+    assert samples[f"{name}_bucket", "+Inf"] == samples[f"{name}_count", None] == 2_501
+    assert samples[f"{name}_sum", None] == pytest.approx(1_000 * 0.00205 + 500 * 0.0002 + 0.5)
 
 
 def test_the_thread_that_observed_first_never_waits_on_the_lock():
