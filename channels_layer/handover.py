@@ -75,6 +75,11 @@ class Later(Protocol):
 # at once): code may add to the list only from that thread; a hand-over in another thread
 # meanwhile does without.
 later: tuple[int, list[Any]] | None = None
+# Entries of ``later`` kept before they are run, within a hand-over: the writes it keeps
+# alive (a message each) stay under the collector's first threshold (700 objects), which
+# a fan-out to 1,000 that kept them all crossed once per broadcast (a young collection,
+# then more of the older ones), and the first members wait for the few handlers before.
+LATER_KEPT = 256
 
 
 def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
@@ -122,6 +127,9 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
             except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
                 _release_later(eager, position)
                 raise
+            if mine is not None and len(left := mine[1]) >= LATER_KEPT:
+                _run_later(left)
+                left.clear()
     finally:
         handing_over.running = False
         if mine is not None:

@@ -197,3 +197,19 @@ async def test_another_threads_hand_over_leaves_this_threads_sends_alone():
         handover.later = None
     assert sent == [{"type": "websocket.send", "text": "now"}]
     assert others == []
+
+
+async def test_a_large_fan_out_writes_every_few_members(monkeypatch):
+    monkeypatch.setattr(handover, "LATER_KEPT", 4)  # two writes of a message each
+    clients = await _members("a", "b", "c")
+    await get_channel_layer().group_send(GROUP, {"type": "ev.note", "n": 1})
+    steps = [(name, kind) for name, kind, _ in Member.log if kind != "after send"]
+    assert steps == [
+        ("a", "handled"),
+        ("b", "handled"),
+        ("a", "sent"),
+        ("b", "sent"),
+        ("c", "handled"),
+        ("c", "sent"),
+    ]
+    await _end(clients)
