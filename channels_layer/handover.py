@@ -124,12 +124,11 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
             try:
                 if receiver.handle(message):
                     ready.wake()
+                if mine is not None and len(left := mine[1]) >= LATER_KEPT:
+                    _run_later(left)
             except BaseException:  # KeyboardInterrupt, SystemExit: free the later claims
                 _release_later(eager, position)
                 raise
-            if mine is not None and len(left := mine[1]) >= LATER_KEPT:
-                _run_later(left)
-                left.clear()
     finally:
         handing_over.running = False
         if mine is not None:
@@ -139,13 +138,17 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
 
 
 def _run_later(left: list[Any]) -> None:
-    """What the handlers left for after the hand-over, in the order they left it."""
+    """What the handlers left for after the hand-over, in the order they left it; emptied,
+    even by a KeyboardInterrupt in it: the hand-over's end must not run any of it again."""
     entries = iter(left)
-    for work, argument in zip(entries, entries, strict=True):
-        try:
-            work.run_later(argument)
-        except Exception:  # a Later must not raise; if one does, the others still run
-            logger.exception("A receiver's work after a hand-over failed")
+    try:
+        for work, argument in zip(entries, entries, strict=True):
+            try:
+                work.run_later(argument)
+            except Exception:  # a Later must not raise; if one does, the others still run
+                logger.exception("A receiver's work after a hand-over failed")
+    finally:
+        left.clear()
 
 
 def _release_later(eager: list[Handing], position: int) -> None:

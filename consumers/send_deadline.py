@@ -168,7 +168,7 @@ class SendDeadline:
             self._gone = True
             self._behind = self._done
             return
-        except Exception:
+        except (Exception, asyncio.CancelledError):  # not the sender's cancellation: logged
             logger.exception("Could not send %r to the client", message.get("type"))
             return
         if suspended_on is _STEP_ENDED:
