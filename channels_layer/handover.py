@@ -75,6 +75,9 @@ class Later(Protocol):
 # at once): code may add to the list only from that thread; a hand-over in another thread
 # meanwhile does without.
 later: tuple[int, list[Any]] | None = None
+# Held by the thread that set ``later``, taken without waiting: two threads that both found
+# ``later`` free and both set it left one's handler a frame kept and its next written first.
+_later_taken = threading.Lock()
 # Entries of ``later`` kept before they are run, within a hand-over: the writes it keeps
 # alive (a message each) stay under the collector's first threshold (700 objects), which
 # a fan-out to 1,000 that kept them all crossed once per broadcast (a young collection,
@@ -94,7 +97,8 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
     template: dict[str, Any] = {}
     handing_over.running = True
     mine: tuple[int, list[Any]] | None = None
-    if len(eager) > 4 and later is None:  # several receivers, no other thread's hand-over
+    # Several receivers, and no other thread's hand-over keeps ``later``.
+    if len(eager) > 4 and _later_taken.acquire(blocking=False):
         later = mine = (threading.get_ident(), [])
     try:
         entries = iter(eager)
@@ -132,8 +136,8 @@ def hand_over(eager: list[Handing], decode: Decode, decode_once: bool) -> None:
     finally:
         handing_over.running = False
         if mine is not None:
-            if later is mine:
-                later = None
+            later = None
+            _later_taken.release()
             _run_later(mine[1])
 
 
