@@ -70,3 +70,48 @@ async def test_a_consumer_does_not_end_before_its_deferred_write(monkeypatch):
     await asyncio.wait_for(clients["b"].task, 2)
     assert await _sent("b") == ["bye"]
     await _end(clients)
+
+
+class Reuser(Member):
+    async def ev_twice(self, message):
+        frame = {"type": "websocket.send", "text": "a"}
+        await self.base_send(frame)
+        frame["text"] = "b"  # the first send has returned: the server has taken it
+        await self.base_send(frame)
+
+
+async def test_a_message_changed_after_its_send_returned_is_written_as_sent(monkeypatch):
+    """A send that returned has been taken: a handler may reuse its dict (ASGI servers read
+    the message in the call). A deferred write must write what was sent, not what the dict
+    holds after the handler ran."""
+    monkeypatch.setattr(Member, "ev_twice", Reuser.ev_twice, raising=False)
+    clients = await _members("a", "b")
+    await get_channel_layer().group_send(GROUP, {"type": "ev.twice"})
+    for name in ("a", "b"):
+        assert await _sent(name) == ["a", "b"]
+    await _end(clients)
+
+
+async def test_communicators_of_a_group_receive_every_frame_in_order():
+    """Channels-style tests: a group_send to several consumers under WebsocketCommunicator."""
+    from consumers.testing import WebsocketCommunicator
+
+    Member.log = []
+    communicators = []
+    for name in ("a", "b", "c"):
+        communicator = WebsocketCommunicator(Member.as_asgi(), "/ws/")
+        communicator.scope["name"] = name
+        assert (await communicator.connect())[0]
+        communicators.append(communicator)
+    layer = get_channel_layer()
+    await layer.group_send(GROUP, {"type": "ev.note", "n": 0})  # starts the readers
+    await layer.group_send(GROUP, {"type": "ev.note", "n": 1, "more": ["x"], "close": True})
+    for communicator in communicators:
+        got = [await communicator.receive_output() for _ in range(4)]
+        assert [m.get("text") or m["type"] for m in got] == [
+            "note 0",
+            "note 1",
+            "x",
+            "websocket.close",
+        ]
+        await communicator.disconnect()
