@@ -23,7 +23,7 @@ from consumers.eager import EagerReader
 from consumers.exceptions import ClientGone, StopConsumer
 from consumers.inline_attributes import learn_attributes
 from consumers.outbox import Outbox
-from consumers.send_deadline import send_within_deadline
+from consumers.send_deadline import SendDeadline, send_within_deadline
 from consumers.threads import close_old_connections_here, sync_pool
 from consumers.turn import Turn
 from consumers.types import Message, Receive, Scope, Send
@@ -245,6 +245,8 @@ class AsyncConsumer:
                 # Nor to this task: ended by an error (or cancelled), it keeps it, and with
                 # it this frame and the consumer.
                 del self._connection_side
+                if isinstance(send := self._asgi_send, SendDeadline) and send.writing:
+                    await send.settled()  # what a hand-over left is out before the end
         except (StopConsumer, ClientGone):  # not contextlib.suppress: an object per connection
             return
 

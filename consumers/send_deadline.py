@@ -205,6 +205,18 @@ class SendDeadline:
         except Exception:
             logger.exception("Could not send %r to the client", message.get("type"))
 
+    @property
+    def writing(self) -> bool:
+        """Whether a write a hand-over left for this connection is still going on."""
+        behind = self._behind
+        return behind is not None and not behind.done()
+
+    async def settled(self) -> None:
+        """Once the writes a hand-over left for this connection are out (or failed): the
+        consumer does not end before them."""
+        while (behind := self._behind) is not None and not behind.done():
+            await asyncio.wait((behind,))
+
     async def _in_turn(self, message: Message) -> None:
         """A send after a hand-over's write that has not ended: once it has."""
         while (behind := self._behind) is not None and not behind.done():

@@ -50,10 +50,6 @@ class Quitter(Member):
         raise StopConsumer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the fix is consumers/consumer.py's (await the send's pending write at the end)",
-)
 async def test_a_consumer_does_not_end_before_its_deferred_write(monkeypatch):
     """A handler that sends and then ends its consumer (StopConsumer): the application does
     not return while the write it made is still going on (a slow client), as it did not when
