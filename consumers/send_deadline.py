@@ -219,8 +219,7 @@ class SendDeadline:
 
     async def _in_turn(self, message: Message) -> None:
         """A send after a hand-over's write that has not ended: once it has."""
-        while (behind := self._behind) is not None and not behind.done():
-            await asyncio.wait((behind,))
+        await self.settled()
         if self._gone:
             raise ConnectionResetError("the client has gone: an earlier write failed")
         self._behind = None
