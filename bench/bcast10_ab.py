@@ -13,24 +13,17 @@ Run it under ``flock /tmp/bench.lock``; each process is pinned to core 0, as bca
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
+
+from bench.paired import report, run_in_tree
 
 
 def member_ns(python: str, tree: str, members: int, passes: int) -> float:
     """One process of ``bcast9_ab`` in ``tree`` against itself: the median ns a member."""
     command = ["taskset", "-c", "0", python, "-m", "bench.bcast9_ab", tree]
-    output = subprocess.run(
-        [*command, "--members", str(members), "--passes", str(passes)],
-        cwd=tree,
-        env={**os.environ, "PYTHONPATH": "."},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    output = run_in_tree(tree, [*command, "--members", str(members), "--passes", str(passes)])
     medians = [float(value) for value in re.findall(r"(?:new|old): median (\d+)", output)]
     assert len(medians) == 2, output
     return statistics.mean(medians)
@@ -49,15 +42,8 @@ def main() -> None:
     for _ in range(args.pairs):
         for name, tree in (("old", args.old_tree), ("new", args.new_tree)):
             found[name].append(member_ns(args.python, tree, args.members, args.passes))
-    pairs = list(zip(found["old"], found["new"], strict=True))
-    lower = sum(new < old for old, new in pairs)
-    print(f"ns a member (thread CPU), {args.members} members, {args.pairs} pairs of processes")
-    for name, runs in found.items():
-        print(f"  {name}: median {statistics.median(runs):.0f}  runs {runs}")
-    print(
-        f"  new - old, paired: median {statistics.median(new - old for old, new in pairs):+.0f} "
-        f"(new lower in {lower} of {args.pairs})"
-    )
+    title = f"ns a member (thread CPU), {args.members} members, {args.pairs} pairs of processes"
+    report(title, found, best="runs")
 
 
 if __name__ == "__main__":

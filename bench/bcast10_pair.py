@@ -18,23 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.util
 import os
-import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
 
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.paired import load_module, report
 
 
 async def run(old_tree: Path, members: int, passes: int) -> None:
@@ -45,8 +36,10 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
     from bench.broadcast_timeline import Recorder, disconnect_members, reading_members
     from consumers.send_deadline import SendDeadline
 
-    old_timings = _load("channels_layer._old_timings", old_tree / "channels_layer" / "timings.py")
-    old_deadline = _load(
+    old_timings = load_module(
+        "channels_layer._old_timings", old_tree / "channels_layer" / "timings.py"
+    )
+    old_deadline = load_module(
         "consumers._old_send_deadline", old_tree / "consumers" / "send_deadline.py"
     )
     recorder = Recorder(0.0)
@@ -80,15 +73,7 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
     gc.enable()
     timer.observe, SendDeadline.__call__ = versions["new"]  # type: ignore[method-assign]
     assert sum(old_child.read()[0]) == passes * len(readers)  # old passes observed there
-    differences = [new - old for new, old in zip(found["new"], found["old"], strict=True)]
-    print(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:")
-    for name, spent in found.items():
-        print(f"  {name}: median {statistics.median(spent):.0f}, min {min(spent):.0f}")
-    lower = sum(difference < 0 for difference in differences)
-    print(
-        f"  new - old, paired: median {statistics.median(differences):+.0f} "
-        f"(new lower in {lower} of {passes})"
-    )
+    report(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:", found)
     await disconnect_members(inboxes, tasks)
 
 

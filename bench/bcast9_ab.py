@@ -17,23 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.util
 import os
-import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
 
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.paired import load_module, report
 
 
 async def run(old_tree: Path, members: int, passes: int) -> None:
@@ -45,8 +36,10 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
     from channels_layer import mailbox
     from consumers import eager
 
-    old_eager = _load("consumers._old_eager", old_tree / "consumers" / "eager.py")
-    old_mailbox = _load("channels_layer._old_mailbox", old_tree / "channels_layer" / "mailbox.py")
+    old_eager = load_module("consumers._old_eager", old_tree / "consumers" / "eager.py")
+    old_mailbox = load_module(
+        "channels_layer._old_mailbox", old_tree / "channels_layer" / "mailbox.py"
+    )
     versions = {
         "new": (eager.EagerReader.handle, eager.EagerReader.claim, mailbox.Mailboxes.put_many),
         "old": (
@@ -81,15 +74,7 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
         found[name].append(broadcast())
     gc.enable()
     eager.EagerReader.handle, eager.EagerReader.claim, mailbox.Mailboxes.put_many = versions["new"]  # type: ignore[method-assign]
-    differences = [new - old for new, old in zip(found["new"], found["old"], strict=True)]
-    print(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:")
-    for name, spent in found.items():
-        print(f"  {name}: median {statistics.median(spent):.0f}, min {min(spent):.0f}")
-    lower = sum(difference < 0 for difference in differences)
-    print(
-        f"  new - old, paired: median {statistics.median(differences):+.0f} "
-        f"(new lower in {lower} of {passes})"
-    )
+    report(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:", found)
     await disconnect_members(inboxes, tasks)
 
 

@@ -11,24 +11,16 @@ Run it under ``flock /tmp/bench.lock``; each process is pinned to core 1, as fra
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import statistics
-import subprocess
 import sys
+
+from bench.paired import report, run_in_tree
 
 
 def best_ns(python: str, tree: str, path: str, frames: int, repeats: int) -> float:
     """One process of ``frame9_micro`` in ``tree`` (its own modules): its best ns a frame."""
     command = ["taskset", "-c", "1", python, "bench/frame9_micro.py", "ours", path]
-    output = subprocess.run(
-        [*command, str(frames), str(repeats)],
-        cwd=tree,
-        env={**os.environ, "PYTHONPATH": "."},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    output = run_in_tree(tree, [*command, str(frames), str(repeats)])
     found = re.search(r"best (\d+) ns", output)
     assert found is not None, output
     return float(found.group(1))
@@ -48,15 +40,8 @@ def main() -> None:
     for _ in range(args.pairs):
         for name, tree in (("old", args.old_tree), ("new", args.new_tree)):
             found[name].append(best_ns(args.python, tree, args.path, args.frames, args.repeats))
-    lower = sum(new < old for old, new in zip(found["old"], found["new"], strict=True))
-    differences = [new - old for old, new in zip(found["old"], found["new"], strict=True)]
-    print(f"{args.path} ns a frame (best of {args.repeats} x {args.frames}), {args.pairs} pairs")
-    for name, runs in found.items():
-        print(f"  {name}: median {statistics.median(runs):.0f}  runs {runs}")
-    print(
-        f"  new - old, paired: median {statistics.median(differences):+.0f} "
-        f"(new lower in {lower} of {args.pairs})"
-    )
+    title = f"{args.path} ns a frame (best of {args.repeats} x {args.frames}), {args.pairs} pairs"
+    report(title, found, best="runs")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import statistics
 from pathlib import Path
 
-from bench.bcast10_pair import _load
 from bench.echo_probe import application_for
 from bench.frame9_micro import echo
+from bench.paired import load_module, report
 
 
 def main() -> None:
@@ -35,8 +34,12 @@ def main() -> None:
     from consumers import metrics
     from consumers.send_deadline import SendDeadline
 
-    old_timings = _load("channels_layer._old_timings", args.old_tree / "channels_layer/timings.py")
-    old_deadline = _load("consumers._old_deadline", args.old_tree / "consumers/send_deadline.py")
+    old_timings = load_module(
+        "channels_layer._old_timings", args.old_tree / "channels_layer/timings.py"
+    )
+    old_deadline = load_module(
+        "consumers._old_deadline", args.old_tree / "consumers/send_deadline.py"
+    )
     asyncio.run(echo(application, args.path, 1_000))  # the class's timers made
     timers = [o for o in gc.get_objects() if type(o) is metrics._Handling]
     versions = {
@@ -54,15 +57,7 @@ def main() -> None:
             timer.observe = observe
         SendDeadline.__call__ = call  # type: ignore[method-assign]
         found[name].append(asyncio.run(echo(application, args.path, args.frames)))
-    differences = [new - old for new, old in zip(found["new"], found["old"], strict=True)]
-    lower = sum(difference < 0 for difference in differences)
-    print(f"{args.path} ns a frame, {args.runs} runs of {args.frames} frames each:")
-    for name, runs in found.items():
-        print(f"  {name}: best {min(runs):.0f}, median {statistics.median(runs):.0f}")
-    print(
-        f"  new - old, paired: median {statistics.median(differences):+.0f} "
-        f"(new lower in {lower} of {args.runs})"
-    )
+    report(f"{args.path} ns a frame, {args.runs} runs of {args.frames} frames each:", found)
 
 
 if __name__ == "__main__":
