@@ -15,25 +15,22 @@ the paired differences (new - old).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.apps.settings_ours")
 os.environ["BENCH_LAYER"] = "memory"
 
-from bench.paired import load_module, report
+from bench.bcast9_ab import alternate, tree_main
+from bench.paired import load_module
 
 
 async def run(old_tree: Path, members: int, passes: int) -> None:
     import django
 
     django.setup()
-    from bench.apps.routes import GROUP
-    from bench.broadcast_timeline import Recorder, disconnect_members, reading_members
     from consumers.send_deadline import SendDeadline
 
     old_timings = load_module(
@@ -42,48 +39,29 @@ async def run(old_tree: Path, members: int, passes: int) -> None:
     old_deadline = load_module(
         "consumers._old_send_deadline", old_tree / "consumers" / "send_deadline.py"
     )
-    recorder = Recorder(0.0)
-    inboxes, tasks, readers = await reading_members(members, recorder)
-    consumer = readers[0]._consumer
-    layer = consumer.channel_layer
-    event = {"type": "bench.message", "text": "x" * 32}
-    timer = consumer._consumers_handling  # the class's: every member's
-    assert type(consumer._asgi_send) is SendDeadline and consumer._asgi_send._tally is not None
     old_child = old_timings.Timings()  # main's class; this process's own families unchanged
-    versions = {
-        "new": (timer.observe, SendDeadline.__call__),
-        "old": (old_child.observe, old_deadline.SendDeadline.__call__),
-    }
 
-    def broadcast() -> float:
-        started = time.thread_time_ns()
-        step = layer.group_send(GROUP, event).__await__()
-        for _ in step:
-            raise RuntimeError("suspended")
-        spent = (time.thread_time_ns() - started) / len(readers)
-        recorder.stamps.clear()
-        return spent
+    def prepare(readers: list[Any]) -> Callable[[str], None]:
+        consumer = readers[0]._consumer
+        timer = consumer._consumers_handling  # the class's: every member's
+        send = consumer._asgi_send
+        assert type(send) is SendDeadline and send._tally is not None
+        versions = {
+            "new": (timer.observe, SendDeadline.__call__),
+            "old": (old_child.observe, old_deadline.SendDeadline.__call__),
+        }
 
-    found: dict[str, list[float]] = {"new": [], "old": []}
-    gc.disable()
-    for number in range(passes * 2):
-        name = ("new", "old")[number % 2]
-        timer.observe, SendDeadline.__call__ = versions[name]  # type: ignore[method-assign]
-        found[name].append(broadcast())
-    gc.enable()
-    timer.observe, SendDeadline.__call__ = versions["new"]  # type: ignore[method-assign]
-    assert sum(old_child.read()[0]) == passes * len(readers)  # old passes observed there
-    report(f"{len(readers)} members, ns a member (thread CPU), {passes} passes each:", found)
-    await disconnect_members(inboxes, tasks)
+        def use(name: str) -> None:
+            timer.observe, SendDeadline.__call__ = versions[name]  # type: ignore[method-assign]
+
+        return use
+
+    count = await alternate(members, passes, prepare)
+    assert sum(old_child.read()[0]) == passes * count  # old passes observed there
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("old_tree", type=Path)
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--passes", type=int, default=200)
-    args = parser.parse_args()
-    asyncio.run(run(args.old_tree, args.members, args.passes))
+    tree_main(run, __doc__ or "")
 
 
 if __name__ == "__main__":
