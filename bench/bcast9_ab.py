@@ -19,7 +19,7 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ async def alternate(
     return len(readers)
 
 
-def tree_main(run: Callable[[Path, int, int], Awaitable[None]], doc: str) -> None:
+def tree_main(run: Callable[[Path, int, int], Coroutine[Any, Any, None]], doc: str) -> None:
     """The command line of a paired broadcast probe: OLD_TREE, --members, --passes."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("old_tree", type=Path)
