@@ -66,14 +66,17 @@ def websocket_scope(path: str, client_port: int) -> dict[str, Any]:
 
 
 def application_for(args: list[str]) -> tuple[Any, str, list[str]]:
-    """From ``[--root DIR] IMPL REST...``: the echo application of IMPL (``bare``, or ours
-    with ``bench.apps.settings_IMPL``) imported from DIR (default: here), IMPL and REST."""
+    """From ``[--root DIR] IMPL REST...``: the echo application of IMPL (``bare``, ``floor``,
+    or ours with ``bench.apps.settings_IMPL``) imported from DIR (default: here), IMPL and
+    REST."""
     root = os.getcwd()
     if args[0] == "--root":
         root, args = args[1], args[2:]
     sys.path.insert(0, root)
     if args[0] == "bare":
         from bench.apps.bare import application
+    elif args[0] == "floor":
+        from bench.apps.floor import application
     else:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"bench.apps.settings_{args[0]}")
         from bench.apps.ours import application

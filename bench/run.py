@@ -45,7 +45,7 @@ from bench.harness.scenarios import (
 )
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/10"
-ALL_IMPLS = ("ours", "channels", "socketio", "bare", "ours-nometrics", "bare-adapted")
+ALL_IMPLS = ("ours", "channels", "socketio", "bare", "ours-nometrics", "bare-adapted", "floor")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

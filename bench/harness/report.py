@@ -10,7 +10,7 @@ from typing import Any
 IMPLS = ("ours", "channels", "socketio", "bare")
 PEERS = ("channels", "socketio")  # the columns ours is divided by, besides bare
 # Variants a run may add (``--impls``): shown after these, with ours divided by them too.
-EXTRA_IMPLS = ("bare-adapted", "ours-nometrics")
+EXTRA_IMPLS = ("bare-adapted", "ours-nometrics", "floor")
 TITLES = {
     "ours": "ours",
     "channels": "Channels",
@@ -18,6 +18,7 @@ TITLES = {
     "bare": "bare",
     "bare-adapted": "bare adapted",
     "ours-nometrics": "ours, no metrics",
+    "floor": "API floor",
 }
 LG_SATURATED = 90.0  # % of a core: above this the load generator may be the bottleneck
 # Where the load generator is not ours' code (the layer's sender is), so a saturated one

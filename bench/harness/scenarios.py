@@ -116,6 +116,8 @@ class Impl:
     # The scenarios it takes part in (None: all) and the echo variants it has.
     scenarios: frozenset[str] | None = None
     echo_variants: tuple[str, ...] = ("async", "sync", "json")
+    # The broadcast scenario's layers: one process in memory, two over Redis.
+    broadcast_layers: tuple[str, ...] = ("memory", "redis")
 
     def runs(self, scenario: str) -> bool:
         return self.scenarios is None or scenario in self.scenarios
@@ -166,6 +168,16 @@ def make_impls(
             [ours_source, ROOT],
             f"{apps}.settings_ours",
             f"{apps}.bare_adapted",
+        ),
+        # The Channels API at its least work (bench/floor): no Redis layer, no HTTP of its own.
+        "floor": Impl(
+            "floor",
+            project_python,
+            [ROOT],
+            None,
+            f"{apps}.floor",
+            scenarios=frozenset({"echo", "broadcast"}),
+            broadcast_layers=("memory",),
         ),
         "django": Impl(
             "django", project_python, [ROOT], f"{apps}.settings_django", f"{apps}.django_only"
@@ -366,11 +378,9 @@ def echo(ctx: Context, impl: Impl) -> dict[str, Any]:
 # 2. Broadcast ----------------------------------------------------------------------------
 
 
-def broadcast(
-    ctx: Context, impl: Impl, layers: tuple[str, ...] = ("memory", "redis")
-) -> dict[str, Any]:
+def broadcast(ctx: Context, impl: Impl, layers: tuple[str, ...] | None = None) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
-    for layer in layers:
+    for layer in impl.broadcast_layers if layers is None else layers:
         processes = 1 if layer == "memory" else 2
         servers = start_servers(ctx, impl, count=processes, layer=layer)
         try:
