@@ -7,7 +7,8 @@ Each implementation runs in a process of its own, in turn, ``--rounds`` times: `
 connections to the benchmark's ``/ws/broadcast/`` route (in-memory layer) behind a fake
 server (``receive`` an ``asyncio.Queue``, each ``send`` a coroutine that ends at once), then
 ``--broadcasts`` frames, each from another member, one at a time: the thread's CPU from
-the frame's arrival to the last member's send, over the members. The first 10 broadcasts
+the frame's arrival to 5 ms after the last member's send (so what a fan-out leaves to a
+task of its own counts too), over the members. The first 10 broadcasts
 are a warm-up. Prints the minimum and median ns a member of each process.
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 WARM_UP = 10
+TIMEOUT = 30.0  # seconds for every connection to join, and for a broadcast to reach all
 
 
 def _application(impl: str) -> Any:
@@ -42,8 +44,8 @@ async def measure(application: Any, members: int, broadcasts: int) -> list[float
     """ns of thread CPU a member, one figure a measured broadcast."""
     from bench.echo_probe import websocket_scope
 
-    sent = [0]
-    everyone = asyncio.Event()
+    sent, accepted = [0], [0]
+    everyone, joined = asyncio.Event(), asyncio.Event()
 
     def new_send() -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def send(message: dict[str, Any]) -> None:  # one per connection, as a server's
@@ -51,6 +53,10 @@ async def measure(application: Any, members: int, broadcasts: int) -> list[float
                 sent[0] += 1
                 if sent[0] == members:
                     everyone.set()
+            elif message["type"] == "websocket.accept":
+                accepted[0] += 1
+                if accepted[0] == members:
+                    joined.set()
 
         return send
 
@@ -62,17 +68,19 @@ async def measure(application: Any, members: int, broadcasts: int) -> list[float
         inboxes.append(inbox)
         scope = websocket_scope("/ws/broadcast/", 10_000 + number)
         connections.append(asyncio.ensure_future(application(scope, inbox.get, new_send())))
-    await asyncio.sleep(0.5)  # all connected and joined
+    await asyncio.wait_for(joined.wait(), TIMEOUT)  # each joins its group before accepting
     per_member = []
     for number in range(broadcasts + WARM_UP):
         sent[0] = 0
         everyone.clear()
         started = time.thread_time_ns()
         inboxes[number % members].put_nowait({"type": "websocket.receive", "text": "hello"})
-        await everyone.wait()
+        await asyncio.wait_for(everyone.wait(), TIMEOUT)
+        # Read after a pause: what a fan-out left to a task of its own after the last send
+        # (ours' writes that wait) is counted too; an idle loop adds next to nothing.
+        await asyncio.sleep(0.005)
         if number >= WARM_UP:
             per_member.append((time.thread_time_ns() - started) / members)
-        await asyncio.sleep(0.005)
     for inbox in inboxes:
         inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
     await asyncio.gather(*connections, return_exceptions=True)

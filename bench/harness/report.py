@@ -482,6 +482,17 @@ RATIOS = (
         "scale2.scale2.p99_ms",
         "socketio",
     ),
+    ("async echo round trips, ours/API floor", "echo.async.rps", "floor"),
+    ("JSON echo round trips, ours/API floor", "echo.json.rps", "floor"),
+    ("sync echo round trips, ours/API floor", "echo.sync.rps", "floor"),
+    ("broadcast {size}, in-memory, p99 ours/API floor", "broadcast.mem{size}.p99_ms", "floor"),
+)
+# What the API itself costs (``--impls floor``): the floor divided by bare.
+FLOOR_RATIOS = (
+    ("async echo round trips, API floor/bare", "echo.async.rps"),
+    ("JSON echo round trips, API floor/bare", "echo.json.rps"),
+    ("sync echo round trips, API floor/bare", "echo.sync.rps"),
+    ("broadcast {size}, in-memory, p99 API floor/bare", "broadcast.mem{size}.p99_ms"),
 )
 
 
@@ -508,4 +519,14 @@ def ratio_table(evaluated: dict[str, list[dict[str, Any]]], broadcast_size: int)
                 for cell, lg in zip(cells, bound, strict=True)
             )
             lines.append(f"| {label} | " + " | ".join(shown) + " |")
+    for label, key in FLOOR_RATIOS:
+        key = key.format(size=broadcast_size)
+        found = [by_key[server].get(key, {}) for server in servers]
+        cells = [
+            row["floor"] / row["bare"] if row.get("floor") and row.get("bare") else None
+            for row in found
+        ]
+        if any(cell is not None for cell in cells):
+            label = label.format(size=f"{broadcast_size:,}")
+            lines.append(f"| {label} | " + " | ".join(map(_fmt_ratio, cells)) + " |")
     return lines
