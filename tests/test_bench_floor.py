@@ -67,8 +67,9 @@ threads_app = routing.URLRouter([path("threads/", Threads.as_asgi())])
 
 
 async def test_a_sync_handler_runs_off_the_loop_and_its_error_stays_its_own() -> None:
-    failing, other = await connected("/threads/", threads_app), await connected(
-        "/threads/", threads_app
+    failing, other = (
+        await connected("/threads/", threads_app),
+        await connected("/threads/", threads_app),
     )
     await failing.send_to(text_data="fail")
     await other.send_to(text_data="x")
@@ -81,8 +82,9 @@ async def test_a_sync_handler_runs_off_the_loop_and_its_error_stays_its_own() ->
 
 
 async def test_a_cancelled_connection_does_not_strand_the_others_of_its_batch() -> None:
-    cancelled, other = await connected("/threads/", threads_app), await connected(
-        "/threads/", threads_app
+    cancelled, other = (
+        await connected("/threads/", threads_app),
+        await connected("/threads/", threads_app),
     )
     await cancelled.send_to(text_data="slow")
     await asyncio.sleep(0.05)  # its handler runs; the next frame joins the same batch
